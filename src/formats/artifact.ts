@@ -1,0 +1,61 @@
+// The llmopt artifact: a complete model folder (model.onnx + model.onnx.data, config, tokenizer) and
+// its manifest llmopt.json, which records the source, every pass applied with its options, and the tool.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../errors.js';
+import { readJsonFile, readModelSpec } from './hf-config.js';
+import { MANIFEST_FILE } from './output-dir.js';
+import type { DecoderSpec } from '../model/spec.js';
+import type { AttentionForm } from '../model/decoder.js';
+
+export const TOOL_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
+
+export interface PassRecord {
+  pass: string;
+  options: Record<string, unknown>;
+  at: string;
+}
+
+export interface ArtifactManifest {
+  format: 'llmopt-artifact';
+  formatVersion: 1;
+  tool: { name: 'llmopt'; version: string };
+  source: { path: string; configSha256?: string };
+  model: { file: string; dataFile: string | null; attention: AttentionForm; precision: string; opset: number };
+  passes: PassRecord[];
+}
+
+export interface Artifact {
+  dir: string;
+  modelPath: string;
+  manifest: ArtifactManifest | null;
+  spec: DecoderSpec;
+  /** Attention form, from the manifest (or guessed from the graph's inputs by the runtime when absent). */
+  attention: AttentionForm | null;
+}
+
+/** Where an artifact's model.onnx lives: the folder itself, or onnx/ for the transformers.js layout. */
+export function findModelFile(dir: string): string | null {
+  for (const rel of ['model.onnx', join('onnx', 'model.onnx')]) if (existsSync(join(dir, rel))) return join(dir, rel);
+  return null;
+}
+
+/** Opens an artifact folder: model.onnx and config.json are required, llmopt.json is read when present. */
+export function openArtifact(dir: string): Artifact {
+  if (!existsSync(dir)) throw new InputError(`${dir}: folder not found`);
+  const modelPath = findModelFile(dir);
+  if (!modelPath) throw new InputError(`${dir}: no model.onnx (not an exported artifact; run \`llmopt export\` first)`);
+  const manifestPath = join(dir, MANIFEST_FILE);
+  const manifest = existsSync(manifestPath) ? (readJsonFile(manifestPath) as unknown as ArtifactManifest) : null;
+  if (manifest && manifest.format !== 'llmopt-artifact') throw new InputError(`${manifestPath}: not an llmopt manifest`);
+  return { dir, modelPath, manifest, spec: readModelSpec(dir), attention: manifest?.model.attention ?? null };
+}
+
+export function writeManifest(dir: string, manifest: ArtifactManifest): void {
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+}
+
+/** True when `dir` holds an ONNX artifact rather than a Hugging Face checkpoint. */
+export function isArtifact(dir: string): boolean {
+  return findModelFile(dir) !== null;
+}

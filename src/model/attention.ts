@@ -1,0 +1,99 @@
+// The two attention forms of the decoder graph. Both read and write the KV cache in the
+// decoder convention: past_key_values.{i}.key|value and present.{i}.key|value, [B, kvH, T, D].
+//   fused:    com.microsoft GroupQueryAttention with rotary inside the op (what onnxruntime-genai emits)
+//   standard: ai.onnx ops only (any ONNX runtime), rotary and grouped heads spelled out.
+import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
+import type { DecoderSpec } from './spec.js';
+
+/** Graph-wide values attention reads, computed once per graph by the decoder builder. */
+export interface AttentionContext {
+  /** fused: int32 [B] seqlens_k and int32 scalar total sequence length. */
+  seqlensK?: string;
+  totalSeqLen?: string;
+  /** standard: [B, 1, 1, S, T] bool — may query s see key slot t. */
+  allowed?: string;
+  /** standard: [B, S, 1, D/2] cos and sin at each query's position. */
+  cos?: string;
+  sin?: string;
+  /** Rotary caches [maxPositions, D/2] (initializers). */
+  cosCache: string;
+  sinCache: string;
+}
+
+export interface AttentionIO {
+  layer: number;
+  path: string;
+  q: string; // [B, S, H*D]
+  k: string; // [B, S, kvH*D]
+  v: string; // [B, S, kvH*D]
+  pastKey: string;
+  pastValue: string;
+  presentKey: string;
+  presentValue: string;
+}
+
+/** GroupQueryAttention: rotary, cache append, grouped heads and the causal/padding mask in one op. */
+export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
+  const [out] = g.node(
+    'GroupQueryAttention',
+    [io.q, io.k, io.v, io.pastKey, io.pastValue, ctx.seqlensK!, ctx.totalSeqLen!, ctx.cosCache, ctx.sinCache],
+    {
+      name: `${io.path}/GroupQueryAttention`,
+      outputs: [`${io.path}/GroupQueryAttention/output_0`, io.presentKey, io.presentValue],
+      domain: MS_DOMAIN,
+      attrs: {
+        num_heads: { int: spec.numHeads },
+        kv_num_heads: { int: spec.kvHeads },
+        scale: { float: 1 / Math.sqrt(spec.headDim) },
+        do_rotary: { int: 1 },
+        rotary_interleaved: { int: 0 },
+        local_window_size: { int: -1 },
+      },
+    },
+  );
+  return out!;
+}
+
+/** Rotate-half RoPE on [B, S, heads, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin). */
+function rotary(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, x: string, path: string): string {
+  const half = spec.headDim / 2;
+  const split = g.constant(`/const/rope_split_${half}`, Elem.INT64, [2], [half, half]);
+  const [x1, x2] = g.node('Split', [x, split], { name: `${path}/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
+  const a = g.op('Sub', [g.op('Mul', [x1!, ctx.cos!], `${path}/Mul_x1cos`), g.op('Mul', [x2!, ctx.sin!], `${path}/Mul_x2sin`)], `${path}/Sub`);
+  const b = g.op('Add', [g.op('Mul', [x2!, ctx.cos!], `${path}/Mul_x2cos`), g.op('Mul', [x1!, ctx.sin!], `${path}/Mul_x1sin`)], `${path}/Add`);
+  return g.op('Concat', [a, b], `${path}/Concat`, { axis: { int: -1 } });
+}
+
+/** Attention from ai.onnx ops: queries grouped as [B, kvH, G, S, D] so K/V are never repeated. */
+export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
+  const { numHeads: H, kvHeads: KV, headDim: D } = spec;
+  const G = H / KV;
+  const p = io.path;
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const q4 = g.op('Reshape', [io.q, i64(`/const/shape_0_0_${H}_${D}`, [0, 0, H, D])], `${p}/q/Reshape`); // [B,S,H,D]
+  const k4 = g.op('Reshape', [io.k, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/k/Reshape`); // [B,S,kvH,D]
+  const v4 = g.op('Reshape', [io.v, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/v/Reshape`);
+  const qr = rotary(g, spec, ctx, q4, `${p}/q/rotary`);
+  const kr = rotary(g, spec, ctx, k4, `${p}/k/rotary`);
+  const bhsd = { perm: { ints: [0, 2, 1, 3] } };
+  const kNew = g.op('Transpose', [kr], `${p}/k/Transpose`, bhsd); // [B,kvH,S,D]
+  const vNew = g.op('Transpose', [v4], `${p}/v/Transpose`, bhsd);
+  g.node('Concat', [io.pastKey, kNew], { name: `${p}/present_key/Concat`, outputs: [io.presentKey], attrs: { axis: { int: 2 } } }); // [B,kvH,T,D]
+  g.node('Concat', [io.pastValue, vNew], { name: `${p}/present_value/Concat`, outputs: [io.presentValue], attrs: { axis: { int: 2 } } });
+
+  const axis2 = i64('/const/axes_2', [2]);
+  const q5 = g.op('Reshape', [g.op('Transpose', [qr], `${p}/q/Transpose`, bhsd), i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]
+  const k5 = g.op('Unsqueeze', [io.presentKey, axis2], `${p}/k/Unsqueeze`); // [B,kvH,1,T,D]
+  const v5 = g.op('Unsqueeze', [io.presentValue, axis2], `${p}/v/Unsqueeze`);
+  const kT = g.op('Transpose', [k5], `${p}/k/TransposeT`, { perm: { ints: [0, 1, 2, 4, 3] } }); // [B,kvH,1,D,T]
+  const scale = g.constant(`/const/attn_scale_${D}`, Elem.FLOAT, [], [1 / Math.sqrt(D)]);
+  const scores = g.op('Mul', [g.op('MatMul', [q5, kT], `${p}/QK/MatMul`), scale], `${p}/QK/Scale`); // [B,kvH,G,S,T]
+  // Masked slots get the lowest float rather than -inf, so a fully masked (padding) row stays finite.
+  const lowest = g.constant('/const/float_lowest', Elem.FLOAT, [], [-3.4028234663852886e38]);
+  const masked = g.op('Where', [ctx.allowed!, scores, lowest], `${p}/Mask/Where`);
+  const probs = g.op('Softmax', [masked], `${p}/Softmax`, { axis: { int: -1 } });
+  const ctx5 = g.op('MatMul', [probs, v5], `${p}/PV/MatMul`); // [B,kvH,G,S,D]
+  const heads = g.op('Reshape', [ctx5, i64(`/const/shape_0_${H}_-1_${D}`, [0, H, -1, D])], `${p}/out/Reshape`); // [B,H,S,D]
+  const bshd = g.op('Transpose', [heads], `${p}/out/Transpose`, bhsd); // [B,S,H,D]
+  return g.op('Reshape', [bshd, i64(`/const/shape_0_0_${H * D}`, [0, 0, H * D])], `${p}/out/Merge`); // [B,S,H*D]
+}

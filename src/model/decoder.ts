@@ -1,0 +1,228 @@
+// Builds the ONNX graph of a Llama-family decoder with a KV cache from a spec and a weight source:
+// embedding -> layers (RMSNorm, attention, RMSNorm, SwiGLU MLP) -> final norm -> lm_head.
+// Node names are paths (/model/layers.0/attn/...), initializers keep Hugging Face names.
+import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
+import { fusedAttention, standardAttention, type AttentionContext } from './attention.js';
+import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
+import { rotaryCaches } from './rope.js';
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from './spec.js';
+import type { WeightSource } from './weights.js';
+
+export type AttentionForm = 'fused' | 'standard';
+
+export interface DecoderGraphOptions {
+  attention: AttentionForm;
+  /** How linear layers are emitted (float MatMul unless a pass supplies another). */
+  linear?: LinearEmitter;
+  /** Called after each weight tensor is written, for progress reporting. */
+  onTensor?: (name: string) => void;
+}
+
+/** Names of the graph's inputs and outputs, in the decoder convention of onnxruntime-genai / transformers.js. */
+export const io = {
+  inputIds: 'input_ids',
+  attentionMask: 'attention_mask',
+  positionIds: 'position_ids',
+  logits: 'logits',
+  pastKey: (i: number) => `past_key_values.${i}.key`,
+  pastValue: (i: number) => `past_key_values.${i}.value`,
+  presentKey: (i: number) => `present.${i}.key`,
+  presentValue: (i: number) => `present.${i}.value`,
+};
+
+/** Number of weight tensors the builder writes (for progress bars). */
+export function weightTensorCount(spec: DecoderSpec): number {
+  const perLayer = 2 + 7 + (spec.attentionBias ? 4 : 0) + (spec.mlpBias ? 3 : 0);
+  return 1 + spec.numLayers * perLayer + 1 + (spec.tiedEmbeddings ? 0 : 1);
+}
+
+class DecoderGraph {
+  private readonly linear: LinearEmitter;
+
+  constructor(
+    readonly g: GraphBuilder,
+    readonly spec: DecoderSpec,
+    readonly weights: WeightSource,
+    readonly opts: DecoderGraphOptions,
+  ) {
+    this.linear = opts.linear ?? floatLinear;
+  }
+
+  private async floatWeight(name: string, dims: number[]): Promise<string> {
+    const w = this.g.initializer(name, Elem.FLOAT, dims, f32bytes(await this.weights.readFloat32(name)));
+    this.opts.onTensor?.(name);
+    return w;
+  }
+
+  private async proj(x: string, path: string, module: string, inFeatures: number, outFeatures: number, bias: boolean): Promise<string> {
+    const layer: LinearLayer = { path, module, inFeatures, outFeatures, bias };
+    const y = await this.linear(this.g, this.weights, layer, x);
+    this.opts.onTensor?.(`${module}.weight`);
+    if (bias) this.opts.onTensor?.(`${module}.bias`);
+    return y;
+  }
+
+  /** RMSNorm from ai.onnx ops: x / sqrt(mean(x^2) + eps) * gamma. */
+  private rmsNorm(x: string, gamma: string, path: string): string {
+    const g = this.g;
+    const sq = g.op('Mul', [x, x], `${path}/Square`);
+    const mean = g.op('ReduceMean', [sq], `${path}/ReduceMean`, { axes: { ints: [-1] }, keepdims: { int: 1 } });
+    const eps = g.constant(`/const/rms_eps`, Elem.FLOAT, [], [this.spec.rmsNormEps]);
+    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, eps], `${path}/AddEps`)], `${path}/Sqrt`)], `${path}/Reciprocal`);
+    return g.op('Mul', [g.op('Mul', [x, inv], `${path}/Normalize`), gamma], `${path}/Scale`);
+  }
+
+  /** Pre-norm for a block. fused: Skip*LayerNormalization also returns the residual sum. */
+  private norm(x: string, skip: string | null, gamma: string, path: string): { normed: string; residual: string } {
+    const g = this.g;
+    const fused = this.opts.attention === 'fused';
+    const eps = { float: this.spec.rmsNormEps };
+    if (skip === null) {
+      const normed = fused
+        ? g.op('SimplifiedLayerNormalization', [x, gamma], `${path}/SimplifiedLayerNorm`, { axis: { int: -1 }, epsilon: eps, stash_type: { int: 1 } })
+        : this.rmsNorm(x, gamma, path);
+      return { normed, residual: x };
+    }
+    if (fused) {
+      const [normed, , , residual] = g.node('SkipSimplifiedLayerNormalization', [x, skip, gamma], {
+        name: `${path}/SkipLayerNorm`,
+        outputs: [`${path}/SkipLayerNorm/output_0`, '', '', `${path}/SkipLayerNorm/output_3`],
+        domain: MS_DOMAIN,
+        attrs: { epsilon: eps },
+      });
+      return { normed: normed!, residual: residual! };
+    }
+    const residual = g.op('Add', [x, skip], `${path}/ResidualAdd`);
+    return { normed: this.rmsNorm(residual, gamma, path), residual };
+  }
+
+  /** Graph inputs, cos/sin caches and the per-graph values attention reads. */
+  private prologue(): AttentionContext {
+    const { g, spec } = this;
+    g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']);
+    g.input(io.attentionMask, Elem.INT64, ['batch_size', 'total_sequence_length']);
+    const half = spec.headDim / 2;
+    const { cos, sin } = rotaryCaches(spec);
+    const cosCache = g.initializer('cos_cache', Elem.FLOAT, [spec.maxPositions, half], f32bytes(cos));
+    const sinCache = g.initializer('sin_cache', Elem.FLOAT, [spec.maxPositions, half], f32bytes(sin));
+    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+    const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
+
+    if (this.opts.attention === 'fused') {
+      // seqlens_k = (valid tokens per row) - 1 and total_sequence_length, as onnxruntime-genai computes them.
+      const p = '/model/attn_mask';
+      const sum = g.op('ReduceSum', [io.attentionMask, i64('/const/axes_1', [1])], `${p}/ReduceSum`, { keepdims: { int: 0 } });
+      const seqlens = g.op('Sub', [sum, scalar('/const/one_i64', 1)], `${p}/Sub`);
+      const seqlensK = g.op('Cast', [seqlens], `${p}/seqlens_k/Cast`, { to: { int: Elem.INT32 } });
+      const shape = g.op('Shape', [io.attentionMask], `${p}/Shape`);
+      const total = g.op('Gather', [shape, scalar('/const/one_i64', 1)], `${p}/Gather`, { axis: { int: 0 } });
+      const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
+      return { seqlensK, totalSeqLen, cosCache, sinCache };
+    }
+
+    g.input(io.positionIds, Elem.INT64, ['batch_size', 'sequence_length']);
+    const p = '/model/attn_mask';
+    // Query s sits at slot P + s of the cache (P = T - S); it may see slot t when t <= P + s and mask[t] = 1.
+    const T = g.op('Gather', [g.op('Shape', [io.attentionMask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, { axis: { int: 0 } });
+    const S = g.op('Gather', [g.op('Shape', [io.inputIds], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
+    const P = g.op('Sub', [T, S], `${p}/P`);
+    const one = scalar('/const/one_i64', 1);
+    const qSlots = g.op('Range', [P, T, one], `${p}/q_slots`); // [S]
+    const kSlots = g.op('Range', [scalar('/const/zero_i64', 0), T, one], `${p}/k_slots`); // [T]
+    const causal = g.op(
+      'LessOrEqual',
+      [g.op('Unsqueeze', [kSlots, i64('/const/axes_0', [0])], `${p}/k_row`), g.op('Unsqueeze', [qSlots, i64('/const/axes_1', [1])], `${p}/q_col`)],
+      `${p}/causal`,
+    ); // [S, T]
+    const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
+    const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
+    const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
+
+    const r = '/model/rotary';
+    const axis2 = i64('/const/axes_2', [2]);
+    const cosAt = g.op('Unsqueeze', [g.op('Gather', [cosCache, io.positionIds], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2], `${r}/cos`);
+    const sinAt = g.op('Unsqueeze', [g.op('Gather', [sinCache, io.positionIds], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2], `${r}/sin`);
+    return { allowed, cos: cosAt, sin: sinAt, cosCache, sinCache };
+  }
+
+  async build(): Promise<void> {
+    const { g, spec } = this;
+    const { hiddenSize: h, numHeads, kvHeads, headDim: d, intermediateSize: f } = spec;
+    const ctx = this.prologue();
+    for (let i = 0; i < spec.numLayers; i++) {
+      for (const [name, past] of [
+        [io.pastKey(i), true],
+        [io.pastValue(i), true],
+      ] as const) {
+        if (past) g.input(name, Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+      }
+    }
+
+    const embed = await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]);
+    let x = g.op('Gather', [embed, io.inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } }); // [B,S,h]
+    let pending: string | null = null; // output of the previous block, not yet added to the residual
+
+    for (let i = 0; i < spec.numLayers; i++) {
+      const n = layerTensorNames(i);
+      const path = `/model/layers.${i}`;
+      const inNorm = await this.floatWeight(n.inputNorm, [h]);
+      const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
+      x = pre.residual;
+      const ab = spec.attentionBias;
+      const q = await this.proj(pre.normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
+      const k = await this.proj(pre.normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
+      const v = await this.proj(pre.normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
+      const aio = {
+        layer: i,
+        path: `${path}/attn`,
+        q,
+        k,
+        v,
+        pastKey: io.pastKey(i),
+        pastValue: io.pastValue(i),
+        presentKey: io.presentKey(i),
+        presentValue: io.presentValue(i),
+      };
+      const attn = this.opts.attention === 'fused' ? fusedAttention(g, spec, ctx, aio) : standardAttention(g, spec, ctx, aio);
+      g.output(io.presentKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
+      g.output(io.presentValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
+      const o = await this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
+
+      const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
+      const post = this.norm(o, x, postNorm, `${path}/post_attention_layernorm`);
+      x = post.residual;
+      const mb = spec.mlpBias;
+      const gate = await this.proj(post.normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
+      const up = await this.proj(post.normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
+      const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
+      const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
+      pending = await this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb);
+    }
+
+    const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
+    const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
+    let logits: string;
+    if (spec.tiedEmbeddings) {
+      // Tied lm_head reuses the embedding [V, h] through Gemm(transB), so the weight is stored once.
+      const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+      const flat = g.op('Reshape', [last.normed, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
+      const gemm = g.op('Gemm', [flat, embed], '/lm_head/Gemm', { transB: { int: 1 } });
+      const shape = g.op('Concat', [
+        g.op('Shape', [io.inputIds], '/lm_head/Shape'),
+        i64(`/const/vocab_${spec.vocabSize}`, [spec.vocabSize]),
+      ], '/lm_head/OutShape', { axis: { int: 0 } });
+      g.node('Reshape', [gemm, shape], { name: '/lm_head/Reshape', outputs: [io.logits] });
+      logits = io.logits;
+    } else {
+      const y = await this.proj(last.normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
+      g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
+      logits = io.logits;
+    }
+    g.output(logits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
+  }
+}
+
+/** Builds the decoder graph into `g`, streaming weights from `weights`. */
+export async function buildDecoderGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, opts: DecoderGraphOptions): Promise<void> {
+  await new DecoderGraph(g, spec, weights, opts).build();
+}

@@ -1,0 +1,134 @@
+// KV caches for the two attention forms. Both lay rows out right-padded: row b's tokens occupy
+// cache slots 0..length[b]-1 (GroupQueryAttention requires right padding).
+//   SharedBufferCache (fused): one [B, kvH, capacity, D] buffer per past input, fed as the past and
+//     pre-allocated as the present, so GroupQueryAttention appends in place and nothing is copied.
+//   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
+import { InputError } from '../errors.js';
+import { Tensor } from './session.js';
+
+/** What one forward step feeds besides input_ids. */
+export interface StepFeeds {
+  feeds: Record<string, Tensor>;
+  fetches?: Record<string, Tensor | null>;
+}
+
+export interface KvCache {
+  readonly batch: number;
+  /** Tokens held per row. */
+  readonly lengths: readonly number[];
+  /** Feeds for a step appending newCounts[b] tokens to row b, padded to S. */
+  prepare(newCounts: number[], S: number): StepFeeds;
+  /** Records a finished step. */
+  commit(outputs: Record<string, Tensor>, newCounts: number[]): void;
+}
+
+export interface CacheLayout {
+  batch: number;
+  kvHeads: number;
+  headDim: number;
+  /** past_key_values.* input names, in graph order. */
+  pastNames: string[];
+  /** present.* output name for each past name. */
+  presentOf: (past: string) => string;
+  /** Whether the graph takes position_ids. */
+  positionIds: boolean;
+  maxPositions: number;
+}
+
+function int64(values: number[] | BigInt64Array, dims: number[]): Tensor {
+  const data = values instanceof BigInt64Array ? values : BigInt64Array.from(values, (v) => BigInt(v));
+  return new Tensor('int64', data, dims);
+}
+
+function positionFeeds(layout: CacheLayout, lengths: readonly number[], S: number): Record<string, Tensor> {
+  if (!layout.positionIds) return {};
+  const pos = new BigInt64Array(layout.batch * S);
+  for (let b = 0; b < layout.batch; b++) {
+    // Padding slots get a clamped position: their outputs are never read.
+    for (let s = 0; s < S; s++) pos[b * S + s] = BigInt(Math.min(lengths[b]! + s, layout.maxPositions - 1));
+  }
+  return { position_ids: int64(pos, [layout.batch, S]) };
+}
+
+export class SharedBufferCache implements KvCache {
+  readonly lengths: number[];
+  private readonly buffers: Map<string, Tensor>;
+
+  constructor(readonly layout: CacheLayout, readonly capacity: number) {
+    this.lengths = new Array(layout.batch).fill(0);
+    const dims = [layout.batch, layout.kvHeads, capacity, layout.headDim];
+    const size = dims.reduce((a, b) => a * b, 1);
+    this.buffers = new Map(layout.pastNames.map((n) => [n, new Tensor('float32', new Float32Array(size), dims)]));
+  }
+
+  get batch(): number {
+    return this.layout.batch;
+  }
+
+  prepare(newCounts: number[], S: number): StepFeeds {
+    const B = this.batch;
+    const totals = this.lengths.map((l, b) => l + newCounts[b]!);
+    const width = Math.max(...totals);
+    if (width > this.capacity) throw new InputError(`sequence of ${width} tokens exceeds the cache capacity of ${this.capacity}`);
+    const hasPast = this.lengths.some((l) => l > 0);
+    if (hasPast && S > 1 && B > 1) throw new Error('GroupQueryAttention appends several tokens to a non-empty cache only at batch 1');
+    const mask = new BigInt64Array(B * width);
+    for (let b = 0; b < B; b++) mask.fill(1n, b * width, b * width + totals[b]!);
+    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, width]), ...positionFeeds(this.layout, this.lengths, S) };
+    const fetches: Record<string, Tensor | null> = {};
+    for (const [name, t] of this.buffers) {
+      feeds[name] = t;
+      fetches[this.layout.presentOf(name)] = t;
+    }
+    return { feeds, fetches };
+  }
+
+  commit(_outputs: Record<string, Tensor>, newCounts: number[]): void {
+    for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
+  }
+}
+
+export class ConcatCache implements KvCache {
+  readonly lengths: number[];
+  private past: Map<string, Tensor>;
+  /** Per slot and row: 1 where the slot holds a real token, 0 for padding. */
+  private valid: Uint8Array[];
+
+  constructor(readonly layout: CacheLayout) {
+    this.lengths = new Array(layout.batch).fill(0);
+    const dims = [layout.batch, layout.kvHeads, 0, layout.headDim];
+    this.past = new Map(layout.pastNames.map((n) => [n, new Tensor('float32', new Float32Array(0), dims)]));
+    this.valid = Array.from({ length: layout.batch }, () => new Uint8Array(0));
+  }
+
+  get batch(): number {
+    return this.layout.batch;
+  }
+
+  prepare(newCounts: number[], S: number): StepFeeds {
+    const B = this.batch;
+    const T = this.valid[0]!.length + S;
+    const mask = new BigInt64Array(B * T);
+    for (let b = 0; b < B; b++) {
+      const v = this.valid[b]!;
+      for (let t = 0; t < v.length; t++) mask[b * T + t] = BigInt(v[t]!);
+      for (let s = 0; s < S; s++) mask[b * T + v.length + s] = s < newCounts[b]! ? 1n : 0n;
+    }
+    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
+    for (const [name, t] of this.past) feeds[name] = t;
+    return { feeds };
+  }
+
+  commit(outputs: Record<string, Tensor>, newCounts: number[]): void {
+    const S = Math.max(...newCounts);
+    for (const name of this.past.keys()) this.past.set(name, outputs[this.layout.presentOf(name)]!);
+    for (let b = 0; b < this.batch; b++) {
+      const old = this.valid[b]!;
+      const next = new Uint8Array(old.length + S);
+      next.set(old);
+      next.fill(1, old.length, old.length + newCounts[b]!);
+      this.valid[b] = next;
+      this.lengths[b]! += newCounts[b]!;
+    }
+  }
+}

@@ -1,0 +1,71 @@
+// The one place llmopt talks to onnxruntime-node: opens a decoder session on a device and runs it,
+// reporting every input's name, dtype and dims when a run fails.
+import * as ort from 'onnxruntime-node';
+import { existsSync } from 'node:fs';
+import { DeviceError, InputError, LlmoptError } from '../errors.js';
+import { executionProviders, deviceFailure, type Device } from './device.js';
+
+export type Tensor = ort.Tensor;
+export const Tensor = ort.Tensor;
+
+export interface SessionOptions {
+  device: Device;
+  /** Intra-op threads (default: onnxruntime's choice, all cores). */
+  threads?: number;
+}
+
+/** Raised when onnxruntime fails on a run: an internal failure, not bad user input. */
+export class RunError extends LlmoptError {}
+
+export class ModelSession {
+  private constructor(
+    readonly session: ort.InferenceSession,
+    readonly path: string,
+    readonly device: Device,
+  ) {}
+
+  static async open(path: string, opts: SessionOptions): Promise<ModelSession> {
+    if (!existsSync(path)) throw new InputError(`${path}: file not found`);
+    const providers = executionProviders(opts.device);
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders: providers,
+      graphOptimizationLevel: 'all',
+      // Shapes change every decode step; memory patterns planned for one shape would pile up.
+      enableMemPattern: false,
+      logSeverityLevel: 3,
+    };
+    if (opts.threads) options.intraOpNumThreads = opts.threads;
+    try {
+      return new ModelSession(await ort.InferenceSession.create(path, options), path, opts.device);
+    } catch (e) {
+      if (opts.device !== 'cpu') throw deviceFailure(opts.device, e);
+      throw new InputError(`${path}: onnxruntime cannot load the model (${String((e as Error).message).split('\n')[0]})`);
+    }
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  /** Runs the graph; `fetches` may map outputs to pre-allocated tensors (written in place). */
+  async run(feeds: Record<string, ort.Tensor>, fetches?: Record<string, ort.Tensor | null>): Promise<Record<string, ort.Tensor>> {
+    try {
+      return fetches ? await this.session.run(feeds, fetches) : await this.session.run(feeds);
+    } catch (e) {
+      const described = Object.entries(feeds)
+        .map(([k, t]) => `${k}:${t.type}[${t.dims.join(',')}]`)
+        .join(' ');
+      const first = String((e as Error).message).split('\n')[0];
+      if (e instanceof DeviceError) throw e;
+      throw new RunError(`${this.path}: run failed (${first}); inputs ${described}`);
+    }
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
