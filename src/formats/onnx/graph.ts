@@ -167,7 +167,7 @@ export interface ModelOptions {
 /** Wraps a graph into a serialized ModelProto. */
 export function encodeModel(graph: GraphBuilder, graphName: string, opts: ModelOptions): Uint8Array {
   const opsetImport: onnxProto.onnx.IOperatorSetIdProto[] = [{ domain: '', version: opts.opset }];
-  for (const d of graph.usedDomains()) if (d !== '') opsetImport.push({ domain: d, version: 1 });
+  for (const d of graph.usedDomains()) if (d !== '' && d !== 'ai.onnx') opsetImport.push({ domain: d, version: 1 });
   const model: onnxProto.onnx.IModelProto = {
     // IR 8 pairs with opsets up to 18; newer opsets need a newer IR version.
     irVersion: opts.opset <= 18 ? 8 : opts.opset <= 20 ? 9 : 10,

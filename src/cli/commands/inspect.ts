@@ -1,0 +1,53 @@
+// `llmopt inspect`: what a Hugging Face folder or an artifact holds — architecture, parameters,
+// dtypes, bytes, and per-tensor statistics including the fraction of zeros.
+import { Command } from 'commander';
+import { inspectModel } from '../../model/inspect.js';
+import { formatBytes, Output, table } from '../output.js';
+
+export function inspectCommand(): Command {
+  return new Command('inspect')
+    .description('show architecture, parameter count, dtypes, bytes and per-tensor statistics of a model folder or artifact')
+    .argument('<model>', 'Hugging Face model folder or llmopt artifact folder')
+    .option('--tensors', 'list every tensor with its statistics')
+    .option('--json', 'print the full report as JSON (tensors included)')
+    .addHelpText('after', '\nExample:\n  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction')
+    .action(async (dir: string, o: { tensors?: boolean; json?: boolean }) => {
+      const out = new Output({ json: o.json });
+      const r = await inspectModel(dir);
+      if (o.json) return out.json(r);
+      const a = r.architecture;
+      const rows: Array<Array<string | number>> = [
+        ['kind', r.kind],
+        ['architecture', `llama: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`],
+        ['parameters', r.parameters.toLocaleString('en-US')],
+        ['bytes', formatBytes(r.bytes)],
+        ['dtypes', Object.entries(r.dtypes).map(([d, v]) => `${d}: ${v.tensors} tensors, ${formatBytes(v.bytes)}`).join('; ')],
+        ['zeros', `${(r.zeroFraction * 100).toFixed(2)}%`],
+      ];
+      if (r.manifest) rows.push(['passes', r.manifest.map((p) => p.pass).join(' -> ')]);
+      out.result(table(rows));
+      if (o.tensors) {
+        out.result('');
+        out.result(
+          table([
+            ['tensor', 'dtype', 'shape', 'bytes', 'mean', 'std', 'min', 'max', 'zeros'],
+            ...r.tensors.map((t) => [
+              t.name,
+              t.dtype,
+              `[${t.shape.join(',')}]`,
+              t.bytes,
+              fmt(t.mean),
+              fmt(t.std),
+              fmt(t.min),
+              fmt(t.max),
+              t.zeroFraction === null || t.zeroFraction === undefined ? '-' : `${(t.zeroFraction * 100).toFixed(2)}%`,
+            ]),
+          ]),
+        );
+      }
+    });
+}
+
+function fmt(v: number | null | undefined): string {
+  return v === null || v === undefined ? '-' : v.toPrecision(4);
+}

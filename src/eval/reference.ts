@@ -1,0 +1,36 @@
+// Opens what `eval --reference` names: another artifact, or a Hugging Face folder, which is
+// exported to a temporary float32 artifact (standard attention) and removed afterwards.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isArtifact } from '../formats/artifact.js';
+import { exportModel } from '../passes/export.js';
+import { DecoderModel, type OpenOptions } from '../runtime/decoder.js';
+
+export interface OpenedReference {
+  model: DecoderModel;
+  close(): Promise<void>;
+}
+
+export async function openReference(path: string, opts: OpenOptions): Promise<OpenedReference> {
+  if (isArtifact(path)) {
+    const model = await DecoderModel.open(path, opts);
+    return { model, close: () => model.release() };
+  }
+  const tmp = mkdtempSync(join(tmpdir(), 'llmopt-reference-'));
+  try {
+    const out = join(tmp, 'model');
+    await exportModel(path, out, { attention: 'standard', layout: 'llmopt' });
+    const model = await DecoderModel.open(out, opts);
+    return {
+      model,
+      close: async () => {
+        await model.release();
+        rmSync(tmp, { recursive: true, force: true });
+      },
+    };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,266 @@
+// What a model folder holds — architecture, parameter count, bytes per dtype and per-tensor statistics —
+// for a Hugging Face checkpoint or an exported llmopt artifact, read one tensor at a time.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { InputError } from '../errors.js';
+import { isArtifact, openArtifact, type PassRecord } from '../formats/artifact.js';
+import { toFloat32, type DType } from '../formats/dtype.js';
+import { readModelSpec } from '../formats/hf-config.js';
+import { readOnnxInitializers } from '../formats/onnx/check.js';
+import { Elem } from '../formats/onnx/graph.js';
+import { Checkpoint } from '../formats/safetensors.js';
+import type { DecoderSpec, RopeScaling } from './spec.js';
+
+/** The architecture in the field's usual words. */
+export interface ArchitectureSummary {
+  layers: number;
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediate: number;
+  vocab: number;
+  /** Longest context (max_position_embeddings). */
+  context: number;
+  tied: boolean;
+  ropeScaling: RopeScaling | null;
+}
+
+/** One tensor and its statistics; the statistics are null for integer dtypes and empty tensors. */
+export interface TensorReport {
+  name: string;
+  /** safetensors dtype name (F32, BF16, I8, ...); ONNX element types are named the same way (U4, I4 added). */
+  dtype: string;
+  shape: number[];
+  numel: number;
+  bytes: number;
+  min: number | null;
+  max: number | null;
+  mean: number | null;
+  std: number | null;
+  zeroFraction: number | null;
+  /** NaN and infinite elements, left out of min, max, mean and std (null when no statistics). */
+  nonFinite: number | null;
+}
+
+/** What {@link inspectModel} reports. */
+export interface InspectReport {
+  kind: 'huggingface' | 'artifact';
+  /** The folder, as an absolute path. */
+  path: string;
+  architecture: ArchitectureSummary;
+  /** Elements of the weight tensors (an artifact's rotary caches and graph constants are not weights). */
+  parameters: number;
+  dtypes: Record<string, { tensors: number; bytes: number }>;
+  /** Bytes of all tensor data. */
+  bytes: number;
+  /** Fraction of exact zeros among the elements of float weight tensors (0 when there are none). */
+  zeroFraction: number;
+  tensors: TensorReport[];
+  /** Passes recorded in an artifact's llmopt.json, oldest first. */
+  manifest?: PassRecord[];
+}
+
+export interface InspectOptions {
+  /** Progress: called with (tensors read, tensors in all). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** ONNX element types named as safetensors names dtypes. */
+const ONNX_DTYPE: Record<number, string> = {
+  [Elem.FLOAT]: 'F32',
+  [Elem.UINT8]: 'U8',
+  [Elem.INT8]: 'I8',
+  4: 'U16',
+  5: 'I16',
+  [Elem.INT32]: 'I32',
+  [Elem.INT64]: 'I64',
+  [Elem.BOOL]: 'BOOL',
+  [Elem.FLOAT16]: 'F16',
+  11: 'F64',
+  12: 'U32',
+  13: 'U64',
+  [Elem.BFLOAT16]: 'BF16',
+  17: 'F8_E4M3',
+  [Elem.UINT4]: 'U4',
+  [Elem.INT4]: 'I4',
+};
+
+/** Float dtypes whose values get statistics (the ones toFloat32 reads as floats). */
+const FLOAT_DTYPES = new Set<string>(['F64', 'F32', 'F16', 'BF16', 'F8_E4M3']);
+
+/** Initializers an exporter adds that are not model weights. */
+const ROTARY_CACHES = new Set(['cos_cache', 'sin_cache']);
+
+function architectureOf(spec: DecoderSpec): ArchitectureSummary {
+  return {
+    layers: spec.numLayers,
+    hidden: spec.hiddenSize,
+    heads: spec.numHeads,
+    kvHeads: spec.kvHeads,
+    headDim: spec.headDim,
+    intermediate: spec.intermediateSize,
+    vocab: spec.vocabSize,
+    context: spec.maxPositions,
+    tied: spec.tiedEmbeddings,
+    ropeScaling: spec.ropeScaling,
+  };
+}
+
+interface Stats {
+  min: number | null;
+  max: number | null;
+  mean: number | null;
+  std: number | null;
+  zeros: number;
+  nonFinite: number;
+}
+
+/** min, max, mean, population std and zero count, accumulated in float64 over the finite values. */
+export function tensorStatistics(values: Float32Array): Stats {
+  let min = Infinity;
+  let max = -Infinity;
+  let sum = 0;
+  let finite = 0;
+  let zeros = 0;
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i]!;
+    if (x === 0) zeros++;
+    if (!Number.isFinite(x)) continue;
+    finite++;
+    sum += x;
+    if (x < min) min = x;
+    if (x > max) max = x;
+  }
+  if (finite === 0) return { min: null, max: null, mean: null, std: null, zeros, nonFinite: values.length };
+  const mean = sum / finite;
+  // Two passes (mean, then squared deviations) keep std accurate when the mean is large against the spread.
+  let squares = 0;
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i]!;
+    if (Number.isFinite(x)) squares += (x - mean) * (x - mean);
+  }
+  return { min, max, mean, std: Math.sqrt(squares / finite), zeros, nonFinite: values.length - finite };
+}
+
+/** Adds tensors to a report one at a time, keeping the running totals. */
+class ReportBuilder {
+  readonly tensors: TensorReport[] = [];
+  readonly dtypes: Record<string, { tensors: number; bytes: number }> = {};
+  bytes = 0;
+  parameters = 0;
+  private weightElements = 0;
+  private weightZeros = 0;
+
+  /** `values` is null for dtypes without statistics; `weight` says whether the tensor counts as a parameter. */
+  add(name: string, dtype: string, shape: number[], bytes: number, values: Float32Array | null, weight: boolean): void {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    const stats = values ? tensorStatistics(values) : null;
+    const hasStats = stats !== null && numel > 0;
+    this.tensors.push({
+      name,
+      dtype,
+      shape,
+      numel,
+      bytes,
+      min: hasStats ? stats.min : null,
+      max: hasStats ? stats.max : null,
+      mean: hasStats ? stats.mean : null,
+      std: hasStats ? stats.std : null,
+      zeroFraction: hasStats ? stats.zeros / numel : null,
+      nonFinite: hasStats ? stats.nonFinite : null,
+    });
+    const d = (this.dtypes[dtype] ??= { tensors: 0, bytes: 0 });
+    d.tensors++;
+    d.bytes += bytes;
+    this.bytes += bytes;
+    if (weight) {
+      this.parameters += numel;
+      if (stats) {
+        this.weightElements += numel;
+        this.weightZeros += stats.zeros;
+      }
+    }
+  }
+
+  get zeroFraction(): number {
+    return this.weightElements === 0 ? 0 : this.weightZeros / this.weightElements;
+  }
+}
+
+async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<InspectReport> {
+  const spec = readModelSpec(dir);
+  const checkpoint = await Checkpoint.open(dir);
+  const report = new ReportBuilder();
+  try {
+    const names = checkpoint.names();
+    for (const [i, name] of names.entries()) {
+      const info = checkpoint.info(name);
+      const values = FLOAT_DTYPES.has(info.dtype) ? await checkpoint.readFloat32(name) : null;
+      report.add(name, info.dtype, info.shape, info.byteLength, values, true);
+      opts.onProgress?.(i + 1, names.length);
+    }
+  } finally {
+    await checkpoint.close();
+  }
+  return {
+    kind: 'huggingface',
+    path: dir,
+    architecture: architectureOf(spec),
+    parameters: report.parameters,
+    dtypes: report.dtypes,
+    bytes: report.bytes,
+    zeroFraction: report.zeroFraction,
+    tensors: report.tensors,
+  };
+}
+
+/**
+ * Whether an artifact initializer is a model weight: not a rotary cache, and not a small in-line graph
+ * constant (GraphBuilder names those by graph path, `/const/...`; other exporters use `onnx::...`).
+ * In-line weights (norm scales, biases) keep their Hugging Face names and count.
+ */
+function isWeight(name: string, external: boolean): boolean {
+  if (ROTARY_CACHES.has(name)) return false;
+  return external || !(name.startsWith('/') || name.startsWith('onnx::'));
+}
+
+async function inspectArtifact(dir: string, opts: InspectOptions): Promise<InspectReport> {
+  const artifact = openArtifact(dir);
+  const initializers = await readOnnxInitializers(artifact.modelPath);
+  const report = new ReportBuilder();
+  for (const [i, init] of initializers.entries()) {
+    const dtype = ONNX_DTYPE[init.elemType] ?? `ONNX_TYPE_${init.elemType}`;
+    let values: Float32Array | null = null;
+    if (FLOAT_DTYPES.has(dtype)) {
+      const raw = await init.read();
+      // read() returns a fresh buffer at offset 0, so float32 data is viewed rather than copied.
+      values = dtype === 'F32' ? new Float32Array(raw.buffer, 0, raw.byteLength / 4) : toFloat32(raw, dtype as DType);
+    }
+    report.add(init.name, dtype, init.dims, init.byteLength, values, isWeight(init.name, init.external));
+    opts.onProgress?.(i + 1, initializers.length);
+  }
+  return {
+    kind: 'artifact',
+    path: dir,
+    architecture: architectureOf(artifact.spec),
+    parameters: report.parameters,
+    dtypes: report.dtypes,
+    bytes: report.bytes,
+    zeroFraction: report.zeroFraction,
+    tensors: report.tensors,
+    ...(artifact.manifest ? { manifest: artifact.manifest.passes } : {}),
+  };
+}
+
+/**
+ * Inspects a Hugging Face model folder (config.json + safetensors) or an llmopt artifact (model.onnx):
+ * architecture, parameter count, bytes per dtype, and min/max/mean/std/zero fraction of every float
+ * tensor. Tensors are read one at a time. Throws {@link InputError} for a missing or unreadable folder.
+ * Hugging Face folders are not validated against their config: every stored tensor is listed and counted.
+ */
+export async function inspectModel(dir: string, opts: InspectOptions = {}): Promise<InspectReport> {
+  const abs = resolve(dir);
+  if (!existsSync(abs)) throw new InputError(`${dir}: folder not found`);
+  return isArtifact(abs) ? inspectArtifact(abs, opts) : inspectHuggingFace(abs, opts);
+}

@@ -1,0 +1,93 @@
+// A loaded decoder artifact: its session, spec and cache layout, and forward passes over
+// right-padded rows of new tokens. Generation, eval and bench all run models through this.
+import { openArtifact, type Artifact } from '../formats/artifact.js';
+import { InputError } from '../errors.js';
+import type { AttentionForm } from '../model/decoder.js';
+import type { DecoderSpec } from '../model/spec.js';
+import { ConcatCache, SharedBufferCache, type CacheLayout, type KvCache } from './kv-cache.js';
+import { ModelSession, Tensor } from './session.js';
+import type { Device } from './device.js';
+
+export interface OpenOptions {
+  device: Device;
+  threads?: number;
+}
+
+/** Logits of one forward step: [B, S, V], rows right-padded. */
+export class StepLogits {
+  constructor(readonly data: Float32Array, readonly batch: number, readonly seq: number, readonly vocab: number) {}
+
+  /** Logits predicting the token after position s of row b (a view, not a copy). */
+  at(b: number, s: number): Float32Array {
+    const off = (b * this.seq + s) * this.vocab;
+    return this.data.subarray(off, off + this.vocab);
+  }
+}
+
+export class DecoderModel {
+  private constructor(
+    readonly artifact: Artifact,
+    readonly session: ModelSession,
+    readonly form: AttentionForm,
+    private readonly pastNames: string[],
+  ) {}
+
+  static async open(dir: string, opts: OpenOptions): Promise<DecoderModel> {
+    const artifact = openArtifact(dir);
+    const session = await ModelSession.open(artifact.modelPath, opts);
+    const pastNames = session.inputNames.filter((n) => n.startsWith('past_key_values.'));
+    // Without a manifest, a graph that takes position_ids computes rotary itself (standard form).
+    const form = artifact.attention ?? (session.inputNames.includes('position_ids') ? 'standard' : 'fused');
+    return new DecoderModel(artifact, session, form, pastNames);
+  }
+
+  get spec(): DecoderSpec {
+    return this.artifact.spec;
+  }
+
+  get device(): Device {
+    return this.session.device;
+  }
+
+  /** A fresh cache for `batch` rows; `capacity` bounds the tokens a row may hold (fused form). */
+  createCache(batch: number, capacity: number): KvCache {
+    const layout: CacheLayout = {
+      batch,
+      kvHeads: this.spec.kvHeads,
+      headDim: this.spec.headDim,
+      pastNames: this.pastNames,
+      presentOf: (past) => past.replace(/^past_key_values\./, 'present.'),
+      positionIds: this.session.inputNames.includes('position_ids'),
+      maxPositions: this.spec.maxPositions,
+    };
+    if (capacity > this.spec.maxPositions) {
+      throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
+    }
+    return this.form === 'fused' ? new SharedBufferCache(layout, capacity) : new ConcatCache(layout);
+  }
+
+  /** Appends rows[b] to row b of the cache and returns the logits at every new position. */
+  async forward(cache: KvCache, rows: number[][]): Promise<StepLogits> {
+    const B = cache.batch;
+    if (rows.length !== B) throw new Error(`forward: ${rows.length} rows for a cache of batch ${B}`);
+    const counts = rows.map((r) => r.length);
+    const S = Math.max(...counts);
+    const ids = new BigInt64Array(B * S);
+    for (let b = 0; b < B; b++) {
+      const row = rows[b]!;
+      for (let s = 0; s < row.length; s++) ids[b * S + s] = BigInt(row[s]!);
+      // Right padding repeats the last token: any valid id works since padded slots are masked out.
+      for (let s = row.length; s < S; s++) ids[b * S + s] = BigInt(row[row.length - 1] ?? 0);
+    }
+    const { feeds, fetches } = cache.prepare(counts, S);
+    feeds['input_ids'] = new Tensor('int64', ids, [B, S]);
+    const outputs = await this.session.run(feeds, fetches ? { logits: null, ...fetches } : undefined);
+    cache.commit(outputs, counts);
+    const logits = outputs['logits']!;
+    return new StepLogits(logits.data as Float32Array, B, S, logits.dims[2]!);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

@@ -1,0 +1,65 @@
+// On the fixtures (multi-head and grouped-query, tied and untied, f32 and bf16): fused and standard
+// graphs agree, cached token-by-token decoding equals the full-sequence pass, and padding is inert.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GQA, MHA, exportedArtifact } from '../support.js';
+import { DecoderModel, type StepLogits } from '../../src/runtime/decoder.js';
+
+const PROMPTS = [
+  [1, 300, 261, 270, 5, 290, 280, 301, 262, 263, 310, 299],
+  [1, 44, 260, 319],
+  [1, 270, 271, 272, 273, 274, 275],
+];
+
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function fullLogits(model: DecoderModel, ids: number[]): Promise<StepLogits> {
+  return model.forward(model.createCache(1, ids.length), [ids]);
+}
+
+for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, llama3 rope, sharded)', GQA]] as const) {
+  test(`${name}: fused and standard logits agree within 1e-4`, async () => {
+    const fused = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
+    const standard = await DecoderModel.open(await exportedArtifact(dir, 'standard'), { device: 'cpu' });
+    let worst = 0;
+    for (const ids of PROMPTS) worst = Math.max(worst, maxDiff((await fullLogits(fused, ids)).data, (await fullLogits(standard, ids)).data));
+    console.log(`# ${name}: max |fused - standard| = ${worst.toExponential(3)}`);
+    assert.ok(worst < 1e-4, `max diff ${worst}`);
+  });
+
+  for (const form of ['fused', 'standard'] as const) {
+    test(`${name} ${form}: token-by-token decoding with the cache equals the full-sequence logits`, async () => {
+      const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
+      const ids = PROMPTS[0]!;
+      const full = await fullLogits(model, ids);
+      // A 5-token prefill, then one token at a time.
+      const cache = model.createCache(1, ids.length);
+      const prefill = await model.forward(cache, [ids.slice(0, 5)]);
+      let worst = 0;
+      for (let t = 0; t < 5; t++) worst = Math.max(worst, maxDiff(prefill.at(0, t), full.at(0, t)));
+      for (let t = 5; t < ids.length; t++) {
+        const step = await model.forward(cache, [[ids[t]!]]);
+        worst = Math.max(worst, maxDiff(step.at(0, 0), full.at(0, t)));
+      }
+      assert.ok(worst < 1e-4, `max diff ${worst}`);
+    });
+
+    test(`${name} ${form}: a padded batch equals each prompt run alone, through prefill and decode`, async () => {
+      const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
+      const cache = model.createCache(PROMPTS.length, 16);
+      const batched = await model.forward(cache, PROMPTS);
+      const next = [[5], [6], [7]];
+      const decoded = await model.forward(cache, next);
+      for (let b = 0; b < PROMPTS.length; b++) {
+        const ids = PROMPTS[b]!;
+        const alone = await fullLogits(model, [...ids, next[b]![0]!]);
+        for (let t = 0; t < ids.length; t++) assert.ok(maxDiff(batched.at(b, t), alone.at(0, t)) < 1e-4, `row ${b} position ${t}`);
+        assert.ok(maxDiff(decoded.at(b, 0), alone.at(0, ids.length)) < 1e-4, `row ${b} decode step`);
+      }
+    });
+  }
+}

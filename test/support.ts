@@ -1,0 +1,62 @@
+// Shared test paths and small tools: the fixtures, ../shared (tests that need it skip when absent),
+// temp folders, exports cached per test file, and running the built CLI.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { exportModel } from '../src/passes/export.js';
+import type { AttentionForm } from '../src/model/decoder.js';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const FIXTURES = join(ROOT, 'fixtures');
+export const MHA = join(FIXTURES, 'tiny-llama-mha');
+export const GQA = join(FIXTURES, 'tiny-llama-gqa');
+export const SAMPLE_TEXT = join(FIXTURES, 'text', 'sample.txt');
+
+export const SHARED = join(ROOT, '..', 'shared');
+export const AIDREAMS = join(SHARED, 'models', 'aidreams-260k');
+export const DREAMS_EVAL = join(SHARED, 'data', 'dreams-eval.txt');
+/** A skip message for node:test when ../shared is absent (undefined when present). */
+export const NEEDS_SHARED = existsSync(AIDREAMS) ? undefined : `../shared is absent (${SHARED}): the aidreams-260k oracle tests are skipped`;
+
+export interface Reference {
+  greedy_from_bos: { ids: number[] };
+  greedy_from_prompt: { prompt: string; prompt_ids: number[]; ids: number[] };
+  logits: { input_ids: number[]; values: number[][] };
+}
+export function aidreamsReference(): Reference {
+  return JSON.parse(readFileSync(join(AIDREAMS, 'reference.json'), 'utf8'));
+}
+
+const tempDirs: string[] = [];
+process.on('exit', () => tempDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A temp folder removed at process exit. */
+export function tempDir(prefix = 'llmopt-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+const exported = new Map<string, Promise<string>>();
+/** Exports `source` once per (source, form) in this test process and returns the artifact folder. */
+export function exportedArtifact(source: string, attention: AttentionForm): Promise<string> {
+  const key = `${source}|${attention}`;
+  if (!exported.has(key)) {
+    const out = join(tempDir(), 'artifact');
+    exported.set(key, exportModel(source, out, { attention, layout: 'llmopt' }).then(() => out));
+  }
+  return exported.get(key)!;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+/** Runs the built CLI (bin/llmopt.js -> dist/) as a user would. */
+export function runCli(args: string[], cwd = ROOT): CliResult {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'llmopt.js'), ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
