@@ -6,7 +6,7 @@ import { InputError } from '../errors.js';
 import { isArtifact, openArtifact, type PassRecord } from '../formats/artifact.js';
 import { toFloat32, type DType } from '../formats/dtype.js';
 import { readModelSpec } from '../formats/hf-config.js';
-import { readOnnxInitializers } from '../formats/onnx/check.js';
+import { readOnnxInitializers } from '../formats/onnx/initializers.js';
 import { Elem } from '../formats/onnx/graph.js';
 import { Checkpoint } from '../formats/safetensors.js';
 import type { DecoderSpec, RopeScaling } from './spec.js';

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { InputError } from '../errors.js';
 import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
+import { assertGraphValid } from '../formats/onnx/check.js';
 import { TOKENIZER_FILES } from '../formats/tokenizer.js';
 import { TOOL_VERSION, writeManifest, type ArtifactManifest } from '../formats/artifact.js';
 import { writeOutputDir } from '../formats/output-dir.js';
@@ -71,6 +72,8 @@ export async function exportModel(source: string, output: string, opts: ExportOp
         data.close();
       }
       const bytes = encodeModel(g, 'llmopt_decoder', { opset, producerVersion: TOOL_VERSION });
+      // A graph that fails our structural check is a builder bug: never hand it to a user.
+      assertGraphValid(bytes);
       writeFileSync(join(onnxDir, 'model.onnx'), bytes);
 
       const config = JSON.parse(readFileSync(join(source, 'config.json'), 'utf8'));
