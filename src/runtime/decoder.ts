@@ -8,6 +8,8 @@ import { ConcatCache, SharedBufferCache, type CacheLayout, type KvCache } from '
 import { ModelSession, Tensor } from './session.js';
 import type { Device } from './device.js';
 
+export type CacheKind = 'shared' | 'concat';
+
 export interface OpenOptions {
   device: Device;
   threads?: number;
@@ -49,8 +51,12 @@ export class DecoderModel {
     return this.session.device;
   }
 
-  /** A fresh cache for `batch` rows; `capacity` bounds the tokens a row may hold (fused form). */
-  createCache(batch: number, capacity: number): KvCache {
+  /**
+   * A fresh cache for `batch` rows; `capacity` bounds the tokens a row may hold. The fused form
+   * shares one pre-allocated buffer between past and present; `kind: 'concat'` forces the copying
+   * cache instead (GroupQueryAttention accepts both at batch 1; the benchmark compares them).
+   */
+  createCache(batch: number, capacity: number, kind: CacheKind = this.form === 'fused' ? 'shared' : 'concat'): KvCache {
     const layout: CacheLayout = {
       batch,
       kvHeads: this.spec.kvHeads,
@@ -63,7 +69,8 @@ export class DecoderModel {
     if (capacity > this.spec.maxPositions) {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     }
-    return this.form === 'fused' ? new SharedBufferCache(layout, capacity) : new ConcatCache(layout);
+    if (kind === 'shared' && this.form !== 'fused') throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
+    return kind === 'shared' ? new SharedBufferCache(layout, capacity) : new ConcatCache(layout);
   }
 
   /** Appends rows[b] to row b of the cache and returns the logits at every new position. */

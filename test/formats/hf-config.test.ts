@@ -1,0 +1,75 @@
+// config.json -> DecoderSpec for the Llama family, and refusals that list what is supported.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { specFromConfig } from '../../src/formats/hf-config.js';
+import { inverseFrequencies } from '../../src/model/rope.js';
+import { InputError } from '../../src/errors.js';
+
+const llama3 = {
+  model_type: 'llama',
+  hidden_size: 4096,
+  intermediate_size: 14336,
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  vocab_size: 128256,
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000.0,
+  rope_scaling: { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192, rope_type: 'llama3' },
+  tie_word_embeddings: false,
+  torch_dtype: 'bfloat16',
+  bos_token_id: 128000,
+  eos_token_id: [128001, 128008, 128009],
+  hidden_act: 'silu',
+};
+
+test('Llama 3.1: grouped-query heads, llama3 rope scaling, bf16, several eos ids', () => {
+  const s = specFromConfig(llama3, 'config.json');
+  assert.equal(s.kvHeads, 8);
+  assert.equal(s.headDim, 128);
+  assert.equal(s.weightDtype, 'bfloat16');
+  assert.deepEqual(s.eosTokenIds, [128001, 128008, 128009]);
+  assert.deepEqual(s.ropeScaling, { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 });
+});
+
+test('generation_config.json eos ids take precedence; head_dim and biases are read', () => {
+  const s = specFromConfig({ ...llama3, head_dim: 64, attention_bias: true, mlp_bias: true, rope_scaling: { type: 'linear', factor: 2 } }, 'config.json', { eos_token_id: 7 });
+  assert.equal(s.headDim, 64);
+  assert.ok(s.attentionBias && s.mlpBias);
+  assert.deepEqual(s.eosTokenIds, [7]);
+  assert.deepEqual(s.ropeScaling, { type: 'linear', factor: 2 });
+});
+
+test('Mistral without a sliding window is accepted; with one it is refused', () => {
+  assert.equal(specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json').architecture, 'llama');
+  assert.throws(() => specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json'), /mistral with sliding_window is not supported \(supported: llama/);
+});
+
+test('missing and malformed fields are named', () => {
+  const { hidden_size: _h, ...noHidden } = llama3;
+  assert.throws(() => specFromConfig(noHidden, 'x/config.json'), (e: Error) => e instanceof InputError && /x\/config\.json: "hidden_size" is missing/.test(e.message));
+  assert.throws(() => specFromConfig({ ...llama3, num_key_value_heads: 5 }, 'c.json'), /not a multiple of num_key_value_heads 5/);
+  assert.throws(() => specFromConfig({ ...llama3, hidden_act: 'gelu' }, 'c.json'), /hidden_act" gelu is not supported/);
+  assert.throws(() => specFromConfig({ ...llama3, torch_dtype: 'int8' }, 'c.json'), /torch_dtype" int8 is not supported/);
+});
+
+test('llama3 rope scaling: high frequencies kept, low ones divided by the factor, the band between blended', () => {
+  const s = specFromConfig(llama3, 'config.json');
+  const plain = inverseFrequencies({ ...s, ropeScaling: null });
+  const scaled = inverseFrequencies(s);
+  const wavelen = (f: number) => (2 * Math.PI) / f;
+  let blended = 0;
+  for (let i = 0; i < plain.length; i++) {
+    const w = wavelen(plain[i]!);
+    if (w < 8192 / 4) assert.equal(scaled[i], plain[i]);
+    else if (w > 8192 / 1) assert.ok(Math.abs(scaled[i]! - plain[i]! / 8) <= 1e-7 * plain[i]!);
+    else {
+      blended++;
+      assert.ok(scaled[i]! < plain[i]! && scaled[i]! > plain[i]! / 8);
+    }
+  }
+  assert.ok(blended > 0);
+  // transformers' default rope: inv_freq[i] = theta^(-2i/d).
+  assert.ok(Math.abs(plain[1]! - Math.pow(500000, -2 / 128)) < 1e-6 * plain[1]!); // float32, as transformers computes it
+});
