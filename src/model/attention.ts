@@ -26,8 +26,9 @@ export interface AttentionIO {
   q: string; // [B, S, H*D]
   k: string; // [B, S, kvH*D]
   v: string; // [B, S, kvH*D]
-  pastKey: string;
-  pastValue: string;
+  /** null in block graphs, which have no cache input. */
+  pastKey: string | null;
+  pastValue: string | null;
   presentKey: string;
   presentValue: string;
 }
@@ -36,7 +37,7 @@ export interface AttentionIO {
 export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
   const [out] = g.node(
     'GroupQueryAttention',
-    [io.q, io.k, io.v, io.pastKey, io.pastValue, ctx.seqlensK!, ctx.totalSeqLen!, ctx.cosCache, ctx.sinCache],
+    [io.q, io.k, io.v, io.pastKey ?? '', io.pastValue ?? '', ctx.seqlensK!, ctx.totalSeqLen!, ctx.cosCache, ctx.sinCache],
     {
       name: `${io.path}/GroupQueryAttention`,
       outputs: [`${io.path}/GroupQueryAttention/output_0`, io.presentKey, io.presentValue],
@@ -78,8 +79,9 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
   const bhsd = { perm: { ints: [0, 2, 1, 3] } };
   const kNew = g.op('Transpose', [kr], `${p}/k/Transpose`, bhsd); // [B,kvH,S,D]
   const vNew = g.op('Transpose', [v4], `${p}/v/Transpose`, bhsd);
-  g.node('Concat', [io.pastKey, kNew], { name: `${p}/present_key/Concat`, outputs: [io.presentKey], attrs: { axis: { int: 2 } } }); // [B,kvH,T,D]
-  g.node('Concat', [io.pastValue, vNew], { name: `${p}/present_value/Concat`, outputs: [io.presentValue], attrs: { axis: { int: 2 } } });
+  // present = past ++ new along the sequence axis [B,kvH,T,D]; without a cache input, just the new.
+  g.node(io.pastKey ? 'Concat' : 'Identity', io.pastKey ? [io.pastKey, kNew] : [kNew], { name: `${p}/present_key/Concat`, outputs: [io.presentKey], attrs: io.pastKey ? { axis: { int: 2 } } : undefined });
+  g.node(io.pastValue ? 'Concat' : 'Identity', io.pastValue ? [io.pastValue, vNew] : [vNew], { name: `${p}/present_value/Concat`, outputs: [io.presentValue], attrs: io.pastValue ? { axis: { int: 2 } } : undefined });
 
   const axis2 = i64('/const/axes_2', [2]);
   const q5 = g.op('Reshape', [g.op('Transpose', [qr], `${p}/q/Transpose`, bhsd), i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]

@@ -16,6 +16,8 @@ export interface DecoderGraphOptions {
   linear?: LinearEmitter;
   /** Called after each weight tensor is written, for progress reporting. */
   onTensor?: (name: string) => void;
+  /** Expose the inputs of every linear layer as outputs (block graphs). */
+  captures?: boolean;
 }
 
 /** Names of the graph's inputs and outputs, in the decoder convention of onnxruntime-genai / transformers.js. */
@@ -96,10 +98,12 @@ class DecoderGraph {
     return { normed: this.rmsNorm(residual, gamma, path), residual };
   }
 
-  /** Graph inputs, cos/sin caches and the per-graph values attention reads. */
-  private prologue(): AttentionContext {
+  /**
+   * Graph inputs, cos/sin caches and the per-graph values attention reads. `tokens` is the tensor
+   * whose second dimension is the new sequence length (input_ids, or the hidden states of a block graph).
+   */
+  private prologue(tokens: string): AttentionContext {
     const { g, spec } = this;
-    g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']);
     g.input(io.attentionMask, Elem.INT64, ['batch_size', 'total_sequence_length']);
     const half = spec.headDim / 2;
     const { cos, sin } = rotaryCaches(spec);
@@ -124,7 +128,7 @@ class DecoderGraph {
     const p = '/model/attn_mask';
     // Query s sits at slot P + s of the cache (P = T - S); it may see slot t when t <= P + s and mask[t] = 1.
     const T = g.op('Gather', [g.op('Shape', [io.attentionMask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, { axis: { int: 0 } });
-    const S = g.op('Gather', [g.op('Shape', [io.inputIds], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
+    const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
     const P = g.op('Sub', [T, S], `${p}/P`);
     const one = scalar('/const/one_i64', 1);
     const qSlots = g.op('Range', [P, T, one], `${p}/q_slots`); // [S]
@@ -145,81 +149,120 @@ class DecoderGraph {
     return { allowed, cos: cosAt, sin: sinAt, cosCache, sinCache };
   }
 
-  async build(): Promise<void> {
+  /** Exposes an internal tensor as a graph output (block graphs for calibration). */
+  private capture(x: string, name: CaptureName): void {
+    if (!this.opts.captures) return;
+    this.g.node('Identity', [x], { name: `/capture/${name}`, outputs: [captureOutput(name)] });
+    this.g.output(captureOutput(name), Elem.FLOAT, ['batch_size', 'sequence_length', name === 'down_in' ? this.spec.intermediateSize : name === 'o_in' ? this.spec.numHeads * this.spec.headDim : this.spec.hiddenSize]);
+  }
+
+  /**
+   * One decoder layer. The residual stream is `x`, and `pending` the previous block's output not yet
+   * added to it (the fused form adds it inside SkipSimplifiedLayerNormalization). With `cache`
+   * false (block graphs) the layer has no past input and its present is internal.
+   */
+  private async layer(i: number, ctx: AttentionContext, x: string, pending: string | null, cache: boolean): Promise<{ x: string; pending: string }> {
     const { g, spec } = this;
     const { hiddenSize: h, numHeads, kvHeads, headDim: d, intermediateSize: f } = spec;
-    const ctx = this.prologue();
+    const n = layerTensorNames(i);
+    const path = `/model/layers.${i}`;
+    const inNorm = await this.floatWeight(n.inputNorm, [h]);
+    const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
+    this.capture(pre.normed, 'attn_in');
+    const ab = spec.attentionBias;
+    const q = await this.proj(pre.normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
+    const k = await this.proj(pre.normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
+    const v = await this.proj(pre.normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
+    const aio = {
+      layer: i,
+      path: `${path}/attn`,
+      q,
+      k,
+      v,
+      pastKey: cache ? io.pastKey(i) : null,
+      pastValue: cache ? io.pastValue(i) : null,
+      presentKey: cache ? io.presentKey(i) : `${path}/attn/present_key`,
+      presentValue: cache ? io.presentValue(i) : `${path}/attn/present_value`,
+    };
+    const attn = this.opts.attention === 'fused' ? fusedAttention(g, spec, ctx, aio) : standardAttention(g, spec, ctx, aio);
+    if (cache) {
+      g.output(io.presentKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
+      g.output(io.presentValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
+    }
+    this.capture(attn, 'o_in');
+    const o = await this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
+
+    const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
+    const post = this.norm(o, pre.residual, postNorm, `${path}/post_attention_layernorm`);
+    this.capture(post.normed, 'mlp_in');
+    const mb = spec.mlpBias;
+    const gate = await this.proj(post.normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
+    const up = await this.proj(post.normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
+    const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
+    const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
+    this.capture(hidden, 'down_in');
+    return { x: post.residual, pending: await this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb) };
+  }
+
+  /** The whole decoder: input_ids and the KV cache in, logits and the present cache out. */
+  async build(): Promise<void> {
+    const { g, spec } = this;
+    const { hiddenSize: h, kvHeads, headDim: d } = spec;
+    g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']);
+    const ctx = this.prologue(io.inputIds);
     for (let i = 0; i < spec.numLayers; i++) {
-      for (const [name, past] of [
-        [io.pastKey(i), true],
-        [io.pastValue(i), true],
-      ] as const) {
-        if (past) g.input(name, Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
-      }
+      g.input(io.pastKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+      g.input(io.pastValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
     }
 
     const embed = await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]);
     let x = g.op('Gather', [embed, io.inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } }); // [B,S,h]
     let pending: string | null = null; // output of the previous block, not yet added to the residual
-
-    for (let i = 0; i < spec.numLayers; i++) {
-      const n = layerTensorNames(i);
-      const path = `/model/layers.${i}`;
-      const inNorm = await this.floatWeight(n.inputNorm, [h]);
-      const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
-      x = pre.residual;
-      const ab = spec.attentionBias;
-      const q = await this.proj(pre.normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
-      const k = await this.proj(pre.normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
-      const v = await this.proj(pre.normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
-      const aio = {
-        layer: i,
-        path: `${path}/attn`,
-        q,
-        k,
-        v,
-        pastKey: io.pastKey(i),
-        pastValue: io.pastValue(i),
-        presentKey: io.presentKey(i),
-        presentValue: io.presentValue(i),
-      };
-      const attn = this.opts.attention === 'fused' ? fusedAttention(g, spec, ctx, aio) : standardAttention(g, spec, ctx, aio);
-      g.output(io.presentKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
-      g.output(io.presentValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
-      const o = await this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
-
-      const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
-      const post = this.norm(o, x, postNorm, `${path}/post_attention_layernorm`);
-      x = post.residual;
-      const mb = spec.mlpBias;
-      const gate = await this.proj(post.normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
-      const up = await this.proj(post.normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
-      const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
-      const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
-      pending = await this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb);
-    }
+    for (let i = 0; i < spec.numLayers; i++) ({ x, pending } = await this.layer(i, ctx, x, pending, true));
 
     const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
     const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
-    let logits: string;
     if (spec.tiedEmbeddings) {
       // Tied lm_head reuses the embedding [V, h] through Gemm(transB), so the weight is stored once.
       const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
       const flat = g.op('Reshape', [last.normed, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
       const gemm = g.op('Gemm', [flat, embed], '/lm_head/Gemm', { transB: { int: 1 } });
-      const shape = g.op('Concat', [
-        g.op('Shape', [io.inputIds], '/lm_head/Shape'),
-        i64(`/const/vocab_${spec.vocabSize}`, [spec.vocabSize]),
-      ], '/lm_head/OutShape', { axis: { int: 0 } });
+      const shape = g.op('Concat', [g.op('Shape', [io.inputIds], '/lm_head/Shape'), i64(`/const/vocab_${spec.vocabSize}`, [spec.vocabSize])], '/lm_head/OutShape', { axis: { int: 0 } });
       g.node('Reshape', [gemm, shape], { name: '/lm_head/Reshape', outputs: [io.logits] });
-      logits = io.logits;
     } else {
       const y = await this.proj(last.normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
       g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
-      logits = io.logits;
     }
-    g.output(logits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
+    g.output(io.logits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
   }
+
+  /**
+   * One decoder layer as its own graph: hidden_states [B, S, h] in, the layer's output (residual
+   * added) out, with the inputs of its linear layers as extra outputs. Calibration (GPTQ, Wanda,
+   * SparseGPT) runs these block by block, feeding each the previous block's (compressed) output.
+   */
+  async buildBlock(layer: number): Promise<void> {
+    const { g, spec } = this;
+    g.input(BLOCK_INPUT, Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
+    const ctx = this.prologue(BLOCK_INPUT);
+    const { x, pending } = await this.layer(layer, ctx, BLOCK_INPUT, null, false);
+    g.node('Add', [x, pending], { name: `/model/layers.${layer}/ResidualAdd`, outputs: [BLOCK_OUTPUT] });
+    g.output(BLOCK_OUTPUT, Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
+  }
+}
+
+/** Inputs of a layer's linear layers that block graphs expose: q/k/v share one, gate/up another. */
+export type CaptureName = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
+export const captureOutput = (name: CaptureName) => `capture.${name}`;
+export const BLOCK_INPUT = 'hidden_states';
+export const BLOCK_OUTPUT = 'hidden_states_out';
+
+/** Which captured input feeds each linear module of a layer. */
+export const CAPTURE_OF = { q: 'attn_in', k: 'attn_in', v: 'attn_in', o: 'o_in', gate: 'mlp_in', up: 'mlp_in', down: 'down_in' } as const;
+
+/** Builds one decoder layer as a standalone graph (standard attention; see DecoderGraph.buildBlock). */
+export async function buildBlockGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, layer: number, opts: { linear?: LinearEmitter } = {}): Promise<void> {
+  await new DecoderGraph(g, spec, weights, { attention: 'standard', linear: opts.linear, captures: true }).buildBlock(layer);
 }
 
 /** Builds the decoder graph into `g`, streaming weights from `weights`. */
