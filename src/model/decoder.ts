@@ -14,10 +14,12 @@ export interface DecoderGraphOptions {
   attention: AttentionForm;
   /** How linear layers are emitted (float MatMul unless a pass supplies another). */
   linear?: LinearEmitter;
+  /** How the token embedding (and a tied lm_head) are emitted (float Gather / Gemm unless a pass supplies another). */
+  embedding?: EmbeddingEmitter;
   /** Called after each weight tensor is written, for progress reporting. */
   onTensor?: (name: string) => void;
-  /** Expose the inputs of every linear layer as outputs (block graphs). */
-  captures?: boolean;
+  /** Expose the inputs of every linear layer: raw activations, their Gram matrices, or both. */
+  captures?: CaptureMode;
 }
 
 /** Names of the graph's inputs and outputs, in the decoder convention of onnxruntime-genai / transformers.js. */
@@ -36,6 +38,39 @@ export const io = {
 export function weightTensorCount(spec: DecoderSpec): number {
   const perLayer = 2 + 7 + (spec.attentionBias ? 4 : 0) + (spec.mlpBias ? 3 : 0);
   return 1 + spec.numLayers * perLayer + 1 + (spec.tiedEmbeddings ? 0 : 1);
+}
+
+/**
+ * How the token embedding is emitted, and the lm_head when it is tied to it (sharing the stored
+ * weight). Quantization supplies a block-quantized one; the default is float.
+ */
+export interface EmbeddingEmitter {
+  /** ids [B, S] -> hidden [B, S, h]. */
+  gather(g: GraphBuilder, weights: WeightSource, spec: DecoderSpec, inputIds: string): Promise<string>;
+  /** Tied lm_head: normed hidden [B, S, h] -> logits [B, S, V], reusing what `gather` stored. */
+  tiedHead(g: GraphBuilder, spec: DecoderSpec, x: string): string;
+}
+
+/** float32 Gather; a tied lm_head reuses the [V, h] weight through Gemm(transB), stored once. */
+export const floatEmbedding: EmbeddingEmitter = {
+  async gather(g, weights, spec, inputIds) {
+    const embed = g.initializer(EMBED_TOKENS, Elem.FLOAT, [spec.vocabSize, spec.hiddenSize], f32bytes(await weights.readFloat32(EMBED_TOKENS)));
+    return g.op('Gather', [embed, inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } });
+  },
+  tiedHead(g, spec, x) {
+    const h = spec.hiddenSize;
+    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+    const flat = g.op('Reshape', [x, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
+    const gemm = g.op('Gemm', [flat, EMBED_TOKENS], '/lm_head/Gemm', { transB: { int: 1 } });
+    return g.op('Reshape', [gemm, outputShape(g, x, spec.vocabSize)], '/lm_head/Reshape');
+  },
+};
+
+/** [B, S, V] from x [B, S, h]: the shape Reshape needs after a 2-D Gemm. */
+function outputShape(g: GraphBuilder, x: string, vocab: number): string {
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const bs = g.op('Slice', [g.op('Shape', [x], '/lm_head/Shape'), i64('/const/starts_0', [0]), i64('/const/ends_2', [2])], '/lm_head/BatchSeq');
+  return g.op('Concat', [bs, i64(`/const/vocab_${vocab}`, [vocab])], '/lm_head/OutShape', { axis: { int: 0 } });
 }
 
 class DecoderGraph {
@@ -149,11 +184,30 @@ class DecoderGraph {
     return { allowed, cos: cosAt, sin: sinAt, cosCache, sinCache };
   }
 
-  /** Exposes an internal tensor as a graph output (block graphs for calibration). */
-  private capture(x: string, name: CaptureName): void {
-    if (!this.opts.captures) return;
-    this.g.node('Identity', [x], { name: `/capture/${name}`, outputs: [captureOutput(name)] });
-    this.g.output(captureOutput(name), Elem.FLOAT, ['batch_size', 'sequence_length', name === 'down_in' ? this.spec.intermediateSize : name === 'o_in' ? this.spec.numHeads * this.spec.headDim : this.spec.hiddenSize]);
+  /**
+   * Exposes the input of a layer's linear layers: the raw activations [B, S, F] and/or their Gram
+   * matrix X^T X [F, F] over the valid (unpadded) tokens, which GPTQ, SparseGPT and Wanda need and
+   * which onnxruntime's matmul computes far faster than a JavaScript loop.
+   */
+  private capture(layer: number, x: string, name: CaptureName): void {
+    const mode = this.opts.captures ?? 'none';
+    if (mode === 'none') return;
+    const { g, spec } = this;
+    const features = name === 'down_in' ? spec.intermediateSize : name === 'o_in' ? spec.numHeads * spec.headDim : spec.hiddenSize;
+    const p = `/capture/layers.${layer}/${name}`;
+    if (mode === 'raw' || mode === 'both') {
+      g.node('Identity', [x], { name: `${p}/Identity`, outputs: [captureOutput(layer, name)] });
+      g.output(captureOutput(layer, name), Elem.FLOAT, ['batch_size', 'sequence_length', features]);
+    }
+    if (mode === 'gram' || mode === 'both') {
+      // Padding rows are zeroed so they add nothing to X^T X. Block graphs have no past: mask is [B, S].
+      const i64 = (n: string, v: number[]) => g.constant(n, Elem.INT64, [v.length], v);
+      const maskF = g.op('Unsqueeze', [g.op('Cast', [io.attentionMask], `${p}/MaskCast`, { to: { int: Elem.FLOAT } }), i64('/const/axes_-1', [-1])], `${p}/MaskUnsqueeze`); // [B,S,1]
+      const rows = g.op('Reshape', [g.op('Mul', [x, maskF], `${p}/Masked`), i64(`/const/shape_-1_${features}`, [-1, features])], `${p}/Rows`); // [B*S, F]
+      const gram = g.op('MatMul', [g.op('Transpose', [rows], `${p}/Transpose`, { perm: { ints: [1, 0] } }), rows], `${p}/Gram`);
+      g.node('Identity', [gram], { name: `${p}/GramOut`, outputs: [gramOutput(layer, name)] });
+      g.output(gramOutput(layer, name), Elem.FLOAT, [features, features]);
+    }
   }
 
   /**
@@ -168,7 +222,7 @@ class DecoderGraph {
     const path = `/model/layers.${i}`;
     const inNorm = await this.floatWeight(n.inputNorm, [h]);
     const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
-    this.capture(pre.normed, 'attn_in');
+    this.capture(i, pre.normed, 'attn_in');
     const ab = spec.attentionBias;
     const q = await this.proj(pre.normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
     const k = await this.proj(pre.normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
@@ -189,18 +243,18 @@ class DecoderGraph {
       g.output(io.presentKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
       g.output(io.presentValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
     }
-    this.capture(attn, 'o_in');
+    this.capture(i, attn, 'o_in');
     const o = await this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
 
     const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
     const post = this.norm(o, pre.residual, postNorm, `${path}/post_attention_layernorm`);
-    this.capture(post.normed, 'mlp_in');
+    this.capture(i, post.normed, 'mlp_in');
     const mb = spec.mlpBias;
     const gate = await this.proj(post.normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
     const up = await this.proj(post.normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
     const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
     const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
-    this.capture(hidden, 'down_in');
+    this.capture(i, hidden, 'down_in');
     return { x: post.residual, pending: await this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb) };
   }
 
@@ -215,20 +269,17 @@ class DecoderGraph {
       g.input(io.pastValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
     }
 
-    const embed = await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]);
-    let x = g.op('Gather', [embed, io.inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } }); // [B,S,h]
+    const embedding = this.opts.embedding ?? floatEmbedding;
+    let x = await embedding.gather(g, this.weights, spec, io.inputIds); // [B,S,h]
+    this.opts.onTensor?.(EMBED_TOKENS);
     let pending: string | null = null; // output of the previous block, not yet added to the residual
     for (let i = 0; i < spec.numLayers; i++) ({ x, pending } = await this.layer(i, ctx, x, pending, true));
 
     const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
     const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
     if (spec.tiedEmbeddings) {
-      // Tied lm_head reuses the embedding [V, h] through Gemm(transB), so the weight is stored once.
-      const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-      const flat = g.op('Reshape', [last.normed, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
-      const gemm = g.op('Gemm', [flat, embed], '/lm_head/Gemm', { transB: { int: 1 } });
-      const shape = g.op('Concat', [g.op('Shape', [io.inputIds], '/lm_head/Shape'), i64(`/const/vocab_${spec.vocabSize}`, [spec.vocabSize])], '/lm_head/OutShape', { axis: { int: 0 } });
-      g.node('Reshape', [gemm, shape], { name: '/lm_head/Reshape', outputs: [io.logits] });
+      const y = embedding.tiedHead(g, spec, last.normed);
+      g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
     } else {
       const y = await this.proj(last.normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
       g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
@@ -253,7 +304,10 @@ class DecoderGraph {
 
 /** Inputs of a layer's linear layers that block graphs expose: q/k/v share one, gate/up another. */
 export type CaptureName = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
-export const captureOutput = (name: CaptureName) => `capture.${name}`;
+export const CAPTURE_NAMES: readonly CaptureName[] = ['attn_in', 'o_in', 'mlp_in', 'down_in'];
+export type CaptureMode = 'none' | 'raw' | 'gram' | 'both';
+export const captureOutput = (layer: number, name: CaptureName) => `capture.layers.${layer}.${name}`;
+export const gramOutput = (layer: number, name: CaptureName) => `gram.layers.${layer}.${name}`;
 export const BLOCK_INPUT = 'hidden_states';
 export const BLOCK_OUTPUT = 'hidden_states_out';
 
@@ -261,8 +315,8 @@ export const BLOCK_OUTPUT = 'hidden_states_out';
 export const CAPTURE_OF = { q: 'attn_in', k: 'attn_in', v: 'attn_in', o: 'o_in', gate: 'mlp_in', up: 'mlp_in', down: 'down_in' } as const;
 
 /** Builds one decoder layer as a standalone graph (standard attention; see DecoderGraph.buildBlock). */
-export async function buildBlockGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, layer: number, opts: { linear?: LinearEmitter } = {}): Promise<void> {
-  await new DecoderGraph(g, spec, weights, { attention: 'standard', linear: opts.linear, captures: true }).buildBlock(layer);
+export async function buildBlockGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, layer: number, opts: { linear?: LinearEmitter; captures?: CaptureMode } = {}): Promise<void> {
+  await new DecoderGraph(g, spec, weights, { attention: 'standard', linear: opts.linear, captures: opts.captures ?? 'gram' }).buildBlock(layer);
 }
 
 /** Builds the decoder graph into `g`, streaming weights from `weights`. */
