@@ -8,10 +8,10 @@ import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
 import { assertGraphValid } from '../formats/onnx/check.js';
 import { TOKENIZER_FILES } from '../formats/tokenizer.js';
-import { TOOL_VERSION, writeManifest, type ArtifactManifest } from '../formats/artifact.js';
+import { TOOL_VERSION, writeManifest, type ArtifactManifest, type PassRecord } from '../formats/artifact.js';
 import { writeOutputDir } from '../formats/output-dir.js';
 import { openHfModel } from '../model/checkpoint.js';
-import { buildDecoderGraph, weightTensorCount, type AttentionForm } from '../model/decoder.js';
+import { buildDecoderGraph, weightTensorCount, type AttentionForm, type EmbeddingEmitter } from '../model/decoder.js';
 import { parameterCount, type DecoderSpec } from '../model/spec.js';
 import type { LinearEmitter } from '../model/linear.js';
 
@@ -27,6 +27,12 @@ export interface ExportOptions {
   onProgress?: (done: number, total: number) => void;
   /** Passes that change how linear layers are emitted (quantization) supply this. */
   linear?: LinearEmitter;
+  /** ... and how the embedding (and a tied lm_head) are emitted. */
+  embedding?: EmbeddingEmitter;
+  /** Weight precision recorded in the manifest (default float32). */
+  precision?: string;
+  /** Passes applied before the export, recorded in the manifest ahead of it. */
+  passes?: PassRecord[];
 }
 
 export interface ExportReport {
@@ -66,6 +72,7 @@ export async function exportModel(source: string, output: string, opts: ExportOp
         await buildDecoderGraph(g, spec, model.weights, {
           attention: opts.attention,
           linear: opts.linear,
+          embedding: opts.embedding,
           onTensor: () => opts.onProgress?.(++done, total),
         });
       } finally {
@@ -90,10 +97,10 @@ export async function exportModel(source: string, output: string, opts: ExportOp
           file: opts.layout === 'transformers.js' ? 'onnx/model.onnx' : 'model.onnx',
           dataFile: opts.layout === 'transformers.js' ? 'onnx/model.onnx_data' : 'model.onnx.data',
           attention: opts.attention,
-          precision: 'float32',
+          precision: opts.precision ?? 'float32',
           opset,
         },
-        passes: [{ pass: 'export', options: { attention: opts.attention, layout: opts.layout, opset }, at: new Date().toISOString() }],
+        passes: [...(opts.passes ?? []), { pass: 'export', options: { attention: opts.attention, layout: opts.layout, opset }, at: new Date().toISOString() }],
       };
       writeManifest(tmp, manifest);
       return {
