@@ -26,3 +26,15 @@ export function transpose2d(m: Float32Array, rows: number, cols: number): Float3
   }
   return out;
 }
+
+/** A weight source with some tensors replaced (compressed layers), the rest read from `base`. */
+export function overlayWeights(base: WeightSource, replaced: ReadonlyMap<string, Float32Array>): WeightSource {
+  return {
+    has: (name) => replaced.has(name) || base.has(name),
+    shape: (name) => base.shape(name),
+    readFloat32: async (name) => {
+      const r = replaced.get(name);
+      return r ? r.slice() : base.readFloat32(name);
+    },
+  };
+}
