@@ -1,8 +1,11 @@
 // Opens a Hugging Face model folder as a spec plus a validated weight source: every tensor the
 // spec needs is present with the shape and dtype config.json implies, before any work starts.
+// compressed-tensors checkpoints (llmopt's own quantize output among them) read as dequantized floats.
+import { join } from 'node:path';
 import { InputError } from '../errors.js';
 import { Checkpoint } from '../formats/safetensors.js';
-import { readModelSpec } from '../formats/hf-config.js';
+import { readJsonFile, readModelSpec } from '../formats/hf-config.js';
+import { isCompressedTensors, openCompressedTensors } from '../formats/compressed-tensors.js';
 import type { DType } from '../formats/dtype.js';
 import { expectedTensors, type DecoderSpec, type WeightDtype } from './spec.js';
 import type { WeightSource } from './weights.js';
@@ -12,8 +15,12 @@ const DTYPE_OF: Record<WeightDtype, DType> = { float32: 'F32', float16: 'F16', b
 export interface HfModel {
   dir: string;
   spec: DecoderSpec;
-  checkpoint: Checkpoint;
   weights: WeightSource;
+  /** The safetensors files, for passes that copy tensors byte for byte (null for quantized checkpoints). */
+  checkpoint: Checkpoint | null;
+  /** quantization_config.quant_method when the checkpoint is already quantized. */
+  quantization: string | null;
+  close(): Promise<void>;
 }
 
 /** Checks names, shapes and dtypes of the checkpoint against the spec. */
@@ -31,9 +38,29 @@ export function validateCheckpoint(spec: DecoderSpec, ckpt: Checkpoint): void {
   }
 }
 
-/** Opens and validates a Hugging Face Llama folder. The caller closes `checkpoint`. */
+/** Opens and validates a Hugging Face Llama folder. The caller calls `close()`. */
 export async function openHfModel(dir: string): Promise<HfModel> {
   const spec = readModelSpec(dir);
+  const config = readJsonFile(join(dir, 'config.json'));
+  const qc = config['quantization_config'] as Record<string, unknown> | undefined;
+  if (qc && typeof qc === 'object') {
+    if (!isCompressedTensors(config)) {
+      throw new InputError(`${join(dir, 'config.json')}: quantization_config quant_method "${String(qc['quant_method'])}" is not supported (supported: compressed-tensors)`);
+    }
+    const source = await openCompressedTensors(dir);
+    for (const [name, shape] of expectedTensors(spec)) {
+      if (!source.has(name)) {
+        await source.close();
+        throw new InputError(`${dir}: tensor "${name}" is missing (config.json implies it)`);
+      }
+      const got = source.shape(name);
+      if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+        await source.close();
+        throw new InputError(`${dir}: tensor "${name}" has shape [${got}], config.json implies [${shape}]`);
+      }
+    }
+    return { dir, spec, weights: source, checkpoint: null, quantization: 'compressed-tensors', close: () => source.close() };
+  }
   const checkpoint = await Checkpoint.open(dir);
   try {
     validateCheckpoint(spec, checkpoint);
@@ -46,5 +73,5 @@ export async function openHfModel(dir: string): Promise<HfModel> {
     shape: (name) => checkpoint.info(name).shape,
     readFloat32: (name) => checkpoint.readFloat32(name),
   };
-  return { dir, spec, checkpoint, weights };
+  return { dir, spec, weights, checkpoint, quantization: null, close: () => checkpoint.close() };
 }

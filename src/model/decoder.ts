@@ -57,14 +57,17 @@ export const floatEmbedding: EmbeddingEmitter = {
     const embed = g.initializer(EMBED_TOKENS, Elem.FLOAT, [spec.vocabSize, spec.hiddenSize], f32bytes(await weights.readFloat32(EMBED_TOKENS)));
     return g.op('Gather', [embed, inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } });
   },
-  tiedHead(g, spec, x) {
-    const h = spec.hiddenSize;
-    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-    const flat = g.op('Reshape', [x, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
-    const gemm = g.op('Gemm', [flat, EMBED_TOKENS], '/lm_head/Gemm', { transB: { int: 1 } });
-    return g.op('Reshape', [gemm, outputShape(g, x, spec.vocabSize)], '/lm_head/Reshape');
-  },
+  tiedHead: (g, spec, x) => gemmHead(g, spec, x, EMBED_TOKENS),
 };
+
+/** logits [B, S, V] = x [B, S, h] times weight [V, h] transposed, through a 2-D Gemm(transB): no stored transpose. */
+export function gemmHead(g: GraphBuilder, spec: DecoderSpec, x: string, weight: string): string {
+  const h = spec.hiddenSize;
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const flat = g.op('Reshape', [x, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
+  const gemm = g.op('Gemm', [flat, weight], '/lm_head/Gemm', { transB: { int: 1 } });
+  return g.op('Reshape', [gemm, outputShape(g, x, spec.vocabSize)], '/lm_head/Reshape');
+}
 
 /** [B, S, V] from x [B, S, h]: the shape Reshape needs after a 2-D Gemm. */
 function outputShape(g: GraphBuilder, x: string, vocab: number): string {

@@ -114,6 +114,6 @@ export async function exportModel(source: string, output: string, opts: ExportOp
       };
     });
   } finally {
-    await model.checkpoint.close();
+    await model.close();
   }
 }

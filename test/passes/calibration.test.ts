@@ -66,7 +66,7 @@ for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
       await calib.advance(layer, model.weights);
     }
     calib.close();
-    await model.checkpoint.close();
+    await model.close();
     console.log(`# ${name}: worst relative Gram difference ${worst.toExponential(2)}`);
     assert.ok(worst < 1e-4, `worst ${worst}`);
   });

@@ -1,0 +1,172 @@
+// GPTQ (Frantar et al., 2022): block-wise int quantization of a linear layer that, column by column,
+// moves each column's rounding error onto the not-yet-quantized columns through the Cholesky factor
+// of H^-1, so the layer's output on the calibration inputs changes as little as possible.
+import { InputError } from '../../errors.js';
+import { dampedInverseFactor, fixDeadInputs, lazyBatchUpdate } from '../linalg.js';
+import { blockParams, blocksPerRow, dequantizeValue, quantizeValue, type BlockParams, type BlockQuantConfig, type BlockQuantized } from './blockwise.js';
+
+/** GPTQ options on top of the block layout (`blockSize` is the group size along the input dimension). */
+export interface GptqConfig extends BlockQuantConfig {
+  /** Relative dampening: percdamp * mean(diag(H)) is added to the diagonal (default 0.01). */
+  dampening?: number;
+  /** Process columns by decreasing diag(H), with static groups (see {@link gptqQuantize}). */
+  actOrder?: boolean;
+  /** Columns per lazy-batch update (default 128). */
+  lazyBlock?: number;
+}
+
+/** What {@link gptqQuantize} returns. */
+export interface GptqResult {
+  /** Codes, scales and zero points in the layout of `quantizeRtn` (so `dequantize` applies). */
+  quantized: BlockQuantized;
+  /** The relative dampening used (larger than asked when H needed more to factor). */
+  dampeningUsed: number;
+  /**
+   * The reference's summed losses, sum of (w - q)^2 / d^2 / 2 with its H = 2/n X X^T, n counted in
+   * tokens: the mean over calibration tokens of ||(W - Q) x||^2, measured on the dampened H.
+   */
+  error: number;
+}
+
+/** Rows processed together: their working copy stays small and each tile of U is reused across them. */
+const ROW_CHUNK = 32;
+
+/**
+ * Lazy blocks [start, end). Without act order, every group start is made a block start, so the group's
+ * parameters are taken from fully updated weights (the lazy updates of earlier blocks all applied).
+ */
+function lazyBlocks(cols: number, lazy: number, group: number, alignToGroups: boolean): Array<[number, number]> {
+  const blocks: Array<[number, number]> = [];
+  for (let i1 = 0; i1 < cols; ) {
+    let i2 = Math.min(cols, i1 + lazy);
+    if (alignToGroups) {
+      const lastGroupStart = Math.floor(i2 / group) * group;
+      if (lastGroupStart > i1 && lastGroupStart < i2) i2 = lastGroupStart;
+    }
+    blocks.push([i1, i2]);
+    i1 = i2;
+  }
+  return blocks;
+}
+
+function positiveInteger(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new InputError(`${what} ${value}: must be a positive integer`);
+  return value;
+}
+
+/**
+ * GPTQ-quantizes a linear weight W [rows = out_features, cols = in_features] given the calibration
+ * Gram matrix H = sum_tokens x x^T [cols, cols] over `nSamples` tokens (neither input is modified).
+ *
+ * As in the reference implementation: inputs with H_jj = 0 get H_jj = 1 and zero weights; H is
+ * dampened; columns are quantized in lazy blocks, each column's scaled error propagated to the rest of
+ * its block at once and to the later columns in one update per block.
+ *
+ * Groups (cfg.blockSize columns, the last one ragged) take their parameters from `blockParams`:
+ * - in natural order, from the current, error-updated weights of the group when the loop reaches its
+ *   first column (the reference reads its stale copy there when a group starts inside a lazy block;
+ *   here lazy blocks are cut at group starts instead, so the weights are always current);
+ * - with `actOrder`, from the original weights, all up front ("static groups"): columns go by decreasing
+ *   diag(H) but each keeps the parameters of its group in the original column order, the contiguous
+ *   groups that MatMulNBits stores. The codes come back in the original column order.
+ * Scales are rounded to float32 before use, as the runtime stores them.
+ */
+export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number, cfg: GptqConfig): GptqResult {
+  if (w.length !== rows * cols) throw new InputError(`weight has ${w.length} values, expected ${rows}x${cols}`);
+  if (H.length !== cols * cols) throw new InputError(`Hessian has ${H.length} values, expected ${cols}x${cols}`);
+  if (!(nSamples > 0)) throw new InputError(`GPTQ needs calibration tokens, got ${nSamples}`);
+  const group = positiveInteger(cfg.blockSize, 'block size');
+  const lazy = positiveInteger(cfg.lazyBlock ?? 128, 'GPTQ lazy block');
+  const actOrder = cfg.actOrder ?? false;
+  const { bits } = cfg;
+  const nb = blocksPerRow(cols, group);
+
+  // perm[j] = the original column processed j-th; dead inputs rank with H_jj = 1, as in the reference.
+  const diag = Float64Array.from({ length: cols }, (_, j) => H[j * cols + j]! || 1);
+  const perm = new Int32Array(cols);
+  for (let j = 0; j < cols; j++) perm[j] = j;
+  if (actOrder) perm.set(Array.from(perm).sort((a, b) => diag[b]! - diag[a]! || a - b));
+
+  // H in processing order (one copy, besides the factor), dead inputs fixed there.
+  const hp = new Float64Array(cols * cols);
+  if (actOrder) {
+    for (let i = 0; i < cols; i++) {
+      const src = perm[i]! * cols;
+      for (let j = 0; j < cols; j++) hp[i * cols + j] = H[src + perm[j]!]!;
+    }
+  } else {
+    hp.set(H);
+  }
+  const deadInOrder = fixDeadInputs(hp, cols);
+  const dead = new Uint8Array(cols); // [cols] in the original order
+  for (let j = 0; j < cols; j++) dead[perm[j]!] = deadInOrder[j]!;
+
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * nb); // [rows, nb]
+  const zeroPoints = cfg.symmetric ? null : new Uint8Array(rows * nb); // [rows, nb]
+  const half = 1 << (bits - 1);
+  const setParams = (r: number, g: number, values: ArrayLike<number>, start: number, end: number) => {
+    const p = blockParams(values, start, end, cfg);
+    scales[r * nb + g] = Math.fround(p.scale);
+    if (zeroPoints) zeroPoints[r * nb + g] = p.zero;
+  };
+  if (actOrder) {
+    const row = new Float64Array(cols); // [cols] one original row, dead inputs zeroed
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) row[c] = dead[c] ? 0 : w[r * cols + c]!;
+      for (let g = 0; g < nb; g++) setParams(r, g, row, g * group, Math.min(cols, (g + 1) * group));
+    }
+  }
+
+  // U with (H + damp I)^-1 = U^T U, in processing order.
+  const { factor: u, dampening } = dampedInverseFactor(hp, cols, cfg.dampening ?? 0.01);
+
+  const blocks = lazyBlocks(cols, lazy, group, !actOrder);
+  const work = new Float64Array(ROW_CHUNK * cols); // [ROW_CHUNK, cols] rows in processing order
+  const err = new Float64Array(ROW_CHUNK * Math.min(lazy, cols)); // [ROW_CHUNK, block width]
+  const p: BlockParams = { scale: 1, zero: 0 };
+  let loss = 0;
+  for (let r0 = 0; r0 < rows; r0 += ROW_CHUNK) {
+    const nr = Math.min(rows, r0 + ROW_CHUNK) - r0;
+    for (let rr = 0; rr < nr; rr++) {
+      const src = (r0 + rr) * cols;
+      for (let j = 0; j < cols; j++) {
+        const c = perm[j]!;
+        work[rr * cols + j] = dead[c] ? 0 : w[src + c]!;
+      }
+    }
+    for (const [i1, i2] of blocks) {
+      const width = i2 - i1;
+      for (let rr = 0; rr < nr; rr++) {
+        const r = r0 + rr;
+        const base = rr * cols;
+        for (let j = i1; j < i2; j++) {
+          const c = perm[j]!;
+          const g = Math.floor(c / group);
+          if (!actOrder && j % group === 0) setParams(r, g, work, base + j, base + Math.min(cols, j + group));
+          p.scale = scales[r * nb + g]!;
+          p.zero = zeroPoints ? zeroPoints[r * nb + g]! : half;
+          const x = work[base + j]!;
+          const code = quantizeValue(x, p, bits);
+          codes[r * cols + c] = code;
+          const e = (x - dequantizeValue(code, p)) / u[j * cols + j]!;
+          loss += e * e;
+          err[rr * width + (j - i1)] = e;
+          if (e === 0) continue;
+          // The rest of the block now: W[r, j+1:i2] -= e * U[j, j+1:i2].
+          const hj = j * cols;
+          for (let k = j + 1; k < i2; k++) work[base + k] -= e * u[hj + k]!;
+        }
+      }
+      lazyBatchUpdate(work, nr, err, u, cols, i1, i2);
+    }
+  }
+
+  const quantized: BlockQuantized = { ...pickConfig(cfg), rows, cols, blocksPerRow: nb, codes, scales, zeroPoints };
+  return { quantized, dampeningUsed: dampening, error: loss / nSamples };
+}
+
+/** The plain block layout out of GPTQ options (the quantized record carries no GPTQ settings). */
+function pickConfig(cfg: GptqConfig): BlockQuantConfig {
+  return { bits: cfg.bits, blockSize: cfg.blockSize, symmetric: cfg.symmetric };
+}

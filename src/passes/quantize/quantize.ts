@@ -1,0 +1,245 @@
+// quantize: weights to fp16, int8 or int4 (block-wise, round-to-nearest or GPTQ) or w8a8, written as an
+// ONNX artifact (MatMulNBits / GatherBlockQuantized / DynamicQuantizeMatMul) or as a compressed-tensors
+// Hugging Face checkpoint for vLLM. Typed options are validated before anything is read or written.
+import { copyFileSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { InputError } from '../../errors.js';
+import { readJsonFile } from '../../formats/hf-config.js';
+import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
+import { Checkpoint } from '../../formats/safetensors.js';
+import { loadTokenizer, TOKENIZER_FILES } from '../../formats/tokenizer.js';
+import { readOnnxInitializers } from '../../formats/onnx/initializers.js';
+import { writeOutputDir } from '../../formats/output-dir.js';
+import { findModelFile, type PassRecord } from '../../formats/artifact.js';
+import { openHfModel, type HfModel } from '../../model/checkpoint.js';
+import type { AttentionForm } from '../../model/decoder.js';
+import { floatLinear, type LinearEmitter } from '../../model/linear.js';
+import { overlayWeights } from '../../model/weights.js';
+import { LM_HEAD } from '../../model/spec.js';
+import { exportModel } from '../export.js';
+import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
+import { selectTargets, type LinearModule } from '../targets.js';
+import { dequantize, quantizeRtn, type BlockQuantConfig, type BlockQuantized } from './blockwise.js';
+import { gptqQuantize } from './gptq.js';
+import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
+import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
+
+export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
+export type QuantTarget = (typeof QUANT_TARGETS)[number];
+export const QUANT_METHODS = ['rtn', 'gptq'] as const;
+export type QuantMethod = (typeof QUANT_METHODS)[number];
+export const QUANT_FORMATS = ['onnx', 'compressed-tensors'] as const;
+export type QuantFormat = (typeof QUANT_FORMATS)[number];
+export const BLOCK_SIZES = [16, 32, 64, 128] as const;
+
+export interface QuantizeOptions {
+  to: QuantTarget;
+  method: QuantMethod;
+  blockSize: number;
+  symmetric: boolean;
+  accuracyLevel: AccuracyLevel;
+  exclude: string[];
+  quantizeEmbeddings: boolean;
+  format: QuantFormat;
+  attention: AttentionForm;
+  calib?: string;
+  calibSamples?: number;
+  calibSeqLen?: number;
+  actOrder?: boolean;
+  dampening?: number;
+  batchSize?: number;
+  onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
+}
+
+export type TensorKind = 'attention' | 'mlp' | 'embedding' | 'lm_head' | 'norm' | 'rotary' | 'other';
+
+export interface QuantizeReport {
+  output: string;
+  to: QuantTarget;
+  method: QuantMethod;
+  format: QuantFormat;
+  bits: number | null;
+  blockSize: number | null;
+  symmetric: boolean | null;
+  quantized: number;
+  excluded: string[];
+  bytes: Partial<Record<TensorKind, { before: number; after: number }>>;
+  bytesBefore: number;
+  bytesAfter: number;
+  compression: number;
+  calibrationTokens: number;
+  gptq: { meanError: number; maxDampening: number } | null;
+  seconds: number;
+}
+
+export function kindOf(name: string): TensorKind {
+  if (name.includes('.self_attn.')) return 'attention';
+  if (name.includes('.mlp.')) return 'mlp';
+  if (name.includes('embed_tokens')) return 'embedding';
+  if (name.startsWith('lm_head')) return 'lm_head';
+  if (name.includes('norm')) return 'norm';
+  if (name === 'cos_cache' || name === 'sin_cache') return 'rotary';
+  return 'other';
+}
+
+/** Option checks that need no file: each names the option. */
+export function validateQuantizeOptions(o: QuantizeOptions): void {
+  const integer = o.to === 'int4' || o.to === 'int8';
+  if (integer && !(BLOCK_SIZES as readonly number[]).includes(o.blockSize)) throw new InputError(`--block-size ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
+  if (o.method === 'gptq' && !integer) throw new InputError(`--method gptq works with --to int4 or int8, not ${o.to}`);
+  if (o.method === 'gptq' && !o.calib) throw new InputError('--method gptq needs calibration text: give --calib <file>');
+  if (o.format === 'compressed-tensors' && !integer) throw new InputError(`--format compressed-tensors writes int4 or int8 weights, not ${o.to}`);
+  if (o.quantizeEmbeddings && !integer) throw new InputError(`--quantize-embeddings needs --to int4 or int8`);
+  if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new InputError(`--accuracy-level ${o.accuracyLevel}: choose 0 to 4`);
+  if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
+}
+
+/** GPTQ over every targeted layer, layer by layer on inputs through the already-quantized layers. */
+async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantConfig, o: QuantizeOptions, source: string) {
+  const { spec, weights } = model;
+  const set = loadCalibration(o.calib!, loadTokenizer(source), o.calibSamples ?? 128, o.calibSeqLen ?? Math.min(128, spec.maxPositions));
+  const calib = await LayerwiseCalibration.start(spec, weights, set, o.batchSize ?? 8);
+  const results = new Map<string, BlockQuantized>();
+  let errorSum = 0;
+  let maxDampening = 0;
+  try {
+    for (let layer = 0; layer < spec.numLayers; layer++) {
+      const inLayer = targets.filter((t) => t.layer === layer);
+      const replaced = new Map<string, Float32Array>();
+      if (inLayer.length) {
+        const stats = await calib.statistics(layer, weights);
+        for (const t of inLayer) {
+          const s = stats.get(t.capture)!;
+          const w = await weights.readFloat32(`${t.module}.weight`);
+          const r = gptqQuantize(w, t.rows, t.cols, s.gram, s.tokens, { ...cfg, actOrder: o.actOrder, dampening: o.dampening });
+          results.set(t.module, r.quantized);
+          replaced.set(`${t.module}.weight`, dequantize(r.quantized));
+          errorSum += r.error;
+          maxDampening = Math.max(maxDampening, r.dampeningUsed);
+        }
+      }
+      if (layer + 1 < spec.numLayers) await calib.advance(layer, overlayWeights(weights, replaced));
+      o.onProgress?.(layer + 1, spec.numLayers, 'calibrate');
+    }
+    return { results, tokens: calib.tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening } };
+  } finally {
+    calib.close();
+  }
+}
+
+export async function quantize(source: string, output: string, o: QuantizeOptions): Promise<QuantizeReport> {
+  const started = performance.now();
+  validateQuantizeOptions(o);
+  if (findModelFile(source)) {
+    throw new InputError(`${source}: an ONNX artifact; quantize reads Hugging Face folders (the output of prune, or the checkpoint the artifact was exported from)`);
+  }
+  const model = await openHfModel(source);
+  try {
+    if (model.quantization) throw new InputError(`${source}: already quantized (${model.quantization}); quantize the float checkpoint`);
+    const { spec } = model;
+    const targets = selectTargets(spec, o.exclude);
+    if (targets.length === 0) throw new InputError('--exclude leaves no layer to quantize');
+    const targetSet = new Set(targets.map((t) => t.module));
+    const excluded = [...new Set([...selectTargets(spec, []).map((t) => t.module).filter((m) => !targetSet.has(m))])];
+    const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
+    const cfg: BlockQuantConfig | null = bits ? { bits: bits as 4 | 8, blockSize: o.blockSize, symmetric: o.symmetric } : null;
+    if (o.calib) {
+      const probe = loadCalibration(o.calib, loadTokenizer(source), 1, Math.min(128, spec.maxPositions));
+      if (probe.windows.length === 0) throw new InputError(`${o.calib}: calibration file has no text`);
+    }
+
+    const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfg!, o, source) : null;
+    const quantizeLayer = (module: string, w: Float32Array, rows: number, cols: number): BlockQuantized =>
+      calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfg!);
+    const record: PassRecord = {
+      pass: 'quantize',
+      options: { to: o.to, method: o.method, bits, blockSize: cfg ? o.blockSize : null, symmetric: cfg ? o.symmetric : null, accuracyLevel: o.accuracyLevel, quantizeEmbeddings: o.quantizeEmbeddings, excluded, format: o.format, actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null, calibration: o.calib ? resolve(o.calib) : null },
+      at: new Date().toISOString(),
+    };
+
+    const bytesBefore = new Map<TensorKind, number>();
+    const source_ = model.checkpoint!;
+    for (const name of source_.names()) bytesBefore.set(kindOf(name), (bytesBefore.get(kindOf(name)) ?? 0) + source_.info(name).byteLength);
+    let bytesAfter = new Map<TensorKind, number>();
+
+    if (o.format === 'compressed-tensors') {
+      const layers = new Map<string, BlockQuantized>();
+      for (const t of targets) layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
+      const quantizedNames = new Set(targets.map((t) => `${t.module}.weight`));
+      await writeOutputDir(output, async (tmp) => {
+        await writeCompressedTensorsCheckpoint(tmp, {
+          sourceConfig: readJsonFile(join(source, 'config.json')),
+          layers,
+          // float32 scales keep llmopt's reader exact; vLLM casts scales to the model dtype on load.
+          scaleDtype: 'F32',
+          floatTensors: source_.names().filter((n) => !quantizedNames.has(n)).map((name) => ({ name, dtype: source_.info(name).dtype, shape: source_.info(name).shape })),
+          readFloat: (name) => source_.readRaw(name),
+          ignore: [...excluded, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
+        });
+        for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
+      });
+      const written = await Checkpoint.open(output);
+      for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);
+      await written.close();
+    } else {
+      // Targets take the new precision; lm_head too with --to fp16 or --quantize-embeddings; --exclude keeps float32.
+      const quantizeHead = o.to === 'fp16' || o.quantizeEmbeddings;
+      const quantizes = (module: string) => (module.startsWith('lm_head') ? quantizeHead : targetSet.has(module));
+      const onlyTargets =
+        (emitter: LinearEmitter): LinearEmitter =>
+        (g, w, layer, x) =>
+          (quantizes(layer.module) ? emitter : floatLinear)(g, w, layer, x);
+      const linear =
+        o.to === 'fp16'
+          ? onlyTargets(fp16Linear)
+          : o.to === 'w8a8'
+            ? onlyTargets(w8a8Linear)
+            : matMulNBitsLinear({
+                accuracyLevel: o.accuracyLevel,
+                exclude: (module) => !quantizes(module),
+                quantize: (layer, w) => quantizeLayer(layer.module, w, layer.outFeatures, layer.inFeatures),
+              });
+      const embedding = o.to === 'fp16' ? fp16Embedding : o.quantizeEmbeddings && cfg ? quantizedEmbedding(cfg, { accuracyLevel: o.accuracyLevel }) : undefined;
+      await exportModel(source, output, {
+        attention: o.attention,
+        layout: 'llmopt',
+        linear,
+        embedding,
+        precision: o.to,
+        passes: [record],
+        onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
+      });
+      bytesAfter = new Map();
+      for (const t of await readOnnxInitializers(join(output, 'model.onnx'))) {
+        const kind = kindOf(t.name);
+        bytesAfter.set(kind, (bytesAfter.get(kind) ?? 0) + t.byteLength);
+      }
+    }
+
+    const kinds = new Set([...bytesBefore.keys(), ...bytesAfter.keys()]);
+    const bytes: QuantizeReport['bytes'] = {};
+    for (const k of kinds) bytes[k] = { before: bytesBefore.get(k) ?? 0, after: bytesAfter.get(k) ?? 0 };
+    const totalBefore = [...bytesBefore.values()].reduce((a, b) => a + b, 0);
+    const totalAfter = [...bytesAfter.values()].reduce((a, b) => a + b, 0);
+    return {
+      output,
+      to: o.to,
+      method: o.method,
+      format: o.format,
+      bits,
+      blockSize: cfg ? o.blockSize : null,
+      symmetric: cfg ? o.symmetric : null,
+      quantized: o.to === 'fp16' ? 0 : targets.length,
+      excluded,
+      bytes,
+      bytesBefore: totalBefore,
+      bytesAfter: totalAfter,
+      compression: totalBefore / totalAfter,
+      calibrationTokens: calibrated?.tokens ?? 0,
+      gptq: calibrated?.gptq ?? null,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await model.close();
+  }
+}
