@@ -8,7 +8,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { makeFixture, type FixtureSpec } from './make-fixtures.js';
+import { writeSyntheticLlama, type SyntheticSpec } from '../src/model/synthetic.js';
 import { exportModel } from '../src/passes/export.js';
 import { DecoderModel, type CacheKind } from '../src/runtime/decoder.js';
 import { argmax } from '../src/runtime/sampling.js';
@@ -21,7 +21,7 @@ function flag(name: string, fallback: number): number {
   return i >= 0 ? Number(args[i + 1]) : fallback;
 }
 
-const SYNTHETIC: FixtureSpec = {
+const SYNTHETIC: SyntheticSpec = {
   name: 'synthetic-768x12',
   shards: 1,
   config: {
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   const log = (s: string) => process.stderr.write(s + '\n');
   try {
     log(`writing synthetic checkpoint (${SYNTHETIC.name}) ...`);
-    await makeFixture(work, SYNTHETIC);
+    await writeSyntheticLlama(work, SYNTHETIC);
     const source = join(work, SYNTHETIC.name);
 
     const exports: Record<string, any> = {};

@@ -10,13 +10,14 @@ import { inspectCommand } from './commands/inspect.js';
 import { runCommand } from './commands/run.js';
 import { pruneCommand } from './commands/prune.js';
 import { quantizeCommand } from './commands/quantize.js';
+import { synthCommand } from './commands/synth.js';
 
 export function program(): Command {
   const p = new Command('llmopt')
     .description('make large language models small and fast: inspect, export, generate, eval, quantize, prune')
     .version(TOOL_VERSION)
     .showHelpAfterError('(add --help for usage)');
-  for (const c of [runCommand(), inspectCommand(), exportCommand(), generateCommand(), evalCommand(), quantizeCommand(), pruneCommand()]) p.addCommand(c);
+  for (const c of [runCommand(), inspectCommand(), exportCommand(), generateCommand(), evalCommand(), quantizeCommand(), pruneCommand(), synthCommand()]) p.addCommand(c);
   // Every subcommand reports usage errors through exitOverride so main() owns the exit code.
   const override = (c: Command) => {
     c.exitOverride();

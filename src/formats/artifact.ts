@@ -51,8 +51,31 @@ export function openArtifact(dir: string): Artifact {
   return { dir, modelPath, manifest, spec: readModelSpec(dir), attention: manifest?.model.attention ?? null };
 }
 
+/** The manifest of a Hugging Face folder llmopt wrote (prune, compressed-tensors quantize, synth). */
+export interface CheckpointManifest {
+  format: 'llmopt-checkpoint';
+  formatVersion: 1;
+  tool: { name: 'llmopt'; version: string };
+  source: { path: string } | null;
+  passes: PassRecord[];
+}
+
+/** Writes llmopt.json into a Hugging Face folder llmopt produced, so a rerun may replace the folder. */
+export function writeCheckpointManifest(dir: string, source: string | null, passes: PassRecord[]): void {
+  const manifest: CheckpointManifest = { format: 'llmopt-checkpoint', formatVersion: 1, tool: { name: 'llmopt', version: TOOL_VERSION }, source: source ? { path: source } : null, passes };
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+}
+
 export function writeManifest(dir: string, manifest: ArtifactManifest): void {
   writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+}
+
+/** Passes recorded in `dir`'s llmopt.json (a folder llmopt wrote), so a chain of passes keeps its history. */
+export function priorPasses(dir: string): PassRecord[] {
+  const path = join(dir, MANIFEST_FILE);
+  if (!existsSync(path)) return [];
+  const m = readJsonFile(path) as { passes?: PassRecord[] };
+  return Array.isArray(m.passes) ? m.passes : [];
 }
 
 /** True when `dir` holds an ONNX artifact rather than a Hugging Face checkpoint. */

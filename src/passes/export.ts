@@ -8,7 +8,7 @@ import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
 import { assertGraphValid } from '../formats/onnx/check.js';
 import { TOKENIZER_FILES } from '../formats/tokenizer.js';
-import { TOOL_VERSION, writeManifest, type ArtifactManifest, type PassRecord } from '../formats/artifact.js';
+import { TOOL_VERSION, priorPasses, writeManifest, type ArtifactManifest, type PassRecord } from '../formats/artifact.js';
 import { writeOutputDir } from '../formats/output-dir.js';
 import { openHfModel } from '../model/checkpoint.js';
 import { buildDecoderGraph, weightTensorCount, type AttentionForm, type EmbeddingEmitter } from '../model/decoder.js';
@@ -100,7 +100,7 @@ export async function exportModel(source: string, output: string, opts: ExportOp
           precision: opts.precision ?? 'float32',
           opset,
         },
-        passes: [...(opts.passes ?? []), { pass: 'export', options: { attention: opts.attention, layout: opts.layout, opset }, at: new Date().toISOString() }],
+        passes: [...priorPasses(source), ...(opts.passes ?? []), { pass: 'export', options: { attention: opts.attention, layout: opts.layout, opset }, at: new Date().toISOString() }],
       };
       writeManifest(tmp, manifest);
       return {

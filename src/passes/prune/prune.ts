@@ -7,8 +7,8 @@ import { InputError } from '../../errors.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
 import { TOKENIZER_FILES, loadTokenizer } from '../../formats/tokenizer.js';
-import { TOOL_VERSION } from '../../formats/artifact.js';
-import { writeOutputDir, MANIFEST_FILE } from '../../formats/output-dir.js';
+import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';
+import { writeOutputDir } from '../../formats/output-dir.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { overlayWeights } from '../../model/weights.js';
 import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
@@ -185,10 +185,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
       };
       writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
       for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
-      writeFileSync(
-        join(tmp, MANIFEST_FILE),
-        JSON.stringify({ format: 'llmopt-checkpoint', formatVersion: 1, tool: { name: 'llmopt', version: TOOL_VERSION }, source: { path: resolve(source) }, passes: [{ pass: 'prune', options: config.llmopt_pruning, at: new Date().toISOString() }] }, null, 2) + '\n',
-      );
+      writeCheckpointManifest(tmp, resolve(source), [...priorPasses(source), { pass: 'prune', options: config.llmopt_pruning, at: new Date().toISOString() }]);
       return report;
     });
   } finally {

@@ -10,7 +10,7 @@ import { Checkpoint } from '../../formats/safetensors.js';
 import { loadTokenizer, TOKENIZER_FILES } from '../../formats/tokenizer.js';
 import { readOnnxInitializers } from '../../formats/onnx/initializers.js';
 import { writeOutputDir } from '../../formats/output-dir.js';
-import { findModelFile, type PassRecord } from '../../formats/artifact.js';
+import { findModelFile, priorPasses, writeCheckpointManifest, type PassRecord } from '../../formats/artifact.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
 import type { AttentionForm } from '../../model/decoder.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
@@ -177,6 +177,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
           ignore: [...excluded, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
         });
         for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
+        writeCheckpointManifest(tmp, resolve(source), [...priorPasses(source), record]);
       });
       const written = await Checkpoint.open(output);
       for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);
