@@ -1,11 +1,12 @@
 // What a model folder holds — architecture, parameter count, bytes per dtype and per-tensor statistics —
 // for a Hugging Face checkpoint or an exported llmopt artifact, read one tensor at a time.
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { InputError } from '../errors.js';
-import { isArtifact, openArtifact, type PassRecord } from '../formats/artifact.js';
+import { isArtifact, openArtifact, priorPasses, type PassRecord } from '../formats/artifact.js';
 import { toFloat32, type DType } from '../formats/dtype.js';
-import { readModelSpec } from '../formats/hf-config.js';
+import { readJsonFile, readModelSpec } from '../formats/hf-config.js';
+import { countNmViolations } from './sparsity.js';
 import { readOnnxInitializers } from '../formats/onnx/initializers.js';
 import { Elem } from '../formats/onnx/graph.js';
 import { Checkpoint } from '../formats/safetensors.js';
@@ -41,6 +42,8 @@ export interface TensorReport {
   zeroFraction: number | null;
   /** NaN and infinite elements, left out of min, max, mean and std (null when no statistics). */
   nonFinite: number | null;
+  /** For linear weights of an N:M-pruned checkpoint: groups of M inputs with fewer than M-N zeros. */
+  nmViolations?: number;
 }
 
 /** What {@link inspectModel} reports. */
@@ -57,14 +60,28 @@ export interface InspectReport {
   /** Fraction of exact zeros among the elements of float weight tensors (0 when there are none). */
   zeroFraction: number;
   tensors: TensorReport[];
-  /** Passes recorded in an artifact's llmopt.json, oldest first. */
+  /** Passes recorded in llmopt.json, oldest first. */
   manifest?: PassRecord[];
+  /** N:M compliance of the linear weights, when the checkpoint declares N:M pruning or --nm asks. */
+  nm?: { n: number; m: number; tensors: number; compliant: number; violatingTensors: string[] };
 }
 
 export interface InspectOptions {
   /** Progress: called with (tensors read, tensors in all). */
   onProgress?: (done: number, total: number) => void;
+  /** Check this N:M pattern (default: the one config.json's llmopt_pruning declares, if any). */
+  nm?: { n: number; m: number };
 }
+
+/** The N:M pattern config.json declares (`llmopt_pruning.structure` such as "2:4"), or null. */
+function declaredNm(config: Record<string, unknown>): { n: number; m: number } | null {
+  const p = config['llmopt_pruning'] as { structure?: unknown } | undefined;
+  const match = typeof p?.structure === 'string' ? /^(\d+):(\d+)$/.exec(p.structure) : null;
+  return match ? { n: Number(match[1]), m: Number(match[2]) } : null;
+}
+
+/** Linear projection weights of the decoder layers, the tensors N:M pruning targets. */
+const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 
 /** ONNX element types named as safetensors names dtypes. */
 const ONNX_DTYPE: Record<number, string> = {
@@ -190,6 +207,8 @@ class ReportBuilder {
 
 async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<InspectReport> {
   const spec = readModelSpec(dir);
+  const nmPattern = opts.nm ?? declaredNm(readJsonFile(join(dir, 'config.json')));
+  const nm = nmPattern ? { ...nmPattern, tensors: 0, compliant: 0, violatingTensors: [] as string[] } : undefined;
   const checkpoint = await Checkpoint.open(dir);
   const report = new ReportBuilder();
   try {
@@ -198,12 +217,22 @@ async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<In
       const info = checkpoint.info(name);
       const values = FLOAT_DTYPES.has(info.dtype) ? await checkpoint.readFloat32(name) : null;
       report.add(name, info.dtype, info.shape, info.byteLength, values, true);
+      if (nm && values && LINEAR_WEIGHT.test(name) && info.shape.length === 2 && info.shape[1]! % nm.m === 0) {
+        const violations = countNmViolations(values, info.shape[0]!, info.shape[1]!, nm.n, nm.m);
+        report.tensors[report.tensors.length - 1]!.nmViolations = violations;
+        nm.tensors++;
+        if (violations === 0) nm.compliant++;
+        else nm.violatingTensors.push(name);
+      }
       opts.onProgress?.(i + 1, names.length);
     }
   } finally {
     await checkpoint.close();
   }
+  const passes = priorPasses(dir);
   return {
+    ...(passes.length ? { manifest: passes } : {}),
+    ...(nm ? { nm } : {}),
     kind: 'huggingface',
     path: dir,
     architecture: architectureOf(spec),

@@ -2,7 +2,8 @@
 // errors naming the option, the scores, and SparseGPT against magnitude and Wanda on a small layer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkNm, nmMask, sparsityOf, unstructuredMask } from '../../src/passes/prune/masks.js';
+import { checkNm, nmMask, unstructuredMask } from '../../src/passes/prune/masks.js';
+import { sparsityOf } from '../../src/model/sparsity.js';
 import { magnitudeScores, wandaScores } from '../../src/passes/prune/scores.js';
 import { sparseGptPrune } from '../../src/passes/prune/sparsegpt.js';
 import { InputError } from '../../src/errors.js';

@@ -2,6 +2,7 @@
 // dtypes, bytes, and per-tensor statistics including the fraction of zeros.
 import { Command } from 'commander';
 import { inspectModel } from '../../model/inspect.js';
+import { InputError } from '../../errors.js';
 import { formatBytes, Output, table } from '../output.js';
 
 export function inspectCommand(): Command {
@@ -9,11 +10,18 @@ export function inspectCommand(): Command {
     .description('show architecture, parameter count, dtypes, bytes and per-tensor statistics of a model folder or artifact')
     .argument('<model>', 'Hugging Face model folder or llmopt artifact folder')
     .option('--tensors', 'list every tensor with its statistics')
+    .option('--nm <N:M>', 'check the linear weights against this N:M pattern (default: the one a pruned checkpoint declares)')
     .option('--json', 'print the full report as JSON (tensors included)')
     .addHelpText('after', '\nExample:\n  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction')
-    .action(async (dir: string, o: { tensors?: boolean; json?: boolean }) => {
+    .action(async (dir: string, o: { tensors?: boolean; nm?: string; json?: boolean }) => {
       const out = new Output({ json: o.json });
-      const r = await inspectModel(dir);
+      let nm: { n: number; m: number } | undefined;
+      if (o.nm) {
+        const match = /^(\d+):(\d+)$/.exec(o.nm);
+        if (!match || Number(match[1]) < 1 || Number(match[1]) >= Number(match[2])) throw new InputError(`--nm ${o.nm}: expected N:M with 1 <= N < M, such as 2:4`);
+        nm = { n: Number(match[1]), m: Number(match[2]) };
+      }
+      const r = await inspectModel(dir, { nm });
       if (o.json) return out.json(r);
       const a = r.architecture;
       const rows: Array<Array<string | number>> = [
@@ -25,12 +33,15 @@ export function inspectCommand(): Command {
         ['zeros', `${(r.zeroFraction * 100).toFixed(2)}%`],
       ];
       if (r.manifest) rows.push(['passes', r.manifest.map((p) => p.pass).join(' -> ')]);
+      if (r.nm) {
+        rows.push([`${r.nm.n}:${r.nm.m} pattern`, r.nm.violatingTensors.length === 0 ? `holds in all ${r.nm.tensors} linear weights` : `BROKEN in ${r.nm.violatingTensors.length} of ${r.nm.tensors}: ${r.nm.violatingTensors.slice(0, 3).join(', ')}${r.nm.violatingTensors.length > 3 ? ', ...' : ''}`]);
+      }
       out.result(table(rows));
       if (o.tensors) {
         out.result('');
         out.result(
           table([
-            ['tensor', 'dtype', 'shape', 'bytes', 'mean', 'std', 'min', 'max', 'zeros'],
+            ['tensor', 'dtype', 'shape', 'bytes', 'mean', 'std', 'min', 'max', 'zeros', ...(r.nm ? [`${r.nm.n}:${r.nm.m}`] : [])],
             ...r.tensors.map((t) => [
               t.name,
               t.dtype,
@@ -41,6 +52,7 @@ export function inspectCommand(): Command {
               fmt(t.min),
               fmt(t.max),
               t.zeroFraction === null || t.zeroFraction === undefined ? '-' : `${(t.zeroFraction * 100).toFixed(2)}%`,
+              ...(r.nm ? [t.nmViolations === undefined ? '-' : t.nmViolations === 0 ? 'ok' : `${t.nmViolations} bad groups`] : []),
             ]),
           ]),
         );

@@ -2,6 +2,7 @@
 // inputs) and unstructured (a fraction per output row or over the whole layer); checks of the result.
 // Masks are Uint8Array [rows, cols] over a row-major weight, 1 = keep, 0 = prune.
 import { InputError } from '../../errors.js';
+import { countNmViolations } from '../../model/sparsity.js';
 
 /** A score or weight tensor: row-major [rows, cols]. */
 export type Scores = Float32Array | Float64Array;
@@ -100,21 +101,9 @@ export function unstructuredMask(scores: Scores, rows: number, cols: number, spa
 /** The number of groups of m consecutive inputs with fewer than m - n zeros (0 = the N:M pattern holds). */
 export function checkNm(w: Scores, rows: number, cols: number, n: number, m: number): number {
   validateNm(cols, n, m);
-  let violations = 0;
-  for (let g = 0; g < rows * cols; g += m) {
-    let zeros = 0;
-    for (let i = g; i < g + m; i++) if (w[i] === 0) zeros++;
-    if (zeros < m - n) violations++;
-  }
-  return violations;
+  return countNmViolations(w, rows, cols, n, m);
 }
 
-/** The fraction of exact zeros. */
-export function sparsityOf(w: Scores): number {
-  let zeros = 0;
-  for (let i = 0; i < w.length; i++) if (w[i] === 0) zeros++;
-  return w.length === 0 ? 0 : zeros / w.length;
-}
 
 
 /** Zeroes `w` where `mask` is 0, in place (exact +0). */

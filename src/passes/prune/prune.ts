@@ -13,7 +13,8 @@ import { openHfModel } from '../../model/checkpoint.js';
 import { overlayWeights } from '../../model/weights.js';
 import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
 import { selectTargets, type LinearKind, type LinearModule } from '../targets.js';
-import { applyMask, checkNm, nmMask, sparsityOf, unstructuredMask } from './masks.js';
+import { applyMask, checkNm, nmMask, unstructuredMask } from './masks.js';
+import { sparsityOf } from '../../model/sparsity.js';
 import { magnitudeScores, wandaScores } from './scores.js';
 import { sparseGptPrune } from './sparsegpt.js';
 

@@ -1,0 +1,88 @@
+// The quantize pass end to end: quality figures on aidreams-260k against ../shared/README.md's
+// independent implementation, GPTQ beating round-to-nearest, the manifest, --exclude, and the
+// compressed-tensors checkpoint read back by llmopt giving the same model as the ONNX artifact.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AIDREAMS, DREAMS_EVAL, MHA, NEEDS_SHARED, SHARED, tempDir } from '../support.js';
+import { quantize, type QuantizeOptions } from '../../src/passes/quantize/quantize.js';
+import { compareModels } from '../../src/eval/compare.js';
+import { readOnnxInitializers } from '../../src/formats/onnx/initializers.js';
+import { DecoderModel } from '../../src/runtime/decoder.js';
+import { exportModel } from '../../src/passes/export.js';
+
+const DREAMS_TRAIN = join(SHARED, 'data', 'dreams-train.txt');
+const base: QuantizeOptions = { to: 'int4', method: 'rtn', blockSize: 32, symmetric: true, accuracyLevel: 0, exclude: [], quantizeEmbeddings: false, format: 'onnx', attention: 'fused' };
+
+async function quality(opts: Partial<QuantizeOptions>) {
+  const out = join(tempDir(), 'q');
+  await quantize(AIDREAMS, out, { ...base, ...opts });
+  const r = await compareModels(out, AIDREAMS, DREAMS_EVAL);
+  return { kl: r.reference!.kl, top1: r.reference!.top1, ppl: r.perplexity };
+}
+
+test('aidreams-260k int4 RTN, blocks of 32: the independent figures (sym KL 0.0317, asym 0.0220)', { skip: NEEDS_SHARED }, async () => {
+  const sym = await quality({});
+  const asym = await quality({ symmetric: false });
+  console.log(`# int4 sym: KL ${sym.kl.toFixed(5)} top-1 ${sym.top1.toFixed(3)} ppl ${sym.ppl.toFixed(3)}; asym: KL ${asym.kl.toFixed(5)} top-1 ${asym.top1.toFixed(3)} ppl ${asym.ppl.toFixed(3)}`);
+  assert.ok(Math.abs(sym.kl - 0.0317) < 0.0005 && Math.abs(sym.top1 - 0.896) < 0.001 && Math.abs(sym.ppl - 4.653) < 0.001);
+  assert.ok(Math.abs(asym.kl - 0.022) < 0.0005 && Math.abs(asym.top1 - 0.918) < 0.001 && Math.abs(asym.ppl - 4.593) < 0.001);
+});
+
+test('aidreams-260k GPTQ beats round-to-nearest at int4, symmetric and asymmetric', { skip: NEEDS_SHARED }, async () => {
+  for (const symmetric of [true, false]) {
+    const rtn = await quality({ symmetric });
+    const gptq = await quality({ symmetric, method: 'gptq', calib: DREAMS_TRAIN });
+    console.log(`# int4 ${symmetric ? 'sym' : 'asym'}: RTN KL ${rtn.kl.toFixed(5)}, GPTQ KL ${gptq.kl.toFixed(5)} (top-1 ${gptq.top1.toFixed(3)}, ppl ${gptq.ppl.toFixed(3)})`);
+    assert.ok(gptq.kl < rtn.kl * 0.9, `GPTQ ${gptq.kl} vs RTN ${rtn.kl}`);
+    assert.ok(gptq.ppl < rtn.ppl);
+  }
+});
+
+test('aidreams-260k fp16 and int8 are near-lossless', { skip: NEEDS_SHARED }, async () => {
+  const fp16 = await quality({ to: 'fp16' });
+  const int8 = await quality({ to: 'int8' });
+  assert.ok(fp16.kl < 1e-5, `fp16 KL ${fp16.kl}`);
+  assert.ok(int8.kl < 5e-4 && int8.top1 > 0.99, `int8 KL ${int8.kl}`);
+});
+
+test('the manifest records method, bits, block size, symmetry and excluded layers; --exclude keeps them float', async () => {
+  const out = join(tempDir(), 'q');
+  const report = await quantize(MHA, out, { ...base, symmetric: false, blockSize: 16, exclude: ['*down_proj'] });
+  assert.deepEqual(report.excluded, ['model.layers.0.mlp.down_proj', 'model.layers.1.mlp.down_proj']);
+  const manifest = JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8'));
+  assert.deepEqual(manifest.passes.map((p: { pass: string }) => p.pass), ['quantize', 'export']);
+  const q = manifest.passes[0].options;
+  assert.equal(q.method, 'rtn');
+  assert.equal(q.bits, 4);
+  assert.equal(q.blockSize, 16);
+  assert.equal(q.symmetric, false);
+  assert.deepEqual(q.excluded, report.excluded);
+  assert.equal(manifest.model.precision, 'int4');
+  const inits = new Map((await readOnnxInitializers(join(out, 'model.onnx'))).map((t) => [t.name, t]));
+  assert.equal(inits.get('model.layers.0.mlp.down_proj.weight')!.elemType, 1); // float32, excluded
+  assert.ok(inits.has('model.layers.0.mlp.up_proj.weight_Q4'));
+  assert.ok(report.compression > 1.5);
+});
+
+test('compressed-tensors: llmopt reads its own checkpoint back to the same model as the ONNX artifact', async () => {
+  const dir = tempDir();
+  const opts = { ...base, symmetric: false, blockSize: 16 };
+  await quantize(MHA, join(dir, 'ct'), { ...opts, format: 'compressed-tensors' });
+  const config = JSON.parse(readFileSync(join(dir, 'ct', 'config.json'), 'utf8'));
+  assert.equal(config.quantization_config.quant_method, 'compressed-tensors');
+  assert.equal(config.quantization_config.format, 'pack-quantized');
+  await quantize(MHA, join(dir, 'onnx'), opts);
+  await exportModel(join(dir, 'ct'), join(dir, 'ct-onnx'), { attention: 'fused', layout: 'llmopt' });
+  const a = await DecoderModel.open(join(dir, 'onnx'), { device: 'cpu' });
+  const b = await DecoderModel.open(join(dir, 'ct-onnx'), { device: 'cpu' });
+  const ids = [1, 300, 261, 270, 5, 290, 280, 301];
+  const la = (await a.forward(a.createCache(1, ids.length), [ids])).data;
+  const lb = (await b.forward(b.createCache(1, ids.length), [ids])).data;
+  let worst = 0;
+  for (let i = 0; i < la.length; i++) worst = Math.max(worst, Math.abs(la[i]! - lb[i]!));
+  assert.ok(worst < 1e-4, `max diff ${worst}`);
+  await a.release();
+  await b.release();
+});
