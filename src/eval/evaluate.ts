@@ -2,7 +2,7 @@
 // KL divergence and top-1 agreement. Both models run the same right-padded batches in lockstep,
 // so reference logits are never stored.
 import { InputError } from '../errors.js';
-import type { DecoderModel } from '../runtime/decoder.js';
+import type { CausalLM } from '../runtime/model.js';
 import type { EvalWindow } from './dataset.js';
 import { logSoftmax, MetricAccumulator } from './metrics.js';
 
@@ -28,7 +28,7 @@ export interface EvalReport {
   seconds: number;
 }
 
-export async function evaluate(model: DecoderModel, windows: EvalWindow[], reference: DecoderModel | null, opts: EvalOptions): Promise<EvalReport> {
+export async function evaluate(model: CausalLM, windows: EvalWindow[], reference: CausalLM | null, opts: EvalOptions): Promise<EvalReport> {
   if (reference && reference.spec.vocabSize !== model.spec.vocabSize) {
     throw new InputError(`reference vocabulary (${reference.spec.vocabSize}) differs from the model's (${model.spec.vocabSize})`);
   }

@@ -5,23 +5,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isArtifact } from '../formats/artifact.js';
 import { exportModel } from '../passes/export.js';
-import { DecoderModel, type OpenOptions } from '../runtime/decoder.js';
+import { openModel, type CausalLM, type OpenOptions } from '../runtime/model.js';
 
 export interface OpenedReference {
-  model: DecoderModel;
+  model: CausalLM;
   close(): Promise<void>;
 }
 
 export async function openReference(path: string, opts: OpenOptions): Promise<OpenedReference> {
   if (isArtifact(path)) {
-    const model = await DecoderModel.open(path, opts);
+    const model = await openModel(path, opts);
     return { model, close: () => model.release() };
   }
   const tmp = mkdtempSync(join(tmpdir(), 'llmopt-reference-'));
   try {
     const out = join(tmp, 'model');
     await exportModel(path, out, { attention: 'standard', layout: 'llmopt' });
-    const model = await DecoderModel.open(out, opts);
+    const model = await openModel(out, opts);
     return {
       model,
       close: async () => {

@@ -6,27 +6,16 @@ import type { AttentionForm } from '../model/decoder.js';
 import type { DecoderSpec } from '../model/spec.js';
 import { ConcatCache, SharedBufferCache, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
+import { StepLogits, type CausalLM, type OpenOptions } from './model.js';
+
+export { StepLogits };
 import type { Device } from './device.js';
 
 export type CacheKind = 'shared' | 'concat';
 
-export interface OpenOptions {
-  device: Device;
-  threads?: number;
-}
 
-/** Logits of one forward step: [B, S, V], rows right-padded. */
-export class StepLogits {
-  constructor(readonly data: Float32Array, readonly batch: number, readonly seq: number, readonly vocab: number) {}
-
-  /** Logits predicting the token after position s of row b (a view, not a copy). */
-  at(b: number, s: number): Float32Array {
-    const off = (b * this.seq + s) * this.vocab;
-    return this.data.subarray(off, off + this.vocab);
-  }
-}
-
-export class DecoderModel {
+/** A decoder artifact run by one onnxruntime session. */
+export class DecoderModel implements CausalLM<KvCache> {
   private constructor(
     readonly artifact: Artifact,
     readonly session: ModelSession,
@@ -49,6 +38,10 @@ export class DecoderModel {
 
   get device(): Device {
     return this.session.device;
+  }
+
+  get description(): string {
+    return `${this.form} attention`;
   }
 
   /**

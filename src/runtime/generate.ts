@@ -1,7 +1,7 @@
 // The generation loop: prefill a right-padded batch of prompts, then decode one token per row per
 // step over the KV cache, sampling each row with its own seeded sampler, until EOS or the budget.
 import { InputError } from '../errors.js';
-import type { DecoderModel } from './decoder.js';
+import type { CausalLM } from './model.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions {
@@ -27,7 +27,7 @@ export interface GenerateResult {
 }
 
 /** Rejects prompts that are empty or leave no room to generate in the model's context. */
-export function checkPrompts(model: DecoderModel, prompts: number[][]): void {
+export function checkPrompts(model: CausalLM, prompts: number[][]): void {
   const context = model.spec.maxPositions;
   if (prompts.length === 0) throw new InputError('no prompt given');
   prompts.forEach((p, i) => {
@@ -36,7 +36,7 @@ export function checkPrompts(model: DecoderModel, prompts: number[][]): void {
   });
 }
 
-export async function generate(model: DecoderModel, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
+export async function generate(model: CausalLM, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
   checkPrompts(model, prompts);
   const context = model.spec.maxPositions;
   const longest = Math.max(...prompts.map((p) => p.length));

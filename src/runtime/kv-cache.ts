@@ -5,6 +5,7 @@
 //   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
 import { InputError } from '../errors.js';
 import { Tensor } from './session.js';
+import type { SequenceState } from './model.js';
 
 /** What one forward step feeds besides input_ids. */
 export interface StepFeeds {
@@ -12,10 +13,7 @@ export interface StepFeeds {
   fetches?: Record<string, Tensor | null>;
 }
 
-export interface KvCache {
-  readonly batch: number;
-  /** Tokens held per row. */
-  readonly lengths: readonly number[];
+export interface KvCache extends SequenceState {
   /** Feeds for a step appending newCounts[b] tokens to row b, padded to S. */
   prepare(newCounts: number[], S: number): StepFeeds;
   /** Records a finished step. */
@@ -86,6 +84,12 @@ export class SharedBufferCache implements KvCache {
   commit(_outputs: Record<string, Tensor>, newCounts: number[]): void {
     for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
   }
+
+  /** Slots past `length` are simply overwritten by later steps: nothing to move. */
+  truncate(row: number, length: number): void {
+    if (length > this.lengths[row]!) throw new Error(`truncate: row ${row} holds ${this.lengths[row]} tokens, not ${length}`);
+    this.lengths[row] = length;
+  }
 }
 
 export class ConcatCache implements KvCache {
@@ -117,6 +121,33 @@ export class ConcatCache implements KvCache {
     const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
     for (const [name, t] of this.past) feeds[name] = t;
     return { feeds };
+  }
+
+  /**
+   * Marks row's slots after its first `length` tokens as padding. At batch 1 the cache is cut to
+   * that length (no padding left behind); with more rows the slots stay, masked out.
+   */
+  truncate(row: number, length: number): void {
+    const valid = this.valid[row]!;
+    let kept = 0;
+    for (let t = 0; t < valid.length; t++) {
+      if (!valid[t]) continue;
+      if (kept >= length) valid[t] = 0;
+      else kept++;
+    }
+    if (kept < length) throw new Error(`truncate: row ${row} holds ${kept} tokens, not ${length}`);
+    this.lengths[row] = length;
+    if (this.batch === 1) {
+      const T = length;
+      for (const [name, t] of this.past) {
+        const [B, H, oldT, D] = t.dims as [number, number, number, number];
+        const src = t.data as Float32Array;
+        const out = new Float32Array(B * H * T * D);
+        for (let h = 0; h < B * H; h++) out.set(src.subarray(h * oldT * D, h * oldT * D + T * D), h * T * D);
+        this.past.set(name, new Tensor('float32', out, [B, H, T, D]));
+      }
+      this.valid[0] = this.valid[0]!.slice(0, T);
+    }
   }
 
   commit(outputs: Record<string, Tensor>, newCounts: number[]): void {

@@ -48,6 +48,19 @@ for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, 
       assert.ok(worst < 1e-4, `max diff ${worst}`);
     });
 
+    test(`${name} ${form}: truncating the cache (speculative rollback) then continuing equals the full pass`, async () => {
+      const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
+      const ids = PROMPTS[0]!;
+      const full = await fullLogits(model, ids);
+      const cache = model.createCache(1, ids.length + 4);
+      await model.forward(cache, [[...ids.slice(0, 6), 7, 8, 9]]); // three wrong tokens after 6 right ones
+      cache.truncate(0, 6);
+      const rest = await model.forward(cache, [ids.slice(6)]);
+      let worst = 0;
+      for (let t = 6; t < ids.length; t++) worst = Math.max(worst, maxDiff(rest.at(0, t - 6), full.at(0, t)));
+      assert.ok(worst < 1e-4, `max diff ${worst}`);
+    });
+
     test(`${name} ${form}: a padded batch equals each prompt run alone, through prefill and decode`, async () => {
       const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
       const cache = model.createCache(PROMPTS.length, 16);

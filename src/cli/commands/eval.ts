@@ -7,7 +7,7 @@ import { checkGates, evaluate } from '../../eval/evaluate.js';
 import { openReference, type OpenedReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { DEVICES, type Device } from '../../runtime/device.js';
-import { DecoderModel } from '../../runtime/decoder.js';
+import { openModel } from '../../runtime/model.js';
 import { choiceOption, intOption, numberOption } from '../options.js';
 import { Output, table } from '../output.js';
 
@@ -44,7 +44,7 @@ export function evalCommand(): Command {
     .action(async (artifact: string, o: EvalCliOptions) => {
       const out = new Output(o);
       const gates = { maxKl: o.maxKl, minTop1: o.minTop1, maxPplRatio: o.maxPplRatio };
-      const model = await DecoderModel.open(artifact, { device: o.device, threads: o.threads });
+      const model = await openModel(artifact, { device: o.device, threads: o.threads });
       let reference: OpenedReference | null = null;
       try {
         const windows = loadEvalWindows(o.data, loadTokenizer(artifact), model.spec.maxPositions, o.limit);

@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { DEVICES, type Device } from '../../runtime/device.js';
-import { DecoderModel } from '../../runtime/decoder.js';
+import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';
 import { loadTokenizer, readUtf8File, StreamingDecoder } from '../../formats/tokenizer.js';
 import { choiceOption, collect, intOption, numberOption } from '../options.js';
@@ -43,7 +43,7 @@ export function generateCommand(): Command {
       const texts = [...o.prompt];
       if (o.promptFile) texts.push(...readUtf8File(o.promptFile).split(/\r?\n/).filter((l) => l.length > 0));
       if (texts.length === 0) throw new InputError('no prompt: give --prompt or --prompt-file');
-      const model = await DecoderModel.open(artifact, { device: o.device, threads: o.threads });
+      const model = await openModel(artifact, { device: o.device, threads: o.threads });
       try {
         const tokenizer = loadTokenizer(artifact);
         const prompts = texts.map((t) => tokenizer.encode(t));
@@ -66,7 +66,7 @@ export function generateCommand(): Command {
         if (o.json) {
           return out.json({
             device: model.device,
-            attention: model.form,
+            model: model.description,
             outputs: texts.map((prompt, i) => ({
               prompt,
               promptIds: prompts[i],
@@ -82,7 +82,7 @@ export function generateCommand(): Command {
         out.log(
           `${generated} tokens; prefill ${timing.prefillTokensPerSecond.toFixed(1)} tok/s` +
             (timing.decodeTokensPerSecond ? `, decode ${timing.decodeTokensPerSecond.toFixed(1)} tok/s` : '') +
-            ` (${model.device}, ${model.form} attention)`,
+            ` (${model.device}, ${model.description})`,
         );
       } finally {
         await model.release();

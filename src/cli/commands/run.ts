@@ -8,7 +8,7 @@ import { evaluate } from '../../eval/evaluate.js';
 import { openReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { exportModel } from '../../passes/export.js';
-import { DecoderModel } from '../../runtime/decoder.js';
+import { openModel } from '../../runtime/model.js';
 import { DEVICES, type Device } from '../../runtime/device.js';
 import { generate } from '../../runtime/generate.js';
 import { GREEDY } from '../../runtime/sampling.js';
@@ -34,7 +34,7 @@ export function runCommand(): Command {
       const out = new Output(o);
       const bar = out.progress('export');
       const exported = await exportModel(o.model, o.output, { attention: 'fused', layout: 'llmopt', onProgress: bar.update }).finally(bar.stop);
-      const model = await DecoderModel.open(o.output, { device: o.device });
+      const model = await openModel(o.output, { device: o.device });
       const reference = await openReference(o.model, { device: o.device });
       try {
         const tokenizer = loadTokenizer(o.output);
