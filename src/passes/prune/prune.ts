@@ -88,7 +88,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to prune');
     if (structure.kind === 'nm') {
       const bad = targets.find((t) => t.cols % structure.m !== 0);
-      if (bad) throw new InputError(`${bad.module}.weight: in_features ${bad.cols} is not divisible by M=${structure.m} for --sparsity ${structure.n}:${structure.m}; exclude it with --exclude ${bad.module}`);
+      if (bad) throw new InputError(`${bad.module}.weight: in_features ${bad.cols} is not divisible by M=${structure.m} for --sparsity ${structure.n}:${structure.m}; exclude such modules with --exclude "*${bad.kind}_proj" or choose an M that divides ${bad.cols}`);
     }
     if (method === 'sparsegpt' && structure.kind === 'unstructured' && structure.scope === 'layer') {
       throw new InputError('--scope layer works with --method magnitude or wanda; sparsegpt prunes each output row to the same sparsity');
