@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { LlmoptError } from '../errors.js';
 import { TOOL_VERSION } from '../formats/artifact.js';
+import { benchCommand } from './commands/bench.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
@@ -11,13 +12,15 @@ import { runCommand } from './commands/run.js';
 import { pruneCommand } from './commands/prune.js';
 import { quantizeCommand } from './commands/quantize.js';
 import { synthCommand } from './commands/synth.js';
+import { shardCommand } from './commands/shard.js';
+import { distillCommand } from './commands/distill.js';
 
 export function program(): Command {
   const p = new Command('llmopt')
-    .description('make large language models small and fast: inspect, export, generate, eval, quantize, prune')
+    .description('make large language models small and fast: inspect, export, generate, eval, quantize, prune, bench')
     .version(TOOL_VERSION)
     .showHelpAfterError('(add --help for usage)');
-  for (const c of [runCommand(), inspectCommand(), exportCommand(), generateCommand(), evalCommand(), quantizeCommand(), pruneCommand(), synthCommand()]) p.addCommand(c);
+  for (const c of [runCommand(), inspectCommand(), exportCommand(), generateCommand(), evalCommand(), quantizeCommand(), pruneCommand(), shardCommand(), distillCommand(), synthCommand(), benchCommand()]) p.addCommand(c);
   // Every subcommand reports usage errors through exitOverride so main() owns the exit code.
   const override = (c: Command) => {
     c.exitOverride();

@@ -1,11 +1,10 @@
-// Opens what `eval --reference` names: another artifact, or a Hugging Face folder, which is
+// Opens what `eval --reference` names: another artifact (sharded too), or a Hugging Face folder, which is
 // exported to a temporary float32 artifact (standard attention) and removed afterwards.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isArtifact } from '../formats/artifact.js';
 import { exportModel } from '../passes/export.js';
-import { openModel, type CausalLM, type OpenOptions } from '../runtime/model.js';
+import { isRunnable, openModel, type CausalLM, type OpenOptions } from '../runtime/model.js';
 
 export interface OpenedReference {
   model: CausalLM;
@@ -13,7 +12,7 @@ export interface OpenedReference {
 }
 
 export async function openReference(path: string, opts: OpenOptions): Promise<OpenedReference> {
-  if (isArtifact(path)) {
+  if (isRunnable(path)) {
     const model = await openModel(path, opts);
     return { model, close: () => model.release() };
   }

@@ -213,23 +213,17 @@ class DecoderGraph {
     }
   }
 
-  /**
-   * One decoder layer. The residual stream is `x`, and `pending` the previous block's output not yet
-   * added to it (the fused form adds it inside SkipSimplifiedLayerNormalization). With `cache`
-   * false (block graphs) the layer has no past input and its present is internal.
-   */
-  private async layer(i: number, ctx: AttentionContext, x: string, pending: string | null, cache: boolean): Promise<{ x: string; pending: string }> {
+  /** Attention block of layer i on its normed input: q/k/v, attention over the cache, o_proj. */
+  private async attention(i: number, ctx: AttentionContext, normed: string, cache: boolean): Promise<string> {
     const { g, spec } = this;
-    const { hiddenSize: h, numHeads, kvHeads, headDim: d, intermediateSize: f } = spec;
+    const { hiddenSize: h, numHeads, kvHeads, headDim: d } = spec;
     const n = layerTensorNames(i);
     const path = `/model/layers.${i}`;
-    const inNorm = await this.floatWeight(n.inputNorm, [h]);
-    const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
-    this.capture(i, pre.normed, 'attn_in');
+    this.capture(i, normed, 'attn_in');
     const ab = spec.attentionBias;
-    const q = await this.proj(pre.normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
-    const k = await this.proj(pre.normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
-    const v = await this.proj(pre.normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
+    const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
+    const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
+    const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
     const aio = {
       layer: i,
       path: `${path}/attn`,
@@ -247,47 +241,139 @@ class DecoderGraph {
       g.output(io.presentValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
     }
     this.capture(i, attn, 'o_in');
-    const o = await this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
+    return this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
+  }
 
-    const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
-    const post = this.norm(o, pre.residual, postNorm, `${path}/post_attention_layernorm`);
-    this.capture(i, post.normed, 'mlp_in');
+  /** SwiGLU MLP block of layer i on its normed input: down(silu(gate(x)) * up(x)). */
+  private async mlp(i: number, normed: string): Promise<string> {
+    const { g, spec } = this;
+    const { hiddenSize: h, intermediateSize: f } = spec;
+    const n = layerTensorNames(i);
+    const path = `/model/layers.${i}`;
+    this.capture(i, normed, 'mlp_in');
     const mb = spec.mlpBias;
-    const gate = await this.proj(post.normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
-    const up = await this.proj(post.normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
+    const gate = await this.proj(normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
+    const up = await this.proj(normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
     const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
     const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
     this.capture(i, hidden, 'down_in');
-    return { x: post.residual, pending: await this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb) };
+    return this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb);
   }
 
-  /** The whole decoder: input_ids and the KV cache in, logits and the present cache out. */
-  async build(): Promise<void> {
+  /**
+   * One decoder layer. The residual stream is `x`, and `pending` the previous block's output not yet
+   * added to it (the fused form adds it inside SkipSimplifiedLayerNormalization). With `cache`
+   * false (block graphs) the layer has no past input and its present is internal.
+   */
+  private async layer(i: number, ctx: AttentionContext, x: string, pending: string | null, cache: boolean): Promise<{ x: string; pending: string }> {
+    const h = this.spec.hiddenSize;
+    const n = layerTensorNames(i);
+    const path = `/model/layers.${i}`;
+    const inNorm = await this.floatWeight(n.inputNorm, [h]);
+    const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
+    const o = await this.attention(i, ctx, pre.normed, cache);
+    const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
+    const post = this.norm(o, pre.residual, postNorm, `${path}/post_attention_layernorm`);
+    return { x: post.residual, pending: await this.mlp(i, post.normed) };
+  }
+
+  /** Declares the past_key_values inputs of layers [from, to). */
+  private pastInputs(from: number, to: number): void {
+    const { kvHeads, headDim: d } = this.spec;
+    for (let i = from; i < to; i++) {
+      this.g.input(io.pastKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+      this.g.input(io.pastValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+    }
+  }
+
+  /** Final norm and lm_head: logits [B, S, V]. `embedded` says whether this graph already holds the embedding. */
+  private async head(x: string, pending: string | null, embedding: EmbeddingEmitter, embedded: boolean): Promise<void> {
     const { g, spec } = this;
-    const { hiddenSize: h, kvHeads, headDim: d } = spec;
+    const h = spec.hiddenSize;
+    const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
+    const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
+    let y: string;
+    if (spec.tiedEmbeddings && embedded) y = embedding.tiedHead(g, spec, last.normed);
+    // A graph without the embedding (a last pipeline stage, a tensor-parallel head) stores the tied weight itself.
+    else if (spec.tiedEmbeddings) y = gemmHead(g, spec, last.normed, await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]));
+    else y = await this.proj(last.normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
+    g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
+    g.output(io.logits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
+  }
+
+  /**
+   * The whole decoder: input_ids (and the KV cache) in, logits (and the present cache) out. Without
+   * a cache (training graphs) every layer attends within the given sequence only.
+   */
+  async build(cache = true): Promise<void> {
+    const { g, spec } = this;
     g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']);
     const ctx = this.prologue(io.inputIds);
-    for (let i = 0; i < spec.numLayers; i++) {
-      g.input(io.pastKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
-      g.input(io.pastValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
-    }
+    if (cache) this.pastInputs(0, spec.numLayers);
 
     const embedding = this.opts.embedding ?? floatEmbedding;
     let x = await embedding.gather(g, this.weights, spec, io.inputIds); // [B,S,h]
     this.opts.onTensor?.(EMBED_TOKENS);
     let pending: string | null = null; // output of the previous block, not yet added to the residual
-    for (let i = 0; i < spec.numLayers; i++) ({ x, pending } = await this.layer(i, ctx, x, pending, true));
+    for (let i = 0; i < spec.numLayers; i++) ({ x, pending } = await this.layer(i, ctx, x, pending, cache));
+    await this.head(x, pending, embedding, true);
+  }
 
-    const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
-    const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
-    if (spec.tiedEmbeddings) {
-      const y = embedding.tiedHead(g, spec, last.normed);
-      g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
-    } else {
-      const y = await this.proj(last.normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
-      g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
+  /**
+   * The part of the decoder one rank runs between two hand-overs (see DecoderSegment): a pipeline
+   * stage over whole layers with their KV cache, or, under tensor parallelism, the embedding, one
+   * attention or MLP block, or the head. The spec and weights are the rank's own slice.
+   */
+  async buildSegment(seg: DecoderSegment): Promise<void> {
+    const { g, spec } = this;
+    const h = spec.hiddenSize;
+    const hiddenDims = ['batch_size', 'sequence_length', h];
+    const tokens = seg.input === 'input_ids' ? g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']) : g.input(BLOCK_INPUT, Elem.FLOAT, hiddenDims);
+    const attends = (seg.layers !== undefined && seg.layers.to > seg.layers.from) || seg.half?.block === 'attn';
+    const ctx = attends ? this.prologue(tokens) : null;
+    if (seg.layers) this.pastInputs(seg.layers.from, seg.layers.to);
+    if (seg.half?.block === 'attn') this.pastInputs(seg.half.layer, seg.half.layer + 1);
+
+    let x = tokens;
+    if (seg.input === 'input_ids') {
+      x = seg.vocabOffset === undefined ? await floatEmbedding.gather(g, this.weights, spec, tokens) : await this.vocabParallelGather(tokens, seg.vocabOffset);
+      this.opts.onTensor?.(EMBED_TOKENS);
     }
-    g.output(io.logits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
+    if (seg.half) {
+      // One block on the full residual stream; its output is this rank's share of a sum the runtime forms.
+      const { layer, block } = seg.half;
+      const n = layerTensorNames(layer);
+      const norm = block === 'attn' ? 'input_layernorm' : 'post_attention_layernorm';
+      const gamma = await this.floatWeight(block === 'attn' ? n.inputNorm : n.postAttentionNorm, [h]);
+      const normed = this.norm(x, null, gamma, `/model/layers.${layer}/${norm}`).normed;
+      x = block === 'attn' ? await this.attention(layer, ctx!, normed, true) : await this.mlp(layer, normed);
+    }
+    let pending: string | null = null;
+    if (seg.layers) for (let i = seg.layers.from; i < seg.layers.to; i++) ({ x, pending } = await this.layer(i, ctx!, x, pending, true));
+    if (seg.head) return this.head(x, pending, floatEmbedding, seg.input === 'input_ids' && seg.vocabOffset === undefined);
+    const out = seg.half || seg.vocabOffset !== undefined ? PARTIAL_OUTPUT : BLOCK_OUTPUT;
+    if (pending) g.node('Add', [x, pending], { name: '/model/ResidualAdd', outputs: [out] });
+    else g.node('Identity', [x], { name: '/model/Output', outputs: [out] });
+    g.output(out, Elem.FLOAT, hiddenDims);
+  }
+
+  /**
+   * Embedding rows [offset, offset + V) of a vocabulary split across ranks: ids outside the range
+   * give zero rows, so the ranks' outputs sum to the full embedding.
+   */
+  private async vocabParallelGather(ids: string, offset: number): Promise<string> {
+    const { g, spec } = this;
+    const p = '/model/embed_tokens';
+    const V = spec.vocabSize;
+    const embed = await this.floatWeight(EMBED_TOKENS, [V, spec.hiddenSize]);
+    const i64 = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
+    const local = g.op('Sub', [ids, i64(`/const/vocab_offset_${offset}`, offset)], `${p}/Sub`);
+    const zero = i64('/const/zero_i64', 0);
+    const inRange = g.op('And', [g.op('GreaterOrEqual', [local, zero], `${p}/GreaterOrEqual`), g.op('Less', [local, i64(`/const/vocab_${V}_i64`, V)], `${p}/Less`)], `${p}/InRange`);
+    const clipped = g.op('Where', [inRange, local, zero], `${p}/Clip`);
+    const rows = g.op('Gather', [embed, clipped], `${p}/Gather`, { axis: { int: 0 } }); // [B,S,h]
+    const keep = g.op('Unsqueeze', [g.op('Cast', [inRange], `${p}/Cast`, { to: { int: Elem.FLOAT } }), g.constant('/const/axes_-1', Elem.INT64, [1], [-1])], `${p}/Keep`); // [B,S,1]
+    return g.op('Mul', [rows, keep], `${p}/Mask`);
   }
 
   /**
@@ -313,9 +399,39 @@ export const captureOutput = (layer: number, name: CaptureName) => `capture.laye
 export const gramOutput = (layer: number, name: CaptureName) => `gram.layers.${layer}.${name}`;
 export const BLOCK_INPUT = 'hidden_states';
 export const BLOCK_OUTPUT = 'hidden_states_out';
+/** A rank's share of a hidden-state sum under tensor parallelism (the runtime all-reduces it). */
+export const PARTIAL_OUTPUT = 'partial_hidden_states';
+
+/**
+ * What one graph of a sharded model computes. Input: token ids (the embedding comes first) or
+ * hidden_states [B, S, h]. Then whole layers [from, to) with their KV cache (a pipeline stage), or
+ * one block of one layer (tensor parallel: the output is partial_hidden_states, a share of a sum).
+ * `head` ends with the final norm and lm_head (logits); otherwise the graph outputs
+ * hidden_states_out. `vocabOffset` makes the embedding vocabulary-parallel (rows from that id on).
+ */
+export interface DecoderSegment {
+  input: 'input_ids' | 'hidden_states';
+  layers?: { from: number; to: number };
+  half?: { layer: number; block: 'attn' | 'mlp' };
+  head: boolean;
+  vocabOffset?: number;
+}
 
 /** Which captured input feeds each linear module of a layer. */
 export const CAPTURE_OF = { q: 'attn_in', k: 'attn_in', v: 'attn_in', o: 'o_in', gate: 'mlp_in', up: 'mlp_in', down: 'down_in' } as const;
+
+/**
+ * The decoder without a KV cache, in ai.onnx ops (standard attention): the forward half of a training
+ * graph. Weights come through `g.initializer`, which a training graph builder turns into inputs.
+ */
+export async function buildCachelessGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, opts: { linear?: LinearEmitter; embedding?: EmbeddingEmitter } = {}): Promise<void> {
+  await new DecoderGraph(g, spec, weights, { attention: 'standard', ...opts }).build(false);
+}
+
+/** Builds one segment of a sharded decoder (see DecoderSegment) from a rank's spec and weights. */
+export async function buildSegmentGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, seg: DecoderSegment, opts: DecoderGraphOptions): Promise<void> {
+  await new DecoderGraph(g, spec, weights, opts).buildSegment(seg);
+}
 
 /** Builds one decoder layer as a standalone graph (standard attention; see DecoderGraph.buildBlock). */
 export async function buildBlockGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, layer: number, opts: { linear?: LinearEmitter; captures?: CaptureMode } = {}): Promise<void> {

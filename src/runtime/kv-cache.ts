@@ -90,6 +90,28 @@ export class SharedBufferCache implements KvCache {
     if (length > this.lengths[row]!) throw new Error(`truncate: row ${row} holds ${this.lengths[row]} tokens, not ${length}`);
     this.lengths[row] = length;
   }
+
+  /**
+   * Makes `row` hold what row `from` of `source` holds (its keys and values, copied): how continuous
+   * batching moves a request prefilled alone at batch 1 into a decode slot of the running batch.
+   */
+  adoptRow(row: number, source: SequenceState, from = 0): void {
+    if (!(source instanceof SharedBufferCache) || source.layout.kvHeads !== this.layout.kvHeads || source.layout.headDim !== this.layout.headDim) {
+      throw new Error('adoptRow: the source must be a shared-buffer cache of the same model');
+    }
+    const n = source.lengths[from]!;
+    if (n > this.capacity) throw new InputError(`sequence of ${n} tokens exceeds the cache capacity of ${this.capacity}`);
+    const { kvHeads: H, headDim: D } = this.layout;
+    for (const [name, t] of this.buffers) {
+      const src = source.buffers.get(name)!.data as Float32Array; // [B', H, capacity', D]
+      const dst = t.data as Float32Array; // [B, H, capacity, D]
+      for (let h = 0; h < H; h++) {
+        const s = (from * H + h) * source.capacity * D;
+        dst.set(src.subarray(s, s + n * D), (row * H + h) * this.capacity * D);
+      }
+    }
+    this.lengths[row] = n;
+  }
 }
 
 export class ConcatCache implements KvCache {

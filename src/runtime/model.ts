@@ -2,6 +2,8 @@
 // (DecoderModel) or several ranks (a sharded model). `openModel` picks the right one for a folder.
 import type { DecoderSpec } from '../model/spec.js';
 import type { Device } from './device.js';
+import { isArtifact } from '../formats/artifact.js';
+import { isShardedModel } from './sharded/manifest.js';
 
 /** Logits of one forward step: [B, S, V], rows right-padded. */
 export class StepLogits {
@@ -42,22 +44,13 @@ export interface OpenOptions {
   threads?: number;
 }
 
-/** Model kinds that can open a folder: each says whether it recognises the folder. */
-export interface ModelOpener {
-  accepts(dir: string): boolean;
-  open(dir: string, opts: OpenOptions): Promise<CausalLM>;
+/** Whether `dir` is something openModel runs: an artifact (model.onnx) or a sharded model. */
+export function isRunnable(dir: string): boolean {
+  return isArtifact(dir) || isShardedModel(dir);
 }
 
-const openers: ModelOpener[] = [];
-
-/** Adds a model kind (a sharded runtime, say) ahead of the single-session default. */
-export function registerModelOpener(opener: ModelOpener): void {
-  openers.push(opener);
-}
-
-/** Opens an artifact folder with the first registered kind that accepts it, else one onnxruntime session. */
+/** Opens an artifact folder: a sharded model (one worker per rank) or one onnxruntime session. */
 export async function openModel(dir: string, opts: OpenOptions): Promise<CausalLM> {
-  for (const o of openers) if (o.accepts(dir)) return o.open(dir, opts);
-  const { DecoderModel } = await import('./decoder.js');
-  return DecoderModel.open(dir, opts);
+  if (isShardedModel(dir)) return (await import('./sharded/model.js')).ShardedModel.open(dir, opts);
+  return (await import('./decoder.js')).DecoderModel.open(dir, opts);
 }

@@ -12,6 +12,11 @@ export interface SessionOptions {
   device: Device;
   /** Intra-op threads (default: onnxruntime's choice, all cores). */
   threads?: number;
+  /**
+   * Whether idle intra-op threads spin waiting for work (onnxruntime's default). Sessions that share
+   * the cores with others (one per sharded rank) turn it off so a waiting rank does not steal them.
+   */
+  spinning?: boolean;
 }
 
 /** Raised when onnxruntime fails on a run: an internal failure, not bad user input. */
@@ -38,6 +43,7 @@ export class ModelSession {
       logSeverityLevel: 3,
     };
     if (opts.threads) options.intraOpNumThreads = opts.threads;
+    if (opts.spinning === false) options.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
     try {
       return new ModelSession(await ort.InferenceSession.create(path, options), path, opts.device);
     } catch (e) {

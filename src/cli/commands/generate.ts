@@ -4,6 +4,7 @@ import { InputError } from '../../errors.js';
 import { DEVICES, type Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';
+import { checkDraft, generateWithDraft } from '../../runtime/speculative.js';
 import { loadTokenizer, readUtf8File, StreamingDecoder } from '../../formats/tokenizer.js';
 import { choiceOption, collect, intOption, numberOption } from '../options.js';
 import { Output } from '../output.js';
@@ -18,6 +19,8 @@ interface GenerateCliOptions {
   seed: number;
   device: Device;
   threads?: number;
+  draft?: string;
+  draftTokens: number;
   json?: boolean;
   quiet?: boolean;
 }
@@ -35,33 +38,43 @@ export function generateCommand(): Command {
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
     .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
     .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
+    .option('--draft <artifact>', 'speculative decoding with this draft artifact (same vocabulary; prompts run one at a time)')
+    .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
     .option('--json', 'print ids, text and timings as JSON')
     .option('-q, --quiet', 'no logs')
-    .addHelpText('after', '\nExample:\n  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json')
+    .addHelpText('after', '\nExample:\n  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"')
     .action(async (artifact: string, o: GenerateCliOptions) => {
       const out = new Output(o);
       const texts = [...o.prompt];
       if (o.promptFile) texts.push(...readUtf8File(o.promptFile).split(/\r?\n/).filter((l) => l.length > 0));
       if (texts.length === 0) throw new InputError('no prompt: give --prompt or --prompt-file');
       const model = await openModel(artifact, { device: o.device, threads: o.threads });
+      const draft = o.draft ? await openModel(o.draft, { device: o.device, threads: o.threads }).catch(async (e) => {
+        await model.release();
+        throw e;
+      }) : null;
       try {
+        if (draft) checkDraft(model, draft);
         const tokenizer = loadTokenizer(artifact);
         const prompts = texts.map((t) => tokenizer.encode(t));
         checkPrompts(model, prompts);
         const streaming = !o.json && texts.length === 1;
         const stream = new StreamingDecoder(tokenizer);
         if (streaming) process.stdout.write(texts[0]!);
-        const result = await generate(model, prompts, {
+        const options = {
           maxNewTokens: o.maxNewTokens,
           sampling: { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed },
-          onToken: streaming ? (_row, id) => process.stdout.write(stream.push(id)) : undefined,
-        });
+          onToken: streaming ? (_row: number, id: number) => void process.stdout.write(stream.push(id)) : undefined,
+        };
+        const drafted = draft ? await generateWithDraft(model, draft, prompts, { ...options, draftTokens: o.draftTokens }) : null;
+        const result = drafted ?? (await generate(model, prompts, options));
+        const speculative = drafted ? { draftTokens: o.draftTokens, acceptanceRate: drafted.accepted / drafted.proposed, tokensPerTargetPass: drafted.decodeTokens / drafted.targetPasses } : null;
         const generated = result.tokens.reduce((a, t) => a + t.length, 0);
         const timing = {
           promptTokens: result.promptTokens,
           generatedTokens: generated,
           prefillTokensPerSecond: result.promptTokens / result.prefillSeconds,
-          decodeTokensPerSecond: result.decodeSteps > 0 ? (result.decodeSteps * prompts.length) / result.decodeSeconds : null,
+          decodeTokensPerSecond: result.decodeTokens > 0 ? result.decodeTokens / result.decodeSeconds : null,
         };
         if (o.json) {
           return out.json({
@@ -75,6 +88,7 @@ export function generateCommand(): Command {
               stopReason: result.stopReasons[i],
             })),
             ...timing,
+            ...(speculative ? { speculative } : {}),
           });
         }
         if (streaming) process.stdout.write(stream.flush() + '\n');
@@ -82,10 +96,12 @@ export function generateCommand(): Command {
         out.log(
           `${generated} tokens; prefill ${timing.prefillTokensPerSecond.toFixed(1)} tok/s` +
             (timing.decodeTokensPerSecond ? `, decode ${timing.decodeTokensPerSecond.toFixed(1)} tok/s` : '') +
+            (speculative ? `, draft acceptance ${speculative.acceptanceRate.toFixed(3)}, ${speculative.tokensPerTargetPass.toFixed(2)} tokens per target pass` : '') +
             ` (${model.device}, ${model.description})`,
         );
       } finally {
         await model.release();
+        await draft?.release();
       }
     });
 }

@@ -1,0 +1,142 @@
+// What the benchmarks under scripts/ share: flags, median and spread, child processes that report their
+// own peak RSS, the machine and the synthetic ~110M checkpoint they run on, and a timed prefill/decode run.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { writeSyntheticLlama, type SyntheticSpec } from '../../src/model/synthetic.js';
+import { DecoderModel, type CacheKind } from '../../src/runtime/decoder.js';
+import { argmax } from '../../src/runtime/sampling.js';
+
+export const args = process.argv.slice(2);
+
+export function flag(name: string, fallback: number): number {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+}
+
+export function textFlag(name: string): string | null {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1]! : null;
+}
+
+/** Progress goes to stderr, so that stdout holds only the results. */
+export const log = (s: string) => process.stderr.write(s + '\n');
+
+/** A realistic width (about Llama-style 110M) that stays quick to generate; the weights are random. */
+export const SYNTHETIC: SyntheticSpec = {
+  name: 'synthetic-768x12',
+  shards: 1,
+  config: {
+    hidden_size: 768,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    num_key_value_heads: 4,
+    intermediate_size: 2048,
+    vocab_size: 32000,
+    max_position_embeddings: 2048,
+    rope_theta: 10000,
+    rope_scaling: null,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: false,
+    attention_bias: false,
+    mlp_bias: false,
+    torch_dtype: 'float32',
+  },
+};
+
+export const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
+export const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
+
+export interface Stats {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return { median: s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2, min: s[0]!, max: s[s.length - 1]! };
+}
+
+/** "median (min-max)". */
+export const formatStats = (s: Stats, digits = 1) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}-${s.max.toFixed(digits)})`;
+
+/** Columns padded to their widest cell, the first left-aligned and the rest right-aligned. */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd()).join('\n');
+}
+
+export function machine() {
+  return { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, onnxruntime: ort.env.versions.node };
+}
+
+export function describeMachine(m: ReturnType<typeof machine>): string {
+  return `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, node ${m.node}, onnxruntime ${m.onnxruntime}`;
+}
+
+export function describeModel(parameters: number): string {
+  const c = SYNTHETIC.config;
+  return `model: hidden ${c.hidden_size}, ${c.num_hidden_layers} layers, heads ${c.num_attention_heads}/${c.num_key_value_heads} kv, ffn ${c.intermediate_size}, vocab ${c.vocab_size}, ${(parameters / 1e6).toFixed(1)}M parameters (float32)`;
+}
+
+/**
+ * Runs `script` (an import.meta.url) again as `script --child ...childArgs` in its own process, so that
+ * the peak RSS it reports is that one job's alone, and returns the JSON it prints.
+ */
+export function runChild(script: string, ...childArgs: string[]): any {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(script), '--child', ...childArgs], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`child ${childArgs[0]} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** In a child: times one job and prints its result with the wall time and the process's peak RSS. */
+export async function reportJob(job: () => Promise<Record<string, unknown>>): Promise<void> {
+  const t0 = performance.now();
+  const result = await job();
+  process.stdout.write(JSON.stringify({ seconds: (performance.now() - t0) / 1000, ...result, peakRssMiB: maxRssMiB() }));
+}
+
+/**
+ * Writes the synthetic checkpoint into a fresh temporary folder, runs `body` on it and removes the
+ * folder afterwards (kept with --keep). Generated each run: 476 MiB is too much to commit.
+ */
+export async function withSyntheticCheckpoint<T>(body: (work: string, source: string) => Promise<T>): Promise<T> {
+  const work = mkdtempSync(join(tmpdir(), 'llmopt-bench-'));
+  try {
+    log(`writing synthetic checkpoint (${SYNTHETIC.name}) ...`);
+    await writeSyntheticLlama(work, SYNTHETIC);
+    return await body(work, join(work, SYNTHETIC.name));
+  } finally {
+    if (!args.includes('--keep')) rmSync(work, { recursive: true, force: true });
+    else log(`kept ${work}`);
+  }
+}
+
+/** A fixed prompt of token ids; each row of a batch gets its own. */
+export function prompt(length: number, row = 0): number[] {
+  return Array.from({ length }, (_, i) => 3 + ((i * 7919 + row * 104729) % 31000));
+}
+
+/**
+ * Prefills `batch` prompts of promptLen tokens (equal lengths, so the right padding is empty), then
+ * decodes genLen tokens greedily per row. Tokens/s count every row: batch * tokens / seconds.
+ */
+export async function timeRun(model: DecoderModel, promptLen: number, genLen: number, batch = 1, kind?: CacheKind): Promise<{ prefill: number; decode: number }> {
+  const rows = Array.from({ length: batch }, (_, b) => prompt(promptLen, b));
+  const cache = model.createCache(batch, promptLen + genLen, kind);
+  let t0 = performance.now();
+  let logits = await model.forward(cache, rows);
+  const prefill = (batch * promptLen) / ((performance.now() - t0) / 1000);
+  let next = rows.map((_, b) => argmax(logits.at(b, promptLen - 1)));
+  t0 = performance.now();
+  for (let i = 0; i < genLen; i++) {
+    logits = await model.forward(cache, next.map((t) => [t]));
+    next = next.map((_, b) => argmax(logits.at(b, 0)));
+  }
+  return { prefill, decode: (batch * genLen) / ((performance.now() - t0) / 1000) };
+}

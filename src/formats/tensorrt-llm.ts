@@ -1,0 +1,151 @@
+// The TensorRT-LLM checkpoint (docs/source/architecture/checkpoint.md in NVIDIA/TensorRT-LLM): a
+// config.json with the architecture, dtype and `mapping` {world_size, tp_size, pp_size}, and one
+// rank{r}.safetensors per rank (rank = pp_rank * tp + tp_rank) holding that rank's shards under
+// TensorRT-LLM's names, as its Llama converter writes them (tensorrt_llm/models/llama/convert.py):
+//   attention.qkv   = concat(q, k, v) rows of the rank's heads   attention.dense = o_proj columns
+//   mlp.fc = gate_proj rows   mlp.gate = up_proj rows           mlp.proj = down_proj columns
+//   layers renumbered from 0 within a pipeline stage; lm_head always split over tp (rows, zero-padded
+//   to a multiple of tp); vocab_embedding whole, or split when use_parallel_embedding.
+// Row-parallel biases (dense, proj) are whole on every rank: TensorRT-LLM adds them after the all-reduce.
+import { join } from 'node:path';
+import { statSync, writeFileSync } from 'node:fs';
+import { fromFloat32 } from './dtype.js';
+import { writeSafetensors, type TensorEntry } from './safetensors.js';
+import { layerTensorNames, EMBED_TOKENS, FINAL_NORM, LM_HEAD, type DecoderSpec } from '../model/spec.js';
+import type { WeightSource } from '../model/weights.js';
+
+const DTYPES = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const;
+
+/** TensorRT-LLM's default layer split (Mapping.pp_layers): torch.tensor_split, the first num_layers % pp stages one layer longer. */
+export function tensorRtLlmStages(numLayers: number, pp: number): Array<{ from: number; to: number }> {
+  const base = Math.floor(numLayers / pp);
+  const extra = numLayers % pp;
+  const out: Array<{ from: number; to: number }> = [];
+  let from = 0;
+  for (let s = 0; s < pp; s++) {
+    const to = from + base + (s < extra ? 1 : 0);
+    out.push({ from, to });
+    from = to;
+  }
+  return out;
+}
+
+/** config.json of the checkpoint (LLaMAConfig fields). */
+export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, parallelEmbedding: boolean): Record<string, unknown> {
+  const rs = spec.ropeScaling;
+  return {
+    architecture: 'LlamaForCausalLM',
+    dtype: spec.weightDtype,
+    logits_dtype: 'float32',
+    vocab_size: spec.vocabSize,
+    max_position_embeddings: spec.maxPositions,
+    hidden_size: spec.hiddenSize,
+    num_hidden_layers: spec.numLayers,
+    num_attention_heads: spec.numHeads,
+    num_key_value_heads: spec.kvHeads,
+    head_size: spec.headDim,
+    hidden_act: 'silu',
+    intermediate_size: spec.intermediateSize,
+    norm_epsilon: spec.rmsNormEps,
+    position_embedding_type: 'rope_gpt_neox',
+    rotary_base: spec.ropeTheta,
+    rotary_scaling:
+      rs === null
+        ? null
+        : rs.type === 'linear'
+          ? { type: 'linear', factor: rs.factor }
+          : { rope_type: 'llama3', factor: rs.factor, low_freq_factor: rs.lowFreqFactor, high_freq_factor: rs.highFreqFactor, original_max_position_embeddings: rs.originalMaxPositions },
+    attn_bias: spec.attentionBias,
+    mlp_bias: spec.mlpBias,
+    tie_word_embeddings: spec.tiedEmbeddings,
+    use_parallel_embedding: parallelEmbedding,
+    embedding_sharding_dim: 0,
+    mapping: { world_size: tp * pp, tp_size: tp, pp_size: pp },
+    quantization: { quant_algo: null, kv_cache_quant_algo: null },
+  };
+}
+
+/** One rank to write: its place in the mapping, its layers, and its slices under Hugging Face names. */
+export interface TensorRtLlmRank {
+  rank: number;
+  tpRank: number;
+  layers: { from: number; to: number };
+  first: boolean;
+  last: boolean;
+  /** The rank's slices (q/k/v/gate/up rows, o/down columns, biases whole; embedding whole or split). */
+  weights: WeightSource;
+}
+
+/** Every tensor of one rank file: TensorRT-LLM name, shape, and the Hugging Face tensors concatenated (rows) to form it. */
+export function tensorRtLlmRankTensors(spec: DecoderSpec, tp: number, r: TensorRtLlmRank): Array<{ name: string; shape: number[]; parts: string[] }> {
+  const out: Array<{ name: string; shape: number[]; parts: string[] }> = [];
+  const shape = (n: string) => r.weights.shape(n);
+  const add = (name: string, parts: string[]) => {
+    const s = parts.map(shape);
+    out.push({ name, shape: [s.reduce((a, p) => a + p[0]!, 0), ...s[0]!.slice(1)], parts });
+  };
+  if (r.first) add('transformer.vocab_embedding.weight', [EMBED_TOKENS]);
+  for (let i = r.layers.from; i < r.layers.to; i++) {
+    const n = layerTensorNames(i);
+    const p = `transformer.layers.${i - r.layers.from}`;
+    add(`${p}.input_layernorm.weight`, [n.inputNorm]);
+    add(`${p}.attention.qkv.weight`, [`${n.q}.weight`, `${n.k}.weight`, `${n.v}.weight`]);
+    if (spec.attentionBias) add(`${p}.attention.qkv.bias`, [`${n.q}.bias`, `${n.k}.bias`, `${n.v}.bias`]);
+    add(`${p}.attention.dense.weight`, [`${n.o}.weight`]);
+    if (spec.attentionBias) add(`${p}.attention.dense.bias`, [`${n.o}.bias`]);
+    add(`${p}.post_layernorm.weight`, [n.postAttentionNorm]);
+    add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
+    add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);
+    add(`${p}.mlp.proj.weight`, [`${n.down}.weight`]);
+    if (spec.mlpBias) {
+      add(`${p}.mlp.fc.bias`, [`${n.gate}.bias`]);
+      add(`${p}.mlp.gate.bias`, [`${n.up}.bias`]);
+      add(`${p}.mlp.proj.bias`, [`${n.down}.bias`]);
+    }
+  }
+  if (r.last) {
+    add('transformer.ln_f.weight', [FINAL_NORM]);
+    out.push({ name: 'lm_head.weight', shape: [Math.ceil(spec.vocabSize / tp), spec.hiddenSize], parts: [spec.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD] });
+  }
+  return out;
+}
+
+/**
+ * Writes config.json and rank{r}.safetensors into `dir`; `full` gives whole tensors (lm_head is cut
+ * here, padded as TensorRT-LLM pads it). Returns the bytes of each rank file.
+ */
+export async function writeTensorRtLlmCheckpoint(dir: string, spec: DecoderSpec, full: WeightSource, tp: number, pp: number, parallelEmbedding: boolean, ranks: TensorRtLlmRank[], onTensor: () => void): Promise<number[]> {
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(tensorRtLlmConfig(spec, tp, pp, parallelEmbedding), null, 2) + '\n');
+  const dtype = DTYPES[spec.weightDtype];
+  const bytes: number[] = [];
+  for (const r of ranks) {
+    const tensors = tensorRtLlmRankTensors(spec, tp, r);
+    const byName = new Map(tensors.map((t) => [t.name, t]));
+    const entries: TensorEntry[] = tensors.map((t) => ({ name: t.name, dtype, shape: t.shape }));
+    const file = join(dir, `rank${r.rank}.safetensors`);
+    await writeSafetensors(file, entries, async (name) => {
+      const t = byName.get(name)!;
+      let values: Float32Array;
+      if (name === 'lm_head.weight') {
+        // Rows [tpRank * Vp, (tpRank + 1) * Vp) of the vocabulary padded with zero rows to tp * Vp.
+        const all = await full.readFloat32(t.parts[0]!);
+        const h = spec.hiddenSize;
+        values = new Float32Array(t.shape[0]! * h);
+        const start = r.tpRank * t.shape[0]! * h;
+        values.set(all.subarray(Math.min(start, all.length), Math.min(start + values.length, all.length)));
+      } else {
+        const parts = await Promise.all(t.parts.map((p) => r.weights.readFloat32(p)));
+        values = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+        let off = 0;
+        for (const p of parts) {
+          values.set(p, off);
+          off += p.length;
+        }
+      }
+      onTensor();
+      return fromFloat32(values, dtype);
+    });
+    bytes.push(statSync(file).size);
+  }
+  return bytes;
+}

@@ -1,0 +1,289 @@
+// distill: trains a student to match a teacher's output distribution (KL at temperature T, plus
+// alpha x next-token cross-entropy) with AdamW, on packed text, through a training graph run by
+// onnxruntime; evaluates KL / perplexity against the teacher before, during and after; writes the
+// student as a Hugging Face folder, a training log, and resumable checkpoints.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { InputError, LlmoptError } from '../../errors.js';
+import { loadTokenizer } from '../../formats/tokenizer.js';
+import { writeOutputDir } from '../../formats/output-dir.js';
+import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';
+import { SafetensorsFile, writeSafetensors } from '../../formats/safetensors.js';
+import { readModelSpec } from '../../formats/hf-config.js';
+import { loadEvalWindows, type EvalWindow } from '../../eval/dataset.js';
+import { evaluate } from '../../eval/evaluate.js';
+import { exportModel } from '../export.js';
+import { DecoderModel } from '../../runtime/decoder.js';
+import type { Device } from '../../runtime/device.js';
+import { LINEAR_KINDS } from '../targets.js';
+import { BatchSchedule, packText } from './data.js';
+import { AdamW, ADAMW_DEFAULTS, type OptimizerState } from './optimizer.js';
+import { evenlySpacedLayers, loadStudent, saveStudent, shallowStudent, type Student } from './student.js';
+import { buildTrainingGraph } from './train-graph.js';
+import { TrainingSession } from './trainer.js';
+
+export interface DistillOptions {
+  teacher: string;
+  student?: string;
+  studentLayers?: number;
+  studentLayerIds?: number[];
+  data: string;
+  evalData?: string;
+  evalEvery?: number;
+  /** Documents of --eval-data to use (all by default). */
+  evalLimit?: number;
+  steps: number;
+  batch: number;
+  seqLen?: number;
+  lr: number;
+  warmup?: number;
+  temperature: number;
+  alpha: number;
+  weightDecay?: number;
+  clipNorm?: number;
+  seed: number;
+  keepSparsity: boolean;
+  /** Stop after this many seconds of training (the step count still sets the schedule). */
+  maxSeconds?: number;
+  checkpointEvery?: number;
+  /** Folder for resumable checkpoints (default: <output>.ckpt). */
+  checkpointDir?: string;
+  resume?: boolean;
+  device: Device;
+  threads?: number;
+  onStep?: (s: StepLog) => void;
+  /** Aborting (Ctrl-C) writes a checkpoint and stops after the current step. */
+  signal?: AbortSignal;
+}
+
+export interface StepLog {
+  step: number;
+  steps: number;
+  loss: number;
+  kl: number;
+  ce: number;
+  lr: number;
+  gradNorm: number;
+  tokensPerSecond: number;
+  seconds: number;
+  eval?: EvalFigures;
+}
+
+export interface EvalFigures {
+  kl: number;
+  top1: number;
+  perplexity: number;
+  teacherPerplexity: number;
+}
+
+export interface DistillReport {
+  output: string;
+  student: string;
+  layerIds: number[] | null;
+  steps: number;
+  stoppedEarly: 'time' | 'interrupted' | null;
+  tokens: number;
+  seconds: number;
+  tokensPerSecond: number;
+  before: EvalFigures | null;
+  after: EvalFigures | null;
+  sparsityKept: boolean | null;
+  log: string;
+}
+
+function validate(o: DistillOptions): void {
+  const positive = (v: number | undefined, flag: string, integer = false) => {
+    if (v === undefined) return;
+    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new InputError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
+  };
+  positive(o.steps, '--steps', true);
+  positive(o.batch, '--batch', true);
+  positive(o.lr, '--lr');
+  positive(o.temperature, '--temperature');
+  positive(o.seqLen, '--seq-len', true);
+  if (o.seqLen !== undefined && o.seqLen < 2) throw new InputError(`--seq-len ${o.seqLen}: sequences need at least 2 tokens`);
+  if (o.alpha < 0 || !Number.isFinite(o.alpha)) throw new InputError(`--alpha ${o.alpha}: expected a number >= 0`);
+  if (!o.student && o.studentLayers === undefined && !o.studentLayerIds) throw new InputError('give --student <folder> or --student-layers N');
+  if (o.student && (o.studentLayers !== undefined || o.studentLayerIds)) throw new InputError('--student and --student-layers are alternatives: give one');
+  if (!existsSync(o.data)) throw new InputError(`${o.data}: file not found`);
+}
+
+/** Mask of nonzero weights of the linear layers (what --keep-sparsity holds at zero). */
+function sparsityMasks(weights: Map<string, Float32Array>): Map<string, Uint8Array> {
+  const masks = new Map<string, Uint8Array>();
+  const linear = new RegExp(`\\.(${LINEAR_KINDS.join('|')})_proj\\.weight$`);
+  for (const [name, w] of weights) if (linear.test(name)) masks.set(name, Uint8Array.from(w, (x) => (x === 0 ? 0 : 1)));
+  return masks;
+}
+
+interface CheckpointState {
+  step: number;
+  seconds: number;
+  tokens: number;
+  options: Record<string, unknown>;
+}
+
+async function writeCheckpoint(dir: string, weights: Map<string, Float32Array>, opt: OptimizerState, state: CheckpointState): Promise<void> {
+  const tmp = `${dir}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const entries = (prefix: string, m: Map<string, Float32Array>) => [...m].map(([n, w]) => ({ name: `${prefix}${n}`, dtype: 'F32' as const, shape: [w.length] }));
+  const all = new Map<string, Float32Array>([...[...weights].map(([n, w]) => [`w.${n}`, w] as const), ...[...opt.m].map(([n, w]) => [`m.${n}`, w] as const), ...[...opt.v].map(([n, w]) => [`v.${n}`, w] as const)]);
+  await writeSafetensors(join(tmp, 'state.safetensors'), [...entries('w.', weights), ...entries('m.', opt.m), ...entries('v.', opt.v)], (n) => new Uint8Array(all.get(n)!.buffer));
+  writeFileSync(join(tmp, 'state.json'), JSON.stringify({ ...state, optimizerStep: opt.step }, null, 2));
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
+}
+
+async function readCheckpoint(dir: string, weights: Map<string, Float32Array>): Promise<{ opt: OptimizerState; state: CheckpointState }> {
+  if (!existsSync(join(dir, 'state.json'))) throw new InputError(`--resume: no checkpoint in ${dir}`);
+  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+  const f = await SafetensorsFile.open(join(dir, 'state.safetensors'));
+  const opt: OptimizerState = { step: state.optimizerStep, m: new Map(), v: new Map() };
+  try {
+    for (const [name, w] of weights) {
+      if (!f.tensors.has(`w.${name}`)) throw new InputError(`${dir}: checkpoint has no ${name} (another student?)`);
+      w.set(await f.readFloat32(`w.${name}`));
+      opt.m.set(name, await f.readFloat32(`m.${name}`));
+      opt.v.set(name, await f.readFloat32(`v.${name}`));
+    }
+  } finally {
+    await f.close();
+  }
+  return { opt, state };
+}
+
+export async function distill(output: string, o: DistillOptions): Promise<DistillReport> {
+  validate(o);
+  const teacherSpec = readModelSpec(o.teacher);
+  const seqLen = o.seqLen ?? Math.min(128, teacherSpec.maxPositions);
+  const tokenizer = loadTokenizer(o.teacher);
+  const data = packText(o.data, tokenizer, seqLen, teacherSpec.eosTokenIds[0] ?? null);
+  let student: Student;
+  if (o.student) student = await loadStudent(o.student, teacherSpec);
+  else student = await shallowStudent(o.teacher, o.studentLayerIds ?? evenlySpacedLayers(teacherSpec.numLayers, o.studentLayers!));
+
+  const work = mkdtempSync(join(tmpdir(), 'llmopt-distill-'));
+  const checkpointDir = resolve(o.checkpointDir ?? `${output}.ckpt`);
+  const log = join(work, 'train-log.jsonl');
+  let teacher: DecoderModel | null = null;
+  let trainer: TrainingSession | null = null;
+  try {
+    await exportModel(o.teacher, join(work, 'teacher'), { attention: 'fused', layout: 'llmopt' });
+    teacher = await DecoderModel.open(join(work, 'teacher'), { device: o.device, threads: o.threads });
+    const graphDir = join(work, 'graph');
+    mkdirSync(graphDir);
+    const graph = await buildTrainingGraph(graphDir, student.spec, { has: (n) => student.weights.has(n), shape: () => [], readFloat32: async (n) => student.weights.get(n)!.slice() }, () => true, { temperature: o.temperature, alpha: o.alpha });
+    trainer = await TrainingSession.open(graph, o.device, o.threads);
+    const weights = new Map([...graph.parameters].map(([n, p]) => [n, p.values]));
+    const masks = o.keepSparsity ? sparsityMasks(weights) : new Map<string, Uint8Array>();
+    const initialMasks = o.keepSparsity ? new Map([...masks].map(([n, m]) => [n, m.slice()])) : null;
+
+    // Eval: the student exported from its current weights, against the teacher, on held-out text.
+    const windows: EvalWindow[] | null = o.evalData ? loadEvalWindows(o.evalData, tokenizer, teacherSpec.maxPositions, o.evalLimit) : null;
+    const evalNow = async (tag: string): Promise<EvalFigures | null> => {
+      if (!windows) return null;
+      const dir = join(work, `eval-${tag}`);
+      mkdirSync(dir);
+      for (const [n, w] of weights) student.weights.set(n, w);
+      await saveStudent(dir, { ...student, dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])) });
+      await exportModel(dir, join(dir, 'onnx'), { attention: 'fused', layout: 'llmopt' });
+      const model = await DecoderModel.open(join(dir, 'onnx'), { device: o.device, threads: o.threads });
+      try {
+        const r = await evaluate(model, windows, teacher!, { batchSize: 8 });
+        return { kl: r.reference!.kl, top1: r.reference!.top1, perplexity: r.perplexity, teacherPerplexity: r.reference!.perplexity };
+      } finally {
+        await model.release();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    };
+
+    let startStep = 0;
+    let seconds = 0;
+    let tokens = 0;
+    let optState: OptimizerState | undefined;
+    if (o.resume) {
+      const ckpt = await readCheckpoint(checkpointDir, weights);
+      optState = ckpt.opt;
+      startStep = ckpt.state.step;
+      seconds = ckpt.state.seconds;
+      tokens = ckpt.state.tokens;
+    }
+    const optimizer = new AdamW({ ...ADAMW_DEFAULTS, lr: o.lr, steps: o.steps, warmupSteps: o.warmup ?? Math.floor(o.steps / 20), weightDecay: o.weightDecay ?? ADAMW_DEFAULTS.weightDecay, clipNorm: o.clipNorm ?? ADAMW_DEFAULTS.clipNorm }, weights, masks, optState);
+    const schedule = new BatchSchedule(data, o.batch, o.seed);
+    const before = startStep === 0 ? await evalNow('before') : null;
+    const ckptState = (step: number): CheckpointState => ({ step, seconds, tokens, options: { teacher: resolve(o.teacher), data: resolve(o.data), seed: o.seed, batch: o.batch, seqLen, steps: o.steps } });
+
+    let step = startStep;
+    let stoppedEarly: DistillReport['stoppedEarly'] = null;
+    let lastGood = startStep;
+    while (step < o.steps) {
+      if (o.signal?.aborted) {
+        stoppedEarly = 'interrupted';
+        break;
+      }
+      if (o.maxSeconds !== undefined && seconds >= o.maxSeconds) {
+        stoppedEarly = 'time';
+        break;
+      }
+      const t0 = performance.now();
+      const batch = schedule.batch(step);
+      const tl = await teacher.forward(teacher.createCache(batch.B, batch.S), Array.from({ length: batch.B }, (_, b) => Array.from(batch.ids.subarray(b * batch.S, (b + 1) * batch.S), Number)));
+      const r = await trainer.step(batch, tl.data, weights, student.spec.vocabSize);
+      if (!Number.isFinite(r.loss)) {
+        const kept = lastGood > 0 ? `the last good checkpoint, step ${lastGood}, is in ${checkpointDir}` : 'no checkpoint was written (--checkpoint-every)';
+        throw new LlmoptError(`step ${step + 1}: the loss is ${r.loss}; training stopped and ${kept}; try a lower --lr`);
+      }
+      const { gradNorm, lr } = optimizer.update(r.grads);
+      step++;
+      const dt = (performance.now() - t0) / 1000;
+      seconds += dt;
+      const batchTokens = batch.mask.reduce((a, b) => a + b, 0);
+      tokens += batchTokens;
+      const entry: StepLog = { step, steps: o.steps, loss: r.loss, kl: r.kl, ce: r.ce, lr, gradNorm, tokensPerSecond: batchTokens / dt, seconds };
+      if (o.evalEvery && step % o.evalEvery === 0 && step < o.steps) entry.eval = (await evalNow(`step${step}`)) ?? undefined;
+      appendFileSync(log, JSON.stringify(entry) + '\n');
+      o.onStep?.(entry);
+      if (o.checkpointEvery && step % o.checkpointEvery === 0) {
+        await writeCheckpoint(checkpointDir, weights, optimizer.state, ckptState(step));
+        lastGood = step;
+      }
+    }
+    if (stoppedEarly === 'interrupted') await writeCheckpoint(checkpointDir, weights, optimizer.state, ckptState(step));
+    const after = await evalNow('after');
+    let sparsityKept: boolean | null = null;
+    if (initialMasks) {
+      sparsityKept = true;
+      for (const [n, m0] of initialMasks) {
+        const w = weights.get(n)!;
+        for (let i = 0; i < w.length; i++) if (m0[i] === 0 && w[i] !== 0) sparsityKept = false;
+      }
+    }
+    for (const [n, w] of weights) student.weights.set(n, w);
+    const record = { pass: 'distill', options: { teacher: resolve(o.teacher), student: o.student ? resolve(o.student) : null, layerIds: student.layerIds, data: resolve(o.data), steps: step, batch: o.batch, seqLen, lr: o.lr, temperature: o.temperature, alpha: o.alpha, seed: o.seed, keepSparsity: o.keepSparsity }, at: new Date().toISOString() };
+    await writeOutputDir(output, async (tmp) => {
+      await saveStudent(tmp, student, { llmopt_distill: { ...record.options, before, after } });
+      writeFileSync(join(tmp, 'train-log.jsonl'), existsSync(log) ? readFileSync(log) : '');
+      writeCheckpointManifest(tmp, resolve(o.student ?? o.teacher), [...priorPasses(o.student ?? o.teacher), record]);
+    });
+    return {
+      output,
+      student: o.student ?? `${student.layerIds!.length} layers of ${o.teacher} (${student.layerIds!.join(', ')})`,
+      layerIds: student.layerIds,
+      steps: step,
+      stoppedEarly,
+      tokens,
+      seconds,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-9),
+      before,
+      after,
+      sparsityKept,
+      log: join(output, 'train-log.jsonl'),
+    };
+  } finally {
+    await trainer?.release();
+    await teacher?.release();
+    rmSync(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,87 @@
+// The student of a distillation: its spec and starting weights, from a checkpoint of the teacher's
+// architecture (a pruned one, say) or from a subset of the teacher's layers; and saving it back as a
+// Hugging Face folder with the tensor layout it came in.
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../../errors.js';
+import { fromFloat32, type DType } from '../../formats/dtype.js';
+import { writeSafetensors, type TensorEntry } from '../../formats/safetensors.js';
+import { TOKENIZER_FILES } from '../../formats/tokenizer.js';
+import { openHfModel } from '../../model/checkpoint.js';
+import { expectedTensors, type DecoderSpec } from '../../model/spec.js';
+
+export interface Student {
+  spec: DecoderSpec;
+  /** Every tensor of the student, float32, Hugging Face names and layout. */
+  weights: Map<string, Float32Array>;
+  /** dtype each tensor is saved in (the input's). */
+  dtypes: Map<string, DType>;
+  /** config.json the saved folder gets. */
+  config: Record<string, unknown>;
+  /** Folder whose tokenizer and generation config are copied. */
+  filesFrom: string;
+  /** Teacher layer each student layer started from (shallow students). */
+  layerIds: number[] | null;
+}
+
+const DTYPE_OF = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const;
+
+async function readAll(dir: string): Promise<{ spec: DecoderSpec; weights: Map<string, Float32Array>; dtypes: Map<string, DType> }> {
+  const model = await openHfModel(dir);
+  try {
+    const weights = new Map<string, Float32Array>();
+    const dtypes = new Map<string, DType>();
+    for (const name of expectedTensors(model.spec).keys()) {
+      weights.set(name, await model.weights.readFloat32(name));
+      dtypes.set(name, model.checkpoint ? model.checkpoint.info(name).dtype : DTYPE_OF[model.spec.weightDtype]);
+    }
+    return { spec: model.spec, weights, dtypes };
+  } finally {
+    await model.close();
+  }
+}
+
+/** A checkpoint of the teacher's architecture family as the student. */
+export async function loadStudent(dir: string, teacher: DecoderSpec): Promise<Student> {
+  const { spec, weights, dtypes } = await readAll(dir);
+  if (spec.vocabSize !== teacher.vocabSize) throw new InputError(`${dir}: student vocabulary ${spec.vocabSize} differs from the teacher's ${teacher.vocabSize}; the logit loss needs them equal`);
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  // A quantized student is trained (and saved) in float.
+  delete config.quantization_config;
+  return { spec, weights, dtypes, config, filesFrom: dir, layerIds: null };
+}
+
+/** Evenly spaced layer ids: the first and the last teacher layer, and spread between. */
+export function evenlySpacedLayers(teacherLayers: number, studentLayers: number): number[] {
+  if (studentLayers === 1) return [teacherLayers - 1];
+  return Array.from({ length: studentLayers }, (_, i) => Math.round((i * (teacherLayers - 1)) / (studentLayers - 1)));
+}
+
+/** A shallower student initialised from the teacher's layers `layerIds` (and its embeddings, norm, head). */
+export async function shallowStudent(teacherDir: string, layerIds: number[]): Promise<Student> {
+  const t = await readAll(teacherDir);
+  const L = t.spec.numLayers;
+  if (layerIds.length === 0 || layerIds.length > L) throw new InputError(`--student-layers ${layerIds.length}: choose 1 to ${L} (the teacher has ${L} layers)`);
+  for (const id of layerIds) if (!Number.isInteger(id) || id < 0 || id >= L) throw new InputError(`--student-layer-ids: layer ${id} does not exist (the teacher has layers 0 to ${L - 1})`);
+  if (new Set(layerIds).size !== layerIds.length) throw new InputError(`--student-layer-ids ${layerIds.join(',')}: a layer is listed twice`);
+  const spec: DecoderSpec = { ...t.spec, numLayers: layerIds.length };
+  const weights = new Map<string, Float32Array>();
+  const dtypes = new Map<string, DType>();
+  for (const name of expectedTensors(spec).keys()) {
+    const m = /^model\.layers\.(\d+)\.(.*)$/.exec(name);
+    const from = m ? `model.layers.${layerIds[Number(m[1])]}.${m[2]}` : name;
+    weights.set(name, t.weights.get(from)!.slice());
+    dtypes.set(name, t.dtypes.get(from)!);
+  }
+  const config = JSON.parse(readFileSync(join(teacherDir, 'config.json'), 'utf8'));
+  config.num_hidden_layers = layerIds.length;
+  return { spec, weights, dtypes, config, filesFrom: teacherDir, layerIds };
+}
+
+/** Writes the student as a Hugging Face folder into `dir` (which exists and is empty). */
+export async function saveStudent(dir: string, student: Student, extraConfig: Record<string, unknown> = {}): Promise<void> {
+  const entries: TensorEntry[] = [...expectedTensors(student.spec)].map(([name, shape]) => ({ name, dtype: student.dtypes.get(name)!, shape }));
+  await writeSafetensors(join(dir, 'model.safetensors'), entries, (name) => fromFloat32(student.weights.get(name)!, student.dtypes.get(name) as 'F32' | 'F16' | 'BF16'), { format: 'pt' });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...student.config, ...extraConfig }, null, 2) + '\n');
+  for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(student.filesFrom, f))) copyFileSync(join(student.filesFrom, f), join(dir, f));
+}

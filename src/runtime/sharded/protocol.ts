@@ -1,0 +1,27 @@
+// Messages between the sharded runtime (main thread) and its rank workers. Tensors travel as typed
+// arrays (transferred, not copied, where the sender no longer needs them).
+import type { Device } from '../device.js';
+
+export interface WorkerInit {
+  rank: number;
+  /** Absolute graph paths by segment id, with each graph's past_key_values inputs. */
+  segments: Array<{ id: string; path: string; pastNames: string[] }>;
+  kvHeads: number;
+  headDim: number;
+  maxPositions: number;
+  attention: 'fused' | 'standard';
+  device: Device;
+  threads?: number;
+}
+
+export type WorkerRequest =
+  | { op: 'cache'; cache: number; groups: Array<{ batch: number; capacity: number }> }
+  | { op: 'run'; cache: number; group: number; segment: string; counts: number[]; S: number; ids?: BigInt64Array; hidden?: Float32Array }
+  | { op: 'truncate'; cache: number; group: number; row: number; length: number }
+  | { op: 'drop'; cache: number }
+  | { op: 'close' };
+
+/** A rank's reply to request `id`: the output tensor of a run, or an error to rethrow with its kind. */
+export type WorkerReply =
+  | { id: number; ok: true; data?: Float32Array; dims?: number[] }
+  | { id: number; ok: false; kind: 'input' | 'device' | 'run' | 'internal'; message: string };

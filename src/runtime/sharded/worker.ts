@@ -1,0 +1,85 @@
+// One rank of a sharded model, in its own worker thread: opens the rank's graphs with their own
+// onnxruntime sessions, holds the rank's KV cache (one per graph with a cache, per micro-batch group)
+// and runs one graph per request, in arrival order.
+import { parentPort, workerData } from 'node:worker_threads';
+import { DeviceError, InputError } from '../../errors.js';
+import { ConcatCache, SharedBufferCache, type CacheLayout, type KvCache } from '../kv-cache.js';
+import { ModelSession, RunError, Tensor } from '../session.js';
+import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const sessions = new Map<string, { session: ModelSession; pastNames: string[] }>();
+/** cache id -> micro-batch group -> segment id -> that graph's KV cache. */
+const caches = new Map<number, Array<Map<string, KvCache>>>();
+
+function layout(batch: number, pastNames: string[], positionIds: boolean): CacheLayout {
+  return { batch, kvHeads: init.kvHeads, headDim: init.headDim, pastNames, presentOf: (p) => p.replace(/^past_key_values\./, 'present.'), positionIds, maxPositions: init.maxPositions };
+}
+
+async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?: number[] }> {
+  switch (req.op) {
+    case 'cache': {
+      caches.set(
+        req.cache,
+        req.groups.map(({ batch, capacity }) => {
+          const m = new Map<string, KvCache>();
+          for (const [id, { session, pastNames }] of sessions) {
+            if (pastNames.length === 0) continue;
+            const l = layout(batch, pastNames, session.inputNames.includes('position_ids'));
+            m.set(id, init.attention === 'fused' ? new SharedBufferCache(l, capacity) : new ConcatCache(l));
+          }
+          return m;
+        }),
+      );
+      return {};
+    }
+    case 'run': {
+      const { session, pastNames } = sessions.get(req.segment)!;
+      const B = req.counts.length;
+      const cache = pastNames.length > 0 ? caches.get(req.cache)![req.group]!.get(req.segment)! : null;
+      const step = cache ? cache.prepare(req.counts, req.S) : { feeds: {} as Record<string, Tensor>, fetches: undefined };
+      const feeds = step.feeds;
+      if (req.ids) feeds['input_ids'] = new Tensor('int64', req.ids, [B, req.S]);
+      if (req.hidden) feeds['hidden_states'] = new Tensor('float32', req.hidden, [B, req.S, req.hidden.length / (B * req.S)]);
+      const output = session.outputNames.find((n) => !n.startsWith('present.'))!;
+      const outputs = await session.run(feeds, step.fetches ? { [output]: null, ...step.fetches } : undefined);
+      cache?.commit(outputs, req.counts);
+      const t = outputs[output]!;
+      return { data: t.data as Float32Array, dims: [...t.dims] };
+    }
+    case 'truncate':
+      for (const c of caches.get(req.cache)![req.group]!.values()) c.truncate(req.row, req.length);
+      return {};
+    case 'drop':
+      caches.delete(req.cache);
+      return {};
+    case 'close':
+      for (const { session } of sessions.values()) await session.release();
+      sessions.clear();
+      return {};
+  }
+}
+
+function reply(id: number, result: Promise<{ data?: Float32Array; dims?: number[] }>): Promise<void> {
+  return result.then(
+    ({ data, dims }) => {
+      // Outputs own their buffers: hand them over instead of copying.
+      const own = data && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data?.slice();
+      port.postMessage({ id, ok: true, data: own, dims } satisfies WorkerReply, own ? [own.buffer as ArrayBuffer] : []);
+    },
+    (e: unknown) => {
+      const kind = e instanceof InputError ? 'input' : e instanceof DeviceError ? 'device' : e instanceof RunError ? 'run' : 'internal';
+      port.postMessage({ id, ok: false, kind, message: `rank ${init.rank}: ${String((e as Error)?.message ?? e)}` } satisfies WorkerReply);
+    },
+  );
+}
+
+// Requests run one at a time, in order: a rank's caches change with every run.
+let queue: Promise<void> = (async () => {
+  for (const s of init.segments) sessions.set(s.id, { session: await ModelSession.open(s.path, { device: init.device, threads: init.threads, spinning: false }), pastNames: s.pastNames });
+})();
+void reply(0, queue.then(() => ({})));
+port.on('message', ({ id, req }: { id: number; req: WorkerRequest }) => {
+  queue = queue.then(() => reply(id, handle(req))).catch(() => undefined);
+});

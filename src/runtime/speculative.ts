@@ -1,0 +1,201 @@
+// Speculative decoding at batch 1 (Leviathan et al. 2023, Chen et al. 2023): a small draft model
+// proposes K tokens one at a time, the target scores all of them in one forward pass, and the
+// rejection-sampling rule keeps a prefix of them so that the output follows the target's own
+// distribution (greedy: exactly the target's greedy output). Both caches roll back past a rejection.
+import { InputError } from '../errors.js';
+import type { CausalLM } from './model.js';
+import { argmax, seededRandom, type SamplingOptions } from './sampling.js';
+import { checkPrompts, type StopReason } from './scheduler.js';
+import type { GenerateOptions, GenerateResult } from './generate.js';
+
+export interface SpeculativeOptions {
+  /** K: tokens the draft proposes per target pass. */
+  draftTokens: number;
+  maxNewTokens: number;
+  sampling: SamplingOptions;
+  /** Token ids that end generation (defaults to the target's eos ids). */
+  stopTokens?: number[];
+  onToken?: (id: number) => void;
+}
+
+export interface SpeculativeResult {
+  tokens: number[];
+  stopReason: StopReason;
+  /** Target forward passes after the prefill, each verifying up to K proposals. */
+  targetPasses: number;
+  draftPasses: number;
+  proposed: number;
+  accepted: number;
+  /** The target's prefill (which chooses the first token). */
+  prefillSeconds: number;
+  /** Everything after the first token. */
+  decodeSeconds: number;
+  /** Time inside target and draft forward passes after the prefill. */
+  targetSeconds: number;
+  draftSeconds: number;
+}
+
+/** Refuses a draft that cannot propose the target's tokens. */
+export function checkDraft(target: CausalLM, draft: CausalLM): void {
+  if (draft.spec.vocabSize !== target.spec.vocabSize) {
+    throw new InputError(`the draft's vocabulary has ${draft.spec.vocabSize} tokens, the target's ${target.spec.vocabSize}: a draft must share the target's tokenizer`);
+  }
+}
+
+/**
+ * The distribution a Sampler with these options draws from (temperature, then top-k, then top-p, as
+ * sampling.ts does it); for greedy decoding, all the mass on the argmax.
+ */
+export function samplingDistribution(logits: Float32Array, o: SamplingOptions): Float64Array {
+  const n = logits.length;
+  const p = new Float64Array(n);
+  if (o.temperature <= 0) {
+    p[argmax(logits)] = 1;
+    return p;
+  }
+  // Without top-k or top-p no sort is needed (a 32,000-token sort per position costs more than a draft pass).
+  const order = o.topK > 0 || o.topP < 1 ? Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]!) : null;
+  const kept = order ? (o.topK > 0 && o.topK < n ? order.slice(0, o.topK) : order) : null;
+  const max = logits[argmax(logits)]!;
+  let sum = 0;
+  for (const i of kept ?? logits.keys()) sum += p[i] = Math.exp((logits[i]! - max) / o.temperature);
+  if (kept && o.topP < 1) {
+    let cumulative = 0;
+    let keep = 0;
+    while (keep < kept.length) {
+      cumulative += p[kept[keep]!]! / sum;
+      keep++;
+      if (cumulative >= o.topP) break;
+    }
+    for (const i of kept.slice(keep)) p[i] = 0;
+    sum = 0;
+    for (const i of kept.slice(0, keep)) sum += p[i]!;
+  }
+  for (let i = 0; i < n; i++) p[i]! /= sum;
+  return p;
+}
+
+/** Draws an index from a distribution that sums to `total`. */
+export function draw(p: Float64Array, random: () => number, total = 1): number {
+  let r = random() * total;
+  let last = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]! <= 0) continue;
+    last = i;
+    r -= p[i]!;
+    if (r < 0) return i;
+  }
+  return last;
+}
+
+/**
+ * The verification rule for one proposal x drawn from the draft's q: keep it with probability
+ * min(1, p(x) / q(x)); otherwise draw the replacement from max(0, p - q), renormalised. The token that
+ * comes out is distributed exactly as p.
+ */
+export function verifyProposal(x: number, p: Float64Array, q: Float64Array, random: () => number): { accepted: boolean; token: number } {
+  if (random() * q[x]! < p[x]!) return { accepted: true, token: x };
+  const residual = new Float64Array(p.length);
+  let total = 0;
+  for (let i = 0; i < p.length; i++) total += residual[i] = Math.max(0, p[i]! - q[i]!);
+  return { accepted: false, token: total > 0 ? draw(residual, random, total) : draw(p, random) };
+}
+
+/** Generates from `prompt` with the target, the draft proposing; see the file header. */
+export async function speculativeGenerate(target: CausalLM, draft: CausalLM, prompt: number[], opts: SpeculativeOptions): Promise<SpeculativeResult> {
+  checkDraft(target, draft);
+  if (!Number.isInteger(opts.draftTokens) || opts.draftTokens < 1) throw new InputError(`--draft-tokens ${opts.draftTokens}: expected a positive integer`);
+  if (prompt.length === 0) throw new InputError('the prompt is empty');
+  const context = Math.min(target.spec.maxPositions, draft.spec.maxPositions);
+  if (prompt.length >= context) throw new InputError(`the prompt is ${prompt.length} tokens, longer than the context of ${context} allows`);
+  const budget = Math.min(opts.maxNewTokens, context - prompt.length);
+  const stop = new Set(opts.stopTokens ?? target.spec.eosTokenIds);
+  const random = seededRandom(opts.sampling.seed);
+  const dist = (logits: Float32Array) => samplingDistribution(logits, opts.sampling);
+  const r: SpeculativeResult = { tokens: [], stopReason: 'length', targetPasses: 0, draftPasses: 0, proposed: 0, accepted: 0, prefillSeconds: 0, decodeSeconds: 0, targetSeconds: 0, draftSeconds: 0 };
+  if (budget <= 0) return r;
+  // Neither cache ever holds more than the prompt and the budget (see the proposal bound below).
+  const targetCache = target.createCache(1, prompt.length + budget);
+  const draftCache = draft.createCache(1, prompt.length + budget);
+  const seq = [...prompt];
+  /** Appends a chosen token; true when generation is over. */
+  const emit = (id: number): boolean => {
+    seq.push(id);
+    r.tokens.push(id);
+    opts.onToken?.(id);
+    if (stop.has(id)) r.stopReason = 'eos';
+    else if (r.tokens.length >= budget) r.stopReason = budget < opts.maxNewTokens ? 'context' : 'length';
+    else return false;
+    return true;
+  };
+
+  let t0 = performance.now();
+  const first = await target.forward(targetCache, [prompt]);
+  r.prefillSeconds = (performance.now() - t0) / 1000;
+  let done = emit(draw(dist(first.at(0, prompt.length - 1)), random));
+  t0 = performance.now();
+  // Invariant between rounds: the target's cache holds seq but its last token, which the next pass feeds.
+  while (!done) {
+    // Proposals stop one short of the budget: the target's pass always adds a token of its own.
+    const K = Math.min(opts.draftTokens, budget - r.tokens.length - 1);
+    const proposals: number[] = [];
+    const q: Float64Array[] = [];
+    let feed = seq.slice(draftCache.lengths[0]); // the draft catches up on what it has not seen
+    for (let k = 0; k < K; k++) {
+      const t = performance.now();
+      const logits = await draft.forward(draftCache, [feed]);
+      r.draftSeconds += (performance.now() - t) / 1000;
+      r.draftPasses++;
+      q.push(dist(logits.at(0, feed.length - 1)));
+      proposals.push(draw(q[k]!, random));
+      feed = [proposals[k]!];
+    }
+    const t = performance.now();
+    const scored = await target.forward(targetCache, [[seq[seq.length - 1]!, ...proposals]]); // [1, K+1, V]
+    r.targetSeconds += (performance.now() - t) / 1000;
+    r.targetPasses++;
+    let n = 0;
+    let next = -1;
+    for (; n < K; n++) {
+      const v = verifyProposal(proposals[n]!, dist(scored.at(0, n)), q[n]!, random);
+      if (!v.accepted) {
+        next = v.token;
+        break;
+      }
+    }
+    if (n === K) next = draw(dist(scored.at(0, K)), random); // all kept: the target's bonus token
+    r.proposed += K;
+    r.accepted += n;
+    // Roll back past the first rejected proposal: keep seq and the n accepted tokens.
+    targetCache.truncate(0, seq.length + n);
+    if (draftCache.lengths[0]! > seq.length + n) draftCache.truncate(0, seq.length + n);
+    for (const id of [...proposals.slice(0, n), next]) if ((done = emit(id))) break;
+  }
+  r.decodeSeconds = (performance.now() - t0) / 1000;
+  return r;
+}
+
+/** `generate` with a draft: each prompt in turn (speculative decoding runs at batch 1), seeds as in generate. */
+export async function generateWithDraft(
+  target: CausalLM,
+  draft: CausalLM,
+  prompts: number[][],
+  opts: GenerateOptions & { draftTokens: number },
+): Promise<GenerateResult & { proposed: number; accepted: number; targetPasses: number }> {
+  checkPrompts(target, prompts);
+  const r = { tokens: [] as number[][], stopReasons: [] as StopReason[], promptTokens: 0, prefillSeconds: 0, decodeSeconds: 0, decodeSteps: 0, decodeTokens: 0, proposed: 0, accepted: 0, targetPasses: 0 };
+  for (const [b, prompt] of prompts.entries()) {
+    const s = await speculativeGenerate(target, draft, prompt, { ...opts, sampling: { ...opts.sampling, seed: opts.sampling.seed + b }, onToken: opts.onToken && ((id) => opts.onToken!(b, id)) });
+    r.tokens.push(s.tokens);
+    r.stopReasons.push(s.stopReason);
+    r.promptTokens += prompt.length;
+    r.prefillSeconds += s.prefillSeconds;
+    r.decodeSeconds += s.decodeSeconds;
+    r.decodeSteps += s.targetPasses;
+    r.decodeTokens += Math.max(0, s.tokens.length - 1);
+    r.proposed += s.proposed;
+    r.accepted += s.accepted;
+    r.targetPasses += s.targetPasses;
+  }
+  return r;
+}

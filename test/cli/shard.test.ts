@@ -1,0 +1,47 @@
+// `llmopt shard` as a user runs it: bad options exit 2 with one line and write nothing; a sharded
+// folder runs under generate and eval, and eval --reference against the source reports KL ~0.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { GQA, MHA, SAMPLE_TEXT, runCli, tempDir } from '../support.js';
+
+test('bad shard options exit 2 with one clear line and leave no output behind', () => {
+  const dir = tempDir();
+  const cases: Array<[string[], RegExp]> = [
+    [[MHA, '--tp', '3'], /--tp 3 does not divide the 4 attention heads/],
+    [[GQA, '--tp', '4'], /--tp 4 does not divide the 6 attention heads/],
+    [[MHA, '--pp', '3'], /--pp 3 is larger than the model's 2 layers/],
+    [[GQA, '--stages', '0-1,1-2'], /stages overlap at layer 1/],
+    [[GQA, '--stages', '0-0,2-2'], /layers 1-1 are in no stage/],
+    [[GQA, '--stages', '0-1'], /layers 2-2 are in no stage/],
+    [[GQA, '--format', 'tensorrt-llm', '--stages', '0-1,2-2'], /--stages does not apply to --format tensorrt-llm/],
+  ];
+  for (const [args, re] of cases) {
+    const out = join(dir, 'out');
+    const r = runCli(['shard', ...args, '-o', out]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(!existsSync(out), 'no output folder');
+  }
+  assert.deepEqual(readdirSync(dir), [], 'no temporary folders left');
+});
+
+test('shard --tp 2 --pp 2, then generate and eval --reference (KL ~0) run the sharded folder', () => {
+  const out = join(tempDir(), 'm-tp2pp2');
+  const s = runCli(['shard', GQA, '--tp', '2', '--pp', '2', '--json', '-o', out]);
+  assert.equal(s.code, 0, s.stderr);
+  const report = JSON.parse(s.stdout);
+  assert.equal(report.worldSize, 4);
+  assert.equal(report.ranks.length, 4);
+  assert.ok(report.ranks.every((r: { bytes: number }) => r.bytes > 0));
+  const g = runCli(['generate', out, '--prompt', 'Once upon', '-n', '5', '--json']);
+  assert.equal(g.code, 0, g.stderr);
+  assert.equal(JSON.parse(g.stdout).model, 'tp 2 x pp 2, fused attention');
+  const e = runCli(['eval', out, '--data', SAMPLE_TEXT, '--reference', GQA, '--max-kl', '1e-6', '--json']);
+  assert.equal(e.code, 0, e.stderr);
+  const kl = JSON.parse(e.stdout).reference.kl;
+  console.log(`# eval --reference on tp 2 x pp 2: KL ${kl}`);
+  assert.ok(kl < 1e-6);
+});

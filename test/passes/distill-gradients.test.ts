@@ -1,0 +1,71 @@
+// The training graph's gradients are exact: for every parameter kind (embedding, norms, q/k/v/o with
+// and without bias, gate/up/down, tied and untied lm_head, grouped-query attention) the gradient's
+// dot product with a random direction equals the central finite difference of the loss.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GQA, MHA, tempDir } from '../support.js';
+import { openHfModel } from '../../src/model/checkpoint.js';
+import { buildTrainingGraph } from '../../src/passes/distill/train-graph.js';
+import { TrainingSession, type TrainBatch } from '../../src/passes/distill/trainer.js';
+import { seededRandom } from '../../src/runtime/sampling.js';
+
+for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 6 heads / 2 kv heads)', GQA]] as const) {
+  test(`${label}: gradients match finite differences for every parameter kind`, async () => {
+    const model = await openHfModel(dir);
+    const { spec } = model;
+    const graph = await buildTrainingGraph(tempDir(), spec, model.weights, () => true, { temperature: 2, alpha: 0.5 });
+    await model.close();
+    const session = await TrainingSession.open(graph, 'cpu');
+    const rand = seededRandom(5);
+    const B = 2;
+    const S = 6;
+    const batch: TrainBatch = {
+      B,
+      S,
+      ids: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
+      labels: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
+      mask: Float32Array.from({ length: B * S }, (_, i) => (i % S === S - 1 && i > S ? 0 : 1)),
+    };
+    const teacher = Float32Array.from({ length: B * S * spec.vocabSize }, () => (rand() - 0.5) * 4);
+    const weights = new Map([...graph.parameters].map(([n, p]) => [n, p.values.slice()]));
+    const { grads, loss } = await session.step(batch, teacher, weights, spec.vocabSize);
+    assert.ok(Number.isFinite(loss));
+
+    const kinds = [
+      'model.embed_tokens.weight',
+      'model.layers.0.input_layernorm.weight',
+      'model.layers.1.post_attention_layernorm.weight',
+      'model.layers.0.self_attn.q_proj.weight',
+      'model.layers.1.self_attn.k_proj.weight',
+      'model.layers.0.self_attn.v_proj.weight',
+      'model.layers.1.self_attn.o_proj.weight',
+      'model.layers.0.mlp.gate_proj.weight',
+      'model.layers.1.mlp.up_proj.weight',
+      'model.layers.0.mlp.down_proj.weight',
+      'model.norm.weight',
+      ...(spec.tiedEmbeddings ? [] : ['lm_head.weight']),
+      ...(spec.attentionBias ? ['model.layers.0.self_attn.q_proj.bias', 'model.layers.1.self_attn.o_proj.bias', 'model.layers.0.self_attn.k_proj.bias'] : []),
+    ];
+    const eps = 1e-2;
+    for (const name of kinds) {
+      const w = weights.get(name)!;
+      const g = grads.get(name)!;
+      const v = Float32Array.from(w, () => rand() - 0.5);
+      const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+      v.forEach((x, i) => (v[i] = x / norm));
+      let analytic = 0;
+      for (let i = 0; i < w.length; i++) analytic += g[i]! * v[i]!;
+      const base = w.slice();
+      const at = async (sign: number) => {
+        for (let i = 0; i < w.length; i++) w[i] = base[i]! + sign * eps * v[i]!;
+        return (await session.step(batch, teacher, weights, spec.vocabSize)).loss;
+      };
+      const numeric = ((await at(1)) - (await at(-1))) / (2 * eps);
+      w.set(base);
+      const err = Math.abs(numeric - analytic) / Math.max(1e-3, Math.abs(numeric), Math.abs(analytic));
+      console.log(`# ${name}: analytic ${analytic.toExponential(4)} numeric ${numeric.toExponential(4)} rel err ${err.toExponential(2)}`);
+      assert.ok(err < 2e-2, `${name}: analytic ${analytic} vs numeric ${numeric}`);
+    }
+    await session.release();
+  });
+}

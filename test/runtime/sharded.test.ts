@@ -1,0 +1,106 @@
+// The sharded runtime against the unsharded model: logits at every real (unpadded) position agree
+// through a padded batch prefill and cached decode steps, greedy generation is identical, and a rank
+// folder that is missing or from another shard run is refused on open.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../../src/errors.js';
+import { shardModel, type ShardOptions } from '../../src/passes/shard/shard.js';
+import { ShardedModel } from '../../src/runtime/sharded/model.js';
+import { DecoderModel } from '../../src/runtime/decoder.js';
+import { generate } from '../../src/runtime/generate.js';
+import { AIDREAMS, GQA, MHA, NEEDS_SHARED, exportedArtifact, tempDir } from '../support.js';
+
+const PROMPTS = [
+  [1, 300, 261, 270, 5, 290, 280, 301],
+  [1, 44, 260],
+  [1, 270, 271, 272, 273],
+];
+const TOL = 1e-4;
+
+async function sharded(source: string, opts: Partial<ShardOptions>): Promise<string> {
+  const out = join(tempDir(), 'sharded');
+  await shardModel(source, out, { tp: 1, vocab: 'replicated', attention: 'fused', format: 'onnx', ...opts });
+  return out;
+}
+
+/** Max |difference| over real positions: prefill of a padded batch, then three decode steps. */
+async function compare(reference: DecoderModel, model: ShardedModel): Promise<number> {
+  const a = reference.createCache(PROMPTS.length, 16);
+  const b = model.createCache(PROMPTS.length, 16);
+  let worst = 0;
+  let rows = PROMPTS;
+  for (let step = 0; step < 4; step++) {
+    const x = await reference.forward(a, rows);
+    const y = await model.forward(b, rows);
+    rows.forEach((r, i) => {
+      for (let s = 0; s < r.length; s++) {
+        const p = x.at(i, s);
+        const q = y.at(i, s);
+        for (let v = 0; v < p.length; v++) worst = Math.max(worst, Math.abs(p[v]! - q[v]!));
+      }
+    });
+    rows = rows.map((_, i) => [10 + step + i]);
+  }
+  return worst;
+}
+
+const CASES: Array<[string, string, Partial<ShardOptions>]> = [
+  ['mha', MHA, { tp: 2 }],
+  ['mha', MHA, { tp: 4, attention: 'standard' }],
+  ['mha', MHA, { pp: 2 }],
+  ['mha', MHA, { tp: 2, pp: 2, vocab: 'split' }],
+  ['gqa', GQA, { tp: 2, pp: 3 }],
+  ['gqa', GQA, { tp: 6, attention: 'standard' }], // 2 kv heads replicated over 6 ranks
+  ['gqa', GQA, { tp: 2, vocab: 'split', attention: 'standard' }],
+];
+
+for (const [name, dir, opts] of CASES) {
+  const label = `${name} tp ${opts.tp ?? 1} pp ${opts.pp ?? 1}${opts.vocab === 'split' ? ' vocab split' : ''} (${opts.attention ?? 'fused'})`;
+  test(`${label}: logits equal the unsharded model's through prefill and decode`, async () => {
+    const reference = await DecoderModel.open(await exportedArtifact(dir, opts.attention ?? 'fused'), { device: 'cpu' });
+    const model = await ShardedModel.open(await sharded(dir, opts), { device: 'cpu' });
+    try {
+      const worst = await compare(reference, model);
+      console.log(`# ${label}: max |sharded - unsharded| = ${worst.toExponential(3)}`);
+      assert.ok(worst < TOL, `max diff ${worst}`);
+    } finally {
+      await model.release();
+      await reference.release();
+    }
+  });
+}
+
+for (const [tp, pp] of [[2, 1], [4, 1], [1, 2], [2, 2]] as const) {
+  test(`aidreams-260k tp ${tp} pp ${pp}: logits and greedy generation equal the unsharded model's`, { skip: NEEDS_SHARED }, async () => {
+    const reference = await DecoderModel.open(await exportedArtifact(AIDREAMS, 'fused'), { device: 'cpu' });
+    const model = await ShardedModel.open(await sharded(AIDREAMS, { tp, pp }), { device: 'cpu' });
+    try {
+      const worst = await compare(reference, model);
+      console.log(`# aidreams tp ${tp} pp ${pp}: max |sharded - unsharded| = ${worst.toExponential(3)}`);
+      assert.ok(worst < TOL, `max diff ${worst}`);
+      const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+      const want = await generate(reference, [[1], [1, 403, 407]], { maxNewTokens: 40, sampling });
+      const got = await generate(model, [[1], [1, 403, 407]], { maxNewTokens: 40, sampling });
+      assert.deepEqual(got.tokens, want.tokens);
+    } finally {
+      await model.release();
+      await reference.release();
+    }
+  });
+}
+
+test('opening refuses a missing rank folder and one from another shard run', async () => {
+  const a = await sharded(MHA, { tp: 2 });
+  const b = await sharded(MHA, { tp: 2 });
+  const mixed = join(tempDir(), 'mixed');
+  cpSync(a, mixed, { recursive: true });
+  rmSync(join(mixed, 'rank1'), { recursive: true });
+  await assert.rejects(ShardedModel.open(mixed, { device: 'cpu' }), (e: Error) => e instanceof InputError && /rank 1 folder is missing/.test(e.message));
+  cpSync(join(b, 'rank1'), join(mixed, 'rank1'), { recursive: true });
+  await assert.rejects(ShardedModel.open(mixed, { device: 'cpu' }), (e: Error) => e instanceof InputError && /comes from another shard run/.test(e.message));
+  cpSync(join(a, 'rank1'), join(mixed, 'rank1'), { recursive: true });
+  writeFileSync(join(mixed, 'rank1', 'head.onnx.data'), 'tampered');
+  await assert.rejects(ShardedModel.open(mixed, { device: 'cpu' }), (e: Error) => e instanceof InputError && /sha256 does not match/.test(e.message));
+});
