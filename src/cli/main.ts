@@ -32,6 +32,11 @@ export function program(): Command {
 
 /** Runs the CLI and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // A reader that closes the pipe early (`llmopt ... | head`) is not an error of ours.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   try {
     await program().parseAsync(argv);
     return 0;

@@ -8,10 +8,7 @@ import { magnitudeScores, wandaScores } from '../../src/passes/prune/scores.js';
 import { sparseGptPrune } from '../../src/passes/prune/sparsegpt.js';
 import { InputError } from '../../src/errors.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
-
-function normal(rand: () => number): () => number {
-  return () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-}
+import { correlatedLayer, outputError as layerError } from './correlated-layer.js';
 
 const randomScores = (count: number, seed: number) => {
   const rand = seededRandom(seed);
@@ -104,46 +101,10 @@ const ROWS = 64;
 const COLS = 200; // two lazy blocks of 128 and 72
 const TOKENS = 600;
 
-/** W [rows, cols] and H = X^T X of inputs with a shared 16-dimensional latent and uneven column scales. */
-function layer(seed: number): { w: Float32Array; h: Float64Array } {
-  const g = normal(seededRandom(seed));
-  const w = Float32Array.from({ length: ROWS * COLS }, () => g() * 0.05);
-  const latent = 16;
-  const mix = Float64Array.from({ length: latent * COLS }, g); // [latent, cols]
-  const colScale = Float64Array.from({ length: COLS }, () => Math.exp(0.8 * g()));
-  const x = new Float64Array(COLS);
-  const z = new Float64Array(latent);
-  const h = new Float64Array(COLS * COLS);
-  for (let t = 0; t < TOKENS; t++) {
-    for (let k = 0; k < latent; k++) z[k] = g();
-    for (let j = 0; j < COLS; j++) {
-      let s = 0.3 * g();
-      for (let k = 0; k < latent; k++) s += z[k]! * mix[k * COLS + j]!;
-      x[j] = s * colScale[j]!;
-    }
-    for (let i = 0; i < COLS; i++) for (let j = 0; j < COLS; j++) h[i * COLS + j] += x[i]! * x[j]!;
-  }
-  return { w, h };
-}
-
-/** ||W X^T - W' X^T||_F^2 through H. */
-function outputError(w: Float32Array, v: Float32Array, h: Float64Array): number {
-  let total = 0;
-  const d = new Float64Array(COLS);
-  for (let r = 0; r < ROWS; r++) {
-    for (let j = 0; j < COLS; j++) d[j] = w[r * COLS + j]! - v[r * COLS + j]!;
-    for (let i = 0; i < COLS; i++) {
-      let s = 0;
-      for (let j = 0; j < COLS; j++) s += h[i * COLS + j]! * d[j]!;
-      total += d[i]! * s;
-    }
-  }
-  return total;
-}
-
 const masked = (w: Float32Array, mask: Uint8Array) => w.map((v, i) => (mask[i] ? v : 0));
 
-const { w, h } = layer(2);
+const { w, h } = correlatedLayer(2, ROWS, COLS, TOKENS, 16);
+const outputError = (a: Float32Array, b: Float32Array, hh: Float64Array) => layerError(a, b, hh, ROWS, COLS);
 const norms = Float64Array.from({ length: COLS }, (_, j) => h[j * COLS + j]!);
 
 test('SparseGPT 2:4: output error below magnitude and Wanda, exact zeros, pattern holds', () => {
