@@ -20,6 +20,8 @@ export interface DecoderGraphOptions {
   onTensor?: (name: string) => void;
   /** Expose the inputs of every linear layer: raw activations, their Gram matrices, or both. */
   captures?: CaptureMode;
+  /** Expose each layer's output (the residual stream after it) as `hidden.layers.{i}` (distillation's hidden loss). */
+  hiddenStates?: boolean;
 }
 
 /** Names of the graph's inputs and outputs, in the decoder convention of onnxruntime-genai / transformers.js. */
@@ -315,7 +317,13 @@ class DecoderGraph {
     let x = await embedding.gather(g, this.weights, spec, io.inputIds); // [B,S,h]
     this.opts.onTensor?.(EMBED_TOKENS);
     let pending: string | null = null; // output of the previous block, not yet added to the residual
-    for (let i = 0; i < spec.numLayers; i++) ({ x, pending } = await this.layer(i, ctx, x, pending, cache));
+    for (let i = 0; i < spec.numLayers; i++) {
+      ({ x, pending } = await this.layer(i, ctx, x, pending, cache));
+      if (this.opts.hiddenStates) {
+        g.node('Add', [x, pending!], { name: `/model/layers.${i}/hidden/Add`, outputs: [hiddenOutput(i)] });
+        g.output(hiddenOutput(i), Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
+      }
+    }
     await this.head(x, pending, embedding, true);
   }
 
@@ -398,6 +406,7 @@ export type CaptureMode = 'none' | 'raw' | 'gram' | 'both';
 export const captureOutput = (layer: number, name: CaptureName) => `capture.layers.${layer}.${name}`;
 export const gramOutput = (layer: number, name: CaptureName) => `gram.layers.${layer}.${name}`;
 export const BLOCK_INPUT = 'hidden_states';
+export const hiddenOutput = (layer: number) => `hidden.layers.${layer}`;
 export const BLOCK_OUTPUT = 'hidden_states_out';
 /** A rank's share of a hidden-state sum under tensor parallelism (the runtime all-reduces it). */
 export const PARTIAL_OUTPUT = 'partial_hidden_states';
@@ -424,7 +433,7 @@ export const CAPTURE_OF = { q: 'attn_in', k: 'attn_in', v: 'attn_in', o: 'o_in',
  * The decoder without a KV cache, in ai.onnx ops (standard attention): the forward half of a training
  * graph. Weights come through `g.initializer`, which a training graph builder turns into inputs.
  */
-export async function buildCachelessGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, opts: { linear?: LinearEmitter; embedding?: EmbeddingEmitter } = {}): Promise<void> {
+export async function buildCachelessGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, opts: { linear?: LinearEmitter; embedding?: EmbeddingEmitter; hiddenStates?: boolean } = {}): Promise<void> {
   await new DecoderGraph(g, spec, weights, { attention: 'standard', ...opts }).build(false);
 }
 

@@ -69,3 +69,45 @@ for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 
     await session.release();
   });
 }
+
+test('with the hidden-state loss, gradients still match finite differences', async () => {
+  const model = await openHfModel(GQA);
+  const { spec } = model;
+  const pairs: Array<[number, number]> = [[0, 0], [2, 2]];
+  const graph = await buildTrainingGraph(tempDir(), spec, model.weights, () => true, { temperature: 1, alpha: 0, hidden: { weight: 0.5, pairs } });
+  await model.close();
+  const session = await TrainingSession.open(graph, 'cpu');
+  const rand = seededRandom(9);
+  const B = 1;
+  const S = 5;
+  const batch: TrainBatch = {
+    B,
+    S,
+    ids: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
+    labels: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
+    mask: new Float32Array(B * S).fill(1),
+  };
+  const teacher = Float32Array.from({ length: B * S * spec.vocabSize }, () => (rand() - 0.5) * 4);
+  const hidden = pairs.map(() => Float32Array.from({ length: B * S * spec.hiddenSize }, () => rand() - 0.5));
+  const weights = new Map([...graph.parameters].map(([n, p]) => [n, p.values.slice()]));
+  const first = await session.step(batch, teacher, weights, spec.vocabSize, hidden);
+  assert.ok(first.hiddenMse! > 0);
+  for (const name of ['model.layers.0.mlp.down_proj.weight', 'model.layers.2.self_attn.v_proj.weight', 'model.embed_tokens.weight']) {
+    const w = weights.get(name)!;
+    const g = first.grads.get(name)!;
+    const v = Float32Array.from(w, () => rand() - 0.5);
+    let analytic = 0;
+    for (let i = 0; i < w.length; i++) analytic += g[i]! * v[i]!;
+    const base = w.slice();
+    const eps = 1e-3;
+    const at = async (sign: number) => {
+      for (let i = 0; i < w.length; i++) w[i] = base[i]! + sign * eps * v[i]!;
+      return (await session.step(batch, teacher, weights, spec.vocabSize, hidden)).loss;
+    };
+    const numeric = ((await at(1)) - (await at(-1))) / (2 * eps);
+    w.set(base);
+    const err = Math.abs(numeric - analytic) / Math.max(1e-3, Math.abs(numeric), Math.abs(analytic));
+    assert.ok(err < 2e-2, `${name}: analytic ${analytic} vs numeric ${numeric}`);
+  }
+  await session.release();
+});

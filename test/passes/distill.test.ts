@@ -64,6 +64,14 @@ test('a shallow student (1 of 2 layers) gets closer to its teacher', async () =>
   assert.ok(r.after!.kl < r.before!.kl * 0.9);
 });
 
+test('--hidden-loss: a shallow student is matched to its teacher layers and the hidden MSE falls', async () => {
+  const out = join(tempDir(), 'h');
+  await distill(out, { ...base, studentLayers: 1, steps: 12, lr: 3e-3, hiddenLoss: 1 });
+  const log = readFileSync(join(out, 'train-log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(log.every((e) => typeof e.hiddenMse === 'number'));
+  assert.ok(log[log.length - 1].hiddenMse < log[0].hiddenMse, `${log[0].hiddenMse} -> ${log[log.length - 1].hiddenMse}`);
+});
+
 test('bad input: different vocabularies, empty data, short sequences, bad numbers, missing student; a diverging loss stops', () => {
   const dir = tempDir();
   const other = join(dir, 'other');

@@ -23,6 +23,7 @@ interface DistillCliOptions {
   warmup?: number;
   temperature: number;
   alpha: number;
+  hiddenLoss?: number;
   weightDecay: number;
   clipNorm: number;
   seed: number;
@@ -56,6 +57,7 @@ export function distillCommand(): Command {
     .option('--warmup <n>', 'linear warmup steps (default: 5% of --steps)', intOption('--warmup', 0))
     .option('--temperature <t>', 'distillation temperature T (loss: T^2 KL at T)', numberOption('--temperature', Number.MIN_VALUE), 2)
     .option('--alpha <a>', 'weight of next-token cross-entropy on the data', numberOption('--alpha', 0), 0.1)
+    .option('--hidden-loss <w>', 'add w x the mean squared difference between each student layer\'s output and its teacher layer\'s', numberOption('--hidden-loss', 0))
     .option('--weight-decay <f>', 'AdamW weight decay (not on norms and biases)', numberOption('--weight-decay', 0), 0.01)
     .option('--clip-norm <f>', 'clip the global gradient norm (0: off)', numberOption('--clip-norm', 0), 1)
     .option('--seed <n>', 'data order seed', intOption('--seed', 0), 0)
@@ -103,6 +105,7 @@ export function distillCommand(): Command {
         warmup: o.warmup,
         temperature: o.temperature,
         alpha: o.alpha,
+        hiddenLoss: o.hiddenLoss,
         weightDecay: o.weightDecay,
         clipNorm: o.clipNorm,
         seed: o.seed,

@@ -22,6 +22,8 @@ import { AdamW, ADAMW_DEFAULTS, type OptimizerState } from './optimizer.js';
 import { evenlySpacedLayers, loadStudent, saveStudent, shallowStudent, type Student } from './student.js';
 import { buildTrainingGraph } from './train-graph.js';
 import { TrainingSession } from './trainer.js';
+import { TeacherForward } from './teacher.js';
+import { openHfModel } from '../../model/checkpoint.js';
 
 export interface DistillOptions {
   teacher: string;
@@ -40,6 +42,8 @@ export interface DistillOptions {
   warmup?: number;
   temperature: number;
   alpha: number;
+  /** Weight of the hidden-state MSE between each student layer and its teacher layer (0 or absent: off). */
+  hiddenLoss?: number;
   weightDecay?: number;
   clipNorm?: number;
   seed: number;
@@ -63,6 +67,7 @@ export interface StepLog {
   loss: number;
   kl: number;
   ce: number;
+  hiddenMse: number | null;
   lr: number;
   gradNorm: number;
   tokensPerSecond: number;
@@ -168,13 +173,27 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
   const checkpointDir = resolve(o.checkpointDir ?? `${output}.ckpt`);
   const log = join(work, 'train-log.jsonl');
   let teacher: DecoderModel | null = null;
+  let teacherHidden: TeacherForward | null = null;
   let trainer: TrainingSession | null = null;
   try {
     await exportModel(o.teacher, join(work, 'teacher'), { attention: 'fused', layout: 'llmopt' });
     teacher = await DecoderModel.open(join(work, 'teacher'), { device: o.device, threads: o.threads });
     const graphDir = join(work, 'graph');
     mkdirSync(graphDir);
-    const graph = await buildTrainingGraph(graphDir, student.spec, { has: (n) => student.weights.has(n), shape: () => [], readFloat32: async (n) => student.weights.get(n)!.slice() }, () => true, { temperature: o.temperature, alpha: o.alpha });
+    // Student layer i is matched to the teacher layer it started from (the same layer for a full-depth student).
+    const pairs: Array<[number, number]> = Array.from({ length: student.spec.numLayers }, (_, i) => [i, student.layerIds ? student.layerIds[i]! : i]);
+    if (o.hiddenLoss && student.spec.hiddenSize !== teacherSpec.hiddenSize) throw new InputError(`--hidden-loss: student hidden size ${student.spec.hiddenSize} differs from the teacher's ${teacherSpec.hiddenSize}`);
+    if (o.hiddenLoss && !student.layerIds && student.spec.numLayers !== teacherSpec.numLayers) throw new InputError(`--hidden-loss: the student has ${student.spec.numLayers} layers and the teacher ${teacherSpec.numLayers}; the hidden loss matches layers one to one (a shallow student: --student-layers)`);
+    const hidden = o.hiddenLoss ? { weight: o.hiddenLoss, pairs } : undefined;
+    const graph = await buildTrainingGraph(graphDir, student.spec, { has: (n) => student.weights.has(n), shape: () => [], readFloat32: async (n) => student.weights.get(n)!.slice() }, () => true, { temperature: o.temperature, alpha: o.alpha, hidden });
+    if (hidden) {
+      const t = await openHfModel(o.teacher);
+      try {
+        teacherHidden = await TeacherForward.open(graphDir, t.spec, t.weights, pairs.map(([, tl]) => tl), o.device, o.threads);
+      } finally {
+        await t.close();
+      }
+    }
     trainer = await TrainingSession.open(graph, o.device, o.threads);
     const weights = new Map([...graph.parameters].map(([n, p]) => [n, p.values]));
     const masks = o.keepSparsity ? sparsityMasks(weights) : new Map<string, Uint8Array>();
@@ -229,8 +248,11 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       }
       const t0 = performance.now();
       const batch = schedule.batch(step);
-      const tl = await teacher.forward(teacher.createCache(batch.B, batch.S), Array.from({ length: batch.B }, (_, b) => Array.from(batch.ids.subarray(b * batch.S, (b + 1) * batch.S), Number)));
-      const r = await trainer.step(batch, tl.data, weights, student.spec.vocabSize);
+      let teacherLogits: Float32Array;
+      let teacherStates: Float32Array[] = [];
+      if (teacherHidden) ({ logits: teacherLogits, hidden: teacherStates } = await teacherHidden.run(batch));
+      else teacherLogits = (await teacher.forward(teacher.createCache(batch.B, batch.S), Array.from({ length: batch.B }, (_, b) => Array.from(batch.ids.subarray(b * batch.S, (b + 1) * batch.S), Number)))).data;
+      const r = await trainer.step(batch, teacherLogits, weights, student.spec.vocabSize, teacherStates);
       if (!Number.isFinite(r.loss)) {
         const kept = lastGood > 0 ? `the last good checkpoint, step ${lastGood}, is in ${checkpointDir}` : 'no checkpoint was written (--checkpoint-every)';
         throw new LlmoptError(`step ${step + 1}: the loss is ${r.loss}; training stopped and ${kept}; try a lower --lr`);
@@ -241,7 +263,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       seconds += dt;
       const batchTokens = batch.mask.reduce((a, b) => a + b, 0);
       tokens += batchTokens;
-      const entry: StepLog = { step, steps: o.steps, loss: r.loss, kl: r.kl, ce: r.ce, lr, gradNorm, tokensPerSecond: batchTokens / dt, seconds };
+      const entry: StepLog = { step, steps: o.steps, loss: r.loss, kl: r.kl, ce: r.ce, hiddenMse: r.hiddenMse, lr, gradNorm, tokensPerSecond: batchTokens / dt, seconds };
       if (o.evalEvery && step % o.evalEvery === 0 && step < o.steps) entry.eval = (await evalNow(`step${step}`)) ?? undefined;
       appendFileSync(log, JSON.stringify(entry) + '\n');
       o.onStep?.(entry);
@@ -261,7 +283,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       }
     }
     for (const [n, w] of weights) student.weights.set(n, w);
-    const record = { pass: 'distill', options: { teacher: resolve(o.teacher), student: o.student ? resolve(o.student) : null, layerIds: student.layerIds, data: resolve(o.data), steps: step, batch: o.batch, seqLen, lr: o.lr, temperature: o.temperature, alpha: o.alpha, seed: o.seed, keepSparsity: o.keepSparsity }, at: new Date().toISOString() };
+    const record = { pass: 'distill', options: { teacher: resolve(o.teacher), student: o.student ? resolve(o.student) : null, layerIds: student.layerIds, data: resolve(o.data), steps: step, batch: o.batch, seqLen, lr: o.lr, temperature: o.temperature, alpha: o.alpha, hiddenLoss: o.hiddenLoss ?? 0, seed: o.seed, keepSparsity: o.keepSparsity }, at: new Date().toISOString() };
     await writeOutputDir(output, async (tmp) => {
       await saveStudent(tmp, student, { llmopt_distill: { ...record.options, before, after } });
       writeFileSync(join(tmp, 'train-log.jsonl'), existsSync(log) ? readFileSync(log) : '');
@@ -284,6 +306,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
   } finally {
     await trainer?.release();
     await teacher?.release();
+    await teacherHidden?.release();
     rmSync(work, { recursive: true, force: true });
   }
 }

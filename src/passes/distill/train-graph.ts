@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Elem, GraphBuilder, encodeModel, type ElemType } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
-import { buildCachelessGraph, io } from '../../model/decoder.js';
+import { buildCachelessGraph, hiddenOutput, io } from '../../model/decoder.js';
 import { addBias, type LinearEmitter } from '../../model/linear.js';
 import type { DecoderSpec } from '../../model/spec.js';
 import type { WeightSource } from '../../model/weights.js';
@@ -38,6 +38,8 @@ const trainableLinear: LinearEmitter = async (g, weights, layer, x) => {
 
 export const TRAIN_IO = {
   teacherLogits: 'teacher_logits',
+  teacherHidden: (k: number) => `teacher_hidden.${k}`,
+  hiddenMse: 'hidden_mse',
   labels: 'labels',
   lossMask: 'loss_mask',
   loss: 'loss',
@@ -50,6 +52,11 @@ export interface LossOptions {
   temperature: number;
   /** Weight of next-token cross-entropy on the data. */
   alpha: number;
+  /**
+   * Hidden-state loss: weight x mean squared difference between student layer s's output and the
+   * teacher's layer t's output, over the pairs [s, t] (fed as teacher_hidden.{k}).
+   */
+  hidden?: { weight: number; pairs: Array<[number, number]> };
 }
 
 export interface TrainingGraph {
@@ -59,10 +66,11 @@ export interface TrainingGraph {
 }
 
 /**
- * loss = T^2 KL(softmax(t/T) || softmax(s/T)) + alpha CE(s, labels), both averaged over tokens where
- * loss_mask is 1; its gradient on the logits is given in closed form and seeds the backward pass.
+ * loss = T^2 KL(softmax(t/T) || softmax(s/T)) + alpha CE(s, labels) [+ w hidden MSE], averaged over
+ * tokens where loss_mask is 1; the gradients on the logits (and hidden states) are given in closed
+ * form and seed the backward pass.
  */
-function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossOptions): string {
+function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossOptions, hiddenSeeds: Map<string, string>): string {
   const p = '/loss';
   const f = (name: string, v: number) => g.constant(`${p}/const/${name}`, Elem.FLOAT, [], [v]);
   const mask3 = g.op('Unsqueeze', [TRAIN_IO.lossMask, g.constant('/loss/const/axes_-1', Elem.INT64, [1], [-1])], `${p}/mask3`); // [B,S,1]
@@ -79,7 +87,20 @@ function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossO
   const picked = g.op('GatherElements', [logsm, labels3], `${p}/picked`, { axis: { int: -1 } }); // [B,S,1]
   const ceSum = g.op('ReduceSum', [g.op('Mul', [picked, mask3], `${p}/ce_masked`)], `${p}/ce_sum`, { keepdims: { int: 0 } });
   g.node('Neg', [g.op('Div', [ceSum, count], `${p}/ce_mean`)], { name: `${p}/ce`, outputs: [TRAIN_IO.ce] });
-  g.node('Add', [TRAIN_IO.kl, g.op('Mul', [TRAIN_IO.ce, f('alpha', loss.alpha)], `${p}/alpha_ce`)], { name: `${p}/total`, outputs: [TRAIN_IO.loss] });
+  const logitLoss = g.op('Add', [TRAIN_IO.kl, g.op('Mul', [TRAIN_IO.ce, f('alpha', loss.alpha)], `${p}/alpha_ce`)], `${p}/logit_loss`);
+  if (loss.hidden) {
+    // mean over pairs, valid tokens and features of (h_s - h_t)^2; its gradient seeds each student layer output.
+    const { weight, pairs } = loss.hidden;
+    const scale = g.op('Mul', [count, f('hidden_norm', spec.hiddenSize * pairs.length)], `${p}/hidden_denominator`);
+    const terms = pairs.map(([s], k) => {
+      const diff = g.op('Mul', [g.op('Sub', [hiddenOutput(s), TRAIN_IO.teacherHidden(k)], `${p}/hidden${k}/diff`), mask3], `${p}/hidden${k}/masked`);
+      hiddenSeeds.set(hiddenOutput(s), g.op('Div', [g.op('Mul', [diff, f('hidden_2w', 2 * weight)], `${p}/hidden${k}/dscaled`), scale], `${p}/hidden${k}/grad`));
+      return g.op('ReduceSum', [g.op('Mul', [diff, diff], `${p}/hidden${k}/sq`)], `${p}/hidden${k}/sum`, { keepdims: { int: 0 } });
+    });
+    const mse = g.op('Div', [terms.length > 1 ? g.op('Sum', terms, `${p}/hidden/sum`) : terms[0]!, scale], `${p}/hidden/mean`);
+    g.node('Identity', [mse], { name: `${p}/hidden_mse`, outputs: [TRAIN_IO.hiddenMse] });
+    g.node('Add', [logitLoss, g.op('Mul', [mse, f('hidden_w', weight)], `${p}/hidden/weighted`)], { name: `${p}/total`, outputs: [TRAIN_IO.loss] });
+  } else g.node('Identity', [logitLoss], { name: `${p}/total`, outputs: [TRAIN_IO.loss] });
 
   // dL/ds = [T (softmax(s/T) - softmax(t/T)) + alpha (softmax(s) - onehot(label))] * mask / count
   const dKl = g.op('Mul', [g.op('Sub', [g.op('Exp', [logq], `${p}/q_T`), pT], `${p}/q_minus_p`), f('T', loss.temperature)], `${p}/dkl`);
@@ -93,14 +114,16 @@ export async function buildTrainingGraph(dir: string, spec: DecoderSpec, weights
   const data = new ExternalDataWriter(join(dir, 'train.onnx.data'), 'train.onnx.data');
   const g = new TrainingGraphBuilder(data, trainable);
   try {
-    await buildCachelessGraph(g, spec, weights, { linear: trainableLinear });
+    await buildCachelessGraph(g, spec, weights, { linear: trainableLinear, hiddenStates: Boolean(loss.hidden) });
     g.input(TRAIN_IO.teacherLogits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
+    loss.hidden?.pairs.forEach((_, k) => g.input(TRAIN_IO.teacherHidden(k), Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]));
     g.input(TRAIN_IO.labels, Elem.INT64, ['batch_size', 'sequence_length']);
     g.input(TRAIN_IO.lossMask, Elem.FLOAT, ['batch_size', 'sequence_length']);
-    const dlogits = addLoss(g, spec, io.logits, loss);
-    for (const name of [TRAIN_IO.loss, TRAIN_IO.kl, TRAIN_IO.ce]) g.output(name, Elem.FLOAT, []);
+    const hiddenSeeds = new Map<string, string>();
+    const dlogits = addLoss(g, spec, io.logits, loss, hiddenSeeds);
+    for (const name of [TRAIN_IO.loss, TRAIN_IO.kl, TRAIN_IO.ce, ...(loss.hidden ? [TRAIN_IO.hiddenMse] : [])]) g.output(name, Elem.FLOAT, []);
     const names = [...g.parameters.keys()];
-    const grads = addGradients(g, new Map([[io.logits, dlogits]]), names);
+    const grads = addGradients(g, new Map([[io.logits, dlogits], ...hiddenSeeds]), names);
     for (const name of names) {
       g.node('Identity', [grads.get(name)!], { name: `/grad_out/${name}`, outputs: [TRAIN_IO.grad(name)] });
       g.output(TRAIN_IO.grad(name), Elem.FLOAT, g.parameters.get(name)!.dims);

@@ -21,6 +21,8 @@ export interface StepResult {
   loss: number;
   kl: number;
   ce: number;
+  /** The hidden-state MSE, when the graph has that loss. */
+  hiddenMse: number | null;
   grads: Map<string, Float32Array>;
 }
 
@@ -35,7 +37,7 @@ export class TrainingSession {
   }
 
   /** Forward, loss and backward for one batch with the given weights. */
-  async step(batch: TrainBatch, teacherLogits: Float32Array, weights: Map<string, Float32Array>, vocab: number): Promise<StepResult> {
+  async step(batch: TrainBatch, teacherLogits: Float32Array, weights: Map<string, Float32Array>, vocab: number, teacherHidden: Float32Array[] = []): Promise<StepResult> {
     const { B, S } = batch;
     const positions = new BigInt64Array(B * S);
     for (let i = 0; i < B * S; i++) positions[i] = BigInt(i % S);
@@ -47,14 +49,16 @@ export class TrainingSession {
       [TRAIN_IO.labels]: new Tensor('int64', batch.labels, [B, S]),
       [TRAIN_IO.lossMask]: new Tensor('float32', batch.mask, [B, S]),
     };
+    teacherHidden.forEach((h, k) => (feeds[TRAIN_IO.teacherHidden(k)] = new Tensor('float32', h, [B, S, h.length / (B * S)])));
     for (const [name, p] of this.graph.parameters) feeds[name] = new Tensor('float32', weights.get(name)!, p.dims);
     const fetches: Record<string, null> = { [TRAIN_IO.loss]: null, [TRAIN_IO.kl]: null, [TRAIN_IO.ce]: null };
+    if (teacherHidden.length) fetches[TRAIN_IO.hiddenMse] = null;
     for (const name of this.graph.parameters.keys()) fetches[TRAIN_IO.grad(name)] = null;
     const out = await this.session.run(feeds, fetches);
     const scalar = (n: string) => (out[n]!.data as Float32Array)[0]!;
     const grads = new Map<string, Float32Array>();
     for (const name of this.graph.parameters.keys()) grads.set(name, out[TRAIN_IO.grad(name)]!.data as Float32Array);
-    return { loss: scalar(TRAIN_IO.loss), kl: scalar(TRAIN_IO.kl), ce: scalar(TRAIN_IO.ce), grads };
+    return { loss: scalar(TRAIN_IO.loss), kl: scalar(TRAIN_IO.kl), ce: scalar(TRAIN_IO.ce), hiddenMse: teacherHidden.length ? scalar(TRAIN_IO.hiddenMse) : null, grads };
   }
 
   async release(): Promise<void> {
