@@ -2,10 +2,13 @@
 // own peak RSS, the machine and the synthetic ~110M checkpoint they run on, and a timed prefill/decode run.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
+import { describeMachine as describeMachineLine, machineInfo, peakRssMiB, type Machine } from '../../src/bench/machine.js';
+
+/** The process's peak RSS so far, in MiB. */
+export const maxRssMiB = peakRssMiB;
 import { writeSyntheticLlama, type SyntheticSpec } from '../../src/model/synthetic.js';
 import { DecoderModel, type CacheKind } from '../../src/runtime/decoder.js';
 import { argmax } from '../../src/runtime/sampling.js';
@@ -47,23 +50,8 @@ export const SYNTHETIC: SyntheticSpec = {
   },
 };
 
-export const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
+export { stats, formatStats, type Stats } from '../../src/bench/stats.js';
 export const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
-
-export interface Stats {
-  median: number;
-  min: number;
-  max: number;
-}
-
-export function stats(xs: number[]): Stats {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return { median: s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2, min: s[0]!, max: s[s.length - 1]! };
-}
-
-/** "median (min-max)". */
-export const formatStats = (s: Stats, digits = 1) => `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}-${s.max.toFixed(digits)})`;
 
 /** Columns padded to their widest cell, the first left-aligned and the rest right-aligned. */
 export function formatTable(rows: string[][]): string {
@@ -71,13 +59,8 @@ export function formatTable(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd()).join('\n');
 }
 
-export function machine() {
-  return { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, onnxruntime: ort.env.versions.node };
-}
-
-export function describeMachine(m: ReturnType<typeof machine>): string {
-  return `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, node ${m.node}, onnxruntime ${m.onnxruntime}`;
-}
+export const machine = () => machineInfo('cpu');
+export const describeMachine = (m: Machine) => `machine: ${describeMachineLine(m)}`;
 
 export function describeModel(parameters: number): string {
   const c = SYNTHETIC.config;
