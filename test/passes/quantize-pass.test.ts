@@ -11,6 +11,9 @@ import { compareModels } from '../../src/eval/compare.js';
 import { readOnnxInitializers } from '../../src/formats/onnx/initializers.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { exportModel } from '../../src/passes/export.js';
+import { unpackMatMulNBits } from '../../src/passes/quantize/matmul-nbits.js';
+import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
+import { Checkpoint } from '../../src/formats/safetensors.js';
 
 const DREAMS_TRAIN = join(SHARED, 'data', 'dreams-train.txt');
 const base: QuantizeOptions = { to: 'int4', method: 'rtn', blockSize: 32, symmetric: true, accuracyLevel: 0, exclude: [], quantizeEmbeddings: false, format: 'onnx', attention: 'fused' };
@@ -85,4 +88,26 @@ test('compressed-tensors: llmopt reads its own checkpoint back to the same model
   assert.ok(worst < 1e-4, `max diff ${worst}`);
   await a.release();
   await b.release();
+});
+
+test('the artifact holds exactly the reference quantizer\'s codes, scales and zero points (ragged last block included)', async () => {
+  const out = join(tempDir(), 'q');
+  // mha fixture: the down projections have in_features 80, two blocks of 32 and a ragged one of 16.
+  await quantize(MHA, out, { ...base, symmetric: false });
+  const inits = new Map((await readOnnxInitializers(join(out, 'model.onnx'))).map((t) => [t.name, t]));
+  const ckpt = await Checkpoint.open(MHA);
+  for (const module of ['model.layers.0.mlp.down_proj', 'model.layers.1.self_attn.q_proj']) {
+    const [rows, cols] = ckpt.info(`${module}.weight`).shape as [number, number];
+    const want = quantizeRtn(await ckpt.readFloat32(`${module}.weight`), rows, cols, { bits: 4, blockSize: 32, symmetric: false });
+    const raw = async (n: string) => inits.get(n)!.read();
+    const scaleBytes = await raw(`${module}.weight_scales`);
+    const got = unpackMatMulNBits(
+      { weight: await raw(`${module}.weight_Q4`), scales: new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.byteLength / 4), zeroPoints: await raw(`${module}.weight_zp`) },
+      { bits: 4, blockSize: 32, rows, cols },
+    );
+    assert.deepEqual(got.codes, want.codes, module);
+    assert.deepEqual(got.scales, want.scales, module);
+    assert.deepEqual(got.zeroPoints, want.zeroPoints, module);
+  }
+  await ckpt.close();
 });
