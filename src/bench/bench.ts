@@ -31,6 +31,8 @@ export interface BenchOptions {
   draftTokens: number;
   sampling: SamplingOptions;
   device: Device;
+  /** Sharded artifacts: a device per rank. */
+  rankDevices?: Device[];
   threads?: number;
   onProgress?: (what: string) => void;
 }
@@ -101,7 +103,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const models: CausalLM[] = [];
   const release = async () => Promise.all(models.map((m) => m.release()));
   try {
-    for (const dir of [...o.artifacts, ...(o.draft ? [o.draft] : [])]) models.push(await openModel(dir, { device: o.device, threads: o.threads }));
+    for (const dir of [...o.artifacts, ...(o.draft ? [o.draft] : [])]) models.push(await openModel(dir, { device: o.device, threads: o.threads, rankDevices: dir === o.draft ? undefined : o.rankDevices }));
     const draft = o.draft ? models.pop()! : null;
     const prompts = models.map((m, a) => (o.prompt ? loadTokenizer(o.artifacts[a]!).encode(o.prompt) : syntheticPrompt(o.promptLen, m.spec.vocabSize)));
     models.forEach((m, a) => {

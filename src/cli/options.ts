@@ -1,5 +1,6 @@
 // Option parsers shared by commands: each rejects a bad value with an InputError naming the option.
 import { InputError } from '../errors.js';
+import { DEVICES, type Device } from '../runtime/device.js';
 
 export function intOption(flag: string, min = 0): (value: string) => number {
   return (value) => {
@@ -28,4 +29,10 @@ export function choiceOption<T extends string>(flag: string, choices: readonly T
 
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+/** A comma-separated device per rank: `cpu,cpu` or `cuda,cuda,cpu,cpu`. */
+export function rankDevicesOption(value: string): Device[] {
+  const parse = choiceOption('--rank-devices', DEVICES);
+  return value.split(',').map((d) => parse(d.trim()));
 }

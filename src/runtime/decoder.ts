@@ -24,6 +24,7 @@ export class DecoderModel implements CausalLM<KvCache> {
   ) {}
 
   static async open(dir: string, opts: OpenOptions): Promise<DecoderModel> {
+    if (opts.rankDevices) throw new InputError(`--rank-devices: ${dir} is not a sharded model (use --device)`);
     const artifact = openArtifact(dir);
     const session = await ModelSession.open(artifact.modelPath, opts);
     const pastNames = session.inputNames.filter((n) => n.startsWith('past_key_values.'));

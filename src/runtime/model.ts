@@ -40,6 +40,8 @@ export interface CausalLM<S extends SequenceState = SequenceState> {
 /** Where and how to run a model. */
 export interface OpenOptions {
   device: Device;
+  /** A sharded model's device per rank (rank order); the others refuse it. */
+  rankDevices?: Device[];
   /** Intra-op threads (default: onnxruntime's choice, all cores). */
   threads?: number;
 }

@@ -44,4 +44,14 @@ test('shard --tp 2 --pp 2, then generate and eval --reference (KL ~0) run the sh
   const kl = JSON.parse(e.stdout).reference.kl;
   console.log(`# eval --reference on tp 2 x pp 2: KL ${kl}`);
   assert.ok(kl < 1e-6);
+  // A device per rank: the same ids on cpu everywhere; a wrong count or an absent provider is exit 2.
+  const perRank = runCli(['generate', out, '--prompt', 'Once upon', '-n', '5', '--json', '--rank-devices', 'cpu,cpu,cpu,cpu']);
+  assert.equal(perRank.code, 0, perRank.stderr);
+  assert.deepEqual(JSON.parse(perRank.stdout).outputs, JSON.parse(g.stdout).outputs);
+  const wrong = runCli(['generate', out, '--prompt', 'x', '--rank-devices', 'cpu,cpu']);
+  assert.equal(wrong.code, 2);
+  assert.match(wrong.stderr, /--rank-devices: 2 devices for 4 ranks/);
+  const cuda = runCli(['generate', out, '--prompt', 'x', '--rank-devices', 'cpu,cpu,cpu,cuda']);
+  assert.equal(cuda.code, 2);
+  assert.match(cuda.stderr, /--device cuda: .*CUDA provider/);
 });

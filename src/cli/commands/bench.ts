@@ -8,7 +8,7 @@ import { benchChart } from '../../bench/chart.js';
 import { describeMachine } from '../../bench/machine.js';
 import { formatStats, type Stats } from '../../bench/stats.js';
 import { DEVICES, type Device } from '../../runtime/device.js';
-import { choiceOption, intOption, numberOption } from '../options.js';
+import { choiceOption, intOption, numberOption, rankDevicesOption } from '../options.js';
 import { Output, table } from '../output.js';
 
 interface BenchCliOptions {
@@ -29,6 +29,7 @@ interface BenchCliOptions {
   topK: number;
   topP: number;
   device: Device;
+  rankDevices?: Device[];
   threads?: number;
   json?: string;
   chart?: string;
@@ -114,6 +115,7 @@ export function benchCommand(): Command {
     .option('--top-k <k>', 'speculative decoding: sample from the k most likely tokens (0: all)', intOption('--top-k', 0), 0)
     .option('--top-p <p>', 'speculative decoding: nucleus sampling threshold', numberOption('--top-p', 0, 1), 1)
     .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
+    .option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption)
     .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
     .option('--json <file>', 'write every figure and the machine as JSON')
     .option('--chart <file>', 'write an SVG chart')
@@ -139,6 +141,7 @@ export function benchCommand(): Command {
         draftTokens: o.draftTokens,
         sampling: { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed },
         device: o.device,
+        rankDevices: o.rankDevices,
         threads: o.threads,
         onProgress: (what) => out.log(what),
       });

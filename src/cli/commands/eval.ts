@@ -8,7 +8,7 @@ import { openReference, type OpenedReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { DEVICES, type Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
-import { choiceOption, intOption, numberOption } from '../options.js';
+import { choiceOption, intOption, numberOption, rankDevicesOption } from '../options.js';
 import { Output, table } from '../output.js';
 
 interface EvalCliOptions {
@@ -20,6 +20,7 @@ interface EvalCliOptions {
   batchSize: number;
   limit?: number;
   device: Device;
+  rankDevices?: Device[];
   threads?: number;
   json?: boolean;
   quiet?: boolean;
@@ -37,6 +38,7 @@ export function evalCommand(): Command {
     .option('--batch-size <n>', 'windows per forward pass', intOption('--batch-size', 1), 8)
     .option('--limit <n>', 'evaluate only the first n documents', intOption('--limit', 1))
     .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
+    .option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption)
     .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress bar')
@@ -44,7 +46,7 @@ export function evalCommand(): Command {
     .action(async (artifact: string, o: EvalCliOptions) => {
       const out = new Output(o);
       const gates = { maxKl: o.maxKl, minTop1: o.minTop1, maxPplRatio: o.maxPplRatio };
-      const model = await openModel(artifact, { device: o.device, threads: o.threads });
+      const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
       let reference: OpenedReference | null = null;
       try {
         const windows = loadEvalWindows(o.data, loadTokenizer(artifact), model.spec.maxPositions, o.limit);

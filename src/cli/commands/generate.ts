@@ -6,7 +6,7 @@ import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';
 import { checkDraft, generateWithDraft } from '../../runtime/speculative.js';
 import { loadTokenizer, readUtf8File, StreamingDecoder } from '../../formats/tokenizer.js';
-import { choiceOption, collect, intOption, numberOption } from '../options.js';
+import { choiceOption, collect, intOption, numberOption, rankDevicesOption } from '../options.js';
 import { Output } from '../output.js';
 
 interface GenerateCliOptions {
@@ -18,6 +18,7 @@ interface GenerateCliOptions {
   topP: number;
   seed: number;
   device: Device;
+  rankDevices?: Device[];
   threads?: number;
   draft?: string;
   draftTokens: number;
@@ -37,6 +38,7 @@ export function generateCommand(): Command {
     .option('--top-p <p>', 'nucleus sampling threshold', numberOption('--top-p', 0, 1), 1)
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
     .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
+    .option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption)
     .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
     .option('--draft <artifact>', 'speculative decoding with this draft artifact (same vocabulary; prompts run one at a time)')
     .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
@@ -48,7 +50,7 @@ export function generateCommand(): Command {
       const texts = [...o.prompt];
       if (o.promptFile) texts.push(...readUtf8File(o.promptFile).split(/\r?\n/).filter((l) => l.length > 0));
       if (texts.length === 0) throw new InputError('no prompt: give --prompt or --prompt-file');
-      const model = await openModel(artifact, { device: o.device, threads: o.threads });
+      const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
       const draft = o.draft ? await openModel(o.draft, { device: o.device, threads: o.threads }).catch(async (e) => {
         await model.release();
         throw e;

@@ -114,6 +114,9 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     // Tensor-parallel ranks run at once and share the cores; pipeline stages mostly take turns.
     const threads = opts.threads ?? Math.max(1, Math.floor(availableParallelism() / tp));
     const ranks: RankWorker[][] = Array.from({ length: pp }, () => []);
+    if (opts.rankDevices && opts.rankDevices.length !== manifest.ranks.length) {
+      throw new InputError(`--rank-devices: ${opts.rankDevices.length} devices for ${manifest.ranks.length} ranks (tp ${tp} x pp ${pp}) in ${dir}`);
+    }
     for (const r of manifest.ranks) {
       const init: WorkerInit = {
         rank: r.rank,
@@ -122,7 +125,7 @@ export class ShardedModel implements CausalLM<ShardedCache> {
         headDim: spec.headDim,
         maxPositions: spec.maxPositions,
         attention: manifest.layout.attention,
-        device: opts.device,
+        device: opts.rankDevices?.[r.rank] ?? opts.device,
         threads,
       };
       ranks[r.stage]![r.tpRank] = new RankWorker(r, startWorker(init));

@@ -75,11 +75,13 @@ function reply(id: number, result: Promise<{ data?: Float32Array; dims?: number[
   );
 }
 
-// Requests run one at a time, in order: a rank's caches change with every run.
-let queue: Promise<void> = (async () => {
+const opened = (async () => {
   for (const s of init.segments) sessions.set(s.id, { session: await ModelSession.open(s.path, { device: init.device, threads: init.threads, spinning: false }), pastNames: s.pastNames });
 })();
-void reply(0, queue.then(() => ({})));
+void reply(0, opened.then(() => ({})));
+// Requests run one at a time, in order: a rank's caches change with every run. A failed start is
+// reported above; later requests (close) must still be answered.
+let queue: Promise<void> = opened.catch(() => undefined);
 port.on('message', ({ id, req }: { id: number; req: WorkerRequest }) => {
   queue = queue.then(() => reply(id, handle(req))).catch(() => undefined);
 });
