@@ -80,12 +80,13 @@ test('inspect --json on a Hugging Face folder and on its artifact', async () => 
   assert.equal(hf.parameters, art.parameters);
 });
 
-test('run: the quick start exports, generates and evaluates the bundled fixture', () => {
-  const out = join(tempDir(), 'quick');
-  const r = runCli(['run', '-o', out, '--json']);
+test('run: the quick start (a bare `llmopt run`) runs recipes/quickstart.yaml on the bundled fixture into out/quickstart', () => {
+  const cwd = tempDir();
+  const r = runCli(['run', '--json'], cwd);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
-  assert.equal(report.generate.ids.length, 32);
-  assert.ok(report.eval.reference.kl < 1e-6);
-  assert.ok(existsSync(join(out, 'model.onnx')));
+  assert.equal(report.recipe.name, 'quickstart');
+  assert.deepEqual(report.stages.map((s: { dir: string; status: string }) => `${s.dir} ${s.status}`), ['01-prune ran', '02-distill ran', '03-quantize ran', '04-eval ran', '05-bench ran']);
+  assert.equal(report.failedGate, null);
+  for (const f of ['report.md', 'report.json', '03-quantize/model.onnx']) assert.ok(existsSync(join(cwd, 'out', 'quickstart', f)), f);
 });

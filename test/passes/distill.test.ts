@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MHA, SAMPLE_TEXT, runCli, tempDir } from '../support.js';
+import { GQA, MHA, SAMPLE_TEXT, runCli, tempDir } from '../support.js';
 import { distill, type DistillOptions } from '../../src/passes/distill/distill.js';
 import { prune, parseSparsity } from '../../src/passes/prune/prune.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
@@ -62,6 +62,15 @@ test('a shallow student (1 of 2 layers) gets closer to its teacher', async () =>
   assert.deepEqual(r.layerIds, [1]);
   console.log(`# shallow student: KL ${r.before!.kl.toFixed(4)} -> ${r.after!.kl.toFixed(4)}, perplexity ${r.before!.perplexity.toFixed(2)} -> ${r.after!.perplexity.toFixed(2)}`);
   assert.ok(r.after!.kl < r.before!.kl * 0.9);
+});
+
+test('a bfloat16 teacher: the student keeps bf16 tensors and evaluates through float32', async () => {
+  const out = join(tempDir(), 'g');
+  const r = await distill(out, { ...base, teacher: GQA, studentLayers: 2, steps: 3, evalData: SAMPLE_TEXT });
+  assert.ok(r.before!.kl > 0 && Number.isFinite(r.after!.kl));
+  const c = await Checkpoint.open(out);
+  assert.equal(c.info('model.layers.1.mlp.up_proj.weight').dtype, 'BF16');
+  await c.close();
 });
 
 test('--hidden-loss: a shallow student is matched to its teacher layers and the hidden MSE falls', async () => {

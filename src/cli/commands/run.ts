@@ -1,70 +1,59 @@
-// `llmopt run`: the quick start on the bundled fixture — export, generate, eval against the source.
-// (Recipes that chain passes will run through this command as they land.)
+// `llmopt run`: runs a recipe (a YAML list of stages) on a model into one output folder, resuming where
+// an earlier run left off; a bare `llmopt run` is the quick start, recipes/quickstart.yaml on the bundled fixture.
 import { Command } from 'commander';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { loadEvalWindows } from '../../eval/dataset.js';
-import { evaluate } from '../../eval/evaluate.js';
-import { openReference } from '../../eval/reference.js';
-import { loadTokenizer } from '../../formats/tokenizer.js';
-import { exportModel } from '../../passes/export.js';
-import { openModel } from '../../runtime/model.js';
-import { DEVICES, type Device } from '../../runtime/device.js';
-import { generate } from '../../runtime/generate.js';
-import { GREEDY } from '../../runtime/sampling.js';
-import { choiceOption } from '../options.js';
-import { formatBytes, Output, table } from '../output.js';
+import { GateError, InputError } from '../../errors.js';
+import { findRecipe, loadRecipe, shippedRecipes } from '../../recipes/load.js';
+import { runRecipe } from '../../recipes/pipeline.js';
+import { describeGate } from '../../recipes/gates.js';
+import { reportRows } from '../../recipes/report.js';
+import { collect } from '../options.js';
+import { Output, table } from '../output.js';
 
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const QUICKSTART_MODEL = join(PACKAGE_ROOT, 'fixtures', 'tiny-llama-mha');
-export const QUICKSTART_TEXT = join(PACKAGE_ROOT, 'fixtures', 'text', 'sample.txt');
+interface RunCliOptions {
+  output?: string;
+  set: string[];
+  from?: string;
+  force?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
 
 export function runCommand(): Command {
   return new Command('run')
-    .description('quick start: export the bundled fixture (or --model), generate from a prompt, evaluate against the source')
-    .option('--model <dir>', 'Hugging Face model folder', QUICKSTART_MODEL)
-    .option('--data <file>', 'eval text, one document per line', QUICKSTART_TEXT)
-    .option('--prompt <text>', 'prompt for the generation step', 'Once upon a time')
-    .option('-o, --output <dir>', 'where the artifact goes', join('out', 'quickstart'))
-    .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
+    .description('run a recipe: stages of prune, distill, quantize, export, shard, eval and bench, with gates and a report')
+    .argument('[recipe]', `a recipe file, or a shipped recipe's name (${shippedRecipes().join(', ')})`, 'quickstart')
+    .argument('[model]', "model folder (default: the recipe's model:, the bundled fixture for quickstart)")
+    .option('-o, --output <dir>', 'run folder: a stage folder NN-<pass> each, report.json, report.md (default: out/<recipe name>)')
+    .option('--set <stage.key=value>', 'override a stage option, e.g. quantize.block_size=64 (the value read as YAML; repeatable)', collect, [])
+    .option('--from <stage>', 'run again from this stage (a name or a number), even where an earlier run finished it')
+    .option('--force', "replace an output folder that holds another recipe's run")
     .option('--json', 'print the report as JSON')
-    .option('-q, --quiet', 'no progress bars')
-    .addHelpText('after', '\nExample:\n  $ llmopt run\n  $ llmopt run --model path/to/hf-model --data eval.txt -o out/first')
-    .action(async (o: { model: string; data: string; prompt: string; output: string; device: Device; json?: boolean; quiet?: boolean }) => {
+    .option('-q, --quiet', 'no progress')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ llmopt run\n  $ llmopt run recipes/sparse24-distill-int4.yaml path/to/hf-model -o out/run1\n  $ llmopt run int4-gptq path/to/hf-model -o out/run2 --set quantize.block_size=64 --json',
+    )
+    .action(async (recipeArg: string, model: string | undefined, o: RunCliOptions) => {
       const out = new Output(o);
-      const bar = out.progress('export');
-      const exported = await exportModel(o.model, o.output, { attention: 'fused', layout: 'llmopt', onProgress: bar.update }).finally(bar.stop);
-      const model = await openModel(o.output, { device: o.device });
-      const reference = await openReference(o.model, { device: o.device });
-      try {
-        const tokenizer = loadTokenizer(o.output);
-        const gen = await generate(model, [tokenizer.encode(o.prompt)], { maxNewTokens: 32, sampling: GREEDY });
-        const text = tokenizer.decode(gen.tokens[0]!);
-        const windows = loadEvalWindows(o.data, tokenizer, model.spec.maxPositions);
-        const evalBar = out.progress('eval');
-        const quality = await evaluate(model, windows, reference.model, { batchSize: 8, onProgress: evalBar.update }).finally(evalBar.stop);
-        const report = {
-          model: o.model,
-          artifact: o.output,
-          export: exported,
-          generate: { prompt: o.prompt, ids: gen.tokens[0], text, decodeTokensPerSecond: gen.decodeSteps / gen.decodeSeconds },
-          eval: quality,
-        };
-        if (o.json) return out.json(report);
-        out.result(
-          table([
-            ['model', o.model],
-            ['artifact', `${o.output} (${formatBytes(exported.dataBytes)} weights, ${exported.attention} attention)`],
-            ['generate', JSON.stringify(o.prompt + text) + (o.model === QUICKSTART_MODEL ? ' (random fixture weights: the text is noise)' : '')],
-            ['decode', `${report.generate.decodeTokensPerSecond.toFixed(0)} tokens/s (${model.device})`],
-            ['perplexity', `${quality.perplexity.toFixed(3)} on ${quality.tokens} tokens of ${o.data}`],
-            ['KL vs source', quality.reference!.kl.toExponential(3)],
-            ['top-1 vs source', quality.reference!.top1.toFixed(4)],
-          ]),
-        );
-      } finally {
-        await reference.close();
-        await model.release();
-      }
+      const recipe = loadRecipe(findRecipe(recipeArg), o.set);
+      const source = model ?? recipe.model;
+      if (!source) throw new InputError(`${recipe.file}: names no model: give one, e.g. llmopt run ${recipeArg} path/to/hf-model`);
+      const output = o.output ?? join('out', recipe.name);
+      let bar: ReturnType<Output['progress']> | null = null;
+      const report = await runRecipe(recipe, source, output, {
+        from: o.from,
+        force: o.force,
+        onStage: (stage, status) => {
+          const label = `[${stage.index + 1}/${recipe.stages.length}] ${stage.dir}`;
+          if (status === 'skipped') out.log(`${label}: finished earlier with the same inputs and options, skipped`);
+          if (status === 'start') bar = out.progress(label);
+          if (status === 'done') bar?.stop();
+        },
+        onProgress: (_stage, done, total) => bar?.update(done, total),
+      }).finally(() => bar?.stop());
+      if (o.json) out.json(report);
+      else out.result(`${table(reportRows(report))}\n\nrun folder: ${output} (report.md, report.json)`);
+      if (report.failedGate) throw new GateError(`stage ${report.failedGate.stage}: ${describeGate(report.failedGate)} failed`);
     });
 }

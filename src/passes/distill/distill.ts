@@ -206,7 +206,8 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       const dir = join(work, `eval-${tag}`);
       mkdirSync(dir);
       for (const [n, w] of weights) student.weights.set(n, w);
-      await saveStudent(dir, { ...student, dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])) });
+      // Saved in float32 (no rounding of the weights being measured), so config.json says float32 too.
+      await saveStudent(dir, { ...student, dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])), config: { ...student.config, torch_dtype: 'float32' } });
       await exportModel(dir, join(dir, 'onnx'), { attention: 'fused', layout: 'llmopt' });
       const model = await DecoderModel.open(join(dir, 'onnx'), { device: o.device, threads: o.threads });
       try {
