@@ -1,6 +1,6 @@
 // KV caches for the two attention forms. Both lay rows out right-padded: row b's tokens occupy
 // cache slots 0..length[b]-1 (GroupQueryAttention requires right padding).
-//   SharedBufferCache (fused): one [B, kvH, capacity, D] buffer per past input, fed as the past and
+//   SharedBufferCache (fused): one [B, kvH, slots, D] buffer per past input, fed as the past and
 //     pre-allocated as the present, so GroupQueryAttention appends in place and nothing is copied.
 //   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
 import { InputError } from '../errors.js';
@@ -50,13 +50,32 @@ function positionFeeds(layout: CacheLayout, lengths: readonly number[], S: numbe
 
 export class SharedBufferCache implements KvCache {
   readonly lengths: number[];
-  private readonly buffers: Map<string, Tensor>;
+  private buffers = new Map<string, Tensor>();
+  /** Sequence slots the buffers hold now; they grow on demand up to `maxCapacity`. */
+  private allocated = 0;
 
-  constructor(readonly layout: CacheLayout, readonly capacity: number) {
+  constructor(readonly layout: CacheLayout, readonly maxCapacity: number) {
     this.lengths = new Array(layout.batch).fill(0);
-    const dims = [layout.batch, layout.kvHeads, capacity, layout.headDim];
-    const size = dims.reduce((a, b) => a * b, 1);
-    this.buffers = new Map(layout.pastNames.map((n) => [n, new Tensor('float32', new Float32Array(size), dims)]));
+  }
+
+  /**
+   * Makes the buffers hold at least `width` slots. A step costs time in proportion to the allocated
+   * slots (measured: onnxruntime-node copies the buffers between JavaScript and the kernel, so the
+   * in-place append saves no copy), so the buffers start near the prompt and grow by half (amortised
+   * copies) rather than being sized for the longest possible run.
+   */
+  private ensure(width: number): void {
+    if (width <= this.allocated) return;
+    if (width > this.maxCapacity) throw new InputError(`sequence of ${width} tokens exceeds the cache capacity of ${this.maxCapacity}`);
+    const next = Math.min(this.maxCapacity, Math.max(width + 64, Math.ceil(this.allocated * 1.5)));
+    const { batch: B, kvHeads: H, headDim: D } = this.layout;
+    for (const name of this.layout.pastNames) {
+      const grown = new Float32Array(B * H * next * D); // [B, H, next, D]
+      const old = this.buffers.get(name)?.data as Float32Array | undefined; // [B, H, allocated, D]
+      if (old) for (let bh = 0; bh < B * H; bh++) grown.set(old.subarray(bh * this.allocated * D, (bh + 1) * this.allocated * D), bh * next * D);
+      this.buffers.set(name, new Tensor('float32', grown, [B, H, next, D]));
+    }
+    this.allocated = next;
   }
 
   get batch(): number {
@@ -67,7 +86,7 @@ export class SharedBufferCache implements KvCache {
     const B = this.batch;
     const totals = this.lengths.map((l, b) => l + newCounts[b]!);
     const width = Math.max(...totals);
-    if (width > this.capacity) throw new InputError(`sequence of ${width} tokens exceeds the cache capacity of ${this.capacity}`);
+    this.ensure(width);
     const hasPast = this.lengths.some((l) => l > 0);
     if (hasPast && S > 1 && B > 1) throw new Error('GroupQueryAttention appends several tokens to a non-empty cache only at batch 1');
     const mask = new BigInt64Array(B * width);
@@ -100,14 +119,14 @@ export class SharedBufferCache implements KvCache {
       throw new Error('adoptRow: the source must be a shared-buffer cache of the same model');
     }
     const n = source.lengths[from]!;
-    if (n > this.capacity) throw new InputError(`sequence of ${n} tokens exceeds the cache capacity of ${this.capacity}`);
+    this.ensure(Math.max(n, 1));
     const { kvHeads: H, headDim: D } = this.layout;
     for (const [name, t] of this.buffers) {
-      const src = source.buffers.get(name)!.data as Float32Array; // [B', H, capacity', D]
-      const dst = t.data as Float32Array; // [B, H, capacity, D]
+      const src = source.buffers.get(name)!.data as Float32Array; // [B', H, allocated', D]
+      const dst = t.data as Float32Array; // [B, H, allocated, D]
       for (let h = 0; h < H; h++) {
-        const s = (from * H + h) * source.capacity * D;
-        dst.set(src.subarray(s, s + n * D), (row * H + h) * this.capacity * D);
+        const s = (from * H + h) * source.allocated * D;
+        dst.set(src.subarray(s, s + n * D), (row * H + h) * this.allocated * D);
       }
     }
     this.lengths[row] = n;
