@@ -1,4 +1,5 @@
 // Option parsers shared by commands: each rejects a bad value with an InputError naming the option.
+import type { Command } from 'commander';
 import { InputError } from '../errors.js';
 import { DEVICES, type Device } from '../runtime/device.js';
 
@@ -35,4 +36,14 @@ export function collect(value: string, previous: string[] = []): string[] {
 export function rankDevicesOption(value: string): Device[] {
   const parse = choiceOption('--rank-devices', DEVICES);
   return value.split(',').map((d) => parse(d.trim()));
+}
+
+/**
+ * --device, --threads and (for commands that open artifacts, which may be sharded) --rank-devices:
+ * the options every command that runs a model takes.
+ */
+export function deviceOptions(command: Command, opts: { rankDevices: boolean }): Command {
+  command.option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu');
+  if (opts.rankDevices) command.option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption);
+  return command.option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1));
 }

@@ -7,8 +7,8 @@ import { runBench, type BenchReport } from '../../bench/bench.js';
 import { benchChart } from '../../bench/chart.js';
 import { describeMachine } from '../../bench/machine.js';
 import { formatStats, type Stats } from '../../bench/stats.js';
-import { DEVICES, type Device } from '../../runtime/device.js';
-import { choiceOption, intOption, numberOption, rankDevicesOption } from '../options.js';
+import type { Device } from '../../runtime/device.js';
+import { deviceOptions, intOption, numberOption } from '../options.js';
 import { Output, table } from '../output.js';
 
 interface BenchCliOptions {
@@ -95,7 +95,7 @@ function formatReport(r: BenchReport): string {
 }
 
 export function benchCommand(): Command {
-  return new Command('bench')
+  return deviceOptions(new Command('bench'), { rankDevices: true })
     .description('measure throughput and latency: static batching per batch size, continuous batching on a request trace, speculative decoding')
     .argument('<artifacts...>', 'artifact folders, measured alternately and compared with the first')
     .option('--batch <sizes>', 'comma-separated batch sizes for static batching (default 1,8 when nothing else is asked)', batchList)
@@ -114,9 +114,6 @@ export function benchCommand(): Command {
     .option('--temperature <t>', 'speculative decoding: 0 for greedy', numberOption('--temperature', 0), 0)
     .option('--top-k <k>', 'speculative decoding: sample from the k most likely tokens (0: all)', intOption('--top-k', 0), 0)
     .option('--top-p <p>', 'speculative decoding: nucleus sampling threshold', numberOption('--top-p', 0, 1), 1)
-    .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
-    .option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption)
-    .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
     .option('--json <file>', 'write every figure and the machine as JSON')
     .option('--chart <file>', 'write an SVG chart')
     .option('-q, --quiet', 'no progress')

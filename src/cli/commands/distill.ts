@@ -3,8 +3,8 @@
 import { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { distill } from '../../passes/distill/distill.js';
-import { DEVICES, type Device } from '../../runtime/device.js';
-import { choiceOption, intOption, numberOption } from '../options.js';
+import type { Device } from '../../runtime/device.js';
+import { deviceOptions, intOption, numberOption } from '../options.js';
 import { Output, table } from '../output.js';
 
 interface DistillCliOptions {
@@ -40,7 +40,7 @@ interface DistillCliOptions {
 }
 
 export function distillCommand(): Command {
-  return new Command('distill')
+  return deviceOptions(new Command('distill'), { rankDevices: false })
     .description('distill a student (a pruned checkpoint, or a subset of the teacher\'s layers) to match its teacher')
     .requiredOption('--teacher <dir>', 'teacher: a Hugging Face folder')
     .option('--student <dir>', 'student: a Hugging Face folder of the same architecture (e.g. a pruned model)')
@@ -66,8 +66,6 @@ export function distillCommand(): Command {
     .option('--checkpoint-every <n>', 'write a resumable checkpoint every n steps', intOption('--checkpoint-every', 1))
     .option('--checkpoint-dir <dir>', 'where checkpoints go (default: <output>.ckpt)')
     .option('--resume', 'continue from the checkpoint')
-    .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
-    .option('--threads <n>', 'CPU threads', intOption('--threads', 1))
     .requiredOption('-o, --output <dir>', 'Hugging Face folder of the trained student')
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress bar')

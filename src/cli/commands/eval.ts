@@ -6,9 +6,9 @@ import { loadEvalWindows } from '../../eval/dataset.js';
 import { checkGates, evaluate } from '../../eval/evaluate.js';
 import { openReference, type OpenedReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
-import { DEVICES, type Device } from '../../runtime/device.js';
+import type { Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
-import { choiceOption, intOption, numberOption, rankDevicesOption } from '../options.js';
+import { deviceOptions, intOption, numberOption } from '../options.js';
 import { Output, table } from '../output.js';
 
 interface EvalCliOptions {
@@ -27,7 +27,7 @@ interface EvalCliOptions {
 }
 
 export function evalCommand(): Command {
-  return new Command('eval')
+  return deviceOptions(new Command('eval'), { rankDevices: true })
     .description('measure perplexity, and KL divergence / top-1 agreement against a reference model')
     .argument('<artifact>', 'artifact folder to evaluate')
     .requiredOption('--data <file>', 'UTF-8 text, one document per line (windows of at most the model context)')
@@ -37,9 +37,6 @@ export function evalCommand(): Command {
     .option('--max-ppl-ratio <ratio>', 'fail (exit 1) when perplexity / reference perplexity exceeds this', numberOption('--max-ppl-ratio', 0))
     .option('--batch-size <n>', 'windows per forward pass', intOption('--batch-size', 1), 8)
     .option('--limit <n>', 'evaluate only the first n documents', intOption('--limit', 1))
-    .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
-    .option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption)
-    .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress bar')
     .addHelpText('after', '\nExample:\n  $ llmopt eval out/m --data eval.txt --reference path/to/hf-model --max-kl 0.01 --json')

@@ -1,12 +1,12 @@
 // `llmopt generate`: run an artifact on prompts with the KV-cache generation loop, streaming text.
 import { Command } from 'commander';
 import { InputError } from '../../errors.js';
-import { DEVICES, type Device } from '../../runtime/device.js';
+import type { Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';
 import { checkDraft, generateWithDraft } from '../../runtime/speculative.js';
 import { loadTokenizer, readUtf8File, StreamingDecoder } from '../../formats/tokenizer.js';
-import { choiceOption, collect, intOption, numberOption, rankDevicesOption } from '../options.js';
+import { collect, deviceOptions, intOption, numberOption } from '../options.js';
 import { Output } from '../output.js';
 
 interface GenerateCliOptions {
@@ -27,7 +27,7 @@ interface GenerateCliOptions {
 }
 
 export function generateCommand(): Command {
-  return new Command('generate')
+  return deviceOptions(new Command('generate'), { rankDevices: true })
     .description('generate text with an exported artifact (several prompts run as one padded batch)')
     .argument('<artifact>', 'artifact folder written by llmopt export')
     .option('-p, --prompt <text>', 'prompt (repeat for a batch)', collect, [])
@@ -37,9 +37,6 @@ export function generateCommand(): Command {
     .option('--top-k <k>', 'sample from the k most likely tokens (0: all)', intOption('--top-k', 0), 0)
     .option('--top-p <p>', 'nucleus sampling threshold', numberOption('--top-p', 0, 1), 1)
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
-    .option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu')
-    .option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption)
-    .option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1))
     .option('--draft <artifact>', 'speculative decoding with this draft artifact (same vocabulary; prompts run one at a time)')
     .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
     .option('--json', 'print ids, text and timings as JSON')

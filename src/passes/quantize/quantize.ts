@@ -17,7 +17,7 @@ import { floatLinear, type LinearEmitter } from '../../model/linear.js';
 import { overlayWeights } from '../../model/weights.js';
 import { LM_HEAD } from '../../model/spec.js';
 import { exportModel } from '../export.js';
-import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
+import { LayerwiseCalibration, loadCalibration, type CalibrationSet } from '../calibration.js';
 import { selectTargets, type LinearModule } from '../targets.js';
 import { dequantize, quantizeRtn, type BlockQuantConfig, type BlockQuantized } from './blockwise.js';
 import { gptqQuantize } from './gptq.js';
@@ -95,9 +95,8 @@ export function validateQuantizeOptions(o: QuantizeOptions): void {
 }
 
 /** GPTQ over every targeted layer, layer by layer on inputs through the already-quantized layers. */
-async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantConfig, o: QuantizeOptions, source: string) {
+async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantConfig, o: QuantizeOptions, set: CalibrationSet) {
   const { spec, weights } = model;
-  const set = loadCalibration(o.calib!, loadTokenizer(source), o.calibSamples ?? 128, o.calibSeqLen ?? Math.min(128, spec.maxPositions));
   const calib = await LayerwiseCalibration.start(spec, weights, set, o.batchSize ?? 8);
   const results = new Map<string, BlockQuantized>();
   let errorSum = 0;
@@ -143,12 +142,11 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     const excluded = [...new Set([...selectTargets(spec, []).map((t) => t.module).filter((m) => !targetSet.has(m))])];
     const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
     const cfg: BlockQuantConfig | null = bits ? { bits: bits as 4 | 8, blockSize: o.blockSize, symmetric: o.symmetric } : null;
-    if (o.calib) {
-      const probe = loadCalibration(o.calib, loadTokenizer(source), 1, Math.min(128, spec.maxPositions));
-      if (probe.windows.length === 0) throw new InputError(`${o.calib}: calibration file has no text`);
-    }
+    // Read (and checked) once, before any work: an empty file is bad input whatever the method.
+    const calibSet = o.calib ? loadCalibration(o.calib, loadTokenizer(source), o.calibSamples ?? 128, o.calibSeqLen ?? Math.min(128, spec.maxPositions)) : null;
+    if (calibSet && calibSet.windows.length === 0) throw new InputError(`${o.calib}: calibration file has no text`);
 
-    const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfg!, o, source) : null;
+    const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfg!, o, calibSet!) : null;
     const quantizeLayer = (module: string, w: Float32Array, rows: number, cols: number): BlockQuantized =>
       calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfg!);
     const record: PassRecord = {
