@@ -2,42 +2,19 @@
 // progress bar (loss, tokens/s, ETA), a summary, a training log, checkpoints, --resume and Ctrl-C.
 import { Command } from 'commander';
 import { InputError } from '../../errors.js';
-import { distill } from '../../passes/distill/distill.js';
-import type { Device } from '../../runtime/device.js';
+import { distill, type DistillOptions } from '../../passes/distill/distill.js';
 import { deviceOptions, intOption, numberOption } from '../options.js';
 import { Output, table } from '../output.js';
 
-interface DistillCliOptions {
-  teacher: string;
-  student?: string;
-  studentLayers?: number;
+/** The CLI's options: the pass's, with the ones the command line spells differently. */
+type DistillCliOptions = Omit<DistillOptions, 'studentLayerIds' | 'keepSparsity' | 'maxSeconds' | 'signal' | 'onStep'> & {
   studentLayerIds?: string;
-  data: string;
-  evalData?: string;
-  evalEvery?: number;
-  evalLimit?: number;
-  steps: number;
-  batch: number;
-  seqLen?: number;
-  lr: number;
-  warmup?: number;
-  temperature: number;
-  alpha: number;
-  hiddenLoss?: number;
-  weightDecay: number;
-  clipNorm: number;
-  seed: number;
   keepSparsity?: boolean;
   maxMinutes?: number;
-  checkpointEvery?: number;
-  checkpointDir?: string;
-  resume?: boolean;
-  device: Device;
-  threads?: number;
   output: string;
   json?: boolean;
   quiet?: boolean;
-}
+};
 
 export function distillCommand(): Command {
   return deviceOptions(new Command('distill'), { rankDevices: false })
@@ -87,33 +64,12 @@ export function distillCommand(): Command {
         abort.abort();
       };
       process.once('SIGINT', onSigint);
-      const report = await distill(o.output, {
-        teacher: o.teacher,
-        student: o.student,
-        studentLayers: o.studentLayers,
+      const { output, json: _json, quiet: _quiet, maxMinutes, studentLayerIds: _ids, keepSparsity, ...passOptions } = o;
+      const report = await distill(output, {
+        ...passOptions,
         studentLayerIds: layerIds,
-        data: o.data,
-        evalData: o.evalData,
-        evalEvery: o.evalEvery,
-        evalLimit: o.evalLimit,
-        steps: o.steps,
-        batch: o.batch,
-        seqLen: o.seqLen,
-        lr: o.lr,
-        warmup: o.warmup,
-        temperature: o.temperature,
-        alpha: o.alpha,
-        hiddenLoss: o.hiddenLoss,
-        weightDecay: o.weightDecay,
-        clipNorm: o.clipNorm,
-        seed: o.seed,
-        keepSparsity: Boolean(o.keepSparsity),
-        maxSeconds: o.maxMinutes === undefined ? undefined : o.maxMinutes * 60,
-        checkpointEvery: o.checkpointEvery,
-        checkpointDir: o.checkpointDir,
-        resume: o.resume,
-        device: o.device,
-        threads: o.threads,
+        keepSparsity: Boolean(keepSparsity),
+        maxSeconds: maxMinutes === undefined ? undefined : maxMinutes * 60,
         signal: abort.signal,
         onStep: (s) => {
           bar.update(s.step, s.steps);
