@@ -1,6 +1,6 @@
 // Runtime benchmark (`npm run bench:runtime`): on a synthetic checkpoint of realistic width (generated,
 // not committed), export time and peak RSS, batch-1 prefill and decode tokens/s for fused against
-// standard attention (and the shared-buffer KV cache against the copying one), measured alternately
+// standard and inplace attention (and the shared-buffer KV cache against the copying one), measured alternately
 // in one process, several repetitions, median and spread; and RSS over a long decode loop.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const longSteps = flag('long-steps', 1000);
   await withSyntheticCheckpoint(async (work, source) => {
     const exports: Record<string, any> = {};
-    for (const form of ['fused', 'standard'] as const) {
+    for (const form of ['fused', 'standard', 'inplace'] as const) {
       log(`export ${form} ...`);
       exports[form] = runChild(import.meta.url, 'export', source, join(work, form), form);
     }
@@ -52,8 +52,13 @@ async function main(): Promise<void> {
       { label: 'fused (GroupQueryAttention, shared KV buffer)', form: 'fused', kind: 'shared' },
       { label: 'fused (GroupQueryAttention, KV copied per step)', form: 'fused', kind: 'concat' },
       { label: 'standard (ai.onnx ops, KV copied per step)', form: 'standard', kind: 'concat' },
+      { label: 'inplace (cache read where it lies, new entries out)', form: 'inplace', kind: 'inplace' },
     ];
-    const models = { fused: await DecoderModel.open(join(work, 'fused'), { device: 'cpu' }), standard: await DecoderModel.open(join(work, 'standard'), { device: 'cpu' }) };
+    const models: Record<AttentionForm, DecoderModel> = {
+      fused: await DecoderModel.open(join(work, 'fused'), { device: 'cpu' }),
+      standard: await DecoderModel.open(join(work, 'standard'), { device: 'cpu' }),
+      inplace: await DecoderModel.open(join(work, 'inplace'), { device: 'cpu' }),
+    };
     for (const v of variants) await timeRun(models[v.form], promptLen, 8, 1, v.kind); // warm-up, not counted
     const runs = variants.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
     for (let r = 0; r < reps; r++) {
@@ -63,13 +68,13 @@ async function main(): Promise<void> {
         runs[i]!.decode.push(m.decode);
       }
     }
-    await models.fused.release();
-    await models.standard.release();
+    for (const m of Object.values(models)) await m.release();
 
     log(`memory: ${longSteps} decode steps per cache kind ...`);
     const memory = {
       shared: runChild(import.meta.url, 'memory', join(work, 'fused'), 'shared', String(longSteps)),
       concat: runChild(import.meta.url, 'memory', join(work, 'standard'), 'concat', String(longSteps)),
+      inplace: runChild(import.meta.url, 'memory', join(work, 'inplace'), 'inplace', String(longSteps)),
     };
     const c = SYNTHETIC.config;
     const kvBytesPerToken = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size / c.num_attention_heads) * 4;
@@ -83,6 +88,7 @@ async function main(): Promise<void> {
         prefillFusedOverStandard: stats(runs[0]!.prefill.map((x, i) => x / runs[2]!.prefill[i]!)),
         decodeFusedOverStandard: stats(runs[0]!.decode.map((x, i) => x / runs[2]!.decode[i]!)),
         decodeSharedOverCopiedKv: stats(runs[0]!.decode.map((x, i) => x / runs[1]!.decode[i]!)),
+        decodeInplaceOverFused: stats(runs[3]!.decode.map((x, i) => x / runs[0]!.decode[i]!)),
       },
       memory,
       settings: { reps, promptLen, genLen, longSteps, batch: 1, threads: 'onnxruntime default (all cores)' },
@@ -92,10 +98,10 @@ async function main(): Promise<void> {
     const f = formatStats;
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));
-    for (const form of ['fused', 'standard']) console.log(`export ${form}: ${exports[form].seconds.toFixed(1)} s, peak RSS ${exports[form].peakRssMiB.toFixed(0)} MiB (weights ${(exports[form].dataBytes / 2 ** 20).toFixed(0)} MiB)`);
+    for (const form of ['fused', 'standard', 'inplace']) console.log(`export ${form}: ${exports[form].seconds.toFixed(1)} s, peak RSS ${exports[form].peakRssMiB.toFixed(0)} MiB (weights ${(exports[form].dataBytes / 2 ** 20).toFixed(0)} MiB)`);
     console.log(`batch 1, prompt ${promptLen}, generate ${genLen}, ${reps} reps: median (min-max) tokens/s`);
     for (const s of report.speed) console.log(`  ${s.variant}: prefill ${f(s.prefillTokensPerSecond)}, decode ${f(s.decodeTokensPerSecond)}`);
-    console.log(`ratios (same run): prefill fused/standard ${f(report.ratios.prefillFusedOverStandard, 2)}, decode fused/standard ${f(report.ratios.decodeFusedOverStandard, 2)}, decode shared/copied KV ${f(report.ratios.decodeSharedOverCopiedKv, 2)}`);
+    console.log(`ratios (same run): prefill fused/standard ${f(report.ratios.prefillFusedOverStandard, 2)}, decode fused/standard ${f(report.ratios.decodeFusedOverStandard, 2)}, decode shared/copied KV ${f(report.ratios.decodeSharedOverCopiedKv, 2)}, decode inplace/fused ${f(report.ratios.decodeInplaceOverFused, 2)}`);
     for (const [kind, m] of Object.entries(memory)) console.log(`RSS over ${longSteps} decode steps, ${kind} KV: ${Object.entries(m.samples as Record<string, number>).map(([k, v]) => `${k}: ${v.toFixed(0)}`).join(', ')} MiB (KV grows ${(kvBytesPerToken / 1024).toFixed(0)} KiB/token)`);
   });
 }

@@ -1,7 +1,9 @@
-// The two attention forms of the decoder graph. Both read and write the KV cache in the
+// The attention forms of the decoder graph. fused and standard read and write the KV cache in the
 // decoder convention: past_key_values.{i}.key|value and present.{i}.key|value, [B, kvH, T, D].
 //   fused:    com.microsoft GroupQueryAttention with rotary inside the op (what onnxruntime-genai emits)
 //   standard: ai.onnx ops only (any ONNX runtime), rotary and grouped heads spelled out.
+//   inplace:  the runtime owns the cache: the graph reads kv_cache.{i}.* where it lies and returns only
+//             the new entries (kv_new.{i}.*), which the runtime writes into the cache itself.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
 import type { DecoderSpec } from './spec.js';
 
@@ -65,8 +67,8 @@ function rotary(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, x: st
   return g.op('Concat', [a, b], `${path}/Concat`, { axis: { int: -1 } });
 }
 
-/** Attention from ai.onnx ops: queries grouped as [B, kvH, G, S, D] so K/V are never repeated. */
-export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
+/** Rotated queries [B, kvH, G, S, D] and keys [B, S, kvH, D], values [B, S, kvH, D] (ai.onnx ops). */
+function rotatedHeads(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): { q5: string; kr: string; v4: string } {
   const { numHeads: H, kvHeads: KV, headDim: D } = spec;
   const G = H / KV;
   const p = io.path;
@@ -76,6 +78,34 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
   const v4 = g.op('Reshape', [io.v, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/v/Reshape`);
   const qr = rotary(g, spec, ctx, q4, `${p}/q/rotary`);
   const kr = rotary(g, spec, ctx, k4, `${p}/k/rotary`);
+  const qT = g.op('Transpose', [qr], `${p}/q/Transpose`, { perm: { ints: [0, 2, 1, 3] } }); // [B,H,S,D]
+  const q5 = g.op('Reshape', [qT, i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]
+  return { q5, kr, v4 };
+}
+
+/** Context [B, kvH, G, S, D] back to [B, S, H*D]. */
+function mergeHeads(g: GraphBuilder, spec: DecoderSpec, ctx5: string, p: string): string {
+  const { numHeads: H, headDim: D } = spec;
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const heads = g.op('Reshape', [ctx5, i64(`/const/shape_0_${H}_-1_${D}`, [0, H, -1, D])], `${p}/out/Reshape`); // [B,H,S,D]
+  const bshd = g.op('Transpose', [heads], `${p}/out/Transpose`, { perm: { ints: [0, 2, 1, 3] } }); // [B,S,H,D]
+  return g.op('Reshape', [bshd, i64(`/const/shape_0_0_${H * D}`, [0, 0, H * D])], `${p}/out/Merge`); // [B,S,H*D]
+}
+
+/** Softmax over key slots where `allowed` (masked slots get the lowest float, so a padding row stays finite). */
+function maskedSoftmax(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, qk: string, p: string): string {
+  const scale = g.constant(`/const/attn_scale_${spec.headDim}`, Elem.FLOAT, [], [1 / Math.sqrt(spec.headDim)]);
+  const scores = g.op('Mul', [qk, scale], `${p}/QK/Scale`);
+  const lowest = g.constant('/const/float_lowest', Elem.FLOAT, [], [-3.4028234663852886e38]);
+  const masked = g.op('Where', [ctx.allowed!, scores, lowest], `${p}/Mask/Where`);
+  return g.op('Softmax', [masked], `${p}/Softmax`, { axis: { int: -1 } });
+}
+
+/** Attention from ai.onnx ops: queries grouped as [B, kvH, G, S, D] so K/V are never repeated. */
+export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
+  const p = io.path;
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const { q5, kr, v4 } = rotatedHeads(g, spec, ctx, io);
   const bhsd = { perm: { ints: [0, 2, 1, 3] } };
   const kNew = g.op('Transpose', [kr], `${p}/k/Transpose`, bhsd); // [B,kvH,S,D]
   const vNew = g.op('Transpose', [v4], `${p}/v/Transpose`, bhsd);
@@ -84,18 +114,44 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
   g.node(io.pastValue ? 'Concat' : 'Identity', io.pastValue ? [io.pastValue, vNew] : [vNew], { name: `${p}/present_value/Concat`, outputs: [io.presentValue], attrs: io.pastValue ? { axis: { int: 2 } } : undefined });
 
   const axis2 = i64('/const/axes_2', [2]);
-  const q5 = g.op('Reshape', [g.op('Transpose', [qr], `${p}/q/Transpose`, bhsd), i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]
   const k5 = g.op('Unsqueeze', [io.presentKey, axis2], `${p}/k/Unsqueeze`); // [B,kvH,1,T,D]
   const v5 = g.op('Unsqueeze', [io.presentValue, axis2], `${p}/v/Unsqueeze`);
   const kT = g.op('Transpose', [k5], `${p}/k/TransposeT`, { perm: { ints: [0, 1, 2, 4, 3] } }); // [B,kvH,1,D,T]
-  const scale = g.constant(`/const/attn_scale_${D}`, Elem.FLOAT, [], [1 / Math.sqrt(D)]);
-  const scores = g.op('Mul', [g.op('MatMul', [q5, kT], `${p}/QK/MatMul`), scale], `${p}/QK/Scale`); // [B,kvH,G,S,T]
-  // Masked slots get the lowest float rather than -inf, so a fully masked (padding) row stays finite.
-  const lowest = g.constant('/const/float_lowest', Elem.FLOAT, [], [-3.4028234663852886e38]);
-  const masked = g.op('Where', [ctx.allowed!, scores, lowest], `${p}/Mask/Where`);
-  const probs = g.op('Softmax', [masked], `${p}/Softmax`, { axis: { int: -1 } });
+  const probs = maskedSoftmax(g, spec, ctx, g.op('MatMul', [q5, kT], `${p}/QK/MatMul`), p); // [B,kvH,G,S,T]
   const ctx5 = g.op('MatMul', [probs, v5], `${p}/PV/MatMul`); // [B,kvH,G,S,D]
-  const heads = g.op('Reshape', [ctx5, i64(`/const/shape_0_${H}_-1_${D}`, [0, H, -1, D])], `${p}/out/Reshape`); // [B,H,S,D]
-  const bshd = g.op('Transpose', [heads], `${p}/out/Transpose`, bhsd); // [B,S,H,D]
-  return g.op('Reshape', [bshd, i64(`/const/shape_0_0_${H * D}`, [0, 0, H * D])], `${p}/out/Merge`); // [B,S,H*D]
+  return mergeHeads(g, spec, ctx5, p);
+}
+
+/**
+ * Attention over a cache the runtime owns. The graph reads the cache where it lies — keys stored
+ * transposed, [B, kvH, D, C], so no per-step transpose; values [B, kvH, C, D] — and attends to it and
+ * to the step's own keys/values side by side: scores over [C slots ++ S new] with one softmax, then
+ * the two value products summed. Nothing of size C is written: the outputs are the new keys/values
+ * [B, kvH, S, D], which the runtime copies into the cache. (onnxruntime-node copies every output
+ * back into a fresh JavaScript buffer, so a graph that returns the whole cache pays for it each step:
+ * at batch 32 that copy cost more than the attention itself.)
+ */
+export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
+  const p = io.path;
+  const { kvHeads: KV, headDim: D } = spec;
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const { q5, kr, v4 } = rotatedHeads(g, spec, ctx, io);
+  const bhsd = { perm: { ints: [0, 2, 1, 3] } };
+  g.node('Transpose', [kr], { name: `${p}/k/Transpose`, outputs: [io.presentKey], attrs: bhsd }); // [B,kvH,S,D]
+  g.node('Transpose', [v4], { name: `${p}/v/Transpose`, outputs: [io.presentValue], attrs: bhsd });
+  // Queries as rows (g, s) of one [G*S, D] block per (row, kv head): each cached key is read once
+  // for the whole group, where a [B, kvH, G, S, D] query would broadcast over the cache G times.
+  const q4 = g.op('Reshape', [q5, i64(`/const/shape_0_${KV}_-1_${D}`, [0, KV, -1, D])], `${p}/q/Rows`); // [B,kvH,G*S,D]
+  const newKT = g.op('Transpose', [kr], `${p}/k/TransposeT`, { perm: { ints: [0, 2, 3, 1] } }); // [B,kvH,D,S]
+  const qkCache = g.op('MatMul', [q4, io.pastKey!], `${p}/QK_cache/MatMul`); // [B,kvH,G*S,C]
+  const qkNew = g.op('MatMul', [q4, newKT], `${p}/QK_new/MatMul`); // [B,kvH,G*S,S]
+  const qk = g.op('Concat', [qkCache, qkNew], `${p}/QK/Concat`, { axis: { int: -1 } }); // [B,kvH,G*S,C+S]
+  const probs = maskedSoftmax(g, spec, ctx, qk, p); // ctx.allowed is [B, 1, G*S, C+S] in this form
+  // Split at C: the sizes come from the two score tensors' last dimensions.
+  const last = (x: string, name: string) => g.op('Shape', [x], name, { start: { int: -1 } });
+  const sizes = g.op('Concat', [last(qkCache, `${p}/split_cache/Shape`), last(qkNew, `${p}/split_new/Shape`)], `${p}/split/Sizes`, { axis: { int: 0 } });
+  const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
+  const ctxCache = g.op('MatMul', [pCache!, io.pastValue!], `${p}/PV_cache/MatMul`); // [B,kvH,G*S,D]
+  const ctxNew = g.op('MatMul', [pNew!, io.presentValue], `${p}/PV_new/MatMul`);
+  return mergeHeads(g, spec, g.op('Add', [ctxCache, ctxNew], `${p}/PV/Add`), p);
 }

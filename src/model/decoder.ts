@@ -2,13 +2,15 @@
 // embedding -> layers (RMSNorm, attention, RMSNorm, SwiGLU MLP) -> final norm -> lm_head.
 // Node names are paths (/model/layers.0/attn/...), initializers keep Hugging Face names.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
-import { fusedAttention, standardAttention, type AttentionContext } from './attention.js';
+import { fusedAttention, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
 import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
 import { rotaryCaches } from './rope.js';
 import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from './spec.js';
 import type { WeightSource } from './weights.js';
 
-export type AttentionForm = 'fused' | 'standard';
+/** fused and inplace need onnxruntime (com.microsoft ops); inplace's cache I/O is llmopt's own (see attention.ts). */
+export const ATTENTION_FORMS = ['fused', 'standard', 'inplace'] as const;
+export type AttentionForm = (typeof ATTENTION_FORMS)[number];
 
 export interface DecoderGraphOptions {
   attention: AttentionForm;
@@ -34,6 +36,11 @@ export const io = {
   pastValue: (i: number) => `past_key_values.${i}.value`,
   presentKey: (i: number) => `present.${i}.key`,
   presentValue: (i: number) => `present.${i}.value`,
+  /** inplace form: the cache the runtime owns (keys transposed [B, kvH, D, C], values [B, kvH, C, D]) and a step's new entries [B, kvH, S, D]. */
+  cacheKey: (i: number) => `kv_cache.${i}.key`,
+  cacheValue: (i: number) => `kv_cache.${i}.value`,
+  newKey: (i: number) => `kv_new.${i}.key`,
+  newValue: (i: number) => `kv_new.${i}.value`,
 };
 
 /** Number of weight tensors the builder writes (for progress bars). */
@@ -117,7 +124,8 @@ class DecoderGraph {
   /** Pre-norm for a block. fused: Skip*LayerNormalization also returns the residual sum. */
   private norm(x: string, skip: string | null, gamma: string, path: string): { normed: string; residual: string } {
     const g = this.g;
-    const fused = this.opts.attention === 'fused';
+    // Only the standard form keeps to ai.onnx; the others run on onnxruntime and use its fused norms.
+    const fused = this.opts.attention !== 'standard';
     const eps = { float: this.spec.rmsNormEps };
     if (skip === null) {
       const normed = fused
@@ -180,7 +188,13 @@ class DecoderGraph {
     ); // [S, T]
     const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
     const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
-    const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
+    let allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
+    if (this.opts.attention === 'inplace') {
+      // Its queries are rows (g, s) of [B, kvH, G*S, D]: the mask repeats for each of the G heads of a group.
+      const G = spec.numHeads / spec.kvHeads;
+      const rows = g.op('Squeeze', [allowed, i64('/const/axes_1', [1])], `${p}/allowed_rows/Squeeze`); // [B,1,S,T]
+      allowed = g.op('Tile', [rows, i64(`/const/repeats_1_1_${G}_1`, [1, 1, G, 1])], `${p}/allowed_rows/Tile`); // [B,1,G*S,T]
+    }
 
     const r = '/model/rotary';
     const axis2 = i64('/const/axes_2', [2]);
@@ -226,21 +240,25 @@ class DecoderGraph {
     const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
     const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
     const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
+    const form = this.opts.attention;
+    const inplace = form === 'inplace';
+    if (inplace && !cache) throw new Error('the inplace attention form needs a cache');
     const aio = {
       layer: i,
       path: `${path}/attn`,
       q,
       k,
       v,
-      pastKey: cache ? io.pastKey(i) : null,
-      pastValue: cache ? io.pastValue(i) : null,
-      presentKey: cache ? io.presentKey(i) : `${path}/attn/present_key`,
-      presentValue: cache ? io.presentValue(i) : `${path}/attn/present_value`,
+      pastKey: cache ? (inplace ? io.cacheKey(i) : io.pastKey(i)) : null,
+      pastValue: cache ? (inplace ? io.cacheValue(i) : io.pastValue(i)) : null,
+      presentKey: cache ? (inplace ? io.newKey(i) : io.presentKey(i)) : `${path}/attn/present_key`,
+      presentValue: cache ? (inplace ? io.newValue(i) : io.presentValue(i)) : `${path}/attn/present_value`,
     };
-    const attn = this.opts.attention === 'fused' ? fusedAttention(g, spec, ctx, aio) : standardAttention(g, spec, ctx, aio);
+    const attn = (form === 'fused' ? fusedAttention : inplace ? inplaceAttention : standardAttention)(g, spec, ctx, aio);
     if (cache) {
-      g.output(io.presentKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
-      g.output(io.presentValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'total_sequence_length', d]);
+      const seq = inplace ? 'sequence_length' : 'total_sequence_length';
+      g.output(aio.presentKey, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
+      g.output(aio.presentValue, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
     }
     this.capture(i, attn, 'o_in');
     return this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
@@ -279,10 +297,15 @@ class DecoderGraph {
     return { x: post.residual, pending: await this.mlp(i, post.normed) };
   }
 
-  /** Declares the past_key_values inputs of layers [from, to). */
+  /** Declares the cache inputs of layers [from, to): past_key_values, or kv_cache in the inplace form. */
   private pastInputs(from: number, to: number): void {
     const { kvHeads, headDim: d } = this.spec;
     for (let i = from; i < to; i++) {
+      if (this.opts.attention === 'inplace') {
+        this.g.input(io.cacheKey(i), Elem.FLOAT, ['batch_size', kvHeads, d, 'cache_slots']);
+        this.g.input(io.cacheValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'cache_slots', d]);
+        continue;
+      }
       this.g.input(io.pastKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
       this.g.input(io.pastValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
     }

@@ -60,6 +60,7 @@ export async function exportModel(source: string, output: string, opts: ExportOp
   const opset = opts.opset ?? 17;
   try {
     checkAttentionForm(spec, opts.attention, source);
+    if (opts.attention === 'inplace' && opts.layout === 'transformers.js') throw new InputError('--attention inplace: its cache inputs are llmopt\'s own; transformers.js runs --attention fused or standard');
     return await writeOutputDir(output, async (tmp) => {
       const onnxDir = opts.layout === 'transformers.js' ? join(tmp, 'onnx') : tmp;
       mkdirSync(onnxDir, { recursive: true });

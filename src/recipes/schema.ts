@@ -5,13 +5,15 @@ import { z } from 'zod';
 import { QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS } from '../passes/quantize/quantize.js';
 import { PRUNE_METHODS } from '../passes/prune/prune.js';
 import { LAYOUTS } from '../passes/export.js';
-import { SHARD_FORMATS } from '../passes/shard/shard.js';
+import { SHARD_ATTENTION_FORMS, SHARD_FORMATS } from '../passes/shard/shard.js';
+import { ATTENTION_FORMS } from '../model/decoder.js';
 import { VOCAB_MODES } from '../passes/shard/plan.js';
 import { DEVICES } from '../runtime/device.js';
 
 const int = (min = 0) => z.number().int().min(min);
 const positive = () => z.number().positive();
-const attention = z.enum(['fused', 'standard']);
+const attention = z.enum(ATTENTION_FORMS);
+const shardAttention = z.enum(SHARD_ATTENTION_FORMS);
 /** A text file; `true` means the recipe's `data`. Paths are relative to the recipe file (or, from --set, to the working folder). */
 const textFile = z.union([z.string().min(1), z.literal(true)]);
 /** An earlier stage's name, or `source` (the model the run starts from). */
@@ -108,7 +110,7 @@ export const PASS_SCHEMAS = {
     pp: int(1).optional(),
     stages: z.string().optional(),
     vocab: z.enum(VOCAB_MODES).default('replicated'),
-    attention: attention.default('fused'),
+    attention: shardAttention.default('fused'),
     format: z.enum(SHARD_FORMATS).default('onnx'),
   }),
   eval: z.strictObject({

@@ -4,15 +4,14 @@ import { openArtifact, type Artifact } from '../formats/artifact.js';
 import { InputError } from '../errors.js';
 import type { AttentionForm } from '../model/decoder.js';
 import type { DecoderSpec } from '../model/spec.js';
-import { ConcatCache, SharedBufferCache, type CacheLayout, type KvCache } from './kv-cache.js';
+import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheInput, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
 import { StepLogits, type CausalLM, type OpenOptions } from './model.js';
 
 export { StepLogits };
 import type { Device } from './device.js';
 
-export type CacheKind = 'shared' | 'concat';
-
+export type { CacheKind };
 
 /** A decoder artifact run by one onnxruntime session. */
 export class DecoderModel implements CausalLM<KvCache> {
@@ -27,9 +26,9 @@ export class DecoderModel implements CausalLM<KvCache> {
     if (opts.rankDevices) throw new InputError(`--rank-devices: ${dir} is not a sharded model (use --device)`);
     const artifact = openArtifact(dir);
     const session = await ModelSession.open(artifact.modelPath, opts);
-    const pastNames = session.inputNames.filter((n) => n.startsWith('past_key_values.'));
-    // Without a manifest, a graph that takes position_ids computes rotary itself (standard form).
-    const form = artifact.attention ?? (session.inputNames.includes('position_ids') ? 'standard' : 'fused');
+    const pastNames = session.inputNames.filter(isCacheInput);
+    // Without a manifest: kv_cache inputs mean the inplace form, position_ids the standard form.
+    const form = artifact.attention ?? (pastNames.some((n) => n.startsWith('kv_cache.')) ? 'inplace' : session.inputNames.includes('position_ids') ? 'standard' : 'fused');
     return new DecoderModel(artifact, session, form, pastNames);
   }
 
@@ -50,13 +49,13 @@ export class DecoderModel implements CausalLM<KvCache> {
    * shares one pre-allocated buffer between past and present; `kind: 'concat'` forces the copying
    * cache instead (GroupQueryAttention accepts both at batch 1; the benchmark compares them).
    */
-  createCache(batch: number, capacity: number, kind: CacheKind = this.form === 'fused' ? 'shared' : 'concat'): KvCache {
+  createCache(batch: number, capacity: number, kind: CacheKind = defaultCacheKind(this.form)): KvCache {
     const layout: CacheLayout = {
       batch,
       kvHeads: this.spec.kvHeads,
       headDim: this.spec.headDim,
       pastNames: this.pastNames,
-      presentOf: (past) => past.replace(/^past_key_values\./, 'present.'),
+      presentOf: cacheOutputOf,
       positionIds: this.session.inputNames.includes('position_ids'),
       maxPositions: this.spec.maxPositions,
     };
@@ -64,7 +63,8 @@ export class DecoderModel implements CausalLM<KvCache> {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     }
     if (kind === 'shared' && this.form !== 'fused') throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
-    return kind === 'shared' ? new SharedBufferCache(layout, capacity) : new ConcatCache(layout);
+    if ((kind === 'inplace') !== (this.form === 'inplace')) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
+    return createKvCache(kind, layout, capacity);
   }
 
   /** Appends rows[b] to row b of the cache and returns the logits at every new position. */

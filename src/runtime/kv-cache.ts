@@ -1,11 +1,21 @@
-// KV caches for the two attention forms. Both lay rows out right-padded: row b's tokens occupy
+// KV caches for the attention forms. All lay rows out right-padded: row b's tokens occupy
 // cache slots 0..length[b]-1 (GroupQueryAttention requires right padding).
 //   SharedBufferCache (fused): one [B, kvH, slots, D] buffer per past input, fed as the past and
-//     pre-allocated as the present, so GroupQueryAttention appends in place and nothing is copied.
+//     pre-allocated as the present, so GroupQueryAttention appends in place (but onnxruntime-node
+//     still copies every present back into a new JavaScript buffer after the run).
+//   InPlaceCache (inplace): the graph reads the buffers and returns only the new entries; written here.
 //   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
 import { InputError } from '../errors.js';
+import type { AttentionForm } from '../model/decoder.js';
 import { Tensor } from './session.js';
 import type { SequenceState } from './model.js';
+
+/** Whether a graph input is a cache input: past_key_values.* (fused, standard) or kv_cache.* (inplace). */
+export const isCacheInput = (name: string): boolean => name.startsWith('past_key_values.') || name.startsWith('kv_cache.');
+/** Whether a graph output is a cache output: present.* or kv_new.*. */
+export const isCacheOutput = (name: string): boolean => name.startsWith('present.') || name.startsWith('kv_new.');
+/** The output a cache input's next entries come back in. */
+export const cacheOutputOf = (input: string): string => input.replace(/^past_key_values\./, 'present.').replace(/^kv_cache\./, 'kv_new.');
 
 /** What one forward step feeds besides input_ids. */
 export interface StepFeeds {
@@ -48,14 +58,24 @@ function positionFeeds(layout: CacheLayout, lengths: readonly number[], S: numbe
   return { position_ids: int64(pos, [layout.batch, S]) };
 }
 
-export class SharedBufferCache implements KvCache {
-  readonly lengths: number[];
-  private buffers = new Map<string, Tensor>();
+/**
+ * Growable cache tensors, one per cache input, each [B, kvH, C, D] or, for keys the inplace graph
+ * reads transposed, [B, kvH, D, C] (slots last). Both are B*kvH*R rows of C*E floats (R = 1, E = D
+ * or R = D, E = 1), so growing and copying rows is one loop for both.
+ */
+class SlotBuffers {
+  readonly tensors = new Map<string, Tensor>();
   /** Sequence slots the buffers hold now; they grow on demand up to `maxCapacity`. */
-  private allocated = 0;
+  allocated = 0;
 
-  constructor(readonly layout: CacheLayout, readonly maxCapacity: number) {
-    this.lengths = new Array(layout.batch).fill(0);
+  constructor(
+    private readonly layout: CacheLayout,
+    readonly maxCapacity: number,
+    private readonly slotsLast: (name: string) => boolean,
+  ) {}
+
+  private shape(name: string): { R: number; E: number } {
+    return this.slotsLast(name) ? { R: this.layout.headDim, E: 1 } : { R: 1, E: this.layout.headDim };
   }
 
   /**
@@ -63,45 +83,63 @@ export class SharedBufferCache implements KvCache {
    * (measured at batch 8: 33 ms with 140 slots, 125 ms with 1,800), so the buffers start near the
    * prompt and grow by half (amortised copies) rather than being sized for the longest possible run.
    */
-  private ensure(width: number): void {
+  ensure(width: number): void {
     if (width <= this.allocated) return;
     if (width > this.maxCapacity) throw new InputError(`sequence of ${width} tokens exceeds the cache capacity of ${this.maxCapacity}`);
     const next = Math.min(this.maxCapacity, Math.max(width + 64, Math.ceil(this.allocated * 1.5)));
     const { batch: B, kvHeads: H, headDim: D } = this.layout;
     for (const name of this.layout.pastNames) {
-      const grown = new Float32Array(B * H * next * D); // [B, H, next, D]
-      const old = this.buffers.get(name)?.data as Float32Array | undefined; // [B, H, allocated, D]
-      if (old) for (let bh = 0; bh < B * H; bh++) grown.set(old.subarray(bh * this.allocated * D, (bh + 1) * this.allocated * D), bh * next * D);
-      this.buffers.set(name, new Tensor('float32', grown, [B, H, next, D]));
+      const { R, E } = this.shape(name);
+      const grown = new Float32Array(B * H * next * D);
+      const old = this.tensors.get(name)?.data as Float32Array | undefined;
+      const was = this.allocated * E;
+      if (old) for (let r = 0; r < B * H * R; r++) grown.set(old.subarray(r * was, (r + 1) * was), r * next * E);
+      this.tensors.set(name, new Tensor('float32', grown, R === 1 ? [B, H, next, D] : [B, H, D, next]));
     }
     this.allocated = next;
+  }
+
+  /** A tensor shaped like `name`'s with zero slots. */
+  noSlots(name: string): Tensor {
+    const { batch: B, kvHeads: H, headDim: D } = this.layout;
+    return new Tensor('float32', new Float32Array(0), this.shape(name).R === 1 ? [B, H, 0, D] : [B, H, D, 0]);
+  }
+
+  /** Copies the first `n` slots of row `from` of `source` into row `row`. */
+  copyRow(row: number, source: SlotBuffers, from: number, n: number): void {
+    const H = this.layout.kvHeads;
+    for (const [name, t] of this.tensors) {
+      const { R, E } = this.shape(name);
+      const src = source.tensors.get(name)!.data as Float32Array;
+      const dst = t.data as Float32Array;
+      for (let hr = 0; hr < H * R; hr++) {
+        const s = (from * H * R + hr) * source.allocated * E;
+        dst.set(src.subarray(s, s + n * E), (row * H * R + hr) * this.allocated * E);
+      }
+    }
+  }
+}
+
+/** What the two slot-buffer caches share: per-row lengths over growable buffers, rollback, row adoption. */
+abstract class SlotCache implements KvCache {
+  readonly lengths: number[];
+  protected readonly slots: SlotBuffers;
+
+  constructor(readonly layout: CacheLayout, maxCapacity: number, slotsLast: (name: string) => boolean = () => false) {
+    this.lengths = new Array(layout.batch).fill(0);
+    this.slots = new SlotBuffers(layout, maxCapacity, slotsLast);
   }
 
   get batch(): number {
     return this.layout.batch;
   }
 
-  prepare(newCounts: number[], S: number): StepFeeds {
-    const B = this.batch;
-    const totals = this.lengths.map((l, b) => l + newCounts[b]!);
-    const width = Math.max(...totals);
-    this.ensure(width);
-    const hasPast = this.lengths.some((l) => l > 0);
-    if (hasPast && S > 1 && B > 1) throw new Error('GroupQueryAttention appends several tokens to a non-empty cache only at batch 1');
-    const mask = new BigInt64Array(B * width);
-    for (let b = 0; b < B; b++) mask.fill(1n, b * width, b * width + totals[b]!);
-    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, width]), ...positionFeeds(this.layout, this.lengths, S) };
-    const fetches: Record<string, Tensor | null> = {};
-    for (const [name, t] of this.buffers) {
-      feeds[name] = t;
-      fetches[this.layout.presentOf(name)] = t;
-    }
-    return { feeds, fetches };
+  get maxCapacity(): number {
+    return this.slots.maxCapacity;
   }
 
-  commit(_outputs: Record<string, Tensor>, newCounts: number[]): void {
-    for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
-  }
+  abstract prepare(newCounts: number[], S: number): StepFeeds;
+  abstract commit(outputs: Record<string, Tensor>, newCounts: number[]): void;
 
   /** Slots past `length` are simply overwritten by later steps: nothing to move. */
   truncate(row: number, length: number): void {
@@ -114,21 +152,91 @@ export class SharedBufferCache implements KvCache {
    * batching moves a request prefilled alone at batch 1 into a decode slot of the running batch.
    */
   adoptRow(row: number, source: SequenceState, from = 0): void {
-    if (!(source instanceof SharedBufferCache) || source.layout.kvHeads !== this.layout.kvHeads || source.layout.headDim !== this.layout.headDim) {
-      throw new Error('adoptRow: the source must be a shared-buffer cache of the same model');
+    if (!(source instanceof this.constructor) || (source as SlotCache).layout.kvHeads !== this.layout.kvHeads || (source as SlotCache).layout.headDim !== this.layout.headDim) {
+      throw new Error('adoptRow: the source must be a cache of the same kind and model');
     }
     const n = source.lengths[from]!;
-    this.ensure(Math.max(n, 1));
+    this.slots.ensure(Math.max(n, 1));
+    this.slots.copyRow(row, (source as SlotCache).slots, from, n);
+    this.lengths[row] = n;
+  }
+}
+
+/** fused form: each buffer is fed as the past and pre-allocated as the present; GroupQueryAttention appends in place. */
+export class SharedBufferCache extends SlotCache {
+  prepare(newCounts: number[], S: number): StepFeeds {
+    const B = this.batch;
+    const totals = this.lengths.map((l, b) => l + newCounts[b]!);
+    const width = Math.max(...totals);
+    this.slots.ensure(width);
+    const hasPast = this.lengths.some((l) => l > 0);
+    if (hasPast && S > 1 && B > 1) throw new Error('GroupQueryAttention appends several tokens to a non-empty cache only at batch 1');
+    const mask = new BigInt64Array(B * width);
+    for (let b = 0; b < B; b++) mask.fill(1n, b * width, b * width + totals[b]!);
+    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, width]), ...positionFeeds(this.layout, this.lengths, S) };
+    const fetches: Record<string, Tensor | null> = {};
+    for (const [name, t] of this.slots.tensors) {
+      feeds[name] = t;
+      fetches[this.layout.presentOf(name)] = t;
+    }
+    return { feeds, fetches };
+  }
+
+  commit(_outputs: Record<string, Tensor>, newCounts: number[]): void {
+    for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
+  }
+}
+
+/**
+ * inplace form: the graph reads the buffers (keys [B, kvH, D, C], values [B, kvH, C, D]) and returns
+ * only the step's new keys/values, which are written here. The attention mask covers the C slots and
+ * then the S new tokens. Unlike GroupQueryAttention, any row may append several tokens at any batch.
+ */
+export class InPlaceCache extends SlotCache {
+  constructor(layout: CacheLayout, maxCapacity: number) {
+    super(layout, maxCapacity, (name) => name.endsWith('.key'));
+  }
+
+  prepare(newCounts: number[], S: number): StepFeeds {
+    const B = this.batch;
+    this.slots.ensure(Math.max(...this.lengths.map((l, b) => l + newCounts[b]!)));
+    // A prefill into an empty cache attends to no slot: the graph gets zero slots rather than C masked ones.
+    const empty = this.lengths.every((l) => l === 0);
+    const C = empty ? 0 : this.slots.allocated;
+    const T = C + S;
+    const mask = new BigInt64Array(B * T);
+    for (let b = 0; b < B; b++) {
+      mask.fill(1n, b * T, b * T + this.lengths[b]!);
+      mask.fill(1n, b * T + C, b * T + C + newCounts[b]!);
+    }
+    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
+    for (const [name, t] of this.slots.tensors) feeds[name] = empty ? this.slots.noSlots(name) : t;
+    return { feeds };
+  }
+
+  commit(outputs: Record<string, Tensor>, newCounts: number[]): void {
     const { kvHeads: H, headDim: D } = this.layout;
-    for (const [name, t] of this.buffers) {
-      const src = source.buffers.get(name)!.data as Float32Array; // [B', H, allocated', D]
-      const dst = t.data as Float32Array; // [B, H, allocated, D]
-      for (let h = 0; h < H; h++) {
-        const s = (from * H + h) * source.allocated * D;
-        dst.set(src.subarray(s, s + n * D), (row * H + h) * this.allocated * D);
+    const C = this.slots.allocated;
+    for (const [name, t] of this.slots.tensors) {
+      const fresh = outputs[this.layout.presentOf(name)]!;
+      const S = fresh.dims[2]!;
+      const src = fresh.data as Float32Array; // [B, kvH, S, D]
+      const dst = t.data as Float32Array;
+      const slotsLast = name.endsWith('.key');
+      for (let b = 0; b < this.batch; b++) {
+        const at = this.lengths[b]!;
+        for (let h = 0; h < H; h++) {
+          const from = (b * H + h) * S * D;
+          if (!slotsLast) {
+            dst.set(src.subarray(from, from + newCounts[b]! * D), ((b * H + h) * C + at) * D);
+            continue;
+          }
+          const base = (b * H + h) * D * C + at; // [.., d, slot]
+          for (let s = 0; s < newCounts[b]!; s++) for (let d = 0; d < D; d++) dst[base + d * C + s] = src[from + s * D + d]!;
+        }
       }
     }
-    this.lengths[row] = n;
+    for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
   }
 }
 
@@ -202,4 +310,16 @@ export class ConcatCache implements KvCache {
       this.lengths[b]! += newCounts[b]!;
     }
   }
+}
+
+export type CacheKind = 'shared' | 'concat' | 'inplace';
+
+/** The cache a graph of attention form `form` runs with by default. */
+export function defaultCacheKind(form: AttentionForm): CacheKind {
+  return form === 'fused' ? 'shared' : form === 'inplace' ? 'inplace' : 'concat';
+}
+
+/** A fresh cache of `kind`; `maxCapacity` bounds the tokens a row may hold (the buffer kinds grow up to it). */
+export function createKvCache(kind: CacheKind, layout: CacheLayout, maxCapacity: number): KvCache {
+  return kind === 'shared' ? new SharedBufferCache(layout, maxCapacity) : kind === 'inplace' ? new InPlaceCache(layout, maxCapacity) : new ConcatCache(layout);
 }

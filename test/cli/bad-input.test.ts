@@ -21,10 +21,10 @@ function editConfig(dir: string, change: (cfg: Record<string, unknown>) => void)
 }
 
 /** Runs export into a fresh parent folder and checks the failure left nothing there. */
-function exportFails(model: string, message: RegExp): void {
+function exportFails(model: string, message: RegExp, options: string[] = []): void {
   const parent = tempDir();
   const out = join(parent, 'out');
-  const r = runCli(['export', model, '-o', out]);
+  const r = runCli(['export', model, '-o', out, ...options]);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, message);
   assert.equal(r.stderr.trim().split('\n').length, 1, `one line on stderr, got:\n${r.stderr}`);
@@ -80,6 +80,10 @@ test('export: an unsupported architecture lists what is supported', () => {
 
 test('export: an unsupported rope type lists what is supported', () => {
   exportFails(brokenCopy((d) => editConfig(d, (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 }))), /rope_scaling type "yarn" is not supported \(supported: default, linear, llama3\)/);
+});
+
+test('export: the inplace attention form with the transformers.js layout', () => {
+  exportFails(MHA, /--attention inplace: .*transformers\.js runs --attention fused or standard/, ['--attention', 'inplace', '--layout', 'transformers.js']);
 });
 
 test('export: an existing folder that is not an llmopt output is refused and left untouched', () => {

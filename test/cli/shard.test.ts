@@ -16,6 +16,7 @@ test('bad shard options exit 2 with one clear line and leave no output behind', 
     [[GQA, '--stages', '0-0,2-2'], /layers 1-1 are in no stage/],
     [[GQA, '--stages', '0-1'], /layers 2-2 are in no stage/],
     [[GQA, '--format', 'tensorrt-llm', '--stages', '0-1,2-2'], /--stages does not apply to --format tensorrt-llm/],
+    [[GQA, '--attention', 'inplace'], /--attention inplace: choose one of fused, standard/],
   ];
   for (const [args, re] of cases) {
     const out = join(dir, 'out');

@@ -204,7 +204,7 @@ test('readOnnxInitializers reads external and in-line data and refuses bad locat
 });
 
 for (const [name, source] of [['tiny-llama-mha', MHA], ['tiny-llama-gqa', GQA]] as const) {
-  for (const attention of ['fused', 'standard'] as const) {
+  for (const attention of ['fused', 'standard', 'inplace'] as const) {
     test(`${name} exported with ${attention} attention passes the check and loads in onnxruntime`, async () => {
       const modelPath = join(await exportedArtifact(source, attention), 'model.onnx');
       const report = checkGraph(await fs.readFile(modelPath));
@@ -240,8 +240,8 @@ test('initializers of an exported model hold the checkpoint weights (transposed 
   }
 });
 
-test('aidreams-260k exported with both attention forms passes the check', { skip: NEEDS_SHARED }, async () => {
-  for (const attention of ['fused', 'standard'] as const) {
+test('aidreams-260k exported with every attention form passes the check', { skip: NEEDS_SHARED }, async () => {
+  for (const attention of ['fused', 'standard', 'inplace'] as const) {
     const bytes = await fs.readFile(join(await exportedArtifact(AIDREAMS, attention), 'model.onnx'));
     assert.deepEqual(checkGraph(bytes).problems, [], attention);
   }

@@ -1,5 +1,5 @@
 // Golden tests against the original implementation (llama2.c run.c) of aidreams-260k:
-// greedy ids exactly, logits within 1e-3, for both attention forms.
+// greedy ids exactly, logits within 1e-3, for every attention form.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AIDREAMS, NEEDS_SHARED, aidreamsReference, exportedArtifact } from '../support.js';
@@ -8,7 +8,7 @@ import { generate } from '../../src/runtime/generate.js';
 import { GREEDY } from '../../src/runtime/sampling.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 
-for (const form of ['fused', 'standard'] as const) {
+for (const form of ['fused', 'standard', 'inplace'] as const) {
   test(`aidreams-260k ${form}: logits match llama2.c within 1e-3`, { skip: NEEDS_SHARED }, async () => {
     const ref = aidreamsReference();
     const model = await DecoderModel.open(await exportedArtifact(AIDREAMS, form), { device: 'cpu' });

@@ -1,5 +1,6 @@
-// On the fixtures (multi-head and grouped-query, tied and untied, f32 and bf16): fused and standard
-// graphs agree, cached token-by-token decoding equals the full-sequence pass, and padding is inert.
+// On the fixtures (multi-head and grouped-query, tied and untied, f32 and bf16): the fused, standard
+// and inplace graphs agree, cached token-by-token decoding equals the full-sequence pass, and padding
+// is inert.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GQA, MHA, exportedArtifact } from '../support.js';
@@ -22,16 +23,33 @@ async function fullLogits(model: DecoderModel, ids: number[]): Promise<StepLogit
 }
 
 for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, llama3 rope, sharded)', GQA]] as const) {
-  test(`${name}: fused and standard logits agree within 1e-4`, async () => {
-    const fused = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
-    const standard = await DecoderModel.open(await exportedArtifact(dir, 'standard'), { device: 'cpu' });
-    let worst = 0;
-    for (const ids of PROMPTS) worst = Math.max(worst, maxDiff((await fullLogits(fused, ids)).data, (await fullLogits(standard, ids)).data));
-    console.log(`# ${name}: max |fused - standard| = ${worst.toExponential(3)}`);
-    assert.ok(worst < 1e-4, `max diff ${worst}`);
+  for (const other of ['standard', 'inplace'] as const) {
+    test(`${name}: fused and ${other} logits agree within 1e-4`, async () => {
+      const fused = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
+      const model = await DecoderModel.open(await exportedArtifact(dir, other), { device: 'cpu' });
+      let worst = 0;
+      for (const ids of PROMPTS) worst = Math.max(worst, maxDiff((await fullLogits(fused, ids)).data, (await fullLogits(model, ids)).data));
+      console.log(`# ${name}: max |fused - ${other}| = ${worst.toExponential(3)}`);
+      assert.ok(worst < 1e-4, `max diff ${worst}`);
+    });
+  }
+
+  test(`${name} inplace: rows appending several tokens each to a non-empty cache equal each prompt alone`, async () => {
+    // GroupQueryAttention allows this only at batch 1; the inplace form at any batch (speculative verification, chunked prefill).
+    const model = await DecoderModel.open(await exportedArtifact(dir, 'inplace'), { device: 'cpu' });
+    const cache = model.createCache(PROMPTS.length, 20);
+    const heads = PROMPTS.map((p) => p.slice(0, 3));
+    const tails = PROMPTS.map((p) => p.slice(3));
+    await model.forward(cache, heads);
+    const rest = await model.forward(cache, tails);
+    assert.deepEqual(cache.lengths, PROMPTS.map((p) => p.length));
+    for (let b = 0; b < PROMPTS.length; b++) {
+      const alone = await fullLogits(model, PROMPTS[b]!);
+      for (let t = 3; t < PROMPTS[b]!.length; t++) assert.ok(maxDiff(rest.at(b, t - 3), alone.at(0, t)) < 1e-4, `row ${b} position ${t}`);
+    }
   });
 
-  for (const form of ['fused', 'standard'] as const) {
+  for (const form of ['fused', 'standard', 'inplace'] as const) {
     test(`${name} ${form}: token-by-token decoding with the cache equals the full-sequence logits`, async () => {
       const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
       const ids = PROMPTS[0]!;

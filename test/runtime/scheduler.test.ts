@@ -21,9 +21,9 @@ async function alone(model: DecoderModel, r: Request): Promise<number[]> {
   return (await serve(model, [{ ...r, arrival: 0 }], { slots: 1, policy: 'static', stopTokens: [] })).completions[0]!.tokens;
 }
 
-for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
-  test(`${name} fused: continuous batching with 2 slots gives each request's greedy tokens alone`, async () => {
-    const model = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
+for (const [name, dir, form] of [['mha', MHA, 'fused'], ['gqa', GQA, 'fused'], ['gqa', GQA, 'inplace']] as const) {
+  test(`${name} ${form}: continuous batching with 2 slots gives each request's greedy tokens alone`, async () => {
+    const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
     const r = await serve(model, REQUESTS, { slots: 2, stopTokens: [] });
     assert.equal(r.policy, 'continuous');
     for (let i = 0; i < REQUESTS.length; i++) {

@@ -45,7 +45,7 @@ async function targetAlone(model: CausalLM, prompt: number[], n: number): Promis
 
 for (const [targetDir, draftDir] of [[GQA, MHA], [MHA, GQA]] as const) {
   test(`greedy: ${targetDir.split('/').pop()} drafted by ${draftDir.split('/').pop()} equals the target alone, for K = 1, 3, 6`, async () => {
-    for (const form of ['fused', 'standard'] as const) {
+    for (const form of ['fused', 'standard', 'inplace'] as const) {
       const target = await DecoderModel.open(await exportedArtifact(targetDir, form), { device: 'cpu' });
       const draft = await DecoderModel.open(await exportedArtifact(draftDir, 'fused'), { device: 'cpu' });
       const expected = await targetAlone(target, PROMPT, 24);

@@ -1,7 +1,7 @@
 // `llmopt export`: Hugging Face checkpoint -> ONNX artifact folder.
 import { Command } from 'commander';
 import { exportModel, LAYOUTS, type Layout } from '../../passes/export.js';
-import type { AttentionForm } from '../../model/decoder.js';
+import { ATTENTION_FORMS, type AttentionForm } from '../../model/decoder.js';
 import { choiceOption } from '../options.js';
 import { formatBytes, Output, table } from '../output.js';
 
@@ -10,7 +10,7 @@ export function exportCommand(): Command {
     .description('export a Hugging Face Llama checkpoint to an ONNX artifact folder with a KV cache')
     .argument('<model>', 'Hugging Face model folder (config.json, safetensors, tokenizer.json)')
     .requiredOption('-o, --output <dir>', 'artifact folder to write (written atomically)')
-    .option('--attention <form>', 'fused: com.microsoft GroupQueryAttention (onnxruntime CPU/WebGPU/CUDA); standard: ai.onnx ops only', choiceOption('--attention', ['fused', 'standard'] as const), 'fused')
+    .option('--attention <form>', 'fused: com.microsoft GroupQueryAttention (onnxruntime CPU/WebGPU/CUDA, onnxruntime-genai I/O); standard: ai.onnx ops only; inplace: the cache stays in llmopt\'s runtime, fastest batched decoding on CPU (llmopt only)', choiceOption('--attention', ATTENTION_FORMS), 'fused')
     .option('--layout <layout>', `folder layout: ${LAYOUTS.join(' | ')} (onnx/model.onnx + model.onnx_data, as transformers.js loads it)`, choiceOption('--layout', LAYOUTS), 'llmopt')
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress bar')

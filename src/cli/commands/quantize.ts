@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { compareModels } from '../../eval/compare.js';
 import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, type QuantFormat, type QuantMethod, type QuantTarget } from '../../passes/quantize/quantize.js';
 import type { AccuracyLevel } from '../../passes/quantize/matmul-nbits.js';
-import type { AttentionForm } from '../../model/decoder.js';
+import { ATTENTION_FORMS, type AttentionForm } from '../../model/decoder.js';
 import { choiceOption, collect, intOption, numberOption } from '../options.js';
 import { formatBytes, Output, table } from '../output.js';
 
@@ -42,7 +42,7 @@ export function quantizeCommand(): Command {
     .option('--exclude <glob>', 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)', collect, [])
     .option('--quantize-embeddings', 'also quantize the embedding (GatherBlockQuantized) and lm_head')
     .option('--format <format>', 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads', choiceOption('--format', QUANT_FORMATS), 'onnx')
-    .option('--attention <form>', 'attention form of the ONNX artifact', choiceOption('--attention', ['fused', 'standard'] as const), 'fused')
+    .option('--attention <form>', 'attention form of the ONNX artifact', choiceOption('--attention', ATTENTION_FORMS), 'fused')
     .option('--calib <file>', 'calibration text for GPTQ, one document per line')
     .option('--calib-samples <n>', 'calibration windows', intOption('--calib-samples', 1), 128)
     .option('--calib-seq-len <n>', 'tokens per calibration window (default: min(128, context))', intOption('--calib-seq-len', 2))

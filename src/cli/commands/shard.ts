@@ -1,7 +1,7 @@
 // `llmopt shard`: tensor- and pipeline-parallel ranks of a Hugging Face checkpoint, as per-rank ONNX
 // graphs llmopt's sharded runtime runs (generate / eval / bench) or as a TensorRT-LLM checkpoint.
 import { Command } from 'commander';
-import { SHARD_FORMATS, shardModel, type ShardOptions } from '../../passes/shard/shard.js';
+import { SHARD_ATTENTION_FORMS, SHARD_FORMATS, shardModel, type ShardOptions } from '../../passes/shard/shard.js';
 import { VOCAB_MODES } from '../../passes/shard/plan.js';
 import { choiceOption, intOption } from '../options.js';
 import { formatBytes, Output, table } from '../output.js';
@@ -21,7 +21,7 @@ export function shardCommand(): Command {
     .option('--pp <n>', 'pipeline stages: contiguous layer ranges balanced by parameter bytes', intOption('--pp', 1))
     .option('--stages <ranges>', 'explicit layer ranges per stage, e.g. 0-5,6-11 (sets --pp)')
     .option('--vocab <mode>', 'embedding and lm_head: replicated on every rank, or split over the vocabulary across tp ranks', choiceOption('--vocab', VOCAB_MODES), 'replicated')
-    .option('--attention <form>', 'attention form of the rank graphs', choiceOption('--attention', ['fused', 'standard'] as const), 'fused')
+    .option('--attention <form>', 'attention form of the rank graphs', choiceOption('--attention', SHARD_ATTENTION_FORMS), 'fused')
     .option('--format <format>', 'onnx: rank folders llmopt runs; tensorrt-llm: a TensorRT-LLM checkpoint (config.json + rank{r}.safetensors)', choiceOption('--format', SHARD_FORMATS), 'onnx')
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress bar')

@@ -20,6 +20,8 @@ import { planShard, rankSpec, type RankPlan, type ShardPlan, type VocabMode } fr
 import { rankSegments } from './segments.js';
 import { rankWeights } from './slice.js';
 
+/** The rank graphs' KV caches are kept per rank in past/present form (the inplace form is not sharded). */
+export const SHARD_ATTENTION_FORMS = ['fused', 'standard'] as const;
 export const SHARD_FORMATS = ['onnx', 'tensorrt-llm'] as const;
 export type ShardFormat = (typeof SHARD_FORMATS)[number];
 
@@ -104,6 +106,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
     if (model.quantization) throw new InputError(`${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`);
     if (opts.format === 'tensorrt-llm' && opts.stages !== undefined) throw new InputError('--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)');
     checkAttentionForm(spec, opts.attention, source);
+    if (!(SHARD_ATTENTION_FORMS as readonly string[]).includes(opts.attention)) throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     const plan = planShard(spec, { tp: opts.tp, pp: opts.pp, stages: opts.format === 'tensorrt-llm' ? undefined : opts.stages, vocab: opts.vocab });
     if (opts.format === 'tensorrt-llm') {
       const stages = tensorRtLlmStages(spec.numLayers, plan.pp);

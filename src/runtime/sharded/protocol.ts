@@ -1,5 +1,6 @@
 // Messages between the sharded runtime (main thread) and its rank workers. Tensors travel as typed
 // arrays (transferred, not copied, where the sender no longer needs them).
+import type { AttentionForm } from '../../model/decoder.js';
 import type { Device } from '../device.js';
 
 export interface WorkerInit {
@@ -9,7 +10,7 @@ export interface WorkerInit {
   kvHeads: number;
   headDim: number;
   maxPositions: number;
-  attention: 'fused' | 'standard';
+  attention: AttentionForm;
   device: Device;
   threads?: number;
 }

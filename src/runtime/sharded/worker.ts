@@ -3,7 +3,7 @@
 // and runs one graph per request, in arrival order.
 import { parentPort, workerData } from 'node:worker_threads';
 import { DeviceError, InputError } from '../../errors.js';
-import { ConcatCache, SharedBufferCache, type CacheLayout, type KvCache } from '../kv-cache.js';
+import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheOutput, type CacheLayout, type KvCache } from '../kv-cache.js';
 import { ModelSession, RunError, Tensor } from '../session.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
 
@@ -14,7 +14,7 @@ const sessions = new Map<string, { session: ModelSession; pastNames: string[] }>
 const caches = new Map<number, Array<Map<string, KvCache>>>();
 
 function layout(batch: number, pastNames: string[], positionIds: boolean): CacheLayout {
-  return { batch, kvHeads: init.kvHeads, headDim: init.headDim, pastNames, presentOf: (p) => p.replace(/^past_key_values\./, 'present.'), positionIds, maxPositions: init.maxPositions };
+  return { batch, kvHeads: init.kvHeads, headDim: init.headDim, pastNames, presentOf: cacheOutputOf, positionIds, maxPositions: init.maxPositions };
 }
 
 async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?: number[] }> {
@@ -27,7 +27,7 @@ async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?:
           for (const [id, { session, pastNames }] of sessions) {
             if (pastNames.length === 0) continue;
             const l = layout(batch, pastNames, session.inputNames.includes('position_ids'));
-            m.set(id, init.attention === 'fused' ? new SharedBufferCache(l, capacity) : new ConcatCache(l));
+            m.set(id, createKvCache(defaultCacheKind(init.attention), l, capacity));
           }
           return m;
         }),
@@ -42,7 +42,7 @@ async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?:
       const feeds = step.feeds;
       if (req.ids) feeds['input_ids'] = new Tensor('int64', req.ids, [B, req.S]);
       if (req.hidden) feeds['hidden_states'] = new Tensor('float32', req.hidden, [B, req.S, req.hidden.length / (B * req.S)]);
-      const output = session.outputNames.find((n) => !n.startsWith('present.'))!;
+      const output = session.outputNames.find((n) => !isCacheOutput(n))!;
       const outputs = await session.run(feeds, step.fetches ? { [output]: null, ...step.fetches } : undefined);
       cache?.commit(outputs, req.counts);
       const t = outputs[output]!;
