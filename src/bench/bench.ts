@@ -1,7 +1,7 @@
 // `llmopt bench` as a library call: opens every artifact, then measures static batching per batch
 // size, static against continuous batching on a request trace, and speculative decoding, each
-// alternating between artifacts repetition by repetition, and reports median and range with ratios
-// to the first artifact.
+// alternating between artifacts (and batch sizes) repetition by repetition, and reports median and
+// range with ratios to the first artifact and to the smallest batch, formed within each repetition.
 import { InputError } from '../errors.js';
 import { loadTokenizer } from '../formats/tokenizer.js';
 import type { Device } from '../runtime/device.js';
@@ -48,6 +48,10 @@ export interface BatchFigures {
   peakRssMiB: number;
   /** Decode tokens/s over the first artifact's at the same batch size, per repetition. */
   decodeRatioToFirst: Stats;
+  /** Decode tokens/s (all rows) over the same artifact's at the sweep's smallest batch, per repetition. */
+  decodeScaling: Stats;
+  /** The batch size decodeScaling divides by. */
+  scalingBase: number;
 }
 
 export interface ServingFigures {
@@ -123,23 +127,38 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       speculative: [],
     };
 
-    for (const batch of o.batches) {
-      o.onProgress?.(`static batching, batch ${batch}`);
-      const runs = await alternate(models, o.reps, warmUp, (m, a) => measureBatch(m, batch, o.promptLen, o.genLen, o.prompt ? prompts[a] : undefined));
+    if (o.batches.length > 0) {
+      // Every repetition sweeps all batch sizes (ascending) for every artifact, so that a ratio between
+      // two batch sizes compares runs minutes apart at most, not a whole sweep apart on a noisy machine.
+      const batches = [...new Set(o.batches)];
+      const order = [...batches].sort((x, y) => x - y);
+      for (let a = 0; a < models.length; a++) await warmUp(models[a]!, a);
+      const runs = new Map<number, BatchRun[][]>(order.map((b) => [b, models.map(() => [])]));
+      for (let r = 0; r < o.reps; r++) {
+        for (const batch of order) {
+          o.onProgress?.(`static batching, repetition ${r + 1} of ${o.reps}, batch ${batch}`);
+          for (let a = 0; a < models.length; a++) runs.get(batch)![a]!.push(await measureBatch(models[a]!, batch, o.promptLen, o.genLen, o.prompt ? prompts[a] : undefined));
+        }
+      }
       const decode = (rs: BatchRun[]) => rs.map((r) => r.decodeTokensPerSecond);
-      runs.forEach((rs, a) =>
-        report.batching.push({
-          artifact: o.artifacts[a]!,
-          batch,
-          prefillTokensPerSecond: stats(rs.map((r) => r.prefillTokensPerSecond)),
-          decodeTokensPerSecond: stats(decode(rs)),
-          perSequenceTokensPerSecond: stats(rs.map((r) => r.perSequenceTokensPerSecond)),
-          timeToFirstTokenMs: stats(rs.map((r) => r.run.timeToFirstToken.p50)),
-          interTokenLatencyMs: percentileStats(rs.map((r) => r.run.interTokenLatency)),
-          peakRssMiB: Math.max(...rs.map((r) => r.run.peakRssMiB)),
-          decodeRatioToFirst: ratios(decode(rs), decode(runs[0]!)),
-        }),
-      );
+      for (const batch of batches) {
+        runs.get(batch)!.forEach((rs, a) =>
+          report.batching.push({
+            artifact: o.artifacts[a]!,
+            batch,
+            prefillTokensPerSecond: stats(rs.map((r) => r.prefillTokensPerSecond)),
+            decodeTokensPerSecond: stats(decode(rs)),
+            perSequenceTokensPerSecond: stats(rs.map((r) => r.perSequenceTokensPerSecond)),
+            timeToFirstTokenMs: stats(rs.map((r) => r.run.timeToFirstToken.p50)),
+            interTokenLatencyMs: percentileStats(rs.map((r) => r.run.interTokenLatency)),
+            // The process's peak so far: from the first repetition, which met no larger batch before this one.
+            peakRssMiB: rs[0]!.run.peakRssMiB,
+            decodeRatioToFirst: ratios(decode(rs), decode(runs.get(batch)![0]!)),
+            decodeScaling: ratios(decode(rs), decode(runs.get(order[0]!)![a]!)),
+            scalingBase: order[0]!,
+          }),
+        );
+      }
     }
 
     if (o.trace) {

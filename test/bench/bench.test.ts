@@ -34,7 +34,7 @@ test('the chart is one SVG with a panel per measurement', () => {
   const report = {
     machine: { cpu: 'cpu <x>', cores: 2, memoryGiB: 1, node: 'v20', onnxruntime: '1.30.0', device: 'cpu' },
     artifacts: [{ path: 'out/a', description: '', vocab: 1, context: 1, layers: 1, hidden: 1 }],
-    batching: [1, 8].map((batch) => ({ artifact: 'out/a', batch, prefillTokensPerSecond: s, decodeTokensPerSecond: s, perSequenceTokensPerSecond: s, timeToFirstTokenMs: s, interTokenLatencyMs: p, peakRssMiB: 1, decodeRatioToFirst: s })),
+    batching: [1, 8].map((batch) => ({ artifact: 'out/a', batch, prefillTokensPerSecond: s, decodeTokensPerSecond: s, perSequenceTokensPerSecond: s, timeToFirstTokenMs: s, interTokenLatencyMs: p, peakRssMiB: 1, decodeRatioToFirst: s, decodeScaling: s, scalingBase: 1 })),
     serving: [],
     speculative: [],
   } as unknown as BenchReport;

@@ -28,6 +28,11 @@ test('bench: batch sweep, request trace and speculative decoding on two fixtures
   assert.ok(report.machine.cpu && report.machine.cores > 0 && report.machine.memoryGiB > 0 && report.machine.onnxruntime && report.machine.device === 'cpu');
   assert.equal(report.batching.length, 4);
   assert.equal(report.batching[0].decodeRatioToFirst.median, 1);
+  // Scaling is each artifact's decode over its own at batch 1, per repetition: exactly 1 at batch 1.
+  assert.deepEqual(report.batching.map((b: any) => [b.batch, b.scalingBase]), [[1, 1], [1, 1], [2, 1], [2, 1]]);
+  for (const b of report.batching.slice(0, 2)) assert.deepEqual([b.decodeScaling.min, b.decodeScaling.max], [1, 1]);
+  for (const b of report.batching.slice(2)) assert.ok(b.decodeScaling.median > 0);
+  assert.match(r.stdout, /decode vs batch 1/);
   assert.ok(report.batching.every((b: any) => b.decodeTokensPerSecond.median > 0 && b.interTokenLatencyMs.p99.median >= b.interTokenLatencyMs.p50.median));
   assert.deepEqual(report.serving.map((s: any) => s.policy), ['static', 'static', 'continuous', 'continuous']);
   assert.equal(report.speculative.length, 2);

@@ -67,8 +67,8 @@ function formatReport(r: BenchReport): string {
     parts.push('', `static batching, prompt ${r.settings.prompt ? 'text' : r.settings.promptLen}, generate ${r.settings.genLen}, ${r.settings.reps} reps: median (min-max)`);
     parts.push(
       table([
-        ['artifact', 'batch', 'prefill tok/s', 'decode tok/s (all rows)', 'per sequence', 'TTFT ms', 'ITL ms p50 / p95 / p99', 'peak RSS MiB', ...(many ? ['decode vs [1]'] : [])],
-        ...r.batching.map((b) => [short(b.artifact), b.batch, f(b.prefillTokensPerSecond, 0), f(b.decodeTokensPerSecond), f(b.perSequenceTokensPerSecond), f(b.timeToFirstTokenMs), pct(b.interTokenLatencyMs), b.peakRssMiB.toFixed(0), ...(many ? [f(b.decodeRatioToFirst, 2)] : [])]),
+        ['artifact', 'batch', 'prefill tok/s', 'decode tok/s (all rows)', 'per sequence', `decode vs batch ${r.batching[0]!.scalingBase}`, 'TTFT ms', 'ITL ms p50 / p95 / p99', 'peak RSS MiB', ...(many ? ['decode vs [1]'] : [])],
+        ...r.batching.map((b) => [short(b.artifact), b.batch, f(b.prefillTokensPerSecond, 0), f(b.decodeTokensPerSecond), f(b.perSequenceTokensPerSecond), f(b.decodeScaling, 2), f(b.timeToFirstTokenMs), pct(b.interTokenLatencyMs), b.peakRssMiB.toFixed(0), ...(many ? [f(b.decodeRatioToFirst, 2)] : [])]),
       ]),
     );
   }
