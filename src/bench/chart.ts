@@ -30,18 +30,22 @@ function frame(out: string[], x0: number, y0: number, title: string, yLabel: str
   const max = Math.max(0, ...series.flatMap((s) => s.values.filter(Number.isFinite)));
   const ys = ticks(max);
   const top = ys[ys.length - 1]!;
-  const y = (v: number) => y0 + M.top + (H - M.top - M.bottom) * (1 - v / top);
+  // The legend sits under the x labels, three to a row when there are many (p50/p95/p99 of one
+  // artifact share a row); the plot gives up height to fit every row inside the panel.
+  const cols = series.length > 4 ? 3 : 2;
+  const bottom = Math.max(M.bottom, 36 + Math.ceil(series.length / cols) * 13);
+  const y = (v: number) => y0 + M.top + (H - M.top - bottom) * (1 - v / top);
   out.push(`<text x="${x0 + W / 2}" y="${y0 + 20}" text-anchor="middle" font-weight="bold">${esc(title)}</text>`);
   for (const t of ys) {
     out.push(`<line x1="${x0 + M.left}" x2="${x0 + W - M.right}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`);
     out.push(`<text x="${x0 + M.left - 6}" y="${y(t) + 4}" text-anchor="end" font-size="11">${t}</text>`);
   }
   out.push(`<text transform="translate(${x0 + 14},${y0 + H / 2}) rotate(-90)" text-anchor="middle" font-size="11">${esc(yLabel)}</text>`);
-  xLabels.forEach((l, i) => out.push(`<text x="${xAt(i)}" y="${y0 + H - M.bottom + 16}" text-anchor="middle" font-size="11">${esc(l)}</text>`));
+  xLabels.forEach((l, i) => out.push(`<text x="${xAt(i)}" y="${y0 + H - bottom + 16}" text-anchor="middle" font-size="11">${esc(l)}</text>`));
   out.push(`<line x1="${x0 + M.left}" x2="${x0 + W - M.right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>`);
   series.forEach((s, i) => {
-    const lx = x0 + M.left + (i % 2) * ((W - M.left - M.right) / 2);
-    const ly = y0 + H - 26 + Math.floor(i / 2) * 13;
+    const lx = x0 + M.left + (i % cols) * ((W - M.left - M.right) / cols);
+    const ly = y0 + H - bottom + 34 + Math.floor(i / cols) * 13;
     out.push(`<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="3" stroke-dasharray="${s.dash ?? ''}"/>`);
     out.push(`<text x="${lx + 22}" y="${ly}" font-size="10">${esc(s.label)}</text>`);
   });
