@@ -111,3 +111,24 @@ test('the artifact holds exactly the reference quantizer\'s codes, scales and ze
   }
   await ckpt.close();
 });
+
+test('int4 with the inplace attention form gives the fused int4 artifact\'s logits, through prefill and decode', async () => {
+  const dir = tempDir();
+  await quantize(MHA, join(dir, 'fused'), base);
+  await quantize(MHA, join(dir, 'inplace'), { ...base, attention: 'inplace' });
+  const a = await DecoderModel.open(join(dir, 'fused'), { device: 'cpu' });
+  const b = await DecoderModel.open(join(dir, 'inplace'), { device: 'cpu' });
+  assert.equal(b.form, 'inplace');
+  const prompts = [[1, 300, 261, 270, 5, 290], [1, 44]];
+  const ca = a.createCache(2, 12);
+  const cb = b.createCache(2, 12);
+  let worst = 0;
+  for (const rows of [prompts, [[7], [8]], [[9], [10]]]) {
+    const la = await a.forward(ca, rows);
+    const lb = await b.forward(cb, rows);
+    rows.forEach((r, row) => r.forEach((_, s) => la.at(row, s).forEach((v, i) => (worst = Math.max(worst, Math.abs(v - lb.at(row, s)[i]!))))));
+  }
+  assert.ok(worst < 1e-4, `max diff ${worst}`);
+  await a.release();
+  await b.release();
+});
