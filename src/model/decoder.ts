@@ -32,6 +32,8 @@ export const io = {
   attentionMask: 'attention_mask',
   positionIds: 'position_ids',
   logits: 'logits',
+  /** inplace form: flat indices into the step's [batch * seq] positions whose logits to compute, [batch, n]. */
+  logitsIndex: 'logits_index',
   pastKey: (i: number) => `past_key_values.${i}.key`,
   pastValue: (i: number) => `past_key_values.${i}.value`,
   presentKey: (i: number) => `present.${i}.key`,
@@ -317,13 +319,22 @@ class DecoderGraph {
     const h = spec.hiddenSize;
     const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
     const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
+    let normed = last.normed;
+    const selects = this.opts.attention === 'inplace';
+    if (selects) {
+      // Only the positions asked for reach the lm_head: a prefill that needs each row's last logits
+      // skips S - 1 of every S vocabulary products (and their logits' copy out of onnxruntime).
+      g.input(io.logitsIndex, Elem.INT64, ['batch_size', 'logits_positions']);
+      const rows = g.op('Reshape', [normed, g.constant(`/const/shape_-1_${h}`, Elem.INT64, [2], [-1, h])], '/model/norm/Rows'); // [B*S, h]
+      normed = g.op('Gather', [rows, io.logitsIndex], '/model/norm/Select', { axis: { int: 0 } }); // [B, n, h]
+    }
     let y: string;
-    if (spec.tiedEmbeddings && embedded) y = embedding.tiedHead(g, spec, last.normed);
+    if (spec.tiedEmbeddings && embedded) y = embedding.tiedHead(g, spec, normed);
     // A graph without the embedding (a last pipeline stage, a tensor-parallel head) stores the tied weight itself.
-    else if (spec.tiedEmbeddings) y = gemmHead(g, spec, last.normed, await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]));
-    else y = await this.proj(last.normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
+    else if (spec.tiedEmbeddings) y = gemmHead(g, spec, normed, await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]));
+    else y = await this.proj(normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
     g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
-    g.output(io.logits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
+    g.output(io.logits, Elem.FLOAT, ['batch_size', selects ? 'logits_positions' : 'sequence_length', spec.vocabSize]);
   }
 
   /**

@@ -6,7 +6,7 @@ import type { AttentionForm } from '../model/decoder.js';
 import type { DecoderSpec } from '../model/spec.js';
 import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheInput, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
-import { StepLogits, type CausalLM, type OpenOptions } from './model.js';
+import { StepLogits, type CausalLM, type ForwardOptions, type OpenOptions } from './model.js';
 
 export { StepLogits };
 import type { Device } from './device.js';
@@ -30,6 +30,11 @@ export class DecoderModel implements CausalLM<KvCache> {
     // Without a manifest: kv_cache inputs mean the inplace form, position_ids the standard form.
     const form = artifact.attention ?? (pastNames.some((n) => n.startsWith('kv_cache.')) ? 'inplace' : session.inputNames.includes('position_ids') ? 'standard' : 'fused');
     return new DecoderModel(artifact, session, form, pastNames);
+  }
+
+  /** Whether the graph computes logits only at the positions fed in logits_index (the inplace form). */
+  private get selectsLogits(): boolean {
+    return this.session.inputNames.includes('logits_index');
   }
 
   get spec(): DecoderSpec {
@@ -67,8 +72,8 @@ export class DecoderModel implements CausalLM<KvCache> {
     return createKvCache(kind, layout, capacity);
   }
 
-  /** Appends rows[b] to row b of the cache and returns the logits at every new position. */
-  async forward(cache: KvCache, rows: number[][]): Promise<StepLogits> {
+  /** Appends rows[b] to row b of the cache and returns the logits at every new position (or each row's last). */
+  async forward(cache: KvCache, rows: number[][], opts: ForwardOptions = {}): Promise<StepLogits> {
     const B = cache.batch;
     if (rows.length !== B) throw new Error(`forward: ${rows.length} rows for a cache of batch ${B}`);
     const counts = rows.map((r) => r.length);
@@ -82,10 +87,16 @@ export class DecoderModel implements CausalLM<KvCache> {
     }
     const { feeds, fetches } = cache.prepare(counts, S);
     feeds['input_ids'] = new Tensor('int64', ids, [B, S]);
+    const kept = this.selectsLogits && opts.logits === 'last' ? counts.map((n) => Math.max(0, n - 1)) : null;
+    if (this.selectsLogits) {
+      // Flat positions into [B * S]: each row's last, or all of them.
+      const index = kept ? BigInt64Array.from(kept, (s, b) => BigInt(b * S + s)) : BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i));
+      feeds['logits_index'] = new Tensor('int64', index, [B, kept ? 1 : S]);
+    }
     const outputs = await this.session.run(feeds, fetches ? { logits: null, ...fetches } : undefined);
     cache.commit(outputs, counts);
     const logits = outputs['logits']!;
-    return new StepLogits(logits.data as Float32Array, B, S, logits.dims[2]!);
+    return new StepLogits(logits.data as Float32Array, B, kept ? 1 : S, logits.dims[2]!, kept);
   }
 
   async release(): Promise<void> {

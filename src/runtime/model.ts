@@ -5,15 +5,33 @@ import type { Device } from './device.js';
 import { isArtifact } from '../formats/artifact.js';
 import { isShardedModel } from './sharded/manifest.js';
 
-/** Logits of one forward step: [B, S, V], rows right-padded. */
+/**
+ * Logits of one forward step: [B, S, V], rows right-padded; or, when only each row's last position
+ * was computed, [B, 1, V] with `kept[b]` the position row b holds.
+ */
 export class StepLogits {
-  constructor(readonly data: Float32Array, readonly batch: number, readonly seq: number, readonly vocab: number) {}
+  constructor(
+    readonly data: Float32Array,
+    readonly batch: number,
+    readonly seq: number,
+    readonly vocab: number,
+    readonly kept: readonly number[] | null = null,
+  ) {}
 
   /** Logits predicting the token after position s of row b (a view, not a copy). */
   at(b: number, s: number): Float32Array {
-    const off = (b * this.seq + s) * this.vocab;
+    if (this.kept && this.kept[b] !== s) throw new Error(`logits of row ${b} were kept for position ${this.kept[b]} only, not ${s}`);
+    const off = (b * this.seq + (this.kept ? 0 : s)) * this.vocab;
     return this.data.subarray(off, off + this.vocab);
   }
+}
+
+export interface ForwardOptions {
+  /**
+   * 'last': the caller reads only each row's last new position (prefill for generation); a model
+   * that can skip the other positions' lm_head does. Default 'all'.
+   */
+  logits?: 'all' | 'last';
 }
 
 /** Per-row state a model keeps between forward steps (the KV cache). */
@@ -32,8 +50,8 @@ export interface CausalLM<S extends SequenceState = SequenceState> {
   readonly description: string;
   /** Fresh state for `batch` rows of at most `capacity` tokens each. */
   createCache(batch: number, capacity: number): S;
-  /** Appends rows[b] to row b and returns the logits at every new position. */
-  forward(cache: S, rows: number[][]): Promise<StepLogits>;
+  /** Appends rows[b] to row b and returns the logits at every new position (or each row's last, see ForwardOptions). */
+  forward(cache: S, rows: number[][], opts?: ForwardOptions): Promise<StepLogits>;
   release(): Promise<void>;
 }
 

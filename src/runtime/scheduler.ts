@@ -150,7 +150,7 @@ async function continuous(model: CausalLM, track: Tracker, cache: SlotCache, cap
       const prompt = track.requests[i]!.prompt;
       prefill.truncate(0, 0);
       const t0 = performance.now();
-      const logits = await model.forward(prefill, [prompt]);
+      const logits = await model.forward(prefill, [prompt], { logits: 'last' });
       result.prefillSeconds += (performance.now() - t0) / 1000;
       if (track.choose(i, logits.at(0, prompt.length - 1))) continue;
       cache.adoptRow(b, prefill, 0);
@@ -193,7 +193,7 @@ async function staticBatch(model: CausalLM, track: Tracker, batch: number[], res
   const prompts = batch.map((i) => track.requests[i]!.prompt);
   const cache = model.createCache(batch.length, Math.max(...batch.map((i, b) => prompts[b]!.length + track.budgets[i]!)));
   let t0 = performance.now();
-  let logits = await model.forward(cache, prompts);
+  let logits = await model.forward(cache, prompts, { logits: 'last' });
   result.prefillSeconds += (performance.now() - t0) / 1000;
   const done = batch.map((i, b) => track.choose(i, logits.at(b, prompts[b]!.length - 1)));
   while (!done.every(Boolean)) {

@@ -130,7 +130,7 @@ export async function speculativeGenerate(target: CausalLM, draft: CausalLM, pro
   };
 
   let t0 = performance.now();
-  const first = await target.forward(targetCache, [prompt]);
+  const first = await target.forward(targetCache, [prompt], { logits: 'last' });
   r.prefillSeconds = (performance.now() - t0) / 1000;
   let done = emit(draw(dist(first.at(0, prompt.length - 1)), random));
   t0 = performance.now();
@@ -143,7 +143,7 @@ export async function speculativeGenerate(target: CausalLM, draft: CausalLM, pro
     let feed = seq.slice(draftCache.lengths[0]); // the draft catches up on what it has not seen
     for (let k = 0; k < K; k++) {
       const t = performance.now();
-      const logits = await draft.forward(draftCache, [feed]);
+      const logits = await draft.forward(draftCache, [feed], { logits: 'last' });
       r.draftSeconds += (performance.now() - t) / 1000;
       r.draftPasses++;
       q.push(dist(logits.at(0, feed.length - 1)));

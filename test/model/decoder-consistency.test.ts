@@ -49,6 +49,15 @@ for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, 
     }
   });
 
+  test(`${name} inplace: a step asked for each row's last logits computes only those, equal to the full step's`, async () => {
+    const model = await DecoderModel.open(await exportedArtifact(dir, 'inplace'), { device: 'cpu' });
+    const full = await model.forward(model.createCache(PROMPTS.length, 16), PROMPTS);
+    const last = await model.forward(model.createCache(PROMPTS.length, 16), PROMPTS, { logits: 'last' });
+    assert.equal(last.data.length, PROMPTS.length * last.vocab, 'one row of logits per prompt');
+    PROMPTS.forEach((p, b) => assert.ok(maxDiff(last.at(b, p.length - 1), full.at(b, p.length - 1)) < 1e-5, `row ${b}`));
+    assert.throws(() => last.at(0, 0), /kept for position 11 only/);
+  });
+
   for (const form of ['fused', 'standard', 'inplace'] as const) {
     test(`${name} ${form}: token-by-token decoding with the cache equals the full-sequence logits`, async () => {
       const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });

@@ -155,6 +155,7 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     return cache;
   }
 
+  /** All positions' logits always (a rank graph has no logits_index): the last-only option is ignored. */
   async forward(cache: ShardedCache, rows: number[][]): Promise<StepLogits> {
     const B = cache.batch;
     if (rows.length !== B) throw new Error(`forward: ${rows.length} rows for a cache of batch ${B}`);
