@@ -130,28 +130,31 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
  * [B, kvH, S, D], which the runtime copies into the cache. (onnxruntime-node copies every output
  * back into a fresh JavaScript buffer, so a graph that returns the whole cache pays for it each step:
  * at batch 32 that copy cost more than the attention itself.)
+ *
+ * Queries stay [B, kvH, G, S, D] against the cache broadcast over G: in decoding each product is a
+ * matrix-vector one, which the GEMM runs without repacking the cache, and the G heads of a group
+ * read the same cached block one after the other, from the CPU's cache. Measured at batch 32 against
+ * one [G*S, D] x [D, C] product per kv head: 9.3 against 10.6 ms of attention products a step.
  */
 export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
   const p = io.path;
-  const { kvHeads: KV, headDim: D } = spec;
   const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
   const { q5, kr, v4 } = rotatedHeads(g, spec, ctx, io);
   const bhsd = { perm: { ints: [0, 2, 1, 3] } };
   g.node('Transpose', [kr], { name: `${p}/k/Transpose`, outputs: [io.presentKey], attrs: bhsd }); // [B,kvH,S,D]
   g.node('Transpose', [v4], { name: `${p}/v/Transpose`, outputs: [io.presentValue], attrs: bhsd });
-  // Queries as rows (g, s) of one [G*S, D] block per (row, kv head): each cached key is read once
-  // for the whole group, where a [B, kvH, G, S, D] query would broadcast over the cache G times.
-  const q4 = g.op('Reshape', [q5, i64(`/const/shape_0_${KV}_-1_${D}`, [0, KV, -1, D])], `${p}/q/Rows`); // [B,kvH,G*S,D]
+  const axis2 = i64('/const/axes_2', [2]);
+  const group = (x: string, name: string) => g.op('Unsqueeze', [x, axis2], `${p}/${name}/Unsqueeze`); // [B,kvH,1,..]
   const newKT = g.op('Transpose', [kr], `${p}/k/TransposeT`, { perm: { ints: [0, 2, 3, 1] } }); // [B,kvH,D,S]
-  const qkCache = g.op('MatMul', [q4, io.pastKey!], `${p}/QK_cache/MatMul`); // [B,kvH,G*S,C]
-  const qkNew = g.op('MatMul', [q4, newKT], `${p}/QK_new/MatMul`); // [B,kvH,G*S,S]
-  const qk = g.op('Concat', [qkCache, qkNew], `${p}/QK/Concat`, { axis: { int: -1 } }); // [B,kvH,G*S,C+S]
-  const probs = maskedSoftmax(g, spec, ctx, qk, p); // ctx.allowed is [B, 1, G*S, C+S] in this form
+  const qkCache = g.op('MatMul', [q5, group(io.pastKey!, 'cache_k')], `${p}/QK_cache/MatMul`); // [B,kvH,G,S,C]
+  const qkNew = g.op('MatMul', [q5, group(newKT, 'new_k')], `${p}/QK_new/MatMul`); // [B,kvH,G,S,S]
+  const qk = g.op('Concat', [qkCache, qkNew], `${p}/QK/Concat`, { axis: { int: -1 } }); // [B,kvH,G,S,C+S]
+  const probs = maskedSoftmax(g, spec, ctx, qk, p);
   // Split at C: the sizes come from the two score tensors' last dimensions.
   const last = (x: string, name: string) => g.op('Shape', [x], name, { start: { int: -1 } });
   const sizes = g.op('Concat', [last(qkCache, `${p}/split_cache/Shape`), last(qkNew, `${p}/split_new/Shape`)], `${p}/split/Sizes`, { axis: { int: 0 } });
   const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
-  const ctxCache = g.op('MatMul', [pCache!, io.pastValue!], `${p}/PV_cache/MatMul`); // [B,kvH,G*S,D]
-  const ctxNew = g.op('MatMul', [pNew!, io.presentValue], `${p}/PV_new/MatMul`);
+  const ctxCache = g.op('MatMul', [pCache!, group(io.pastValue!, 'cache_v')], `${p}/PV_cache/MatMul`); // [B,kvH,G,S,D]
+  const ctxNew = g.op('MatMul', [pNew!, group(io.presentValue, 'new_v')], `${p}/PV_new/MatMul`);
   return mergeHeads(g, spec, g.op('Add', [ctxCache, ctxNew], `${p}/PV/Add`), p);
 }

@@ -190,13 +190,7 @@ class DecoderGraph {
     ); // [S, T]
     const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
     const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
-    let allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
-    if (this.opts.attention === 'inplace') {
-      // Its queries are rows (g, s) of [B, kvH, G*S, D]: the mask repeats for each of the G heads of a group.
-      const G = spec.numHeads / spec.kvHeads;
-      const rows = g.op('Squeeze', [allowed, i64('/const/axes_1', [1])], `${p}/allowed_rows/Squeeze`); // [B,1,S,T]
-      allowed = g.op('Tile', [rows, i64(`/const/repeats_1_1_${G}_1`, [1, 1, G, 1])], `${p}/allowed_rows/Tile`); // [B,1,G*S,T]
-    }
+    const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
 
     const r = '/model/rotary';
     const axis2 = i64('/const/axes_2', [2]);
