@@ -75,6 +75,30 @@ for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, 
       assert.ok(worst < 1e-4, `max diff ${worst}`);
     });
 
+    test(`${name} ${form}: decoding past the first allocation (the cache buffers grow and keep their rows) equals the full pass`, async () => {
+      const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
+      // Two rows of different lengths; the buffers start 64 slots past the prompt and must grow to hold 110.
+      const rows = [PROMPTS[0]!, PROMPTS[1]!];
+      const steps = 110 - rows[0]!.length;
+      const cache = model.createCache(2, 120);
+      await model.forward(cache, rows);
+      const fed = rows.map((r) => [...r]);
+      let step = await model.forward(cache, [[5], [6]]);
+      fed[0]!.push(5);
+      fed[1]!.push(6);
+      for (let t = 1; t < steps; t++) {
+        const next = [[(t * 7) % 250 + 3], [(t * 13) % 250 + 3]];
+        step = await model.forward(cache, next);
+        fed[0]!.push(next[0]![0]!);
+        fed[1]!.push(next[1]![0]!);
+      }
+      for (let b = 0; b < 2; b++) {
+        const full = await fullLogits(model, fed[b]!);
+        const worst = maxDiff(step.at(b, 0), full.at(0, fed[b]!.length - 1));
+        assert.ok(worst < 1e-4, `row ${b}: max diff ${worst}`);
+      }
+    });
+
     test(`${name} ${form}: truncating the cache (speculative rollback) then continuing equals the full pass`, async () => {
       const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
       const ids = PROMPTS[0]!;
