@@ -20,6 +20,8 @@ export class DecoderModel implements CausalLM<KvCache> {
     readonly session: ModelSession,
     readonly form: AttentionForm,
     private readonly pastNames: string[],
+    /** Whether the graph computes logits only at the positions fed in logits_index (the inplace form). */
+    private readonly selectsLogits: boolean,
   ) {}
 
   static async open(dir: string, opts: OpenOptions): Promise<DecoderModel> {
@@ -29,12 +31,7 @@ export class DecoderModel implements CausalLM<KvCache> {
     const pastNames = session.inputNames.filter(isCacheInput);
     // Without a manifest: kv_cache inputs mean the inplace form, position_ids the standard form.
     const form = artifact.attention ?? (pastNames.some((n) => n.startsWith('kv_cache.')) ? 'inplace' : session.inputNames.includes('position_ids') ? 'standard' : 'fused');
-    return new DecoderModel(artifact, session, form, pastNames);
-  }
-
-  /** Whether the graph computes logits only at the positions fed in logits_index (the inplace form). */
-  private get selectsLogits(): boolean {
-    return this.session.inputNames.includes('logits_index');
+    return new DecoderModel(artifact, session, form, pastNames, session.inputNames.includes('logits_index'));
   }
 
   get spec(): DecoderSpec {

@@ -106,6 +106,26 @@ class SlotBuffers {
     return new Tensor('float32', new Float32Array(0), this.shape(name).R === 1 ? [B, H, 0, D] : [B, H, D, 0]);
   }
 
+  /**
+   * Writes `n` new entries of row `row` at slots at..at+n-1 of `name`'s buffer, from `src`
+   * [B, kvH, S, D] (its row `row`, positions 0..n-1), in whichever layout the buffer has.
+   */
+  writeEntries(name: string, row: number, at: number, src: Float32Array, S: number, n: number): void {
+    const { kvHeads: H, headDim: D } = this.layout;
+    const { R, E } = this.shape(name);
+    const dst = this.tensors.get(name)!.data as Float32Array;
+    const rowStride = this.allocated * E;
+    for (let h = 0; h < H; h++) {
+      const from = (row * H + h) * S * D;
+      if (R === 1) {
+        dst.set(src.subarray(from, from + n * D), (row * H + h) * rowStride + at * D);
+        continue;
+      }
+      const base = (row * H + h) * R * rowStride + at; // [.., d, slot]
+      for (let s = 0; s < n; s++) for (let d = 0; d < D; d++) dst[base + d * rowStride + s] = src[from + s * D + d]!;
+    }
+  }
+
   /** Copies the first `n` slots of row `from` of `source` into row `row`. */
   copyRow(row: number, source: SlotBuffers, from: number, n: number): void {
     const H = this.layout.kvHeads;
@@ -133,10 +153,6 @@ abstract class SlotCache implements KvCache {
 
   get batch(): number {
     return this.layout.batch;
-  }
-
-  get maxCapacity(): number {
-    return this.slots.maxCapacity;
   }
 
   abstract prepare(newCounts: number[], S: number): StepFeeds;
@@ -194,11 +210,9 @@ export class SharedBufferCache extends SlotCache {
  * then the S new tokens. Unlike GroupQueryAttention, any row may append several tokens at any batch.
  */
 export class InPlaceCache extends SlotCache {
-  /** The inplace graph reads keys transposed, [B, kvH, D, C]. */
-  private static readonly keysTransposed = (name: string): boolean => name.endsWith('.key');
-
   constructor(layout: CacheLayout, maxCapacity: number) {
-    super(layout, maxCapacity, InPlaceCache.keysTransposed);
+    // The inplace graph reads keys transposed, [B, kvH, D, C].
+    super(layout, maxCapacity, (name) => name.endsWith('.key'));
   }
 
   prepare(newCounts: number[], S: number): StepFeeds {
@@ -219,26 +233,9 @@ export class InPlaceCache extends SlotCache {
   }
 
   commit(outputs: Record<string, Tensor>, newCounts: number[]): void {
-    const { kvHeads: H, headDim: D } = this.layout;
-    const C = this.slots.allocated;
-    for (const [name, t] of this.slots.tensors) {
-      const fresh = outputs[this.layout.presentOf(name)]!;
-      const S = fresh.dims[2]!;
-      const src = fresh.data as Float32Array; // [B, kvH, S, D]
-      const dst = t.data as Float32Array;
-      const slotsLast = InPlaceCache.keysTransposed(name);
-      for (let b = 0; b < this.batch; b++) {
-        const at = this.lengths[b]!;
-        for (let h = 0; h < H; h++) {
-          const from = (b * H + h) * S * D;
-          if (!slotsLast) {
-            dst.set(src.subarray(from, from + newCounts[b]! * D), ((b * H + h) * C + at) * D);
-            continue;
-          }
-          const base = (b * H + h) * D * C + at; // [.., d, slot]
-          for (let s = 0; s < newCounts[b]!; s++) for (let d = 0; d < D; d++) dst[base + d * C + s] = src[from + s * D + d]!;
-        }
-      }
+    for (const name of this.slots.tensors.keys()) {
+      const fresh = outputs[this.layout.presentOf(name)]!; // [B, kvH, S, D]
+      for (let b = 0; b < this.batch; b++) this.slots.writeEntries(name, b, this.lengths[b]!, fresh.data as Float32Array, fresh.dims[2]!, newCounts[b]!);
     }
     for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
   }
