@@ -9,6 +9,12 @@ import { buildTrainingGraph } from '../../src/passes/distill/train-graph.js';
 import { TrainingSession, type TrainBatch } from '../../src/passes/distill/trainer.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 
+/** B x S random token ids and labels (ids 3..302) with the loss mask `mask(i)` at flat position i. */
+function randomBatch(rand: () => number, B: number, S: number, mask: (i: number) => number): TrainBatch {
+  const token = () => BigInt(3 + Math.floor(rand() * 300));
+  return { B, S, ids: BigInt64Array.from({ length: B * S }, token), labels: BigInt64Array.from({ length: B * S }, token), mask: Float32Array.from({ length: B * S }, (_, i) => mask(i)) };
+}
+
 for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 6 heads / 2 kv heads)', GQA]] as const) {
   test(`${label}: gradients match finite differences for every parameter kind`, async () => {
     const model = await openHfModel(dir);
@@ -19,13 +25,7 @@ for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 
     const rand = seededRandom(5);
     const B = 2;
     const S = 6;
-    const batch: TrainBatch = {
-      B,
-      S,
-      ids: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
-      labels: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
-      mask: Float32Array.from({ length: B * S }, (_, i) => (i % S === S - 1 && i > S ? 0 : 1)),
-    };
+    const batch = randomBatch(rand, B, S, (i) => (i % S === S - 1 && i > S ? 0 : 1));
     const teacher = Float32Array.from({ length: B * S * spec.vocabSize }, () => (rand() - 0.5) * 4);
     const weights = new Map([...graph.parameters].map(([n, p]) => [n, p.values.slice()]));
     const { grads, loss } = await session.step(batch, teacher, weights, spec.vocabSize);
@@ -80,13 +80,7 @@ test('with the hidden-state loss, gradients still match finite differences', asy
   const rand = seededRandom(9);
   const B = 1;
   const S = 5;
-  const batch: TrainBatch = {
-    B,
-    S,
-    ids: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
-    labels: BigInt64Array.from({ length: B * S }, () => BigInt(3 + Math.floor(rand() * 300))),
-    mask: new Float32Array(B * S).fill(1),
-  };
+  const batch = randomBatch(rand, B, S, () => 1);
   const teacher = Float32Array.from({ length: B * S * spec.vocabSize }, () => (rand() - 0.5) * 4);
   const hidden = pairs.map(() => Float32Array.from({ length: B * S * spec.hiddenSize }, () => rand() - 0.5));
   const weights = new Map([...graph.parameters].map(([n, p]) => [n, p.values.slice()]));
