@@ -40,6 +40,14 @@ export const fp16Embedding: EmbeddingEmitter = {
   },
 };
 
+/**
+ * The largest weight code: 63, not 127 (onnxruntime's quantizer calls this reduce_range). On x86 CPUs
+ * without VNNI, onnxruntime's u8 x s8 kernel adds pairs of products in int16 (vpmaddubsw), which
+ * saturates once 2 x 255 x |w| exceeds 32767: with codes up to 127 DynamicQuantizeMatMul was off by
+ * 31% on an AVX2-only machine, with codes up to 63 by 0.4% (test/passes/quantize-ops.test.ts).
+ */
+export const W8A8_QMAX = 63;
+
 /** Symmetric per-output-channel int8 codes of a [out, in] weight, transposed to [in, out], and their scales. */
 export function quantizePerChannelInt8(w: Float32Array, out: number, inFeatures: number): { codes: Int8Array; scales: Float32Array } {
   const codes = new Int8Array(out * inFeatures);
@@ -47,10 +55,9 @@ export function quantizePerChannelInt8(w: Float32Array, out: number, inFeatures:
   for (let n = 0; n < out; n++) {
     let absmax = 0;
     for (let k = 0; k < inFeatures; k++) absmax = Math.max(absmax, Math.abs(w[n * inFeatures + k]!));
-    // [-127, 127]: keeping -128 out makes the grid symmetric, as symmetric int8 kernels assume.
-    const scale = Math.fround(absmax === 0 ? 1 : absmax / 127);
+    const scale = Math.fround(absmax === 0 ? 1 : absmax / W8A8_QMAX);
     scales[n] = scale;
-    for (let k = 0; k < inFeatures; k++) codes[k * out + n] = Math.max(-127, Math.min(127, Math.round(w[n * inFeatures + k]! / scale)));
+    for (let k = 0; k < inFeatures; k++) codes[k * out + n] = Math.max(-W8A8_QMAX, Math.min(W8A8_QMAX, Math.round(w[n * inFeatures + k]! / scale)));
   }
   return { codes, scales };
 }
