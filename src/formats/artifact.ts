@@ -2,11 +2,11 @@
 // its manifest llmopt.json, which records the source, every pass applied with its options, and the tool.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { readJsonFile, readModelSpec } from './hf-config.js';
 import { MANIFEST_FILE } from './output-dir.js';
-import type { DecoderSpec } from '../model/spec.js';
-import type { AttentionForm } from '../model/decoder.js';
+import type { DecoderSpec } from '../core/spec.js';
+import type { AttentionForm } from '../core/attention.js';
 
 export const TOOL_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 

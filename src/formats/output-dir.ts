@@ -2,7 +2,7 @@
 // which is renamed into place only when complete, so a failure never leaves a half-written output.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 /** Marker file that tells llmopt an existing folder is its own output and may be replaced. */
 export const MANIFEST_FILE = 'llmopt.json';

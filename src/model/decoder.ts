@@ -5,12 +5,9 @@ import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
 import { fusedAttention, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
 import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
 import { rotaryCaches } from './rope.js';
-import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from './spec.js';
-import type { WeightSource } from './weights.js';
-
-/** fused and inplace need onnxruntime (com.microsoft ops); inplace's cache I/O is llmopt's own (see attention.ts). */
-export const ATTENTION_FORMS = ['fused', 'standard', 'inplace'] as const;
-export type AttentionForm = (typeof ATTENTION_FORMS)[number];
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from '../core/spec.js';
+import type { WeightSource } from '../core/weights.js';
+import type { AttentionForm } from '../core/attention.js';
 
 export interface DecoderGraphOptions {
   attention: AttentionForm;

@@ -6,15 +6,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
 import { writeFileSync } from 'node:fs';
 import { loadEvalWindows } from '../eval/dataset.js';
 import type { TextTokenizer } from '../formats/tokenizer.js';
 import { BLOCK_INPUT, BLOCK_OUTPUT, CAPTURE_NAMES, buildBlockGraph, gramOutput, type CaptureName } from '../model/decoder.js';
-import { EMBED_TOKENS, type DecoderSpec } from '../model/spec.js';
-import type { WeightSource } from '../model/weights.js';
+import { EMBED_TOKENS, type DecoderSpec } from '../core/spec.js';
+import type { WeightSource } from '../core/weights.js';
 import { ModelSession, Tensor } from '../runtime/session.js';
 
 export interface CalibrationSet {

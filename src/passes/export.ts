@@ -3,7 +3,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
 import { assertGraphValid } from '../formats/onnx/check.js';
@@ -11,8 +11,9 @@ import { TOKENIZER_FILES } from '../formats/tokenizer.js';
 import { TOOL_VERSION, priorPasses, writeManifest, type ArtifactManifest, type PassRecord } from '../formats/artifact.js';
 import { writeOutputDir } from '../formats/output-dir.js';
 import { openHfModel } from '../model/checkpoint.js';
-import { buildDecoderGraph, weightTensorCount, type AttentionForm, type EmbeddingEmitter } from '../model/decoder.js';
-import { parameterCount, type DecoderSpec } from '../model/spec.js';
+import { buildDecoderGraph, weightTensorCount, type EmbeddingEmitter } from '../model/decoder.js';
+import { type AttentionForm } from '../core/attention.js';
+import { parameterCount, type DecoderSpec } from '../core/spec.js';
 import type { LinearEmitter } from '../model/linear.js';
 
 export const LAYOUTS = ['llmopt', 'transformers.js'] as const;

@@ -1,9 +1,9 @@
 // A loaded decoder artifact: its session, spec and cache layout, and forward passes over
 // right-padded rows of new tokens. Generation, eval and bench all run models through this.
 import { openArtifact, type Artifact } from '../formats/artifact.js';
-import { InputError } from '../errors.js';
-import type { AttentionForm } from '../model/decoder.js';
-import type { DecoderSpec } from '../model/spec.js';
+import { InputError } from '../core/errors.js';
+import type { AttentionForm } from '../core/attention.js';
+import type { DecoderSpec } from '../core/spec.js';
 import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheInput, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
 import { StepLogits, type CausalLM, type ForwardOptions, type OpenOptions } from './model.js';

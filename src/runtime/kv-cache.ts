@@ -5,8 +5,8 @@
 //     still copies every present back into a new JavaScript buffer after the run).
 //   InPlaceCache (inplace): the graph reads the buffers and returns only the new entries; written here.
 //   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
-import { InputError } from '../errors.js';
-import type { AttentionForm } from '../model/decoder.js';
+import { InputError } from '../core/errors.js';
+import type { AttentionForm } from '../core/attention.js';
 import { Tensor } from './session.js';
 import type { SequenceState } from './model.js';
 

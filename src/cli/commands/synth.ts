@@ -5,7 +5,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { writeOutputDir } from '../../formats/output-dir.js';
 import { writeCheckpointManifest } from '../../formats/artifact.js';
 import { writeSyntheticLlama } from '../../model/synthetic.js';
-import { parameterCount } from '../../model/spec.js';
+import { parameterCount } from '../../core/spec.js';
 import { readModelSpec } from '../../formats/hf-config.js';
 import { renameSync, readdirSync, rmdirSync } from 'node:fs';
 import { choiceOption, intOption } from '../options.js';

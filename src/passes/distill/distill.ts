@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { InputError, LlmoptError } from '../../errors.js';
+import { InputError, LlmoptError } from '../../core/errors.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { writeOutputDir } from '../../formats/output-dir.js';
 import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';

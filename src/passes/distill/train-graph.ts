@@ -7,8 +7,8 @@ import { Elem, GraphBuilder, encodeModel, type ElemType } from '../../formats/on
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
 import { buildCachelessGraph, hiddenOutput, io } from '../../model/decoder.js';
 import { addBias, type LinearEmitter } from '../../model/linear.js';
-import type { DecoderSpec } from '../../model/spec.js';
-import type { WeightSource } from '../../model/weights.js';
+import type { DecoderSpec } from '../../core/spec.js';
+import type { WeightSource } from '../../core/weights.js';
 import { addGradients } from './autodiff.js';
 
 /** A GraphBuilder whose trainable "initializers" become graph inputs; their values are kept as the initial weights. */

@@ -3,14 +3,14 @@
 // feeds export, quantize, eval and distill unchanged.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
 import { TOKENIZER_FILES, loadTokenizer } from '../../formats/tokenizer.js';
 import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';
 import { writeOutputDir } from '../../formats/output-dir.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { overlayWeights } from '../../model/weights.js';
+import { overlayWeights } from '../../core/weights.js';
 import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
 import { selectTargets, type LinearKind, type LinearModule } from '../targets.js';
 import { applyMask, checkNm, nmMask, unstructuredMask } from './masks.js';

@@ -3,7 +3,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createHash, randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { GraphBuilder, encodeModel } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
 import { assertGraphValid } from '../../formats/onnx/check.js';
@@ -12,8 +12,9 @@ import { TOOL_VERSION, isArtifact, priorPasses } from '../../formats/artifact.js
 import { MANIFEST_FILE, writeOutputDir } from '../../formats/output-dir.js';
 import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { buildSegmentGraph, type AttentionForm } from '../../model/decoder.js';
-import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../model/spec.js';
+import { buildSegmentGraph } from '../../model/decoder.js';
+import { type AttentionForm } from '../../core/attention.js';
+import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../core/spec.js';
 import { RANK_FILE, SHARD_FORMAT, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
 import { checkAttentionForm } from '../export.js';
 import { planShard, rankSpec, type RankPlan, type ShardPlan, type VocabMode } from './plan.js';

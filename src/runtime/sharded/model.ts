@@ -5,9 +5,9 @@
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { DeviceError, InputError } from '../../errors.js';
+import { DeviceError, InputError } from '../../core/errors.js';
 import { readModelSpec } from '../../formats/hf-config.js';
-import type { DecoderSpec } from '../../model/spec.js';
+import type { DecoderSpec } from '../../core/spec.js';
 import type { Device } from '../device.js';
 import { RunError } from '../session.js';
 import { StepLogits, type CausalLM, type OpenOptions, type SequenceState } from '../model.js';

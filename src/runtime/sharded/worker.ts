@@ -2,7 +2,7 @@
 // onnxruntime sessions, holds the rank's KV cache (one per graph with a cache, per micro-batch group)
 // and runs one graph per request, in arrival order.
 import { parentPort, workerData } from 'node:worker_threads';
-import { DeviceError, InputError } from '../../errors.js';
+import { DeviceError, InputError } from '../../core/errors.js';
 import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheOutput, type CacheLayout, type KvCache } from '../kv-cache.js';
 import { ModelSession, RunError, Tensor } from '../session.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
