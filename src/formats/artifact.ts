@@ -6,7 +6,7 @@ import { InputError } from '../core/errors.js';
 import { readJsonFile, readModelSpec } from './hf-config.js';
 import { MANIFEST_FILE } from './output-dir.js';
 import type { DecoderSpec } from '../core/spec.js';
-import type { AttentionForm } from '../core/attention.js';
+import type { AttentionForm } from '../core/io.js';
 
 export const TOOL_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
@@ -30,7 +30,7 @@ export interface Artifact {
   modelPath: string;
   manifest: ArtifactManifest | null;
   spec: DecoderSpec;
-  /** Attention form, from the manifest (or guessed from the graph's inputs by the runtime when absent). */
+  /** Attention form, from the manifest (absent: the runtime identifies it from the graph, core/io.ts attentionFormOf). */
   attention: AttentionForm | null;
 }
 

@@ -12,7 +12,7 @@ import { TOOL_VERSION, priorPasses, writeManifest, type ArtifactManifest, type P
 import { writeOutputDir } from '../formats/output-dir.js';
 import { openHfModel } from '../model/checkpoint.js';
 import { buildDecoderGraph, weightTensorCount, type EmbeddingEmitter } from '../model/decoder.js';
-import { type AttentionForm } from '../core/attention.js';
+import { ATTENTION, ATTENTION_FORMS, type AttentionForm } from '../core/io.js';
 import { parameterCount, type DecoderSpec } from '../core/spec.js';
 import type { LinearEmitter } from '../model/linear.js';
 
@@ -61,7 +61,10 @@ export async function exportModel(source: string, output: string, opts: ExportOp
   const opset = opts.opset ?? 17;
   try {
     checkAttentionForm(spec, opts.attention, source);
-    if (opts.attention === 'inplace' && opts.layout === 'transformers.js') throw new InputError('--attention inplace: its cache inputs are llmopt\'s own; transformers.js runs --attention fused or standard');
+    if (opts.layout === 'transformers.js' && !ATTENTION[opts.attention].transformersJs) {
+      const loadable = ATTENTION_FORMS.filter((f) => ATTENTION[f].transformersJs).join(' or ');
+      throw new InputError(`--attention ${opts.attention}: its cache inputs are llmopt's own; transformers.js runs --attention ${loadable}`);
+    }
     return await writeOutputDir(output, async (tmp) => {
       const onnxDir = opts.layout === 'transformers.js' ? join(tmp, 'onnx') : tmp;
       mkdirSync(onnxDir, { recursive: true });

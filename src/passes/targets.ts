@@ -1,7 +1,8 @@
 // Which linear layers a pass touches: the q/k/v/o/gate/up/down projections of every decoder layer,
 // minus the modules matched by --exclude globs (embeddings and lm_head are never linear targets).
 import { InputError } from '../core/errors.js';
-import { CAPTURE_OF, type CaptureName } from '../model/decoder.js';
+import type { CaptureName } from '../core/io.js';
+import { CAPTURE_OF } from '../model/decoder.js';
 import { layerTensorNames, type DecoderSpec } from '../core/spec.js';
 
 export const LINEAR_KINDS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;

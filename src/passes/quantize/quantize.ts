@@ -12,7 +12,7 @@ import { readOnnxInitializers } from '../../formats/onnx/initializers.js';
 import { writeOutputDir } from '../../formats/output-dir.js';
 import { findModelFile, priorPasses, writeCheckpointManifest, type PassRecord } from '../../formats/artifact.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
-import type { AttentionForm } from '../../core/attention.js';
+import type { AttentionForm } from '../../core/io.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
 import { overlayWeights } from '../../core/weights.js';
 import { LM_HEAD } from '../../core/spec.js';

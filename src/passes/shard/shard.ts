@@ -13,7 +13,7 @@ import { MANIFEST_FILE, writeOutputDir } from '../../formats/output-dir.js';
 import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { buildSegmentGraph } from '../../model/decoder.js';
-import { type AttentionForm } from '../../core/attention.js';
+import { ATTENTION, SHARDABLE_FORMS, type AttentionForm } from '../../core/io.js';
 import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../core/spec.js';
 import { RANK_FILE, SHARD_FORMAT, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
 import { checkAttentionForm } from '../export.js';
@@ -21,8 +21,8 @@ import { planShard, rankSpec, type RankPlan, type ShardPlan, type VocabMode } fr
 import { rankSegments } from './segments.js';
 import { rankWeights } from './slice.js';
 
-/** The rank graphs' KV caches are kept per rank in past/present form (the inplace form is not sharded). */
-export const SHARD_ATTENTION_FORMS = ['fused', 'standard'] as const;
+/** The rank graphs' KV caches are kept per rank in past/present form (see the forms' traits in core/io.ts). */
+export const SHARD_ATTENTION_FORMS = SHARDABLE_FORMS;
 export const SHARD_FORMATS = ['onnx', 'tensorrt-llm'] as const;
 export type ShardFormat = (typeof SHARD_FORMATS)[number];
 
@@ -107,7 +107,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
     if (model.quantization) throw new InputError(`${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`);
     if (opts.format === 'tensorrt-llm' && opts.stages !== undefined) throw new InputError('--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)');
     checkAttentionForm(spec, opts.attention, source);
-    if (!(SHARD_ATTENTION_FORMS as readonly string[]).includes(opts.attention)) throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
+    if (!ATTENTION[opts.attention].shardable) throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     const plan = planShard(spec, { tp: opts.tp, pp: opts.pp, stages: opts.format === 'tensorrt-llm' ? undefined : opts.stages, vocab: opts.vocab });
     if (opts.format === 'tensorrt-llm') {
       const stages = tensorRtLlmStages(spec.numLayers, plan.pp);

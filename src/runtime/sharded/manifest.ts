@@ -8,7 +8,7 @@ import { readJsonFile } from '../../formats/hf-config.js';
 import { MANIFEST_FILE } from '../../formats/output-dir.js';
 import type { PassRecord } from '../../formats/artifact.js';
 import type { DecoderSegment } from '../../model/decoder.js';
-import type { AttentionForm } from '../../core/attention.js';
+import type { AttentionForm } from '../../core/io.js';
 
 export const SHARD_FORMAT = 'llmopt-sharded';
 /** Written into every rank folder: which shard run and rank it belongs to. */
