@@ -3,8 +3,8 @@
 // a rank's rank.json, which holds a run id) and the training log (timings) is hashed. scripts/record-artifact-hashes.ts records the hashes.
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { AIDREAMS, GQA, MHA, SAMPLE_TEXT, SHARED } from '../support.js';
+import { join, relative, resolve } from 'node:path';
+import { AIDREAMS, GQA, MHA, ROOT, SAMPLE_TEXT, SHARED } from '../support.js';
 
 export interface GoldenCase {
   name: string;
@@ -40,7 +40,18 @@ export const GOLDEN_CASES: GoldenCase[] = [
 /** Files that record when or where a run happened rather than what it computed. */
 const UNHASHED = /(^|\/)(llmopt\.json|rank\.json|train-log\.jsonl|.*\.log)$/;
 
-/** sha256 of every file under `dir` (relative path -> hex), llmopt.json and logs left out. */
+/**
+ * The bytes hashed: JSON files name their inputs by absolute path (a pruned model's config.json records
+ * its calibration file), so the checkout's and ../shared's locations are replaced by placeholders.
+ */
+function hashedBytes(path: string): Buffer | string {
+  const bytes = readFileSync(path);
+  if (!path.endsWith('.json')) return bytes;
+  const root = ROOT.replace(/\/$/, '');
+  return bytes.toString('utf8').replaceAll(resolve(SHARED), '<shared>').replaceAll(root, '<root>');
+}
+
+/** sha256 of every file under `dir` (relative path -> hex), manifests and logs left out. */
 export function hashFolder(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   const walk = (d: string) => {
@@ -49,7 +60,7 @@ export function hashFolder(dir: string): Record<string, string> {
       if (statSync(p).isDirectory()) walk(p);
       else {
         const rel = relative(dir, p);
-        if (!UNHASHED.test(rel)) out[rel] = createHash('sha256').update(readFileSync(p)).digest('hex');
+        if (!UNHASHED.test(rel)) out[rel] = createHash('sha256').update(hashedBytes(p)).digest('hex');
       }
     }
   };
