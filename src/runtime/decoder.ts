@@ -66,7 +66,8 @@ export class DecoderModel implements CausalLM<KvCache> {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     }
     if (kind === 'shared' && this.form !== 'fused') throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
-    if ((kind === 'inplace') !== (ATTENTION[this.form].cacheOwner === 'runtime')) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
+    const runtimeOwned = ATTENTION[this.form].cacheOwner === 'runtime';
+    if ((kind === 'inplace') !== runtimeOwned) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
     return createKvCache(kind, layout, capacity);
   }
 
