@@ -4,9 +4,9 @@ import { openArtifact, type Artifact } from '../formats/artifact.js';
 import { InputError } from '../core/errors.js';
 import { ATTENTION, attentionFormOf, cacheOutputOf, io, isCacheInput, type AttentionForm } from '../core/io.js';
 import type { DecoderSpec } from '../core/spec.js';
-import { createKvCache, defaultCacheKind, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
+import { CACHE_ADOPTS_ROWS, createKvCache, defaultCacheKind, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
-import { StepLogits, type CausalLM, type ForwardOptions, type OpenOptions } from './model.js';
+import { StepLogits, type CausalLM, type ForwardOptions, type ModelCapabilities, type OpenOptions } from './model.js';
 
 export { StepLogits };
 import type { Device } from './device.js';
@@ -45,6 +45,11 @@ export class DecoderModel implements CausalLM<KvCache> {
 
   get description(): string {
     return `${this.form} attention`;
+  }
+
+  /** What the caches createCache makes by default can do. */
+  get capabilities(): ModelCapabilities {
+    return { adoptRows: CACHE_ADOPTS_ROWS[defaultCacheKind(this.form)] };
   }
 
   /**
