@@ -18,7 +18,10 @@ export const io = {
   pastValue: (i: number) => `past_key_values.${i}.value`,
   presentKey: (i: number) => `present.${i}.key`,
   presentValue: (i: number) => `present.${i}.value`,
-  /** inplace form: the cache the runtime owns (keys transposed [B, kvH, D, C], values [B, kvH, C, D]) and a step's new entries [B, kvH, S, D]. */
+  /**
+   * inplace form: the cache the runtime owns (keys transposed [B, kvH, D, C], values [B, kvH, C, D])
+   * and a step's new entries [B, kvH, S, D].
+   */
   cacheKey: (i: number) => `kv_cache.${i}.key`,
   cacheValue: (i: number) => `kv_cache.${i}.value`,
   newKey: (i: number) => `kv_new.${i}.key`,
@@ -59,10 +62,11 @@ export interface AttentionTraits {
   transformersJs: boolean;
 }
 
+const ORT = ['ai.onnx', 'com.microsoft'] as const;
 export const ATTENTION: Readonly<Record<AttentionForm, AttentionTraits>> = {
-  fused: { ops: ['ai.onnx', 'com.microsoft'], cacheOwner: 'graph', selectsLogits: false, positionIds: false, shardable: true, transformersJs: true },
+  fused: { ops: ORT, cacheOwner: 'graph', selectsLogits: false, positionIds: false, shardable: true, transformersJs: true },
   standard: { ops: ['ai.onnx'], cacheOwner: 'graph', selectsLogits: false, positionIds: true, shardable: true, transformersJs: true },
-  inplace: { ops: ['ai.onnx', 'com.microsoft'], cacheOwner: 'runtime', selectsLogits: true, positionIds: true, shardable: false, transformersJs: false },
+  inplace: { ops: ORT, cacheOwner: 'runtime', selectsLogits: true, positionIds: true, shardable: false, transformersJs: false },
 };
 
 /** The forms `llmopt shard` builds rank graphs in. */
@@ -106,21 +110,29 @@ export function decoderInputs(form: AttentionForm, numLayers: number): string[] 
   return names;
 }
 
-const sameNames = (a: readonly string[], b: readonly string[]) => a.length === b.length && [...a].sort().join('\n') === [...b].sort().join('\n');
+const sorted = (names: readonly string[]) => [...names].sort().join('\n');
 
 /**
  * The attention form of a decoder graph. The artifact's manifest states it (`stated`); the graph's
  * inputs only confirm it, and a mismatch is bad input naming the file. Without a manifest (a
  * transformers.js folder) the form is the one whose contract the inputs match.
  */
-export function attentionFormOf(file: string, inputNames: readonly string[], numLayers: number, stated: AttentionForm | null): AttentionForm {
-  const matching = ATTENTION_FORMS.filter((f) => sameNames(decoderInputs(f, numLayers), inputNames));
+export function attentionFormOf(
+  file: string,
+  inputNames: readonly string[],
+  numLayers: number,
+  stated: AttentionForm | null,
+): AttentionForm {
+  const matching = ATTENTION_FORMS.filter((f) => sorted(decoderInputs(f, numLayers)) === sorted(inputNames));
   if (stated && matching.includes(stated)) return stated;
   const found = `its inputs are ${inputNames.join(', ')}`;
   if (stated) {
     const fits = matching.length ? `; they fit the ${matching[0]} form` : '';
     throw new InputError(`${file}: the manifest says ${stated} attention, but ${found}${fits}; re-export the model`);
   }
-  if (matching.length !== 1) throw new InputError(`${file}: not a ${numLayers}-layer llmopt decoder graph of any attention form (${ATTENTION_FORMS.join(', ')}): ${found}`);
+  if (matching.length !== 1) {
+    const forms = ATTENTION_FORMS.join(', ');
+    throw new InputError(`${file}: not a ${numLayers}-layer llmopt decoder graph of any attention form (${forms}): ${found}`);
+  }
   return matching[0]!;
 }

@@ -2,7 +2,7 @@
 // KL divergence and top-1 agreement. Both models run the same right-padded batches in lockstep,
 // so reference logits are never stored.
 import { InputError } from '../core/errors.js';
-import type { CausalLM } from '../runtime/model.js';
+import { forwardOnce, type CausalLM } from '../runtime/model.js';
 import type { EvalWindow } from './dataset.js';
 import { logSoftmax, MetricAccumulator } from './metrics.js';
 
@@ -36,9 +36,8 @@ export async function evaluate(model: CausalLM, windows: EvalWindow[], reference
   const acc = new MetricAccumulator();
   for (let i = 0; i < windows.length; i += opts.batchSize) {
     const batch = windows.slice(i, i + opts.batchSize).map((w) => w.ids);
-    const longest = Math.max(...batch.map((ids) => ids.length));
-    const logits = await model.forward(model.createCache(batch.length, longest), batch);
-    const refLogits = reference ? await reference.forward(reference.createCache(batch.length, longest), batch) : null;
+    const logits = await forwardOnce(model, batch);
+    const refLogits = reference ? await forwardOnce(reference, batch) : null;
     for (let b = 0; b < batch.length; b++) {
       const ids = batch[b]!;
       for (let t = 0; t + 1 < ids.length; t++) {

@@ -337,7 +337,10 @@ class DecoderGraph {
     const { g, spec } = this;
     const h = spec.hiddenSize;
     const hiddenDims = ['batch_size', 'sequence_length', h];
-    const tokens = seg.input === io.inputIds ? g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']) : g.input(io.hiddenStates, Elem.FLOAT, hiddenDims);
+    const tokens =
+      seg.input === io.inputIds
+        ? g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length'])
+        : g.input(io.hiddenStates, Elem.FLOAT, hiddenDims);
     const attends = (seg.layers !== undefined && seg.layers.to > seg.layers.from) || seg.half?.block === 'attn';
     const ctx = attends ? this.prologue(tokens) : null;
     if (seg.layers) this.pastInputs(seg.layers.from, seg.layers.to);

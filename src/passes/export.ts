@@ -62,8 +62,8 @@ export async function exportModel(source: string, output: string, opts: ExportOp
   try {
     checkAttentionForm(spec, opts.attention, source);
     if (opts.layout === 'transformers.js' && !ATTENTION[opts.attention].transformersJs) {
-      const loadable = ATTENTION_FORMS.filter((f) => ATTENTION[f].transformersJs).join(' or ');
-      throw new InputError(`--attention ${opts.attention}: its cache inputs are llmopt's own; transformers.js runs --attention ${loadable}`);
+      const hint = `transformers.js runs --attention ${ATTENTION_FORMS.filter((f) => ATTENTION[f].transformersJs).join(' or ')}`;
+      throw new InputError(`--attention ${opts.attention}: its cache inputs are llmopt's own; ${hint}`);
     }
     return await writeOutputDir(output, async (tmp) => {
       const onnxDir = opts.layout === 'transformers.js' ? join(tmp, 'onnx') : tmp;

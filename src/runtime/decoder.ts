@@ -4,9 +4,9 @@ import { openArtifact, type Artifact } from '../formats/artifact.js';
 import { InputError } from '../core/errors.js';
 import { ATTENTION, attentionFormOf, cacheOutputOf, io, isCacheInput, type AttentionForm } from '../core/io.js';
 import type { DecoderSpec } from '../core/spec.js';
-import { createKvCache, defaultCacheKind, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
+import { CACHE_ADOPTS_ROWS, createKvCache, defaultCacheKind, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
-import { StepLogits, type CausalLM, type ForwardOptions, type OpenOptions } from './model.js';
+import { StepLogits, type CausalLM, type ForwardOptions, type ModelCapabilities, type OpenOptions } from './model.js';
 
 export { StepLogits };
 import type { Device } from './device.js';
@@ -47,6 +47,11 @@ export class DecoderModel implements CausalLM<KvCache> {
     return `${this.form} attention`;
   }
 
+  /** What the caches createCache makes by default can do. */
+  get capabilities(): ModelCapabilities {
+    return { adoptRows: CACHE_ADOPTS_ROWS[defaultCacheKind(this.form)] };
+  }
+
   /**
    * A fresh cache for `batch` rows; `capacity` bounds the tokens a row may hold. The fused form
    * shares one pre-allocated buffer between past and present; `kind: 'concat'` forces the copying
@@ -66,7 +71,8 @@ export class DecoderModel implements CausalLM<KvCache> {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     }
     if (kind === 'shared' && this.form !== 'fused') throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
-    if ((kind === 'inplace') !== (ATTENTION[this.form].cacheOwner === 'runtime')) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
+    const runtimeOwned = ATTENTION[this.form].cacheOwner === 'runtime';
+    if ((kind === 'inplace') !== runtimeOwned) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
     return createKvCache(kind, layout, capacity);
   }
 

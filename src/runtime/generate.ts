@@ -1,10 +1,10 @@
 // Generation for a list of prompts: every prompt becomes a request with its own seeded sampler, served
 // by the continuous-batching scheduler (static batching where the cache cannot move rows).
 import type { CausalLM } from './model.js';
-import type { SamplingOptions } from './sampling.js';
-import { serve, type StopReason } from './scheduler.js';
+import type { SamplingOptions, StopReason } from './sampling.js';
+import { serve } from './scheduler.js';
 
-export { checkPrompts, type StopReason } from './scheduler.js';
+export { checkPrompts } from './scheduler.js';
 
 export interface GenerateOptions {
   maxNewTokens: number;

@@ -93,6 +93,12 @@ class SlotBuffers {
     this.allocated = next;
   }
 
+  /** Drops the buffers (a released cache). */
+  release(): void {
+    this.tensors.clear();
+    this.allocated = 0;
+  }
+
   /** A tensor shaped like `name`'s with zero slots. */
   noSlots(name: string): Tensor {
     const { batch: B, kvHeads: H, headDim: D } = this.layout;
@@ -162,13 +168,18 @@ abstract class SlotCache implements KvCache {
    * batching moves a request prefilled alone at batch 1 into a decode slot of the running batch.
    */
   adoptRow(row: number, source: SequenceState, from = 0): void {
-    if (!(source instanceof this.constructor) || (source as SlotCache).layout.kvHeads !== this.layout.kvHeads || (source as SlotCache).layout.headDim !== this.layout.headDim) {
+    const same = source instanceof this.constructor && source instanceof SlotCache;
+    if (!same || source.layout.kvHeads !== this.layout.kvHeads || source.layout.headDim !== this.layout.headDim) {
       throw new Error('adoptRow: the source must be a cache of the same kind and model');
     }
     const n = source.lengths[from]!;
     this.slots.ensure(Math.max(n, 1));
-    this.slots.copyRow(row, (source as SlotCache).slots, from, n);
+    this.slots.copyRow(row, source.slots, from, n);
     this.lengths[row] = n;
+  }
+
+  release(): void {
+    this.slots.release();
   }
 }
 
@@ -251,6 +262,16 @@ export class ConcatCache implements KvCache {
     return this.layout.batch;
   }
 
+  /** Rows of different lengths share one padded past here: a row cannot be moved in on its own. */
+  adoptRow(): void {
+    throw new Error('adoptRow: a concatenating cache cannot take over rows (see CACHE_ADOPTS_ROWS)');
+  }
+
+  release(): void {
+    this.past.clear();
+    this.valid = [];
+  }
+
   prepare(newCounts: number[], S: number): StepFeeds {
     const B = this.batch;
     const T = this.valid[0]!.length + S;
@@ -307,6 +328,9 @@ export class ConcatCache implements KvCache {
 }
 
 export type CacheKind = 'shared' | 'concat' | 'inplace';
+
+/** Which kinds of cache take over rows of one another (continuous batching): the slot-buffer ones. */
+export const CACHE_ADOPTS_ROWS: Readonly<Record<CacheKind, boolean>> = { shared: true, inplace: true, concat: false };
 
 /** The cache a graph of attention form `form` runs with by default. */
 export function defaultCacheKind(form: AttentionForm): CacheKind {

@@ -34,13 +34,30 @@ export interface ForwardOptions {
   logits?: 'all' | 'last';
 }
 
-/** Per-row state a model keeps between forward steps (the KV cache). */
+/**
+ * Per-row state a model keeps between forward steps (the KV cache). Whoever creates one releases it:
+ * its buffers, or a sharded model's caches in the rank workers, live until then.
+ */
 export interface SequenceState {
   readonly batch: number;
   /** Tokens held per row. */
   readonly lengths: readonly number[];
   /** Forgets everything after the first `length` tokens of `row` (speculative decoding's rollback). */
   truncate(row: number, length: number): void;
+  /**
+   * Makes `row` hold what row `from` of `source` (a cache of the same model) holds: how continuous
+   * batching moves a request prefilled alone into a decode slot. Only where the model declares
+   * `capabilities.adoptRows`; elsewhere it throws.
+   */
+  adoptRow(row: number, source: SequenceState, from: number): void;
+  /** Frees what the state holds; it must not be used afterwards. Releasing twice is harmless. */
+  release(): void;
+}
+
+/** What a model's caches can do beyond forward and truncate, declared so that callers never probe. */
+export interface ModelCapabilities {
+  /** Its caches take over rows of one another (SequenceState.adoptRow): continuous batching works. */
+  adoptRows: boolean;
 }
 
 export interface CausalLM<S extends SequenceState = SequenceState> {
@@ -48,11 +65,22 @@ export interface CausalLM<S extends SequenceState = SequenceState> {
   readonly device: Device;
   /** A description for reports, e.g. "fused attention" or "tp 2 x pp 2". */
   readonly description: string;
-  /** Fresh state for `batch` rows of at most `capacity` tokens each. */
+  readonly capabilities: ModelCapabilities;
+  /** Fresh state for `batch` rows of at most `capacity` tokens each; the caller releases it. */
   createCache(batch: number, capacity: number): S;
   /** Appends rows[b] to row b and returns the logits at every new position (or each row's last, see ForwardOptions). */
   forward(cache: S, rows: number[][], opts?: ForwardOptions): Promise<StepLogits>;
   release(): Promise<void>;
+}
+
+/** One forward pass over `rows` on a fresh cache, released afterwards (eval windows, teacher logits). */
+export async function forwardOnce(model: CausalLM, rows: number[][], opts?: ForwardOptions): Promise<StepLogits> {
+  const cache = model.createCache(rows.length, Math.max(...rows.map((r) => r.length)));
+  try {
+    return await model.forward(cache, rows, opts);
+  } finally {
+    cache.release();
+  }
 }
 
 /** Where and how to run a model. */

@@ -1,5 +1,5 @@
-// Next-token selection: greedy, or sampling with temperature, top-k and top-p from a seeded generator,
-// so that a given --seed reproduces the same text.
+// Next-token selection (greedy, or sampling with temperature, top-k and top-p from a seeded generator,
+// so that a given --seed reproduces the same text) and the rule that ends a sequence.
 
 export interface SamplingOptions {
   /** 0 means greedy (argmax). */
@@ -39,8 +39,59 @@ export function argmax(logits: Float32Array, offset = 0, length = logits.length 
   return best;
 }
 
+/**
+ * The distribution sampling with these options draws from: temperature, then top-k, then top-p (the
+ * smallest set of most likely tokens whose mass reaches p); for greedy decoding, all the mass on the argmax.
+ */
+export function samplingDistribution(logits: Float32Array, o: SamplingOptions): Float64Array {
+  const n = logits.length;
+  const p = new Float64Array(n);
+  if (o.temperature <= 0) {
+    p[argmax(logits)] = 1;
+    return p;
+  }
+  // Without top-k or top-p no sort is needed (a 32,000-token sort per position costs more than a draft pass).
+  const order = o.topK > 0 || o.topP < 1 ? Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]!) : null;
+  const kept = order ? (o.topK > 0 && o.topK < n ? order.slice(0, o.topK) : order) : null;
+  const max = logits[argmax(logits)]!;
+  let sum = 0;
+  for (const i of kept ?? logits.keys()) sum += p[i] = Math.exp((logits[i]! - max) / o.temperature);
+  if (kept && o.topP < 1) {
+    let cumulative = 0;
+    let keep = 0;
+    while (keep < kept.length) {
+      cumulative += p[kept[keep]!]! / sum;
+      keep++;
+      if (cumulative >= o.topP) break;
+    }
+    for (const i of kept.slice(keep)) p[i] = 0;
+    sum = 0;
+    for (const i of kept.slice(0, keep)) sum += p[i]!;
+  }
+  for (let i = 0; i < n; i++) p[i]! /= sum;
+  return p;
+}
+
+/** Draws an index from a distribution that sums to `total`. */
+export function draw(p: Float64Array, random: () => number, total = 1): number {
+  let r = random() * total;
+  let last = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]! <= 0) continue;
+    last = i;
+    r -= p[i]!;
+    if (r < 0) return i;
+  }
+  return last;
+}
+
+/**
+ * Picks tokens from logits: greedy, or a draw from samplingDistribution with its own seeded
+ * generator. Generation, continuous batching and speculative decoding all sample through this.
+ */
 export class Sampler {
-  private readonly random: () => number;
+  /** The generator behind every draw, shared with speculative decoding's acceptance tests. */
+  readonly random: () => number;
 
   constructor(readonly options: SamplingOptions) {
     this.random = seededRandom(options.seed);
@@ -48,32 +99,36 @@ export class Sampler {
 
   /** Picks a token from one row of logits. */
   next(logits: Float32Array): number {
-    const { temperature, topK, topP } = this.options;
-    if (temperature <= 0) return argmax(logits);
-    const n = logits.length;
-    let order = Array.from({ length: n }, (_, i) => i);
-    order.sort((a, b) => logits[b]! - logits[a]!);
-    if (topK > 0 && topK < n) order = order.slice(0, topK);
-    const max = logits[order[0]!]!;
-    const probs = order.map((i) => Math.exp((logits[i]! - max) / temperature));
-    let sum = probs.reduce((a, b) => a + b, 0);
-    if (topP < 1) {
-      let cumulative = 0;
-      let keep = 0;
-      while (keep < probs.length) {
-        cumulative += probs[keep]! / sum;
-        keep++;
-        if (cumulative >= topP) break;
-      }
-      order = order.slice(0, keep);
-      probs.length = keep;
-      sum = probs.reduce((a, b) => a + b, 0);
-    }
-    let r = this.random() * sum;
-    for (let i = 0; i < order.length; i++) {
-      r -= probs[i]!;
-      if (r <= 0) return order[i]!;
-    }
-    return order[order.length - 1]!;
+    return this.options.temperature <= 0 ? argmax(logits) : draw(samplingDistribution(logits, this.options), this.random);
+  }
+
+  /** The distribution `next` draws from. */
+  distribution(logits: Float32Array): Float64Array {
+    return samplingDistribution(logits, this.options);
+  }
+}
+
+/** Why a sequence stopped: an end-of-sequence id, its max new tokens, or the model's context. */
+export type StopReason = 'eos' | 'length' | 'context';
+
+/** When one sequence ends: on a stop id, or once it has its budget (max new tokens, cut by the context). */
+export class StopRule {
+  /** Tokens the sequence may generate. */
+  readonly budget: number;
+
+  constructor(
+    private readonly stopTokens: ReadonlySet<number>,
+    private readonly maxNewTokens: number,
+    promptLength: number,
+    context: number,
+  ) {
+    this.budget = Math.min(maxNewTokens, context - promptLength);
+  }
+
+  /** Why the sequence stops after generating `generated` tokens, the last `id`; null while it goes on. */
+  after(id: number, generated: number): StopReason | null {
+    if (this.stopTokens.has(id)) return 'eos';
+    if (generated >= this.budget) return this.budget < this.maxNewTokens ? 'context' : 'length';
+    return null;
   }
 }

@@ -5,9 +5,8 @@
 // caches that cannot move rows, such as the standard form's concatenating cache).
 import { InputError } from '../core/errors.js';
 import type { CausalLM, SequenceState } from './model.js';
-import { GREEDY, Sampler, type SamplingOptions } from './sampling.js';
+import { GREEDY, Sampler, StopRule, type SamplingOptions, type StopReason } from './sampling.js';
 
-export type StopReason = 'eos' | 'length' | 'context';
 export type Policy = 'continuous' | 'static';
 
 export interface Request {
@@ -52,13 +51,6 @@ export interface ServeResult {
   decodeTokens: number;
 }
 
-/** A cache that can take over a row of another cache of the same model (SharedBufferCache). */
-interface SlotCache extends SequenceState {
-  adoptRow(row: number, source: SequenceState, from: number): void;
-}
-
-const isSlotCache = (c: SequenceState): c is SlotCache => typeof (c as Partial<SlotCache>).adoptRow === 'function';
-
 /** Rejects prompts that are empty or leave no room to generate in the model's context. */
 export function checkPrompts(model: CausalLM, prompts: number[][]): void {
   const context = model.spec.maxPositions;
@@ -74,14 +66,14 @@ class Tracker {
   readonly completions: Completion[];
   readonly budgets: number[];
   private readonly samplers: Sampler[];
-  private readonly stop: Set<number>;
+  private readonly rules: StopRule[];
   private readonly start = performance.now();
 
   constructor(model: CausalLM, readonly requests: Request[], private readonly opts: ServeOptions) {
-    const context = model.spec.maxPositions;
-    this.budgets = requests.map((r) => Math.min(r.maxNewTokens, context - r.prompt.length));
+    const stop = new Set(opts.stopTokens ?? model.spec.eosTokenIds);
+    this.rules = requests.map((r) => new StopRule(stop, r.maxNewTokens, r.prompt.length, model.spec.maxPositions));
+    this.budgets = this.rules.map((r) => r.budget);
     this.samplers = requests.map((r) => new Sampler(r.sampling ?? GREEDY));
-    this.stop = new Set(opts.stopTokens ?? model.spec.eosTokenIds);
     this.completions = requests.map((r) => ({ tokens: [], stopReason: 'length', arrival: r.arrival ?? 0, tokenTimes: [] }));
   }
 
@@ -101,10 +93,9 @@ class Tracker {
     c.tokens.push(id);
     c.tokenTimes.push(this.now());
     this.opts.onToken?.(i, id);
-    if (this.stop.has(id)) c.stopReason = 'eos';
-    else if (c.tokens.length >= this.budgets[i]!) c.stopReason = this.budgets[i]! < this.requests[i]!.maxNewTokens ? 'context' : 'length';
-    else return false;
-    return true;
+    const why = this.rules[i]!.after(id, c.tokens.length);
+    if (why) c.stopReason = why;
+    return why !== null;
   }
 
   last(i: number): number {
@@ -127,10 +118,9 @@ export async function serve(model: CausalLM, requests: Request[], opts: ServeOpt
   const slots = Math.min(opts.slots, requests.length);
   const capacity = Math.max(...requests.map((r, i) => r.prompt.length + track.budgets[i]!));
   const result: ServeResult = { completions: track.completions, policy: 'static', seconds: 0, prefillSeconds: 0, decodeSeconds: 0, decodeSteps: 0, decodeTokens: 0 };
-  const cache = (opts.policy ?? 'continuous') === 'continuous' ? model.createCache(slots, capacity) : null;
-  if (cache && isSlotCache(cache)) {
+  if ((opts.policy ?? 'continuous') === 'continuous' && model.capabilities.adoptRows) {
     result.policy = 'continuous';
-    await continuous(model, track, cache, capacity, result);
+    await continuous(model, track, slots, capacity, result);
   } else {
     await staticBatches(model, track, slots, result);
   }
@@ -138,9 +128,20 @@ export async function serve(model: CausalLM, requests: Request[], opts: ServeOpt
   return result;
 }
 
-async function continuous(model: CausalLM, track: Tracker, cache: SlotCache, capacity: number, result: ServeResult): Promise<void> {
-  const order = track.order();
+async function continuous(model: CausalLM, track: Tracker, slots: number, capacity: number, result: ServeResult): Promise<void> {
+  const cache = model.createCache(slots, capacity);
   const prefill = model.createCache(1, capacity);
+  try {
+    await decodeSlots(model, track, cache, prefill, result);
+  } finally {
+    prefill.release();
+    cache.release();
+  }
+}
+
+/** Continuous batching over `cache`'s rows, each request prefilled alone in `prefill` and moved into a free row. */
+async function decodeSlots(model: CausalLM, track: Tracker, cache: SequenceState, prefill: SequenceState, result: ServeResult) {
+  const order = track.order();
   const slot: number[] = new Array(cache.batch).fill(-1); // request in each slot, -1 when free
   let next = 0;
   while (next < order.length || slot.some((i) => i >= 0)) {
@@ -192,6 +193,15 @@ async function staticBatches(model: CausalLM, track: Tracker, slots: number, res
 async function staticBatch(model: CausalLM, track: Tracker, batch: number[], result: ServeResult): Promise<void> {
   const prompts = batch.map((i) => track.requests[i]!.prompt);
   const cache = model.createCache(batch.length, Math.max(...batch.map((i, b) => prompts[b]!.length + track.budgets[i]!)));
+  try {
+    await decodeBatch(model, track, batch, cache, result);
+  } finally {
+    cache.release();
+  }
+}
+
+async function decodeBatch(model: CausalLM, track: Tracker, batch: number[], cache: SequenceState, result: ServeResult): Promise<void> {
+  const prompts = batch.map((i) => track.requests[i]!.prompt);
   let t0 = performance.now();
   let logits = await model.forward(cache, prompts, { logits: 'last' });
   result.prefillSeconds += (performance.now() - t0) / 1000;

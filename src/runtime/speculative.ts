@@ -3,9 +3,9 @@
 // rejection-sampling rule keeps a prefix of them so that the output follows the target's own
 // distribution (greedy: exactly the target's greedy output). Both caches roll back past a rejection.
 import { InputError } from '../core/errors.js';
-import type { CausalLM } from './model.js';
-import { argmax, seededRandom, type SamplingOptions } from './sampling.js';
-import { checkPrompts, type StopReason } from './scheduler.js';
+import type { CausalLM, SequenceState } from './model.js';
+import { Sampler, StopRule, draw, type SamplingOptions, type StopReason } from './sampling.js';
+import { checkPrompts } from './scheduler.js';
 import type { GenerateOptions, GenerateResult } from './generate.js';
 
 export interface SpeculativeOptions {
@@ -43,52 +43,6 @@ export function checkDraft(target: CausalLM, draft: CausalLM): void {
 }
 
 /**
- * The distribution a Sampler with these options draws from (temperature, then top-k, then top-p, as
- * sampling.ts does it); for greedy decoding, all the mass on the argmax.
- */
-export function samplingDistribution(logits: Float32Array, o: SamplingOptions): Float64Array {
-  const n = logits.length;
-  const p = new Float64Array(n);
-  if (o.temperature <= 0) {
-    p[argmax(logits)] = 1;
-    return p;
-  }
-  // Without top-k or top-p no sort is needed (a 32,000-token sort per position costs more than a draft pass).
-  const order = o.topK > 0 || o.topP < 1 ? Array.from({ length: n }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]!) : null;
-  const kept = order ? (o.topK > 0 && o.topK < n ? order.slice(0, o.topK) : order) : null;
-  const max = logits[argmax(logits)]!;
-  let sum = 0;
-  for (const i of kept ?? logits.keys()) sum += p[i] = Math.exp((logits[i]! - max) / o.temperature);
-  if (kept && o.topP < 1) {
-    let cumulative = 0;
-    let keep = 0;
-    while (keep < kept.length) {
-      cumulative += p[kept[keep]!]! / sum;
-      keep++;
-      if (cumulative >= o.topP) break;
-    }
-    for (const i of kept.slice(keep)) p[i] = 0;
-    sum = 0;
-    for (const i of kept.slice(0, keep)) sum += p[i]!;
-  }
-  for (let i = 0; i < n; i++) p[i]! /= sum;
-  return p;
-}
-
-/** Draws an index from a distribution that sums to `total`. */
-export function draw(p: Float64Array, random: () => number, total = 1): number {
-  let r = random() * total;
-  let last = 0;
-  for (let i = 0; i < p.length; i++) {
-    if (p[i]! <= 0) continue;
-    last = i;
-    r -= p[i]!;
-    if (r < 0) return i;
-  }
-  return last;
-}
-
-/**
  * The verification rule for one proposal x drawn from the draft's q: keep it with probability
  * min(1, p(x) / q(x)); otherwise draw the replacement from max(0, p - q), renormalised. The token that
  * comes out is distributed exactly as p.
@@ -108,31 +62,50 @@ export async function speculativeGenerate(target: CausalLM, draft: CausalLM, pro
   if (prompt.length === 0) throw new InputError('the prompt is empty');
   const context = Math.min(target.spec.maxPositions, draft.spec.maxPositions);
   if (prompt.length >= context) throw new InputError(`the prompt is ${prompt.length} tokens, longer than the context of ${context} allows`);
-  const budget = Math.min(opts.maxNewTokens, context - prompt.length);
-  const stop = new Set(opts.stopTokens ?? target.spec.eosTokenIds);
-  const random = seededRandom(opts.sampling.seed);
-  const dist = (logits: Float32Array) => samplingDistribution(logits, opts.sampling);
+  const rule = new StopRule(new Set(opts.stopTokens ?? target.spec.eosTokenIds), opts.maxNewTokens, prompt.length, context);
+  const budget = rule.budget;
+  const sampler = new Sampler(opts.sampling);
   const r: SpeculativeResult = { tokens: [], stopReason: 'length', targetPasses: 0, draftPasses: 0, proposed: 0, accepted: 0, prefillSeconds: 0, decodeSeconds: 0, targetSeconds: 0, draftSeconds: 0 };
   if (budget <= 0) return r;
   // Neither cache ever holds more than the prompt and the budget (see the proposal bound below).
   const targetCache = target.createCache(1, prompt.length + budget);
   const draftCache = draft.createCache(1, prompt.length + budget);
+  try {
+    return await speculate(target, draft, targetCache, draftCache, prompt, opts, { rule, sampler, r });
+  } finally {
+    targetCache.release();
+    draftCache.release();
+  }
+}
+
+/** The rounds of speculativeGenerate over its two caches (see the file header). */
+async function speculate(
+  target: CausalLM,
+  draft: CausalLM,
+  targetCache: SequenceState,
+  draftCache: SequenceState,
+  prompt: number[],
+  opts: SpeculativeOptions,
+  { rule, sampler, r }: { rule: StopRule; sampler: Sampler; r: SpeculativeResult },
+): Promise<SpeculativeResult> {
+  const { budget } = rule;
+  const random = sampler.random;
+  const dist = (logits: Float32Array) => sampler.distribution(logits);
   const seq = [...prompt];
   /** Appends a chosen token; true when generation is over. */
   const emit = (id: number): boolean => {
     seq.push(id);
     r.tokens.push(id);
     opts.onToken?.(id);
-    if (stop.has(id)) r.stopReason = 'eos';
-    else if (r.tokens.length >= budget) r.stopReason = budget < opts.maxNewTokens ? 'context' : 'length';
-    else return false;
-    return true;
+    const why = rule.after(id, r.tokens.length);
+    if (why) r.stopReason = why;
+    return why !== null;
   };
 
   let t0 = performance.now();
   const first = await target.forward(targetCache, [prompt], { logits: 'last' });
   r.prefillSeconds = (performance.now() - t0) / 1000;
-  let done = emit(draw(dist(first.at(0, prompt.length - 1)), random));
+  let done = emit(sampler.next(first.at(0, prompt.length - 1)));
   t0 = performance.now();
   // Invariant between rounds: the target's cache holds seq but its last token, which the next pass feeds.
   while (!done) {
@@ -163,7 +136,7 @@ export async function speculativeGenerate(target: CausalLM, draft: CausalLM, pro
         break;
       }
     }
-    if (n === K) next = draw(dist(scored.at(0, K)), random); // all kept: the target's bonus token
+    if (n === K) next = sampler.next(scored.at(0, K)); // all kept: the target's bonus token
     r.proposed += K;
     r.accepted += n;
     // Roll back past the first rejected proposal: keep seq and the n accepted tokens.

@@ -70,3 +70,25 @@ test('a batch size that is not a positive integer is bad input', async () => {
   const model = await DecoderModel.open(await exportedArtifact(MHA, 'fused'), { device: 'cpu' });
   await assert.rejects(serve(model, REQUESTS, { slots: 0 }), { name: 'InputError', message: /positive integer/ });
 });
+
+test('the model states whether its caches adopt rows; serving releases every cache it creates', async () => {
+  const fused = await DecoderModel.open(await exportedArtifact(GQA, 'fused'), { device: 'cpu' });
+  const inplace = await DecoderModel.open(await exportedArtifact(GQA, 'inplace'), { device: 'cpu' });
+  const standard = await DecoderModel.open(await exportedArtifact(GQA, 'standard'), { device: 'cpu' });
+  assert.deepEqual([fused, inplace, standard].map((m) => m.capabilities.adoptRows), [true, true, false]);
+  assert.throws(() => standard.createCache(1, 4).adoptRow(0, standard.createCache(1, 4), 0), /cannot take over rows/);
+  for (const model of [fused, standard]) {
+    // Count the caches the scheduler creates and releases through the model's own createCache.
+    let open = 0;
+    const create = model.createCache.bind(model);
+    model.createCache = (batch, capacity) => {
+      const cache = create(batch, capacity);
+      open++;
+      const release = cache.release.bind(cache);
+      cache.release = () => (open--, release());
+      return cache;
+    };
+    await serve(model, REQUESTS, { slots: 2, stopTokens: [] });
+    assert.equal(open, 0, `${model.form}: caches left unreleased`);
+  }
+});

@@ -91,6 +91,24 @@ for (const [tp, pp] of [[2, 1], [4, 1], [1, 2], [2, 2]] as const) {
   });
 }
 
+test('released caches are freed in the rank workers: creating and releasing many leaves none behind', async () => {
+  const model = await ShardedModel.open(await sharded(MHA, { tp: 2, pp: 2 }), { device: 'cpu' });
+  try {
+    for (let k = 0; k < 25; k++) {
+      const cache = model.createCache(2, 8);
+      if (k % 5 === 0) await model.forward(cache, [[1, 2, 3], [4]]);
+      cache.release();
+    }
+    const held = model.createCache(1, 4);
+    assert.deepEqual(await model.rankCacheCounts(), [1, 1, 1, 1]);
+    held.release();
+    held.release(); // twice is harmless
+    assert.deepEqual(await model.rankCacheCounts(), [0, 0, 0, 0]);
+  } finally {
+    await model.release();
+  }
+});
+
 test('opening refuses a missing rank folder and one from another shard run', async () => {
   const a = await sharded(MHA, { tp: 2 });
   const b = await sharded(MHA, { tp: 2 });

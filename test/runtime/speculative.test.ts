@@ -8,7 +8,8 @@ import { AIDREAMS, GQA, MHA, NEEDS_SHARED, aidreamsReference, exportedArtifact, 
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { GREEDY, seededRandom, type SamplingOptions } from '../../src/runtime/sampling.js';
-import { checkDraft, samplingDistribution, speculativeGenerate, verifyProposal } from '../../src/runtime/speculative.js';
+import { samplingDistribution } from '../../src/runtime/sampling.js';
+import { checkDraft, speculativeGenerate, verifyProposal } from '../../src/runtime/speculative.js';
 import { quantize } from '../../src/passes/quantize/quantize.js';
 import type { CausalLM } from '../../src/runtime/model.js';
 

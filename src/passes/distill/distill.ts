@@ -16,6 +16,7 @@ import { evaluate } from '../../eval/evaluate.js';
 import { exportModel } from '../export.js';
 import { DecoderModel } from '../../runtime/decoder.js';
 import type { Device } from '../../runtime/device.js';
+import { forwardOnce } from '../../runtime/model.js';
 import { LINEAR_KINDS } from '../targets.js';
 import { BatchSchedule, packText } from './data.js';
 import { AdamW, ADAMW_DEFAULTS, type OptimizerState } from './optimizer.js';
@@ -252,7 +253,10 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       let teacherLogits: Float32Array;
       let teacherStates: Float32Array[] = [];
       if (teacherHidden) ({ logits: teacherLogits, hidden: teacherStates } = await teacherHidden.run(batch));
-      else teacherLogits = (await teacher.forward(teacher.createCache(batch.B, batch.S), Array.from({ length: batch.B }, (_, b) => Array.from(batch.ids.subarray(b * batch.S, (b + 1) * batch.S), Number)))).data;
+      else {
+        const rows = Array.from({ length: batch.B }, (_, b) => Array.from(batch.ids.subarray(b * batch.S, (b + 1) * batch.S), Number));
+        teacherLogits = (await forwardOnce(teacher, rows)).data;
+      }
       const r = await trainer.step(batch, teacherLogits, weights, student.spec.vocabSize, teacherStates);
       if (!Number.isFinite(r.loss)) {
         const kept = lastGood > 0 ? `the last good checkpoint, step ${lastGood}, is in ${checkpointDir}` : 'no checkpoint was written (--checkpoint-every)';

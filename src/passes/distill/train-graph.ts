@@ -94,8 +94,11 @@ function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossO
     const { weight, pairs } = loss.hidden;
     const scale = g.op('Mul', [count, f('hidden_norm', spec.hiddenSize * pairs.length)], `${p}/hidden_denominator`);
     const terms = pairs.map(([s], k) => {
-      const diff = g.op('Mul', [g.op('Sub', [io.hiddenLayer(s), TRAIN_IO.teacherHidden(k)], `${p}/hidden${k}/diff`), mask3], `${p}/hidden${k}/masked`);
-      hiddenSeeds.set(io.hiddenLayer(s), g.op('Div', [g.op('Mul', [diff, f('hidden_2w', 2 * weight)], `${p}/hidden${k}/dscaled`), scale], `${p}/hidden${k}/grad`));
+      const student = io.hiddenLayer(s);
+      const gap = g.op('Sub', [student, TRAIN_IO.teacherHidden(k)], `${p}/hidden${k}/diff`);
+      const diff = g.op('Mul', [gap, mask3], `${p}/hidden${k}/masked`);
+      const scaled = g.op('Mul', [diff, f('hidden_2w', 2 * weight)], `${p}/hidden${k}/dscaled`);
+      hiddenSeeds.set(student, g.op('Div', [scaled, scale], `${p}/hidden${k}/grad`));
       return g.op('ReduceSum', [g.op('Mul', [diff, diff], `${p}/hidden${k}/sq`)], `${p}/hidden${k}/sum`, { keepdims: { int: 0 } });
     });
     const mse = g.op('Div', [terms.length > 1 ? g.op('Sum', terms, `${p}/hidden/sum`) : terms[0]!, scale], `${p}/hidden/mean`);

@@ -11,14 +11,19 @@ export function rankSegments(plan: ShardPlan, r: RankPlan): SegmentRecord[] {
   const { from, to } = r.layers;
   if (plan.tp === 1) {
     const id = `layers.${from}-${to - 1}`;
-    return [{ id, file: file(id), input: r.embedding ? io.inputIds : io.hiddenStates, layers: { from, to }, head: r.head, pastNames: past(from, to) }];
+    const input = r.embedding ? io.inputIds : io.hiddenStates;
+    return [{ id, file: file(id), input, layers: { from, to }, head: r.head, pastNames: past(from, to) }];
   }
   const split = plan.vocab === 'split';
   const segments: SegmentRecord[] = [];
-  if (r.embedding) segments.push({ id: 'embed', file: file('embed'), input: io.inputIds, head: false, pastNames: [], ...(split ? { vocabOffset: r.vocab.from } : {}) });
+  const vocab = split ? { vocabOffset: r.vocab.from } : {};
+  if (r.embedding) segments.push({ id: 'embed', file: file('embed'), input: io.inputIds, head: false, pastNames: [], ...vocab });
   for (let i = from; i < to; i++) {
-    segments.push({ id: `layers.${i}.attn`, file: file(`layers.${i}.attn`), input: io.hiddenStates, half: { layer: i, block: 'attn' }, head: false, pastNames: past(i, i + 1) });
-    segments.push({ id: `layers.${i}.mlp`, file: file(`layers.${i}.mlp`), input: io.hiddenStates, half: { layer: i, block: 'mlp' }, head: false, pastNames: [] });
+    const block = (half: 'attn' | 'mlp', pastNames: string[]): SegmentRecord => {
+      const id = `layers.${i}.${half}`;
+      return { id, file: file(id), input: io.hiddenStates, half: { layer: i, block: half }, head: false, pastNames };
+    };
+    segments.push(block('attn', past(i, i + 1)), block('mlp', []));
   }
   if (r.head) segments.push({ id: 'head', file: file('head'), input: io.hiddenStates, head: true, pastNames: [] });
   return segments;

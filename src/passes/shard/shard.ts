@@ -107,7 +107,9 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
     if (model.quantization) throw new InputError(`${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`);
     if (opts.format === 'tensorrt-llm' && opts.stages !== undefined) throw new InputError('--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)');
     checkAttentionForm(spec, opts.attention, source);
-    if (!ATTENTION[opts.attention].shardable) throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
+    if (!ATTENTION[opts.attention].shardable) {
+      throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
+    }
     const plan = planShard(spec, { tp: opts.tp, pp: opts.pp, stages: opts.format === 'tensorrt-llm' ? undefined : opts.stages, vocab: opts.vocab });
     if (opts.format === 'tensorrt-llm') {
       const stages = tensorRtLlmStages(spec.numLayers, plan.pp);

@@ -11,7 +11,7 @@ import type { DecoderSpec } from '../../core/spec.js';
 import type { Device } from '../device.js';
 import { RunError } from '../session.js';
 import { io } from '../../core/io.js';
-import { StepLogits, type CausalLM, type OpenOptions, type SequenceState } from '../model.js';
+import { StepLogits, type CausalLM, type ModelCapabilities, type OpenOptions, type SequenceState } from '../model.js';
 import { readShardManifest, type RankRecord, type ShardManifest } from './manifest.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
 
@@ -61,6 +61,7 @@ class RankWorker {
 /** The KV cache of a sharded model: held by the ranks; the main thread keeps lengths and the micro-batch groups. */
 class ShardedCache implements SequenceState {
   readonly lengths: number[];
+  private released = false;
   constructor(
     readonly id: number,
     /** Rows of each micro-batch group, in order. */
@@ -81,6 +82,18 @@ class ShardedCache implements SequenceState {
     // Requests reach each rank in order, so the next forward sees the truncation.
     for (const r of this.ranks) void r.request({ op: 'truncate', cache: this.id, group, row: local, length }).catch(() => undefined);
     this.lengths[row] = length;
+  }
+
+  /** Each rank's graphs hold their own rows: moving one in would take a transfer between workers. */
+  adoptRow(): void {
+    throw new Error('adoptRow: a sharded model\'s caches cannot take over rows');
+  }
+
+  /** Frees the cache in every rank (a worker that has exited holds nothing to free). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const r of this.ranks) void r.request({ op: 'drop', cache: this.id }).catch(() => undefined);
   }
 }
 
@@ -144,6 +157,14 @@ export class ShardedModel implements CausalLM<ShardedCache> {
   get description(): string {
     const { tp, pp, attention } = this.manifest.layout;
     return `tp ${tp} x pp ${pp}, ${attention} attention`;
+  }
+
+  readonly capabilities: ModelCapabilities = { adoptRows: false };
+
+  /** Caches each rank holds, in rank order: what release must bring back down (a leak check). */
+  async rankCacheCounts(): Promise<number[]> {
+    const ranks = [...this.ranks.flat()].sort((a, b) => a.record.rank - b.record.rank);
+    return Promise.all(ranks.map(async (r) => ((await r.request({ op: 'stats' })) as { caches?: number }).caches ?? 0));
   }
 
   createCache(batch: number, capacity: number): ShardedCache {

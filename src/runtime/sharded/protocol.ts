@@ -19,10 +19,13 @@ export type WorkerRequest =
   | { op: 'cache'; cache: number; groups: Array<{ batch: number; capacity: number }> }
   | { op: 'run'; cache: number; group: number; segment: string; counts: number[]; S: number; ids?: BigInt64Array; hidden?: Float32Array }
   | { op: 'truncate'; cache: number; group: number; row: number; length: number }
+  /** Frees a cache's tensors in the rank (sent when the main thread's cache is released). */
   | { op: 'drop'; cache: number }
+  /** How many caches the rank holds (a leak check). */
+  | { op: 'stats' }
   | { op: 'close' };
 
 /** A rank's reply to request `id`: the output tensor of a run, or an error to rethrow with its kind. */
 export type WorkerReply =
-  | { id: number; ok: true; data?: Float32Array; dims?: number[] }
+  | { id: number; ok: true; data?: Float32Array; dims?: number[]; caches?: number }
   | { id: number; ok: false; kind: 'input' | 'device' | 'run' | 'internal'; message: string };

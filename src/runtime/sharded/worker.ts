@@ -19,7 +19,14 @@ function layout(batch: number, pastNames: string[]): CacheLayout {
   return { batch, kvHeads: init.kvHeads, headDim: init.headDim, pastNames, presentOf: cacheOutputOf, positionIds, maxPositions: init.maxPositions };
 }
 
-async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?: number[] }> {
+/** What a request answers besides ok: a run's output, or a rank's statistics. */
+interface Result {
+  data?: Float32Array;
+  dims?: number[];
+  caches?: number;
+}
+
+async function handle(req: WorkerRequest): Promise<Result> {
   switch (req.op) {
     case 'cache': {
       caches.set(
@@ -54,8 +61,11 @@ async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?:
       for (const c of caches.get(req.cache)![req.group]!.values()) c.truncate(req.row, req.length);
       return {};
     case 'drop':
+      for (const group of caches.get(req.cache) ?? []) for (const c of group.values()) c.release();
       caches.delete(req.cache);
       return {};
+    case 'stats':
+      return { caches: caches.size };
     case 'close':
       for (const { session } of sessions.values()) await session.release();
       sessions.clear();
@@ -63,12 +73,12 @@ async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?:
   }
 }
 
-function reply(id: number, result: Promise<{ data?: Float32Array; dims?: number[] }>): Promise<void> {
+function reply(id: number, result: Promise<Result>): Promise<void> {
   return result.then(
-    ({ data, dims }) => {
+    ({ data, dims, caches: held }) => {
       // Outputs own their buffers: hand them over instead of copying.
       const own = data && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data?.slice();
-      port.postMessage({ id, ok: true, data: own, dims } satisfies WorkerReply, own ? [own.buffer as ArrayBuffer] : []);
+      port.postMessage({ id, ok: true, data: own, dims, caches: held } satisfies WorkerReply, own ? [own.buffer as ArrayBuffer] : []);
     },
     (e: unknown) => {
       const kind = e instanceof InputError ? 'input' : e instanceof DeviceError ? 'device' : e instanceof RunError ? 'run' : 'internal';
