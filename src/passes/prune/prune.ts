@@ -1,14 +1,14 @@
 // prune: zero weights of the linear layers in N:M groups or unstructured, by magnitude, Wanda or
 // SparseGPT, and write a Hugging Face folder with the same tensor names and dtypes as the input, so it
 // feeds export, quantize, eval and distill unchanged.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../errors.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
-import { TOKENIZER_FILES, loadTokenizer } from '../../formats/tokenizer.js';
-import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';
-import { writeOutputDir } from '../../formats/output-dir.js';
+import { loadTokenizer } from '../../formats/tokenizer.js';
+import { passRecord, type PassRecord } from '../../formats/manifest.js';
+import { writeModelFolder } from '../../formats/model-folder.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { overlayWeights } from '../../model/weights.js';
 import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
@@ -101,7 +101,9 @@ export async function prune(source: string, output: string, opts: PruneOptions):
     const byModule = new Map(targets.map((t) => [`${t.module}.weight`, t]));
     const report: PruneReport = { output, method, structure, targets: targets.length, sparsity: 0, byKind: {}, tensors: [], calibrationTokens: 0, seconds: 0 };
 
-    return await writeOutputDir(output, async (tmp) => {
+    // The record holds the resolved options the write computes (sparsity, calibration tokens).
+    const passes: PassRecord[] = [];
+    return await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes }, async (tmp) => {
       const staging = join(tmp, '.staging');
       mkdirSync(staging);
       const staged = new Map<string, SafetensorsFile>();
@@ -185,8 +187,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
         calibration: calibSet ? { file: resolve(calibSet.path), windows: calibSet.windows.length, tokens: report.calibrationTokens, sequential: opts.sequential !== false } : null,
       };
       writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-      for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
-      writeCheckpointManifest(tmp, resolve(source), [...priorPasses(source), { pass: 'prune', options: config.llmopt_pruning, at: new Date().toISOString() }]);
+      passes.push(passRecord('prune', config.llmopt_pruning));
       return report;
     });
   } finally {

@@ -1,16 +1,17 @@
 // quantize: weights to fp16, int8 or int4 (block-wise, round-to-nearest or GPTQ) or w8a8, written as an
 // ONNX artifact (MatMulNBits / GatherBlockQuantized / DynamicQuantizeMatMul) or as a compressed-tensors
 // Hugging Face checkpoint for vLLM. Typed options are validated before anything is read or written.
-import { copyFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../errors.js';
 import { readJsonFile } from '../../formats/hf-config.js';
 import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
 import { Checkpoint } from '../../formats/safetensors.js';
-import { loadTokenizer, TOKENIZER_FILES } from '../../formats/tokenizer.js';
+import { loadTokenizer } from '../../formats/tokenizer.js';
 import { readOnnxInitializers } from '../../formats/onnx/initializers.js';
-import { writeOutputDir } from '../../formats/output-dir.js';
-import { findModelFile, priorPasses, writeCheckpointManifest, type PassRecord } from '../../formats/artifact.js';
+import { writeModelFolder } from '../../formats/model-folder.js';
+import { findModelFile } from '../../formats/artifact.js';
+import type { PassRecord } from '../../formats/manifest.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
 import type { AttentionForm } from '../../model/decoder.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
@@ -164,7 +165,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       const layers = new Map<string, BlockQuantized>();
       for (const t of targets) layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
       const quantizedNames = new Set(targets.map((t) => `${t.module}.weight`));
-      await writeOutputDir(output, async (tmp) => {
+      await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, async (tmp) => {
         await writeCompressedTensorsCheckpoint(tmp, {
           sourceConfig: readJsonFile(join(source, 'config.json')),
           layers,
@@ -174,8 +175,6 @@ export async function quantize(source: string, output: string, o: QuantizeOption
           readFloat: (name) => source_.readRaw(name),
           ignore: [...excluded, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
         });
-        for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
-        writeCheckpointManifest(tmp, resolve(source), [...priorPasses(source), record]);
       });
       const written = await Checkpoint.open(output);
       for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);
