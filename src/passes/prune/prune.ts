@@ -6,12 +6,10 @@ import { join, resolve } from 'node:path';
 import { InputError } from '../../errors.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
-import { loadTokenizer } from '../../formats/tokenizer.js';
 import { passRecord, type PassRecord } from '../../formats/manifest.js';
 import { writeModelFolder } from '../../formats/model-folder.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { overlayWeights } from '../../model/weights.js';
-import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
+import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearKind, type LinearModule } from '../targets.js';
 import { applyMask, checkNm, nmMask, unstructuredMask } from './masks.js';
 import { sparsityOf } from '../../model/sparsity.js';
@@ -95,8 +93,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
     }
     const calibrated = method !== 'magnitude';
     if (calibrated && !opts.calib) throw new InputError(`--method ${method} needs calibration text: give --calib <file>`);
-    const calibSet = calibrated ? loadCalibration(opts.calib!, loadTokenizer(source), opts.calibSamples ?? 128, opts.calibSeqLen ?? Math.min(128, spec.maxPositions)) : null;
-    if (calibSet && calibSet.windows.length === 0) throw new InputError(`${opts.calib}: calibration file has no text`);
+    const calibSet = calibrated ? loadModelCalibration(opts.calib!, source, spec, opts.calibSamples, opts.calibSeqLen) : null;
 
     const byModule = new Map(targets.map((t) => [`${t.module}.weight`, t]));
     const report: PruneReport = { output, method, structure, targets: targets.length, sparsity: 0, byKind: {}, tensors: [], calibrationTokens: 0, seconds: 0 };
@@ -108,39 +105,24 @@ export async function prune(source: string, output: string, opts: PruneOptions):
       mkdirSync(staging);
       const staged = new Map<string, SafetensorsFile>();
       if (calibSet) {
-        const calib = await LayerwiseCalibration.start(spec, model.weights, calibSet, opts.batchSize ?? 8);
-        report.calibrationTokens = calib.tokens;
-        try {
-          for (let layer = 0; layer < spec.numLayers; layer++) {
-            const inLayer = targets.filter((t) => t.layer === layer);
-            const pruned = new Map<string, Float32Array>();
-            if (inLayer.length) {
-              const stats = await calib.statistics(layer, model.weights);
-              for (const t of inLayer) {
-                const w = await model.weights.readFloat32(`${t.module}.weight`);
-                const s = stats.get(t.capture)!;
-                if (method === 'wanda') {
-                  const norms = new Float64Array(t.cols);
-                  for (let j = 0; j < t.cols; j++) norms[j] = s.gram[j * t.cols + j]!;
-                  pruned.set(`${t.module}.weight`, applyMask(w, maskOf(structure, wandaScores(w, t.rows, t.cols, norms), t.rows, t.cols)));
-                } else {
-                  const st = structure.kind === 'nm' ? structure : { kind: 'unstructured' as const, sparsity: structure.sparsity };
-                  pruned.set(`${t.module}.weight`, sparseGptPrune(w, t.rows, t.cols, s.gram, s.tokens, { structure: st, dampening: opts.dampening ?? 0.01 }).pruned);
-                }
-              }
-              const file = join(staging, `layer${layer}.safetensors`);
-              const entries: TensorEntry[] = inLayer.map((t) => ({ name: `${t.module}.weight`, dtype: 'F32', shape: [t.rows, t.cols] }));
-              await writeSafetensors(file, entries, (name) => new Uint8Array(pruned.get(name)!.buffer));
-              const handle = await SafetensorsFile.open(file);
-              for (const e of entries) staged.set(e.name, handle);
-            }
-            // The next layer calibrates on inputs that went through this layer's pruned (or dense) weights.
-            if (layer + 1 < spec.numLayers) await calib.advance(layer, opts.sequential === false ? model.weights : overlayWeights(model.weights, pruned));
-            opts.onProgress?.(layer + 1, spec.numLayers);
-          }
-        } finally {
-          calib.close();
-        }
+        const pruner: LayerwiseMethod = {
+          statistic: method === 'wanda' ? 'norms' : 'hessian',
+          compress: (t, w, inputs) => {
+            if (method === 'wanda') return applyMask(w, maskOf(structure, wandaScores(w, t.rows, t.cols, inputs.norms!), t.rows, t.cols));
+            const st = structure.kind === 'nm' ? structure : { kind: 'unstructured' as const, sparsity: structure.sparsity };
+            return sparseGptPrune(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, { structure: st, dampening: opts.dampening ?? 0.01 }).pruned;
+          },
+          // Each layer's pruned weights go to disk at once, so memory holds one layer's, not the model's.
+          layerDone: async (layer, inLayer, pruned) => {
+            const file = join(staging, `layer${layer}.safetensors`);
+            const entries: TensorEntry[] = inLayer.map((t) => ({ name: `${t.module}.weight`, dtype: 'F32', shape: [t.rows, t.cols] }));
+            await writeSafetensors(file, entries, (name) => new Uint8Array(pruned.get(name)!.buffer));
+            const handle = await SafetensorsFile.open(file);
+            for (const e of entries) staged.set(e.name, handle);
+          },
+        };
+        const layerwise = { batchSize: opts.batchSize, sequential: opts.sequential, onProgress: opts.onProgress };
+        report.calibrationTokens = (await calibrateLayerwise(spec, model.weights, calibSet, targets, pruner, layerwise)).tokens;
       }
 
       // Write every tensor of the source in its dtype: targets pruned, the rest copied byte for byte.
