@@ -16,10 +16,8 @@ import type { LinearEmitter } from './linear.js';
 /** llmopt: model.onnx + model.onnx.data at the top; transformers.js: onnx/model.onnx + onnx/model.onnx_data. */
 export type ArtifactLayout = 'llmopt' | 'transformers.js';
 
-export interface ArtifactOptions {
-  attention: AttentionForm;
-  layout: ArtifactLayout;
-  opset?: number;
+/** What passes that emit weights differently (quantization) and progress reporting hook into. */
+export interface ArtifactHooks {
   /** Progress: called with (tensors written, tensors in all). */
   onProgress?: (done: number, total: number) => void;
   /** How linear layers are emitted (quantization supplies this; float32 MatMul by default). */
@@ -30,6 +28,12 @@ export interface ArtifactOptions {
   precision?: string;
   /** Passes applied before the export, recorded in the manifest ahead of it. */
   passes?: PassRecord[];
+}
+
+export interface ArtifactOptions extends ArtifactHooks {
+  attention: AttentionForm;
+  layout: ArtifactLayout;
+  opset?: number;
   /** Checks on the opened spec before anything is written (the attention form's limits). */
   check?: (spec: DecoderSpec) => void;
 }

@@ -1,30 +1,19 @@
 // export: Hugging Face checkpoint -> ONNX artifact folder (decoder with KV cache, external weights),
 // written by model/artifact-writer.ts (streamed one tensor at a time, atomically).
 import { InputError } from '../errors.js';
-import type { PassRecord } from '../formats/manifest.js';
-import { writeOnnxArtifact } from '../model/artifact-writer.js';
-import type { AttentionForm, EmbeddingEmitter } from '../model/decoder.js';
+import { writeOnnxArtifact, type ArtifactHooks } from '../model/artifact-writer.js';
+import type { AttentionForm } from '../model/decoder.js';
 import type { DecoderSpec } from '../model/spec.js';
-import type { LinearEmitter } from '../model/linear.js';
 
 export const LAYOUTS = ['llmopt', 'transformers.js'] as const;
 export type Layout = (typeof LAYOUTS)[number];
 
-export interface ExportOptions {
+/** The export's own options; how weights are emitted (quantization's hooks) and progress: ArtifactHooks. */
+export interface ExportOptions extends ArtifactHooks {
   attention: AttentionForm;
   /** llmopt: model.onnx + model.onnx.data at the top; transformers.js: onnx/model.onnx + onnx/model.onnx_data. */
   layout: Layout;
   opset?: number;
-  /** Progress: called with (tensors written, tensors in all). */
-  onProgress?: (done: number, total: number) => void;
-  /** Passes that change how linear layers are emitted (quantization) supply this. */
-  linear?: LinearEmitter;
-  /** ... and how the embedding (and a tied lm_head) are emitted. */
-  embedding?: EmbeddingEmitter;
-  /** Weight precision recorded in the manifest (default float32). */
-  precision?: string;
-  /** Passes applied before the export, recorded in the manifest ahead of it. */
-  passes?: PassRecord[];
 }
 
 export interface ExportReport {
