@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { exportModel } from '../src/passes/export.js';
 import { DecoderModel, type CacheKind } from '../src/runtime/decoder.js';
 import { argmax } from '../src/runtime/sampling.js';
-import type { AttentionForm } from '../src/model/decoder.js';
+import type { AttentionForm } from '../src/core/io.js';
 import { SYNTHETIC, args, describeMachine, describeModel, flag, formatStats, log, machine, maxRssMiB, prompt, reportJob, rssMiB, runChild, stats, textFlag, timeRun, withSyntheticCheckpoint } from './bench/common.js';
 
 /** Child: one export, reporting its own peak RSS. */

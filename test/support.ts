@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { exportModel } from '../src/passes/export.js';
-import type { AttentionForm } from '../src/model/decoder.js';
+import type { AttentionForm } from '../src/core/io.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const FIXTURES = join(ROOT, 'fixtures');

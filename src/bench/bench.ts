@@ -2,7 +2,7 @@
 // size, static against continuous batching on a request trace, and speculative decoding, each
 // alternating between artifacts (and batch sizes) repetition by repetition, and reports median and
 // range with ratios to the first artifact and to the smallest batch, formed within each repetition.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { loadTokenizer } from '../formats/tokenizer.js';
 import type { Device } from '../runtime/device.js';
 import { openModel, type CausalLM } from '../runtime/model.js';

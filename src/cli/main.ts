@@ -1,7 +1,7 @@
 // The CLI entry: registers commands, and is the one place that turns errors into exit codes
 // (2 bad input, 1 failed gate or internal failure).
 import { Command, CommanderError } from 'commander';
-import { LlmoptError } from '../errors.js';
+import { LlmoptError } from '../core/errors.js';
 import { TOOL_VERSION } from '../formats/artifact.js';
 import { benchCommand } from './commands/bench.js';
 import { evalCommand } from './commands/eval.js';

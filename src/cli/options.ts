@@ -1,6 +1,6 @@
 // Option parsers shared by commands: each rejects a bad value with an InputError naming the option.
 import type { Command } from 'commander';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { DEVICES, type Device } from '../runtime/device.js';
 
 export function intOption(flag: string, min = 0): (value: string) => number {

@@ -1,6 +1,6 @@
 // Eval text: one document per line, tokenized with BOS, cut into windows no longer than the
 // model's context; every window is scored on its own (tokens 1.. predicted from those before).
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { readUtf8File, type TextTokenizer } from '../formats/tokenizer.js';
 
 export interface EvalWindow {

@@ -1,7 +1,7 @@
 // eval: perplexity of a model over windows of text and, against a reference model, per-token
 // KL divergence and top-1 agreement. Both models run the same right-padded batches in lockstep,
 // so reference logits are never stored.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { CausalLM } from '../runtime/model.js';
 import type { EvalWindow } from './dataset.js';
 import { logSoftmax, MetricAccumulator } from './metrics.js';

@@ -2,11 +2,11 @@
 // its manifest llmopt.json (formats/manifest.ts), whose `model` block names the graph and its form.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { readModelSpec } from './hf-config.js';
 import { MANIFEST_FILE, readManifest, type Manifest, type ModelBlock } from './manifest.js';
-import type { DecoderSpec } from '../model/spec.js';
-import type { AttentionForm } from '../model/decoder.js';
+import type { DecoderSpec } from '../core/spec.js';
+import type { AttentionForm } from '../core/io.js';
 
 export { TOOL_VERSION, priorPasses, type PassRecord } from './manifest.js';
 
@@ -18,7 +18,7 @@ export interface Artifact {
   modelPath: string;
   manifest: ArtifactManifest | null;
   spec: DecoderSpec;
-  /** Attention form, from the manifest (or guessed from the graph's inputs by the runtime when absent). */
+  /** Attention form, from the manifest (absent: the runtime identifies it from the graph, core/io.ts attentionFormOf). */
   attention: AttentionForm | null;
 }
 

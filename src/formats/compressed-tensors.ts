@@ -32,9 +32,9 @@
 
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { InputError } from '../errors.js';
-import { dequantize, type BlockQuantized } from '../passes/quantize/blockwise.js';
-import type { WeightSource } from '../model/weights.js';
+import { InputError } from '../core/errors.js';
+import { dequantize, type BlockQuantized } from '../core/block-quant.js';
+import type { WeightSource } from '../core/weights.js';
 import { fromFloat32, toFloat32, type DType } from './dtype.js';
 import { readJsonFile } from './hf-config.js';
 import { Checkpoint, writeShardedCheckpoint, type TensorEntry, type TensorInfo } from './safetensors.js';

@@ -1,7 +1,7 @@
 // Element types of safetensors files, and conversion of their little-endian bytes to and from float32.
 // Bulk conversions run over typed-array views of aligned buffers, so they stay fast for large tensors.
 
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 /** Element types of the safetensors format that llmopt reads (names as they appear in the header). */
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';

@@ -2,8 +2,8 @@
 // refusing anything llmopt cannot build faithfully with an error that says what is supported.
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
-import type { DecoderSpec, RopeScaling, WeightDtype } from '../model/spec.js';
+import { InputError } from '../core/errors.js';
+import type { DecoderSpec, RopeScaling, WeightDtype } from '../core/spec.js';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral (without sliding window)'];
 export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3'];

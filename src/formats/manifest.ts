@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { readJsonFile } from './hf-config.js';
-import type { AttentionForm } from '../model/decoder.js';
+import type { AttentionForm } from '../core/io.js';
 
 /** Marker file that tells llmopt an existing folder is its own output and may be replaced. */
 export const MANIFEST_FILE = 'llmopt.json';

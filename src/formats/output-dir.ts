@@ -2,7 +2,7 @@
 // which is renamed into place only when complete, so a failure (or a kill) never leaves a half-written output.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { MANIFEST_FILE } from './manifest.js';
 
 export { MANIFEST_FILE };

@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { DTYPE_BYTES, isDType, toFloat32, type DType } from './dtype.js';
 
 /** Where one tensor lives and what it holds. */

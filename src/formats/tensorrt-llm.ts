@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
 import { writeSafetensors, type TensorEntry } from './safetensors.js';
-import { layerTensorNames, EMBED_TOKENS, FINAL_NORM, LM_HEAD, type DecoderSpec } from '../model/spec.js';
-import type { WeightSource } from '../model/weights.js';
+import { layerTensorNames, EMBED_TOKENS, FINAL_NORM, LM_HEAD, type DecoderSpec } from '../core/spec.js';
+import type { WeightSource } from '../core/weights.js';
 
 const DTYPES = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const;
 

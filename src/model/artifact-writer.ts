@@ -9,8 +9,9 @@ import { assertGraphValid } from '../formats/onnx/check.js';
 import { TOOL_VERSION, passRecord, type PassRecord } from '../formats/manifest.js';
 import { writeModelFolder } from '../formats/model-folder.js';
 import { openHfModel } from './checkpoint.js';
-import { buildDecoderGraph, weightTensorCount, type AttentionForm, type EmbeddingEmitter } from './decoder.js';
-import { parameterCount, type DecoderSpec } from './spec.js';
+import { buildDecoderGraph, weightTensorCount, type EmbeddingEmitter } from './decoder.js';
+import type { AttentionForm } from '../core/io.js';
+import { parameterCount, type DecoderSpec } from '../core/spec.js';
 import type { LinearEmitter } from './linear.js';
 
 /** llmopt: model.onnx + model.onnx.data at the top; transformers.js: onnx/model.onnx + onnx/model.onnx_data. */

@@ -5,7 +5,7 @@
 //   inplace:  the runtime owns the cache: the graph reads kv_cache.{i}.* where it lies and returns only
 //             the new entries (kv_new.{i}.*), which the runtime writes into the cache itself.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
-import type { DecoderSpec } from './spec.js';
+import type { DecoderSpec } from '../core/spec.js';
 
 /** Graph-wide values attention reads, computed once per graph by the decoder builder. */
 export interface AttentionContext {

@@ -2,13 +2,13 @@
 // spec needs is present with the shape and dtype config.json implies, before any work starts.
 // compressed-tensors checkpoints (llmopt's own quantize output among them) read as dequantized floats.
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { Checkpoint } from '../formats/safetensors.js';
 import { readJsonFile, readModelSpec } from '../formats/hf-config.js';
 import { isCompressedTensors, openCompressedTensors } from '../formats/compressed-tensors.js';
 import type { DType } from '../formats/dtype.js';
-import { expectedTensors, type DecoderSpec, type WeightDtype } from './spec.js';
-import type { WeightSource } from './weights.js';
+import { expectedTensors, type DecoderSpec, type WeightDtype } from '../core/spec.js';
+import type { WeightSource } from '../core/weights.js';
 
 const DTYPE_OF: Record<WeightDtype, DType> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 

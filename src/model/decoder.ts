@@ -5,12 +5,9 @@ import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
 import { fusedAttention, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
 import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
 import { rotaryCaches } from './rope.js';
-import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from './spec.js';
-import type { WeightSource } from './weights.js';
-
-/** fused and inplace need onnxruntime (com.microsoft ops); inplace's cache I/O is llmopt's own (see attention.ts). */
-export const ATTENTION_FORMS = ['fused', 'standard', 'inplace'] as const;
-export type AttentionForm = (typeof ATTENTION_FORMS)[number];
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from '../core/spec.js';
+import type { WeightSource } from '../core/weights.js';
+import { ATTENTION, cacheInputs, cacheOutputs, captureOutput, gramOutput, io, type AttentionForm, type CaptureName } from '../core/io.js';
 
 export interface DecoderGraphOptions {
   attention: AttentionForm;
@@ -25,25 +22,6 @@ export interface DecoderGraphOptions {
   /** Expose each layer's output (the residual stream after it) as `hidden.layers.{i}` (distillation's hidden loss). */
   hiddenStates?: boolean;
 }
-
-/** Names of the graph's inputs and outputs, in the decoder convention of onnxruntime-genai / transformers.js. */
-export const io = {
-  inputIds: 'input_ids',
-  attentionMask: 'attention_mask',
-  positionIds: 'position_ids',
-  logits: 'logits',
-  /** inplace form: flat indices into the step's [batch * seq] positions whose logits to compute, [batch, n]. */
-  logitsIndex: 'logits_index',
-  pastKey: (i: number) => `past_key_values.${i}.key`,
-  pastValue: (i: number) => `past_key_values.${i}.value`,
-  presentKey: (i: number) => `present.${i}.key`,
-  presentValue: (i: number) => `present.${i}.value`,
-  /** inplace form: the cache the runtime owns (keys transposed [B, kvH, D, C], values [B, kvH, C, D]) and a step's new entries [B, kvH, S, D]. */
-  cacheKey: (i: number) => `kv_cache.${i}.key`,
-  cacheValue: (i: number) => `kv_cache.${i}.value`,
-  newKey: (i: number) => `kv_new.${i}.key`,
-  newValue: (i: number) => `kv_new.${i}.value`,
-};
 
 /** Number of weight tensors the builder writes (for progress bars). */
 export function weightTensorCount(spec: DecoderSpec): number {
@@ -162,8 +140,9 @@ class DecoderGraph {
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
 
-    if (this.opts.attention === 'fused') {
-      // seqlens_k = (valid tokens per row) - 1 and total_sequence_length, as onnxruntime-genai computes them.
+    if (!ATTENTION[this.opts.attention].positionIds) {
+      // GroupQueryAttention rotates by position itself from seqlens_k = (valid tokens per row) - 1 and
+      // total_sequence_length, computed as onnxruntime-genai does.
       const p = '/model/attn_mask';
       const sum = g.op('ReduceSum', [io.attentionMask, i64('/const/axes_1', [1])], `${p}/ReduceSum`, { keepdims: { int: 0 } });
       const seqlens = g.op('Sub', [sum, scalar('/const/one_i64', 1)], `${p}/Sub`);
@@ -239,20 +218,13 @@ class DecoderGraph {
     const form = this.opts.attention;
     const inplace = form === 'inplace';
     if (inplace && !cache) throw new Error('the inplace attention form needs a cache');
-    const aio = {
-      layer: i,
-      path: `${path}/attn`,
-      q,
-      k,
-      v,
-      pastKey: cache ? (inplace ? io.cacheKey(i) : io.pastKey(i)) : null,
-      pastValue: cache ? (inplace ? io.cacheValue(i) : io.pastValue(i)) : null,
-      presentKey: cache ? (inplace ? io.newKey(i) : io.presentKey(i)) : `${path}/attn/present_key`,
-      presentValue: cache ? (inplace ? io.newValue(i) : io.presentValue(i)) : `${path}/attn/present_value`,
-    };
+    const [pastKey, pastValue] = cache ? cacheInputs(form, i) : [null, null];
+    const [presentKey, presentValue] = cache ? cacheOutputs(form, i) : [`${path}/attn/present_key`, `${path}/attn/present_value`];
+    const aio = { layer: i, path: `${path}/attn`, q, k, v, pastKey, pastValue, presentKey, presentValue };
     const attn = (form === 'fused' ? fusedAttention : inplace ? inplaceAttention : standardAttention)(g, spec, ctx, aio);
     if (cache) {
-      const seq = inplace ? 'sequence_length' : 'total_sequence_length';
+      // A graph-owned cache comes back whole; a runtime-owned one gets only the step's new entries.
+      const seq = ATTENTION[form].cacheOwner === 'runtime' ? 'sequence_length' : 'total_sequence_length';
       g.output(aio.presentKey, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
       g.output(aio.presentValue, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
     }
@@ -297,13 +269,14 @@ class DecoderGraph {
   private pastInputs(from: number, to: number): void {
     const { kvHeads, headDim: d } = this.spec;
     for (let i = from; i < to; i++) {
-      if (this.opts.attention === 'inplace') {
-        this.g.input(io.cacheKey(i), Elem.FLOAT, ['batch_size', kvHeads, d, 'cache_slots']);
-        this.g.input(io.cacheValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'cache_slots', d]);
+      const [key, value] = cacheInputs(this.opts.attention, i);
+      if (ATTENTION[this.opts.attention].cacheOwner === 'runtime') {
+        this.g.input(key, Elem.FLOAT, ['batch_size', kvHeads, d, 'cache_slots']);
+        this.g.input(value, Elem.FLOAT, ['batch_size', kvHeads, 'cache_slots', d]);
         continue;
       }
-      this.g.input(io.pastKey(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
-      this.g.input(io.pastValue(i), Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+      this.g.input(key, Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+      this.g.input(value, Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
     }
   }
 
@@ -314,7 +287,7 @@ class DecoderGraph {
     const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
     const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
     let normed = last.normed;
-    const selects = this.opts.attention === 'inplace';
+    const selects = ATTENTION[this.opts.attention].selectsLogits;
     if (selects) {
       // Only the positions asked for reach the lm_head: a prefill that needs each row's last logits
       // skips S - 1 of every S vocabulary products (and their logits' copy out of onnxruntime).
@@ -348,8 +321,8 @@ class DecoderGraph {
     for (let i = 0; i < spec.numLayers; i++) {
       ({ x, pending } = await this.layer(i, ctx, x, pending, cache));
       if (this.opts.hiddenStates) {
-        g.node('Add', [x, pending!], { name: `/model/layers.${i}/hidden/Add`, outputs: [hiddenOutput(i)] });
-        g.output(hiddenOutput(i), Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
+        g.node('Add', [x, pending!], { name: `/model/layers.${i}/hidden/Add`, outputs: [io.hiddenLayer(i)] });
+        g.output(io.hiddenLayer(i), Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
       }
     }
     await this.head(x, pending, embedding, true);
@@ -364,14 +337,14 @@ class DecoderGraph {
     const { g, spec } = this;
     const h = spec.hiddenSize;
     const hiddenDims = ['batch_size', 'sequence_length', h];
-    const tokens = seg.input === 'input_ids' ? g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']) : g.input(BLOCK_INPUT, Elem.FLOAT, hiddenDims);
+    const tokens = seg.input === io.inputIds ? g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']) : g.input(io.hiddenStates, Elem.FLOAT, hiddenDims);
     const attends = (seg.layers !== undefined && seg.layers.to > seg.layers.from) || seg.half?.block === 'attn';
     const ctx = attends ? this.prologue(tokens) : null;
     if (seg.layers) this.pastInputs(seg.layers.from, seg.layers.to);
     if (seg.half?.block === 'attn') this.pastInputs(seg.half.layer, seg.half.layer + 1);
 
     let x = tokens;
-    if (seg.input === 'input_ids') {
+    if (seg.input === io.inputIds) {
       x = seg.vocabOffset === undefined ? await floatEmbedding.gather(g, this.weights, spec, tokens) : await this.vocabParallelGather(tokens, seg.vocabOffset);
       this.opts.onTensor?.(EMBED_TOKENS);
     }
@@ -386,8 +359,8 @@ class DecoderGraph {
     }
     let pending: string | null = null;
     if (seg.layers) for (let i = seg.layers.from; i < seg.layers.to; i++) ({ x, pending } = await this.layer(i, ctx!, x, pending, true));
-    if (seg.head) return this.head(x, pending, floatEmbedding, seg.input === 'input_ids' && seg.vocabOffset === undefined);
-    const out = seg.half || seg.vocabOffset !== undefined ? PARTIAL_OUTPUT : BLOCK_OUTPUT;
+    if (seg.head) return this.head(x, pending, floatEmbedding, seg.input === io.inputIds && seg.vocabOffset === undefined);
+    const out = seg.half || seg.vocabOffset !== undefined ? io.partialHiddenStates : io.hiddenStatesOut;
     if (pending) g.node('Add', [x, pending], { name: '/model/ResidualAdd', outputs: [out] });
     else g.node('Identity', [x], { name: '/model/Output', outputs: [out] });
     g.output(out, Elem.FLOAT, hiddenDims);
@@ -419,25 +392,16 @@ class DecoderGraph {
    */
   async buildBlock(layer: number): Promise<void> {
     const { g, spec } = this;
-    g.input(BLOCK_INPUT, Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
-    const ctx = this.prologue(BLOCK_INPUT);
-    const { x, pending } = await this.layer(layer, ctx, BLOCK_INPUT, null, false);
-    g.node('Add', [x, pending], { name: `/model/layers.${layer}/ResidualAdd`, outputs: [BLOCK_OUTPUT] });
-    g.output(BLOCK_OUTPUT, Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
+    g.input(io.hiddenStates, Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
+    const ctx = this.prologue(io.hiddenStates);
+    const { x, pending } = await this.layer(layer, ctx, io.hiddenStates, null, false);
+    g.node('Add', [x, pending], { name: `/model/layers.${layer}/ResidualAdd`, outputs: [io.hiddenStatesOut] });
+    g.output(io.hiddenStatesOut, Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]);
   }
 }
 
-/** Inputs of a layer's linear layers that block graphs expose: q/k/v share one, gate/up another. */
-export type CaptureName = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
-export const CAPTURE_NAMES: readonly CaptureName[] = ['attn_in', 'o_in', 'mlp_in', 'down_in'];
+/** Which inputs of linear layers a graph exposes (see core/io.ts for their names). */
 export type CaptureMode = 'none' | 'raw' | 'gram' | 'both';
-export const captureOutput = (layer: number, name: CaptureName) => `capture.layers.${layer}.${name}`;
-export const gramOutput = (layer: number, name: CaptureName) => `gram.layers.${layer}.${name}`;
-export const BLOCK_INPUT = 'hidden_states';
-export const hiddenOutput = (layer: number) => `hidden.layers.${layer}`;
-export const BLOCK_OUTPUT = 'hidden_states_out';
-/** A rank's share of a hidden-state sum under tensor parallelism (the runtime all-reduces it). */
-export const PARTIAL_OUTPUT = 'partial_hidden_states';
 
 /**
  * What one graph of a sharded model computes. Input: token ids (the embedding comes first) or
@@ -447,7 +411,7 @@ export const PARTIAL_OUTPUT = 'partial_hidden_states';
  * hidden_states_out. `vocabOffset` makes the embedding vocabulary-parallel (rows from that id on).
  */
 export interface DecoderSegment {
-  input: 'input_ids' | 'hidden_states';
+  input: typeof io.inputIds | typeof io.hiddenStates;
   layers?: { from: number; to: number };
   half?: { layer: number; block: 'attn' | 'mlp' };
   head: boolean;

@@ -2,7 +2,7 @@
 // for a Hugging Face checkpoint or an exported llmopt artifact, read one tensor at a time.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { isArtifact, openArtifact, priorPasses, type PassRecord } from '../formats/artifact.js';
 import { toFloat32, type DType } from '../formats/dtype.js';
 import { readJsonFile, readModelSpec } from '../formats/hf-config.js';
@@ -10,7 +10,7 @@ import { countNmViolations } from './sparsity.js';
 import { readOnnxInitializers } from '../formats/onnx/initializers.js';
 import { Elem } from '../formats/onnx/graph.js';
 import { Checkpoint } from '../formats/safetensors.js';
-import type { DecoderSpec, RopeScaling } from './spec.js';
+import type { DecoderSpec, RopeScaling } from '../core/spec.js';
 
 /** The architecture in the field's usual words. */
 export interface ArchitectureSummary {

@@ -1,7 +1,7 @@
 // How a linear layer (y = x W^T + b) becomes ONNX nodes. Export emits float MatMul; passes such as
 // quantization supply another LinearEmitter, so one graph builder serves every precision.
 import { Elem, type GraphBuilder } from '../formats/onnx/graph.js';
-import { transpose2d, type WeightSource } from './weights.js';
+import { transpose2d, type WeightSource } from '../core/weights.js';
 
 export interface LinearLayer {
   /** Node path prefix, e.g. `/model/layers.0/attn/q_proj`. */

@@ -1,6 +1,6 @@
 // Rotary position embedding tables: inverse frequencies (with linear / llama3 scaling, as Hugging Face
 // computes them in float32) and the cos/sin caches [maxPositions, headDim/2] both attention forms read.
-import type { DecoderSpec } from './spec.js';
+import type { DecoderSpec } from '../core/spec.js';
 
 const f32 = Math.fround;
 

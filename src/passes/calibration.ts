@@ -6,15 +6,16 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
 import { writeFileSync } from 'node:fs';
 import { loadEvalWindows } from '../eval/dataset.js';
 import { loadTokenizer, type TextTokenizer } from '../formats/tokenizer.js';
-import { BLOCK_INPUT, BLOCK_OUTPUT, CAPTURE_NAMES, buildBlockGraph, gramOutput, type CaptureName } from '../model/decoder.js';
-import { EMBED_TOKENS, type DecoderSpec } from '../model/spec.js';
-import { overlayWeights, type WeightSource } from '../model/weights.js';
+import { CAPTURE_NAMES, gramOutput, io, type CaptureName } from '../core/io.js';
+import { buildBlockGraph } from '../model/decoder.js';
+import { EMBED_TOKENS, type DecoderSpec } from '../core/spec.js';
+import { overlayWeights, type WeightSource } from '../core/weights.js';
 import { ModelSession, Tensor } from '../runtime/session.js';
 import type { LinearModule } from './targets.js';
 
@@ -116,9 +117,9 @@ export class LayerwiseCalibration {
 
   private feeds(b: Batch): Record<string, Tensor> {
     return {
-      [BLOCK_INPUT]: new Tensor('float32', b.hidden, [b.rows, b.seq, this.spec.hiddenSize]),
-      attention_mask: new Tensor('int64', b.mask, [b.rows, b.seq]),
-      position_ids: new Tensor('int64', b.positions, [b.rows, b.seq]),
+      [io.hiddenStates]: new Tensor('float32', b.hidden, [b.rows, b.seq, this.spec.hiddenSize]),
+      [io.attentionMask]: new Tensor('int64', b.mask, [b.rows, b.seq]),
+      [io.positionIds]: new Tensor('int64', b.positions, [b.rows, b.seq]),
     };
   }
 
@@ -149,8 +150,8 @@ export class LayerwiseCalibration {
     const session = await this.blockSession(layer, weights, 'none');
     try {
       for (const b of this.batches) {
-        const out = await session.run(this.feeds(b), { [BLOCK_OUTPUT]: null });
-        b.hidden = out[BLOCK_OUTPUT]!.data as Float32Array;
+        const out = await session.run(this.feeds(b), { [io.hiddenStatesOut]: null });
+        b.hidden = out[io.hiddenStatesOut]!.data as Float32Array;
       }
     } finally {
       await session.release();

@@ -1,9 +1,9 @@
 // export: Hugging Face checkpoint -> ONNX artifact folder (decoder with KV cache, external weights),
 // written by model/artifact-writer.ts (streamed one tensor at a time, atomically).
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { writeOnnxArtifact, type ArtifactHooks } from '../model/artifact-writer.js';
-import type { AttentionForm } from '../model/decoder.js';
-import type { DecoderSpec } from '../model/spec.js';
+import { ATTENTION, ATTENTION_FORMS, type AttentionForm } from '../core/io.js';
+import type { DecoderSpec } from '../core/spec.js';
 
 export const LAYOUTS = ['llmopt', 'transformers.js'] as const;
 export type Layout = (typeof LAYOUTS)[number];
@@ -38,7 +38,10 @@ export async function exportModel(source: string, output: string, opts: ExportOp
   const started = Date.now();
   const check = (spec: DecoderSpec) => {
     checkAttentionForm(spec, opts.attention, source);
-    if (opts.attention === 'inplace' && opts.layout === 'transformers.js') throw new InputError('--attention inplace: its cache inputs are llmopt\'s own; transformers.js runs --attention fused or standard');
+    if (opts.layout === 'transformers.js' && !ATTENTION[opts.attention].transformersJs) {
+      const loadable = ATTENTION_FORMS.filter((f) => ATTENTION[f].transformersJs).join(' or ');
+      throw new InputError(`--attention ${opts.attention}: its cache inputs are llmopt's own; transformers.js runs --attention ${loadable}`);
+    }
   };
   const written = await writeOnnxArtifact(source, output, { ...opts, check });
   return {

@@ -1,7 +1,7 @@
 // Dense float64 linear algebra shared by the OBS-style passes (GPTQ, SparseGPT): Cholesky, SPD inverse
 // and the upper Cholesky factor of H^-1, plus the dead-input and dampening rules of the reference GPTQ.
 // Matrices are row-major n x n Float64Arrays; loops run along rows so the inner loops are contiguous.
-import { InputError, LlmoptError } from '../errors.js';
+import { InputError, LlmoptError } from '../core/errors.js';
 
 /** Rows handled together in the blocked loops: a block of row prefixes stays in L2 while a shared row streams. */
 const ROW_BLOCK = 32;

@@ -1,8 +1,9 @@
 // Which linear layers a pass touches: the q/k/v/o/gate/up/down projections of every decoder layer,
 // minus the modules matched by --exclude globs (embeddings and lm_head are never linear targets).
-import { InputError } from '../errors.js';
-import { CAPTURE_OF, type CaptureName } from '../model/decoder.js';
-import { layerTensorNames, type DecoderSpec } from '../model/spec.js';
+import { InputError } from '../core/errors.js';
+import type { CaptureName } from '../core/io.js';
+import { CAPTURE_OF } from '../model/decoder.js';
+import { layerTensorNames, type DecoderSpec } from '../core/spec.js';
 
 export const LINEAR_KINDS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 export type LinearKind = (typeof LINEAR_KINDS)[number];

@@ -3,7 +3,7 @@
 // every gate has a figure to check, and each pass's own option checks pass.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { isArtifact, openArtifact } from '../formats/artifact.js';
 import { isShardedModel } from '../runtime/sharded/manifest.js';
 import { validateQuantizeOptions } from '../passes/quantize/quantize.js';

@@ -6,7 +6,7 @@ import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path
 import { fileURLToPath } from 'node:url';
 import { parse as parseYamlValue, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { Device } from '../runtime/device.js';
 import { PASS_NAMES, PASS_SCHEMAS, PATH_KEYS, recipeSchema, type PassName, type StageOptions } from './schema.js';
 

@@ -3,7 +3,7 @@
 // checking gates after each stage, and writes report.json and report.md.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { checkRecipe } from './checks.js';
 import { checkGates } from './gates.js';
 import { listFiles, sourceFingerprint, stageHash } from './hash.js';

@@ -2,7 +2,7 @@
 // hash and figures. It is rewritten atomically after every stage, so a crash loses at most one stage.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { TOOL_VERSION } from '../formats/artifact.js';
 import { MANIFEST_FILE } from '../formats/output-dir.js';
 import type { StageFigures } from './stages.js';

@@ -6,7 +6,7 @@ import { QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS } from '../passes/quantize/
 import { PRUNE_METHODS } from '../passes/prune/prune.js';
 import { LAYOUTS } from '../passes/export.js';
 import { SHARD_ATTENTION_FORMS, SHARD_FORMATS } from '../passes/shard/shard.js';
-import { ATTENTION_FORMS } from '../model/decoder.js';
+import { ATTENTION_FORMS } from '../core/io.js';
 import { VOCAB_MODES } from '../passes/shard/plan.js';
 import { DEVICES } from '../runtime/device.js';
 

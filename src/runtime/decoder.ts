@@ -1,10 +1,10 @@
 // A loaded decoder artifact: its session, spec and cache layout, and forward passes over
 // right-padded rows of new tokens. Generation, eval and bench all run models through this.
 import { openArtifact, type Artifact } from '../formats/artifact.js';
-import { InputError } from '../errors.js';
-import type { AttentionForm } from '../model/decoder.js';
-import type { DecoderSpec } from '../model/spec.js';
-import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheInput, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
+import { InputError } from '../core/errors.js';
+import { ATTENTION, attentionFormOf, cacheOutputOf, io, isCacheInput, type AttentionForm } from '../core/io.js';
+import type { DecoderSpec } from '../core/spec.js';
+import { createKvCache, defaultCacheKind, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
 import { StepLogits, type CausalLM, type ForwardOptions, type OpenOptions } from './model.js';
 
@@ -20,18 +20,19 @@ export class DecoderModel implements CausalLM<KvCache> {
     readonly session: ModelSession,
     readonly form: AttentionForm,
     private readonly pastNames: string[],
-    /** Whether the graph computes logits only at the positions fed in logits_index (the inplace form). */
-    private readonly selectsLogits: boolean,
   ) {}
 
   static async open(dir: string, opts: OpenOptions): Promise<DecoderModel> {
     if (opts.rankDevices) throw new InputError(`--rank-devices: ${dir} is not a sharded model (use --device)`);
     const artifact = openArtifact(dir);
     const session = await ModelSession.open(artifact.modelPath, opts);
-    const pastNames = session.inputNames.filter(isCacheInput);
-    // Without a manifest: kv_cache inputs mean the inplace form, position_ids the standard form.
-    const form = artifact.attention ?? (pastNames.some((n) => n.startsWith('kv_cache.')) ? 'inplace' : session.inputNames.includes('position_ids') ? 'standard' : 'fused');
-    return new DecoderModel(artifact, session, form, pastNames, session.inputNames.includes('logits_index'));
+    try {
+      const form = attentionFormOf(artifact.modelPath, session.inputNames, artifact.spec.numLayers, artifact.attention);
+      return new DecoderModel(artifact, session, form, session.inputNames.filter(isCacheInput));
+    } catch (e) {
+      await session.release();
+      throw e;
+    }
   }
 
   get spec(): DecoderSpec {
@@ -58,14 +59,14 @@ export class DecoderModel implements CausalLM<KvCache> {
       headDim: this.spec.headDim,
       pastNames: this.pastNames,
       presentOf: cacheOutputOf,
-      positionIds: this.session.inputNames.includes('position_ids'),
+      positionIds: ATTENTION[this.form].positionIds,
       maxPositions: this.spec.maxPositions,
     };
     if (capacity > this.spec.maxPositions) {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     }
     if (kind === 'shared' && this.form !== 'fused') throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
-    if ((kind === 'inplace') !== (this.form === 'inplace')) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
+    if ((kind === 'inplace') !== (ATTENTION[this.form].cacheOwner === 'runtime')) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
     return createKvCache(kind, layout, capacity);
   }
 
@@ -83,16 +84,17 @@ export class DecoderModel implements CausalLM<KvCache> {
       for (let s = row.length; s < S; s++) ids[b * S + s] = BigInt(row[row.length - 1] ?? 0);
     }
     const { feeds, fetches } = cache.prepare(counts, S);
-    feeds['input_ids'] = new Tensor('int64', ids, [B, S]);
-    const kept = this.selectsLogits && opts.logits === 'last' ? counts.map((n) => Math.max(0, n - 1)) : null;
-    if (this.selectsLogits) {
+    feeds[io.inputIds] = new Tensor('int64', ids, [B, S]);
+    const selects = ATTENTION[this.form].selectsLogits;
+    const kept = selects && opts.logits === 'last' ? counts.map((n) => Math.max(0, n - 1)) : null;
+    if (selects) {
       // Flat positions into [B * S]: each row's last, or all of them.
       const index = kept ? BigInt64Array.from(kept, (s, b) => BigInt(b * S + s)) : BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i));
-      feeds['logits_index'] = new Tensor('int64', index, [B, kept ? 1 : S]);
+      feeds[io.logitsIndex] = new Tensor('int64', index, [B, kept ? 1 : S]);
     }
-    const outputs = await this.session.run(feeds, fetches ? { logits: null, ...fetches } : undefined);
+    const outputs = await this.session.run(feeds, fetches ? { [io.logits]: null, ...fetches } : undefined);
     cache.commit(outputs, counts);
-    const logits = outputs['logits']!;
+    const logits = outputs[io.logits]!;
     return new StepLogits(logits.data as Float32Array, B, kept ? 1 : S, logits.dims[2]!, kept);
   }
 

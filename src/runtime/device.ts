@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { DeviceError } from '../errors.js';
+import { DeviceError } from '../core/errors.js';
 
 export const DEVICES = ['cpu', 'webgpu', 'cuda'] as const;
 export type Device = (typeof DEVICES)[number];

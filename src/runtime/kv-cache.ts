@@ -5,17 +5,10 @@
 //     still copies every present back into a new JavaScript buffer after the run).
 //   InPlaceCache (inplace): the graph reads the buffers and returns only the new entries; written here.
 //   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
-import { InputError } from '../errors.js';
-import type { AttentionForm } from '../model/decoder.js';
+import { InputError } from '../core/errors.js';
+import { io, type AttentionForm } from '../core/io.js';
 import { Tensor } from './session.js';
 import type { SequenceState } from './model.js';
-
-/** Whether a graph input is a cache input: past_key_values.* (fused, standard) or kv_cache.* (inplace). */
-export const isCacheInput = (name: string): boolean => name.startsWith('past_key_values.') || name.startsWith('kv_cache.');
-/** Whether a graph output is a cache output: present.* or kv_new.*. */
-export const isCacheOutput = (name: string): boolean => name.startsWith('present.') || name.startsWith('kv_new.');
-/** The output a cache input's next entries come back in. */
-export const cacheOutputOf = (input: string): string => input.replace(/^past_key_values\./, 'present.').replace(/^kv_cache\./, 'kv_new.');
 
 /** What one forward step feeds besides input_ids. */
 export interface StepFeeds {
@@ -55,7 +48,7 @@ function positionFeeds(layout: CacheLayout, lengths: readonly number[], S: numbe
     // Padding slots get a clamped position: their outputs are never read.
     for (let s = 0; s < S; s++) pos[b * S + s] = BigInt(Math.min(lengths[b]! + s, layout.maxPositions - 1));
   }
-  return { position_ids: int64(pos, [layout.batch, S]) };
+  return { [io.positionIds]: int64(pos, [layout.batch, S]) };
 }
 
 /**
@@ -190,7 +183,7 @@ export class SharedBufferCache extends SlotCache {
     if (hasPast && S > 1 && B > 1) throw new Error('GroupQueryAttention appends several tokens to a non-empty cache only at batch 1');
     const mask = new BigInt64Array(B * width);
     for (let b = 0; b < B; b++) mask.fill(1n, b * width, b * width + totals[b]!);
-    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, width]), ...positionFeeds(this.layout, this.lengths, S) };
+    const feeds: Record<string, Tensor> = { [io.attentionMask]: int64(mask, [B, width]), ...positionFeeds(this.layout, this.lengths, S) };
     const fetches: Record<string, Tensor | null> = {};
     for (const [name, t] of this.slots.tensors) {
       feeds[name] = t;
@@ -227,7 +220,7 @@ export class InPlaceCache extends SlotCache {
       mask.fill(1n, b * T, b * T + this.lengths[b]!);
       mask.fill(1n, b * T + C, b * T + C + newCounts[b]!);
     }
-    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
+    const feeds: Record<string, Tensor> = { [io.attentionMask]: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
     for (const [name, t] of this.slots.tensors) feeds[name] = empty ? this.slots.noSlots(name) : t;
     return { feeds };
   }
@@ -267,7 +260,7 @@ export class ConcatCache implements KvCache {
       for (let t = 0; t < v.length; t++) mask[b * T + t] = BigInt(v[t]!);
       for (let s = 0; s < S; s++) mask[b * T + v.length + s] = s < newCounts[b]! ? 1n : 0n;
     }
-    const feeds: Record<string, Tensor> = { attention_mask: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
+    const feeds: Record<string, Tensor> = { [io.attentionMask]: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
     for (const [name, t] of this.past) feeds[name] = t;
     return { feeds };
   }

@@ -1,6 +1,6 @@
 // What generation, eval and bench need of a model, whatever runs it: one onnxruntime session
 // (DecoderModel) or several ranks (a sharded model). `openModel` picks the right one for a folder.
-import type { DecoderSpec } from '../model/spec.js';
+import type { DecoderSpec } from '../core/spec.js';
 import type { Device } from './device.js';
 import { isArtifact } from '../formats/artifact.js';
 import { isShardedModel } from './sharded/manifest.js';

@@ -3,7 +3,7 @@
 // for all busy slots, and a finished slot is refilled from the queue at once. Static batching: waiting
 // requests form one right-padded batch that runs until its longest member is done (the fallback for
 // caches that cannot move rows, such as the standard form's concatenating cache).
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { CausalLM, SequenceState } from './model.js';
 import { GREEDY, Sampler, type SamplingOptions } from './sampling.js';
 

@@ -2,7 +2,7 @@
 // reporting every input's name, dtype and dims when a run fails.
 import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
-import { DeviceError, InputError, LlmoptError } from '../errors.js';
+import { DeviceError, InputError, LlmoptError } from '../core/errors.js';
 import { executionProviders, deviceFailure, type Device } from './device.js';
 
 export type Tensor = ort.Tensor;

@@ -2,7 +2,7 @@
 // proposes K tokens one at a time, the target scores all of them in one forward pass, and the
 // rejection-sampling rule keeps a prefix of them so that the output follows the target's own
 // distribution (greedy: exactly the target's greedy output). Both caches roll back past a rejection.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import type { CausalLM } from './model.js';
 import { argmax, seededRandom, type SamplingOptions } from './sampling.js';
 import { checkPrompts, type StopReason } from './scheduler.js';

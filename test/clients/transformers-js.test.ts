@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoModelForCausalLM, AutoTokenizer, Tensor, env } from '@huggingface/transformers';
 import { exportModel } from '../../src/passes/export.js';
-import type { AttentionForm } from '../../src/model/decoder.js';
+import type { AttentionForm } from '../../src/core/io.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../../shared/models/aidreams-260k/', import.meta.url));
 const SKIP = existsSync(path.join(MODEL_DIR, 'reference.json'))

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { fromFloat32, toFloat32 } from '../../src/formats/dtype.js';
 import { Checkpoint, SafetensorsFile, writeSafetensors, type TensorEntry } from '../../src/formats/safetensors.js';
 import {
@@ -17,7 +17,8 @@ import {
   writeCompressedTensorsCheckpoint,
   type CompressedTensorsWriteOptions,
 } from '../../src/formats/compressed-tensors.js';
-import { dequantize, quantizeRtn, type BlockQuantConfig, type BlockQuantized } from '../../src/passes/quantize/blockwise.js';
+import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
+import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../src/core/block-quant.js';
 
 let tmp: string;
 let counter = 0;

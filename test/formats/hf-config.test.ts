@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { specFromConfig } from '../../src/formats/hf-config.js';
 import { inverseFrequencies } from '../../src/model/rope.js';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 
 const llama3 = {
   model_type: 'llama',

@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { assertGraphValid, checkGraph } from '../../src/formats/onnx/check.js';
 import { readOnnxInitializers } from '../../src/formats/onnx/initializers.js';
 import { ExternalDataWriter } from '../../src/formats/onnx/external-data.js';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { DTYPE_BYTES, fromFloat32, type DType } from '../../src/formats/dtype.js';
 import {
   Checkpoint,

@@ -4,11 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { readModelSpec } from '../../src/formats/hf-config.js';
 import { Checkpoint, writeSafetensors } from '../../src/formats/safetensors.js';
 import { inspectModel, tensorStatistics } from '../../src/model/inspect.js';
-import { parameterCount } from '../../src/model/spec.js';
+import { parameterCount } from '../../src/core/spec.js';
 import { AIDREAMS, GQA, MHA, NEEDS_SHARED, exportedArtifact, tempDir } from '../support.js';
 
 test('the mha fixture: parameters equal the spec formula, and the architecture is the config', async () => {

@@ -4,8 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gptqQuantize, type GptqConfig } from '../../src/passes/quantize/gptq.js';
-import { blocksPerRow, dequantize, quantizeRtn, type BlockQuantized } from '../../src/passes/quantize/blockwise.js';
-import { InputError } from '../../src/errors.js';
+import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
+import { blocksPerRow, dequantize, type BlockQuantized } from '../../src/core/block-quant.js';
+import { InputError } from '../../src/core/errors.js';
 import { correlatedLayer, outputError } from './correlated-layer.js';
 
 const ROWS = 64;

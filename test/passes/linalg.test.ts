@@ -11,7 +11,7 @@ import {
   spdInverse,
   upperCholeskyOfInverse,
 } from '../../src/passes/linalg.js';
-import { InputError, LlmoptError } from '../../src/errors.js';
+import { InputError, LlmoptError } from '../../src/core/errors.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 
 /** A random SPD matrix [n, n]: the Gram matrix of n + 8 random vectors plus a small ridge. */

@@ -6,7 +6,7 @@ import { checkNm, nmMask, unstructuredMask } from '../../src/passes/prune/masks.
 import { sparsityOf } from '../../src/model/sparsity.js';
 import { magnitudeScores, wandaScores } from '../../src/passes/prune/scores.js';
 import { sparseGptPrune } from '../../src/passes/prune/sparsegpt.js';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 import { correlatedLayer, outputError as layerError } from './correlated-layer.js';
 

@@ -8,10 +8,11 @@ import * as ort from 'onnxruntime-node';
 import { Elem, GraphBuilder, decodeModel, encodeModel } from '../../src/formats/onnx/graph.js';
 import { floatLinear, type LinearEmitter } from '../../src/model/linear.js';
 import { floatEmbedding, type EmbeddingEmitter } from '../../src/model/decoder.js';
-import type { DecoderSpec } from '../../src/model/spec.js';
-import type { WeightSource } from '../../src/model/weights.js';
+import type { DecoderSpec } from '../../src/core/spec.js';
+import type { WeightSource } from '../../src/core/weights.js';
 import { exportModel } from '../../src/passes/export.js';
-import { dequantize, quantizeRtn, type BlockQuantConfig, type BlockQuantized } from '../../src/passes/quantize/blockwise.js';
+import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
+import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../src/core/block-quant.js';
 import {
   matMulNBitsLinear,
   matMulNBitsNode,

@@ -2,7 +2,7 @@
 // stage balancing and --stages parsing, and every bad option refused with one InputError.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { readModelSpec } from '../../src/formats/hf-config.js';
 import { balanceStages, parseStages, planShard } from '../../src/passes/shard/plan.js';
 import { GQA, MHA } from '../support.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Checkpoint, SafetensorsFile } from '../../src/formats/safetensors.js';
 import { tensorRtLlmStages } from '../../src/formats/tensorrt-llm.js';
 import { readModelSpec } from '../../src/formats/hf-config.js';
-import { layerTensorNames, type DecoderSpec } from '../../src/model/spec.js';
+import { layerTensorNames, type DecoderSpec } from '../../src/core/spec.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
 import { sliceCols } from '../../src/passes/shard/slice.js';
 import { GQA, MHA, tempDir } from '../support.js';

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { findRecipe, loadRecipe, shippedRecipes } from '../../src/recipes/load.js';
 import { checkRecipe } from '../../src/recipes/checks.js';
 import { stageHash } from '../../src/recipes/hash.js';

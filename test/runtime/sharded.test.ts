@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../../src/errors.js';
+import { InputError } from '../../src/core/errors.js';
 import { shardModel, type ShardOptions } from '../../src/passes/shard/shard.js';
 import { ShardedModel } from '../../src/runtime/sharded/model.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';

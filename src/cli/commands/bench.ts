@@ -2,7 +2,7 @@
 // request trace under static and continuous batching, speculative decoding), as a table, JSON and SVG.
 import { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { runBench, type BenchReport } from '../../bench/bench.js';
 import { benchChart } from '../../bench/chart.js';
 import { describeMachine } from '../../bench/machine.js';

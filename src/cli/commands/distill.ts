@@ -1,7 +1,7 @@
 // `llmopt distill`: knowledge distillation of a pruned or shallower student from its teacher, with a
 // progress bar (loss, tokens/s, ETA), a summary, a training log, checkpoints, --resume and Ctrl-C.
 import { Command } from 'commander';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { distill, type DistillOptions } from '../../passes/distill/distill.js';
 import { deviceOptions, intOption, numberOption } from '../options.js';
 import { Output, table } from '../output.js';

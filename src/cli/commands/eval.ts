@@ -1,7 +1,7 @@
 // `llmopt eval`: perplexity over a text file and, against a reference, KL divergence and top-1
 // agreement; thresholds turn it into a CI gate (exit 1 when one fails).
 import { Command } from 'commander';
-import { GateError } from '../../errors.js';
+import { GateError } from '../../core/errors.js';
 import { loadEvalWindows } from '../../eval/dataset.js';
 import { checkGates, evaluate } from '../../eval/evaluate.js';
 import { openReference, type OpenedReference } from '../../eval/reference.js';

@@ -1,7 +1,7 @@
 // `llmopt export`: Hugging Face checkpoint -> ONNX artifact folder.
 import { Command } from 'commander';
 import { exportModel, LAYOUTS, type Layout } from '../../passes/export.js';
-import { ATTENTION_FORMS, type AttentionForm } from '../../model/decoder.js';
+import { ATTENTION_FORMS, type AttentionForm } from '../../core/io.js';
 import { choiceOption } from '../options.js';
 import { formatBytes, Output, table } from '../output.js';
 

@@ -1,6 +1,6 @@
 // `llmopt generate`: run an artifact on prompts with the KV-cache generation loop, streaming text.
 import { Command } from 'commander';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import type { Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';

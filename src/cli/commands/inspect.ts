@@ -2,7 +2,7 @@
 // dtypes, bytes, and per-tensor statistics including the fraction of zeros.
 import { Command } from 'commander';
 import { inspectModel } from '../../model/inspect.js';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { formatBytes, Output, table } from '../output.js';
 
 export function inspectCommand(): Command {

@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { compareModels } from '../../eval/compare.js';
 import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, type QuantFormat, type QuantMethod, type QuantTarget } from '../../passes/quantize/quantize.js';
 import type { AccuracyLevel } from '../../passes/quantize/matmul-nbits.js';
-import { ATTENTION_FORMS, type AttentionForm } from '../../model/decoder.js';
+import { ATTENTION_FORMS, type AttentionForm } from '../../core/io.js';
 import { choiceOption, collect, intOption, numberOption } from '../options.js';
 import { formatBytes, Output, table } from '../output.js';
 

@@ -2,7 +2,7 @@
 // an earlier run left off; a bare `llmopt run` is the quick start, recipes/quickstart.yaml on the bundled fixture.
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { GateError, InputError } from '../../errors.js';
+import { GateError, InputError } from '../../core/errors.js';
 import { findRecipe, loadRecipe, shippedRecipes } from '../../recipes/load.js';
 import { runRecipe } from '../../recipes/pipeline.js';
 import { describeGate } from '../../recipes/gates.js';

@@ -1,7 +1,7 @@
 // Structural checks of an ONNX model that llmopt can run without onnxruntime: SSA names, topological
 // order, dangling or unused values, opset imports.
 import type onnxProto from 'onnx-proto';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { decodeModel } from './graph.js';
 
 type ModelProto = onnxProto.onnx.IModelProto;

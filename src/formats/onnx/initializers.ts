@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import type onnxProto from 'onnx-proto';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { decodeModel, onnx } from './graph.js';
 
 type ModelProto = onnxProto.onnx.IModelProto;

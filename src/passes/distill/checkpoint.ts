@@ -2,7 +2,7 @@
 // plus state.json (step, time, tokens, the options that must match on --resume), replaced atomically.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { SafetensorsFile, writeSafetensors } from '../../formats/safetensors.js';
 import type { OptimizerState } from './optimizer.js';
 

@@ -1,7 +1,7 @@
 // Training data for distillation: one document per line, tokenized, concatenated and packed into
 // sequences of seqLen + 1 tokens (inputs and next-token labels), in a seeded shuffled order that a
 // resumed run replays exactly.
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { readUtf8File, type TextTokenizer } from '../../formats/tokenizer.js';
 import { seededRandom } from '../../runtime/sampling.js';
 import type { TrainBatch } from './trainer.js';

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { InputError, LlmoptError } from '../../errors.js';
+import { InputError, LlmoptError } from '../../core/errors.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { copyModelFiles, writeModelFolder } from '../../formats/model-folder.js';
 import { readModelSpec } from '../../formats/hf-config.js';

@@ -3,11 +3,11 @@
 // Hugging Face folder with the tensor layout it came in.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { fromFloat32, type DType } from '../../formats/dtype.js';
 import { writeSafetensors, type TensorEntry } from '../../formats/safetensors.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { expectedTensors, type DecoderSpec } from '../../model/spec.js';
+import { expectedTensors, type DecoderSpec } from '../../core/spec.js';
 
 export interface Student {
   spec: DecoderSpec;

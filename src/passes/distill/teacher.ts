@@ -5,12 +5,13 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GraphBuilder, encodeModel } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
-import { buildCachelessGraph, hiddenOutput, io } from '../../model/decoder.js';
-import type { DecoderSpec } from '../../model/spec.js';
-import type { WeightSource } from '../../model/weights.js';
-import { ModelSession, Tensor } from '../../runtime/session.js';
+import { io } from '../../core/io.js';
+import { buildCachelessGraph } from '../../model/decoder.js';
+import type { DecoderSpec } from '../../core/spec.js';
+import type { WeightSource } from '../../core/weights.js';
+import { ModelSession } from '../../runtime/session.js';
 import type { Device } from '../../runtime/device.js';
-import type { TrainBatch } from './trainer.js';
+import { tokenFeeds, type TrainBatch } from './trainer.js';
 
 export class TeacherForward {
   private constructor(private readonly session: ModelSession, readonly layers: number[]) {}
@@ -29,20 +30,10 @@ export class TeacherForward {
   }
 
   async run(batch: TrainBatch): Promise<{ logits: Float32Array; hidden: Float32Array[] }> {
-    const { B, S } = batch;
-    const positions = new BigInt64Array(B * S);
-    for (let i = 0; i < B * S; i++) positions[i] = BigInt(i % S);
     const fetches: Record<string, null> = { [io.logits]: null };
-    for (const l of this.layers) fetches[hiddenOutput(l)] = null;
-    const out = await this.session.run(
-      {
-        [io.inputIds]: new Tensor('int64', batch.ids, [B, S]),
-        [io.attentionMask]: new Tensor('int64', new BigInt64Array(B * S).fill(1n), [B, S]),
-        [io.positionIds]: new Tensor('int64', positions, [B, S]),
-      },
-      fetches,
-    );
-    return { logits: out[io.logits]!.data as Float32Array, hidden: this.layers.map((l) => out[hiddenOutput(l)]!.data as Float32Array) };
+    for (const l of this.layers) fetches[io.hiddenLayer(l)] = null;
+    const out = await this.session.run(tokenFeeds(batch), fetches);
+    return { logits: out[io.logits]!.data as Float32Array, hidden: this.layers.map((l) => out[io.hiddenLayer(l)]!.data as Float32Array) };
   }
 
   async release(): Promise<void> {

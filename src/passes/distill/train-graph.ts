@@ -5,10 +5,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Elem, GraphBuilder, encodeModel, type ElemType } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
-import { buildCachelessGraph, hiddenOutput, io } from '../../model/decoder.js';
+import { io } from '../../core/io.js';
+import { buildCachelessGraph } from '../../model/decoder.js';
 import { addBias, type LinearEmitter } from '../../model/linear.js';
-import type { DecoderSpec } from '../../model/spec.js';
-import type { WeightSource } from '../../model/weights.js';
+import type { DecoderSpec } from '../../core/spec.js';
+import type { WeightSource } from '../../core/weights.js';
 import { addGradients } from './autodiff.js';
 
 /** A GraphBuilder whose trainable "initializers" become graph inputs; their values are kept as the initial weights. */
@@ -93,8 +94,8 @@ function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossO
     const { weight, pairs } = loss.hidden;
     const scale = g.op('Mul', [count, f('hidden_norm', spec.hiddenSize * pairs.length)], `${p}/hidden_denominator`);
     const terms = pairs.map(([s], k) => {
-      const diff = g.op('Mul', [g.op('Sub', [hiddenOutput(s), TRAIN_IO.teacherHidden(k)], `${p}/hidden${k}/diff`), mask3], `${p}/hidden${k}/masked`);
-      hiddenSeeds.set(hiddenOutput(s), g.op('Div', [g.op('Mul', [diff, f('hidden_2w', 2 * weight)], `${p}/hidden${k}/dscaled`), scale], `${p}/hidden${k}/grad`));
+      const diff = g.op('Mul', [g.op('Sub', [io.hiddenLayer(s), TRAIN_IO.teacherHidden(k)], `${p}/hidden${k}/diff`), mask3], `${p}/hidden${k}/masked`);
+      hiddenSeeds.set(io.hiddenLayer(s), g.op('Div', [g.op('Mul', [diff, f('hidden_2w', 2 * weight)], `${p}/hidden${k}/dscaled`), scale], `${p}/hidden${k}/grad`));
       return g.op('ReduceSum', [g.op('Mul', [diff, diff], `${p}/hidden${k}/sq`)], `${p}/hidden${k}/sum`, { keepdims: { int: 0 } });
     });
     const mse = g.op('Div', [terms.length > 1 ? g.op('Sum', terms, `${p}/hidden/sum`) : terms[0]!, scale], `${p}/hidden/mean`);

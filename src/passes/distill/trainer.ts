@@ -1,9 +1,21 @@
 // Runs a training graph: one onnxruntime session that takes a batch, the teacher's logits and the
 // current weights (fed straight from the Float32Arrays the optimizer updates, no copies) and returns
 // the loss and every weight's gradient.
+import { io } from '../../core/io.js';
 import { ModelSession, Tensor } from '../../runtime/session.js';
 import type { Device } from '../../runtime/device.js';
 import { TRAIN_IO, type TrainingGraph } from './train-graph.js';
+
+/** The token inputs of a cacheless graph for a packed batch: every position valid, positions 0..S-1 per row. */
+export function tokenFeeds({ B, S, ids }: TrainBatch): Record<string, Tensor> {
+  const positions = new BigInt64Array(B * S);
+  for (let i = 0; i < B * S; i++) positions[i] = BigInt(i % S);
+  return {
+    [io.inputIds]: new Tensor('int64', ids, [B, S]),
+    [io.attentionMask]: new Tensor('int64', new BigInt64Array(B * S).fill(1n), [B, S]),
+    [io.positionIds]: new Tensor('int64', positions, [B, S]),
+  };
+}
 
 /** One training batch: B packed sequences of S tokens. */
 export interface TrainBatch {
@@ -39,12 +51,8 @@ export class TrainingSession {
   /** Forward, loss and backward for one batch with the given weights. */
   async step(batch: TrainBatch, teacherLogits: Float32Array, weights: Map<string, Float32Array>, vocab: number, teacherHidden: Float32Array[] = []): Promise<StepResult> {
     const { B, S } = batch;
-    const positions = new BigInt64Array(B * S);
-    for (let i = 0; i < B * S; i++) positions[i] = BigInt(i % S);
     const feeds: Record<string, Tensor> = {
-      input_ids: new Tensor('int64', batch.ids, [B, S]),
-      attention_mask: new Tensor('int64', new BigInt64Array(B * S).fill(1n), [B, S]),
-      position_ids: new Tensor('int64', positions, [B, S]),
+      ...tokenFeeds(batch),
       [TRAIN_IO.teacherLogits]: new Tensor('float32', teacherLogits, [B, S, vocab]),
       [TRAIN_IO.labels]: new Tensor('int64', batch.labels, [B, S]),
       [TRAIN_IO.lossMask]: new Tensor('float32', batch.mask, [B, S]),

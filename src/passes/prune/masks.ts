@@ -1,7 +1,7 @@
 // Pruning masks from importance scores: N:M semi-structured (keep the N highest of every M consecutive
 // inputs) and unstructured (a fraction per output row or over the whole layer); checks of the result.
 // Masks are Uint8Array [rows, cols] over a row-major weight, 1 = keep, 0 = prune.
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { countNmViolations } from '../../model/sparsity.js';
 
 /** A score or weight tensor: row-major [rows, cols]. */

@@ -3,7 +3,7 @@
 // feeds export, quantize, eval and distill unchanged.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
 import { passRecord, type PassRecord } from '../../formats/manifest.js';

@@ -1,6 +1,6 @@
 // Importance scores for pruning a linear weight [rows = out_features, cols = in_features]: magnitude
 // |W|, and Wanda's |W_ij| * ||x_j||_2, which weighs each weight by how strongly its input fires.
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 
 /** |W|, elementwise. */
 export function magnitudeScores(w: Float32Array): Float32Array {

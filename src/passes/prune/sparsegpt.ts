@@ -1,7 +1,7 @@
 // SparseGPT (Frantar & Alistarh, 2023): prunes a linear layer column by column and, as in OBS, moves
 // each pruned weight's loss onto the not-yet-visited columns through the Cholesky factor of H^-1,
 // so the layer's output on the calibration inputs changes as little as possible.
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { dampedInverseFactor, fixDeadInputs, lazyBatchUpdate } from '../linalg.js';
 import { orderByScore, pruneLowest, validateNm, validateSparsity } from './masks.js';
 

@@ -2,32 +2,12 @@
 // MatMulNBits): each output row is cut into blocks of `blockSize` input columns, the last block ragged
 // when in_features is not a multiple, and every block gets a float scale (and a zero point when
 // asymmetric). Codes are unsigned: w ~ (code - zero) * scale, with zero = 2^(bits-1) when symmetric.
-
-export interface BlockQuantConfig {
-  bits: 4 | 8;
-  blockSize: number;
-  symmetric: boolean;
-}
-
-/** A quantized [rows = out_features, cols = in_features] matrix. */
-export interface BlockQuantized extends BlockQuantConfig {
-  rows: number;
-  cols: number;
-  blocksPerRow: number;
-  /** Unsigned codes [rows, cols] (unpadded). */
-  codes: Uint8Array;
-  /** [rows, blocksPerRow] */
-  scales: Float32Array;
-  /** [rows, blocksPerRow] unsigned zero points; null when symmetric (implicitly 2^(bits-1)). */
-  zeroPoints: Uint8Array | null;
-}
+import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 export interface BlockParams {
   scale: number;
   zero: number;
 }
-
-export const blocksPerRow = (cols: number, blockSize: number) => Math.ceil(cols / blockSize);
 
 /**
  * Scale and zero point for one block. Symmetric: scale = max|w| / (2^(bits-1) - 1), zero 2^(bits-1),
@@ -83,19 +63,4 @@ export function quantizeRtn(w: Float32Array, rows: number, cols: number, cfg: Bl
     }
   }
   return { ...cfg, rows, cols, blocksPerRow: nb, codes, scales, zeroPoints };
-}
-
-/** The float matrix [rows, cols] a quantized matrix stands for. */
-export function dequantize(q: BlockQuantized): Float32Array {
-  const out = new Float32Array(q.rows * q.cols);
-  const half = 1 << (q.bits - 1);
-  for (let r = 0; r < q.rows; r++) {
-    for (let c = 0; c < q.cols; c++) {
-      const b = Math.floor(c / q.blockSize);
-      const scale = q.scales[r * q.blocksPerRow + b]!;
-      const zero = q.zeroPoints ? q.zeroPoints[r * q.blocksPerRow + b]! : half;
-      out[r * q.cols + c] = (q.codes[r * q.cols + c]! - zero) * scale;
-    }
-  }
-  return out;
 }

@@ -1,9 +1,10 @@
 // GPTQ (Frantar et al., 2022): block-wise int quantization of a linear layer that, column by column,
 // moves each column's rounding error onto the not-yet-quantized columns through the Cholesky factor
 // of H^-1, so the layer's output on the calibration inputs changes as little as possible.
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { dampedInverseFactor, fixDeadInputs, lazyBatchUpdate } from '../linalg.js';
-import { blockParams, blocksPerRow, dequantizeValue, quantizeValue, type BlockParams, type BlockQuantConfig, type BlockQuantized } from './blockwise.js';
+import { blockParams, dequantizeValue, quantizeValue, type BlockParams } from './blockwise.js';
+import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 /** GPTQ options on top of the block layout (`blockSize` is the group size along the input dimension). */
 export interface GptqConfig extends BlockQuantConfig {

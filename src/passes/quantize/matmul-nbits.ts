@@ -3,8 +3,9 @@
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../../formats/onnx/graph.js';
 import { floatLinear, addBias, f32bytes, type LinearEmitter, type LinearLayer } from '../../model/linear.js';
 import type { EmbeddingEmitter } from '../../model/decoder.js';
-import { EMBED_TOKENS } from '../../model/spec.js';
-import { blocksPerRow, quantizeRtn, type BlockQuantConfig, type BlockQuantized } from './blockwise.js';
+import { EMBED_TOKENS } from '../../core/spec.js';
+import { quantizeRtn } from './blockwise.js';
+import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 /**
  * MatMulNBits `accuracy_level`: the lowest precision the kernel may compute A in. 0 unset (float),

@@ -2,10 +2,10 @@
 // and int8 weights with dynamically quantized int8 activations (com.microsoft DynamicQuantizeMatMul).
 import { fromFloat32 } from '../../formats/dtype.js';
 import { Elem, MS_DOMAIN } from '../../formats/onnx/graph.js';
-import { transpose2d } from '../../model/weights.js';
+import { transpose2d } from '../../core/weights.js';
 import { addBias, f32bytes, type LinearEmitter } from '../../model/linear.js';
 import { gemmHead, type EmbeddingEmitter } from '../../model/decoder.js';
-import { EMBED_TOKENS } from '../../model/spec.js';
+import { EMBED_TOKENS } from '../../core/spec.js';
 
 // Why Cast rather than float16 activations: onnxruntime's CPU provider has no float16 MatMul on
 // x86, so a graph that keeps float32 activations runs unchanged on CPU and CUDA. onnxruntime CPU

@@ -3,7 +3,7 @@
 // Hugging Face checkpoint for vLLM. Typed options are validated before anything is read or written.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { readJsonFile } from '../../formats/hf-config.js';
 import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
 import { Checkpoint } from '../../formats/safetensors.js';
@@ -12,13 +12,14 @@ import { writeModelFolder } from '../../formats/model-folder.js';
 import { findModelFile } from '../../formats/artifact.js';
 import type { PassRecord } from '../../formats/manifest.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
-import type { AttentionForm } from '../../model/decoder.js';
+import type { AttentionForm } from '../../core/io.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
-import { LM_HEAD } from '../../model/spec.js';
+import { LM_HEAD } from '../../core/spec.js';
 import { exportModel } from '../export.js';
 import { calibrateLayerwise, loadModelCalibration, type CalibrationSet, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearModule } from '../targets.js';
-import { dequantize, quantizeRtn, type BlockQuantConfig, type BlockQuantized } from './blockwise.js';
+import { quantizeRtn } from './blockwise.js';
+import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 import { gptqQuantize } from './gptq.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';

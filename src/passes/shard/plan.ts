@@ -1,8 +1,8 @@
 // Shard planning: validates --tp / --pp / --stages against a model's shape and decides which layers,
 // heads, MLP columns and vocabulary rows every rank holds. Ranks are numbered as TensorRT-LLM does:
 // rank = stage * tp + tpRank.
-import { InputError } from '../../errors.js';
-import { expectedTensors, EMBED_TOKENS, FINAL_NORM, LM_HEAD, type DecoderSpec } from '../../model/spec.js';
+import { InputError } from '../../core/errors.js';
+import { expectedTensors, EMBED_TOKENS, FINAL_NORM, LM_HEAD, type DecoderSpec } from '../../core/spec.js';
 
 export const VOCAB_MODES = ['replicated', 'split'] as const;
 /** replicated: every rank of the first (last) stage holds the whole embedding (lm_head); split: rows divided over tp. */

@@ -1,7 +1,7 @@
 // The graphs one rank runs, in order: a pipeline stage without tensor parallelism is one graph over
 // its layers; with tensor parallelism every attention and MLP block is its own graph, because the
 // runtime sums the ranks' partial outputs between them.
-import { io } from '../../model/decoder.js';
+import { io } from '../../core/io.js';
 import type { SegmentRecord } from '../../runtime/sharded/manifest.js';
 import type { RankPlan, ShardPlan } from './plan.js';
 
@@ -11,15 +11,15 @@ export function rankSegments(plan: ShardPlan, r: RankPlan): SegmentRecord[] {
   const { from, to } = r.layers;
   if (plan.tp === 1) {
     const id = `layers.${from}-${to - 1}`;
-    return [{ id, file: file(id), input: r.embedding ? 'input_ids' : 'hidden_states', layers: { from, to }, head: r.head, pastNames: past(from, to) }];
+    return [{ id, file: file(id), input: r.embedding ? io.inputIds : io.hiddenStates, layers: { from, to }, head: r.head, pastNames: past(from, to) }];
   }
   const split = plan.vocab === 'split';
   const segments: SegmentRecord[] = [];
-  if (r.embedding) segments.push({ id: 'embed', file: file('embed'), input: 'input_ids', head: false, pastNames: [], ...(split ? { vocabOffset: r.vocab.from } : {}) });
+  if (r.embedding) segments.push({ id: 'embed', file: file('embed'), input: io.inputIds, head: false, pastNames: [], ...(split ? { vocabOffset: r.vocab.from } : {}) });
   for (let i = from; i < to; i++) {
-    segments.push({ id: `layers.${i}.attn`, file: file(`layers.${i}.attn`), input: 'hidden_states', half: { layer: i, block: 'attn' }, head: false, pastNames: past(i, i + 1) });
-    segments.push({ id: `layers.${i}.mlp`, file: file(`layers.${i}.mlp`), input: 'hidden_states', half: { layer: i, block: 'mlp' }, head: false, pastNames: [] });
+    segments.push({ id: `layers.${i}.attn`, file: file(`layers.${i}.attn`), input: io.hiddenStates, half: { layer: i, block: 'attn' }, head: false, pastNames: past(i, i + 1) });
+    segments.push({ id: `layers.${i}.mlp`, file: file(`layers.${i}.mlp`), input: io.hiddenStates, half: { layer: i, block: 'mlp' }, head: false, pastNames: [] });
   }
-  if (r.head) segments.push({ id: 'head', file: file('head'), input: 'hidden_states', head: true, pastNames: [] });
+  if (r.head) segments.push({ id: 'head', file: file('head'), input: io.hiddenStates, head: true, pastNames: [] });
   return segments;
 }

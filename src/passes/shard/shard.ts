@@ -3,7 +3,7 @@
 import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { GraphBuilder, encodeModel } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
 import { assertGraphValid } from '../../formats/onnx/check.js';
@@ -12,16 +12,17 @@ import { passRecord } from '../../formats/manifest.js';
 import { writeModelFolder } from '../../formats/model-folder.js';
 import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { buildSegmentGraph, type AttentionForm } from '../../model/decoder.js';
-import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../model/spec.js';
+import { buildSegmentGraph } from '../../model/decoder.js';
+import { ATTENTION, SHARDABLE_FORMS, type AttentionForm } from '../../core/io.js';
+import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../core/spec.js';
 import { RANK_FILE, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
 import { checkAttentionForm } from '../export.js';
 import { planShard, rankSpec, type RankPlan, type ShardPlan, type VocabMode } from './plan.js';
 import { rankSegments } from './segments.js';
 import { rankWeights } from './slice.js';
 
-/** The rank graphs' KV caches are kept per rank in past/present form (the inplace form is not sharded). */
-export const SHARD_ATTENTION_FORMS = ['fused', 'standard'] as const;
+/** The rank graphs' KV caches are kept per rank in past/present form (see the forms' traits in core/io.ts). */
+export const SHARD_ATTENTION_FORMS = SHARDABLE_FORMS;
 export const SHARD_FORMATS = ['onnx', 'tensorrt-llm'] as const;
 export type ShardFormat = (typeof SHARD_FORMATS)[number];
 
@@ -106,7 +107,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
     if (model.quantization) throw new InputError(`${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`);
     if (opts.format === 'tensorrt-llm' && opts.stages !== undefined) throw new InputError('--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)');
     checkAttentionForm(spec, opts.attention, source);
-    if (!(SHARD_ATTENTION_FORMS as readonly string[]).includes(opts.attention)) throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
+    if (!ATTENTION[opts.attention].shardable) throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     const plan = planShard(spec, { tp: opts.tp, pp: opts.pp, stages: opts.format === 'tensorrt-llm' ? undefined : opts.stages, vocab: opts.vocab });
     if (opts.format === 'tensorrt-llm') {
       const stages = tensorRtLlmStages(spec.numLayers, plan.pp);

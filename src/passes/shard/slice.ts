@@ -1,8 +1,8 @@
 // One rank's slice of each weight, under the Hugging Face names the graph builder reads:
 // column-parallel q/k/v/gate/up keep their rows for the rank's heads or columns, row-parallel
 // o/down keep the matching input columns, a split vocabulary keeps its rows of embed/lm_head.
-import { layerTensorNames, EMBED_TOKENS, LM_HEAD, type DecoderSpec } from '../../model/spec.js';
-import type { WeightSource } from '../../model/weights.js';
+import { layerTensorNames, EMBED_TOKENS, LM_HEAD, type DecoderSpec } from '../../core/spec.js';
+import type { WeightSource } from '../../core/weights.js';
 import type { RankPlan, Range } from './plan.js';
 
 /** Rows [from, to) of a row-major [rows, cols] matrix (or elements of a vector when cols is 1). */

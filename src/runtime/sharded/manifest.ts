@@ -3,11 +3,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../../errors.js';
+import { InputError } from '../../core/errors.js';
 import { readJsonFile } from '../../formats/hf-config.js';
 import { MANIFEST_FILE } from '../../formats/output-dir.js';
 import type { PassRecord } from '../../formats/artifact.js';
-import type { AttentionForm, DecoderSegment } from '../../model/decoder.js';
+import type { DecoderSegment } from '../../model/decoder.js';
+import type { AttentionForm } from '../../core/io.js';
 
 export const SHARD_FORMAT = 'llmopt-sharded';
 /** Written into every rank folder: which shard run and rank it belongs to. */

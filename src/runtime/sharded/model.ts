@@ -5,11 +5,12 @@
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { DeviceError, InputError } from '../../errors.js';
+import { DeviceError, InputError } from '../../core/errors.js';
 import { readModelSpec } from '../../formats/hf-config.js';
-import type { DecoderSpec } from '../../model/spec.js';
+import type { DecoderSpec } from '../../core/spec.js';
 import type { Device } from '../device.js';
 import { RunError } from '../session.js';
+import { io } from '../../core/io.js';
 import { StepLogits, type CausalLM, type OpenOptions, type SequenceState } from '../model.js';
 import { readShardManifest, type RankRecord, type ShardManifest } from './manifest.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
@@ -193,7 +194,7 @@ export class ShardedModel implements CausalLM<ShardedCache> {
         continue;
       }
       for (const seg of segs) {
-        const input = seg.input === 'input_ids' ? { ids } : { hidden: hidden! };
+        const input = seg.input === io.inputIds ? { ids } : { hidden: hidden! };
         const req = { ...base, segment: seg.id, ...input };
         if (seg.head) return vocab === 'split' ? concatVocab(await Promise.all(ranks.map((r) => r.run(req))), rows.length * S) : ranks[0]!.run(req);
         if (seg.id === 'embed' && vocab === 'replicated') {

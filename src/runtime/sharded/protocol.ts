@@ -1,6 +1,6 @@
 // Messages between the sharded runtime (main thread) and its rank workers. Tensors travel as typed
 // arrays (transferred, not copied, where the sender no longer needs them).
-import type { AttentionForm } from '../../model/decoder.js';
+import type { AttentionForm } from '../../core/io.js';
 import type { Device } from '../device.js';
 
 export interface WorkerInit {

@@ -2,8 +2,9 @@
 // onnxruntime sessions, holds the rank's KV cache (one per graph with a cache, per micro-batch group)
 // and runs one graph per request, in arrival order.
 import { parentPort, workerData } from 'node:worker_threads';
-import { DeviceError, InputError } from '../../errors.js';
-import { cacheOutputOf, createKvCache, defaultCacheKind, isCacheOutput, type CacheLayout, type KvCache } from '../kv-cache.js';
+import { DeviceError, InputError } from '../../core/errors.js';
+import { ATTENTION, cacheOutputOf, io, isCacheOutput } from '../../core/io.js';
+import { createKvCache, defaultCacheKind, type CacheLayout, type KvCache } from '../kv-cache.js';
 import { ModelSession, RunError, Tensor } from '../session.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
 
@@ -13,7 +14,8 @@ const sessions = new Map<string, { session: ModelSession; pastNames: string[] }>
 /** cache id -> micro-batch group -> segment id -> that graph's KV cache. */
 const caches = new Map<number, Array<Map<string, KvCache>>>();
 
-function layout(batch: number, pastNames: string[], positionIds: boolean): CacheLayout {
+function layout(batch: number, pastNames: string[]): CacheLayout {
+  const positionIds = ATTENTION[init.attention].positionIds;
   return { batch, kvHeads: init.kvHeads, headDim: init.headDim, pastNames, presentOf: cacheOutputOf, positionIds, maxPositions: init.maxPositions };
 }
 
@@ -24,9 +26,9 @@ async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?:
         req.cache,
         req.groups.map(({ batch, capacity }) => {
           const m = new Map<string, KvCache>();
-          for (const [id, { session, pastNames }] of sessions) {
+          for (const [id, { pastNames }] of sessions) {
             if (pastNames.length === 0) continue;
-            const l = layout(batch, pastNames, session.inputNames.includes('position_ids'));
+            const l = layout(batch, pastNames);
             m.set(id, createKvCache(defaultCacheKind(init.attention), l, capacity));
           }
           return m;
@@ -40,8 +42,8 @@ async function handle(req: WorkerRequest): Promise<{ data?: Float32Array; dims?:
       const cache = pastNames.length > 0 ? caches.get(req.cache)![req.group]!.get(req.segment)! : null;
       const step = cache ? cache.prepare(req.counts, req.S) : { feeds: {} as Record<string, Tensor>, fetches: undefined };
       const feeds = step.feeds;
-      if (req.ids) feeds['input_ids'] = new Tensor('int64', req.ids, [B, req.S]);
-      if (req.hidden) feeds['hidden_states'] = new Tensor('float32', req.hidden, [B, req.S, req.hidden.length / (B * req.S)]);
+      if (req.ids) feeds[io.inputIds] = new Tensor('int64', req.ids, [B, req.S]);
+      if (req.hidden) feeds[io.hiddenStates] = new Tensor('float32', req.hidden, [B, req.S, req.hidden.length / (B * req.S)]);
       const output = session.outputNames.find((n) => !isCacheOutput(n))!;
       const outputs = await session.run(feeds, step.fetches ? { [output]: null, ...step.fetches } : undefined);
       cache?.commit(outputs, req.counts);
