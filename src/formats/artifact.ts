@@ -34,8 +34,11 @@ export function openArtifact(dir: string): Artifact {
   const modelPath = findModelFile(dir);
   if (!modelPath) throw new InputError(`${dir}: no model.onnx (not an exported artifact; run \`llmopt export\` first)`);
   const manifest = readManifest(dir);
-  if (manifest && (manifest.format !== 'llmopt-artifact' || !manifest.model)) throw new InputError(`${join(dir, MANIFEST_FILE)}: not an llmopt artifact manifest`);
-  return { dir, modelPath, manifest: manifest as ArtifactManifest | null, spec: readModelSpec(dir), attention: manifest?.model?.attention ?? null };
+  if (manifest && (manifest.format !== 'llmopt-artifact' || !manifest.model)) {
+    throw new InputError(`${join(dir, MANIFEST_FILE)}: not an llmopt artifact manifest`);
+  }
+  const attention = manifest?.model?.attention ?? null;
+  return { dir, modelPath, manifest: manifest as ArtifactManifest | null, spec: readModelSpec(dir), attention };
 }
 
 /** True when `dir` holds an ONNX artifact rather than a Hugging Face checkpoint. */

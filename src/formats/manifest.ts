@@ -54,7 +54,12 @@ export function configSha256(dir: string): string | null {
  * The manifest of a folder made from `source` by `passes` (the source's own passes are kept ahead of
  * them). `extra` holds what a format adds (the sharded layout and ranks, which runtime/sharded reads).
  */
-export function buildManifest(format: ManifestFormat, source: string | null, passes: PassRecord[], extra: Record<string, unknown> = {}): Manifest {
+export function buildManifest(
+  format: ManifestFormat,
+  source: string | null,
+  passes: PassRecord[],
+  extra: Record<string, unknown> = {},
+): Manifest {
   return {
     format,
     formatVersion: 1,

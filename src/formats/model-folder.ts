@@ -40,7 +40,11 @@ export function copyModelFiles(from: string, to: string): void {
  * folder (and may add format-specific manifest fields to `extra`); then the tokenizer files are copied,
  * llmopt.json written, and the folder renamed into place. Nothing is written when a check fails.
  */
-export async function writeModelFolder<T>(target: string, o: ModelFolderOptions, write: (tmp: string, extra: Record<string, unknown>) => Promise<T>): Promise<T> {
+export async function writeModelFolder<T>(
+  target: string,
+  o: ModelFolderOptions,
+  write: (tmp: string, extra: Record<string, unknown>) => Promise<T>,
+): Promise<T> {
   checkReplaceable(target);
   const filesFrom = o.filesFrom === undefined ? o.source : o.filesFrom;
   if (filesFrom !== null) checkTokenizer(filesFrom);

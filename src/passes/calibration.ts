@@ -41,7 +41,13 @@ export function loadCalibration(path: string, tokenizer: TextTokenizer, samples:
  * Reads `--calib` for the model in `modelDir` with its tokenizer: the first `samples` windows (default
  * 128) of at most `seqLen` tokens (default 128, or the context when shorter). No text is bad input.
  */
-export function loadModelCalibration(path: string, modelDir: string, spec: DecoderSpec, samples = 128, seqLen = Math.min(128, spec.maxPositions)): CalibrationSet {
+export function loadModelCalibration(
+  path: string,
+  modelDir: string,
+  spec: DecoderSpec,
+  samples = 128,
+  seqLen = Math.min(128, spec.maxPositions),
+): CalibrationSet {
   const set = loadCalibration(path, loadTokenizer(modelDir), samples, seqLen);
   if (set.windows.length === 0) throw new InputError(`${path}: calibration file has no text`);
   return set;
@@ -209,7 +215,14 @@ function layerInputs(s: InputStatistics, statistic: CalibrationStatistic): Layer
  * dense weights on the current hidden states, then the hidden states advance through the compressed
  * layer (or the dense one when not sequential). Returns the calibration tokens counted.
  */
-export async function calibrateLayerwise(spec: DecoderSpec, weights: WeightSource, set: CalibrationSet, targets: LinearModule[], method: LayerwiseMethod, opts: LayerwiseOptions = {}): Promise<{ tokens: number }> {
+export async function calibrateLayerwise(
+  spec: DecoderSpec,
+  weights: WeightSource,
+  set: CalibrationSet,
+  targets: LinearModule[],
+  method: LayerwiseMethod,
+  opts: LayerwiseOptions = {},
+): Promise<{ tokens: number }> {
   const calib = await LayerwiseCalibration.start(spec, weights, set, opts.batchSize ?? 8);
   try {
     for (let layer = 0; layer < spec.numLayers; layer++) {

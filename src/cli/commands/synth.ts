@@ -59,7 +59,8 @@ export function synthCommand(): Command {
         mlp_bias: false,
         torch_dtype: o.dtype,
       };
-      const options = { name, hidden: o.hidden, layers: o.layers, heads: o.heads, kvHeads: o.kvHeads, ffn, vocab: o.vocab, context: o.context, dtype: o.dtype, tied: Boolean(o.tied) };
+      const { hidden, layers, heads, kvHeads, vocab, context, dtype } = o;
+      const options = { name, hidden, layers, heads, kvHeads, ffn, vocab, context, dtype, tied: Boolean(o.tied) };
       await writeSyntheticFolder(target, { name, shards: 1, config }, options);
       const spec = readModelSpec(target);
       const report = { output: o.output, parameters: parameterCount(spec), spec };

@@ -14,20 +14,30 @@ export interface CheckpointState {
 }
 
 /** Writes the checkpoint into `dir` through `dir`.tmp, so a kill mid-write keeps the previous one. */
-export async function writeCheckpoint(dir: string, weights: Map<string, Float32Array>, opt: OptimizerState, state: CheckpointState): Promise<void> {
+export async function writeCheckpoint(
+  dir: string,
+  weights: Map<string, Float32Array>,
+  opt: OptimizerState,
+  state: CheckpointState,
+): Promise<void> {
   const tmp = `${dir}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  const entries = (prefix: string, m: Map<string, Float32Array>) => [...m].map(([n, w]) => ({ name: `${prefix}${n}`, dtype: 'F32' as const, shape: [w.length] }));
-  const all = new Map<string, Float32Array>([...[...weights].map(([n, w]) => [`w.${n}`, w] as const), ...[...opt.m].map(([n, w]) => [`m.${n}`, w] as const), ...[...opt.v].map(([n, w]) => [`v.${n}`, w] as const)]);
-  await writeSafetensors(join(tmp, 'state.safetensors'), [...entries('w.', weights), ...entries('m.', opt.m), ...entries('v.', opt.v)], (n) => new Uint8Array(all.get(n)!.buffer));
+  // One file: weights as w.NAME, AdamW's moments as m.NAME and v.NAME, all float32, flat.
+  const all = new Map<string, Float32Array>();
+  for (const [prefix, m] of [['w.', weights], ['m.', opt.m], ['v.', opt.v]] as const) for (const [n, w] of m) all.set(`${prefix}${n}`, w);
+  const entries = [...all].map(([name, w]) => ({ name, dtype: 'F32' as const, shape: [w.length] }));
+  await writeSafetensors(join(tmp, 'state.safetensors'), entries, (n) => new Uint8Array(all.get(n)!.buffer));
   writeFileSync(join(tmp, 'state.json'), JSON.stringify({ ...state, optimizerStep: opt.step }, null, 2));
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
 }
 
 /** Reads the checkpoint in `dir` into `weights` (in place) and returns the optimizer state and progress. */
-export async function readCheckpoint(dir: string, weights: Map<string, Float32Array>): Promise<{ opt: OptimizerState; state: CheckpointState }> {
+export async function readCheckpoint(
+  dir: string,
+  weights: Map<string, Float32Array>,
+): Promise<{ opt: OptimizerState; state: CheckpointState }> {
   if (!existsSync(join(dir, 'state.json'))) throw new InputError(`--resume: no checkpoint in ${dir}`);
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
   const f = await SafetensorsFile.open(join(dir, 'state.safetensors'));

@@ -248,7 +248,8 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
     }
     for (const [n, w] of weights) student.weights.set(n, w);
     const record = { pass: 'distill', options: { teacher: resolve(o.teacher), student: o.student ? resolve(o.student) : null, layerIds: student.layerIds, data: resolve(o.data), steps: step, batch: o.batch, seqLen, lr: o.lr, temperature: o.temperature, alpha: o.alpha, hiddenLoss: o.hiddenLoss ?? 0, seed: o.seed, keepSparsity: o.keepSparsity }, at: new Date().toISOString() };
-    await writeModelFolder(output, { format: 'llmopt-checkpoint', source: o.student ?? o.teacher, filesFrom: student.filesFrom, passes: [record] }, async (tmp) => {
+    const folder = { format: 'llmopt-checkpoint' as const, source: o.student ?? o.teacher, filesFrom: student.filesFrom, passes: [record] };
+    await writeModelFolder(output, folder, async (tmp) => {
       await saveStudent(tmp, student, { llmopt_distill: { ...record.options, before, after } });
       writeFileSync(join(tmp, 'train-log.jsonl'), existsSync(log) ? readFileSync(log) : '');
     });

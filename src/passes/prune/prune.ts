@@ -110,7 +110,8 @@ export async function prune(source: string, output: string, opts: PruneOptions):
           compress: (t, w, inputs) => {
             if (method === 'wanda') return applyMask(w, maskOf(structure, wandaScores(w, t.rows, t.cols, inputs.norms!), t.rows, t.cols));
             const st = structure.kind === 'nm' ? structure : { kind: 'unstructured' as const, sparsity: structure.sparsity };
-            return sparseGptPrune(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, { structure: st, dampening: opts.dampening ?? 0.01 }).pruned;
+            const dampening = opts.dampening ?? 0.01;
+            return sparseGptPrune(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, { structure: st, dampening }).pruned;
           },
           // Each layer's pruned weights go to disk at once, so memory holds one layer's, not the model's.
           layerDone: async (layer, inLayer, pruned) => {

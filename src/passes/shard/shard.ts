@@ -122,7 +122,8 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
     const tick = () => opts.onProgress?.(++done, total);
     const trt = opts.format === 'tensorrt-llm';
     // A TensorRT-LLM folder carries no tokenizer (TensorRT-LLM ignores llmopt.json; a rerun may replace the folder).
-    const folder = { format: trt ? ('llmopt-tensorrt-llm' as const) : ('llmopt-sharded' as const), source, filesFrom: trt ? null : source, passes: [shardRecord(opts, plan)] };
+    const format = trt ? ('llmopt-tensorrt-llm' as const) : ('llmopt-sharded' as const);
+    const folder = { format, source, filesFrom: trt ? null : source, passes: [shardRecord(opts, plan)] };
     const rankBytes = await writeModelFolder(output, folder, async (tmp, manifest) => {
       if (trt) return writeTensorRtLlmCheckpoint(tmp, spec, model.weights, plan.tp, plan.pp, plan.vocab === 'split', trtRanks, tick);
       const runId = randomUUID();
@@ -130,7 +131,9 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       for (const r of plan.ranks) ranks.push(await writeOnnxRank(tmp, spec, model.weights, plan, r, runId, opts, tick));
       writeFileSync(join(tmp, 'config.json'), configBytes);
       // What the sharded runtime reads on top of the common manifest (runtime/sharded/manifest.ts, ShardManifest).
-      const layout: ShardManifest['layout'] = { tp: plan.tp, pp: plan.pp, worldSize: plan.worldSize, attention: opts.attention, kvHeads: plan.kv, vocab: plan.vocab, stages: plan.stages.map(pair) };
+      const { tp, pp, worldSize, kv: kvHeads, vocab } = plan;
+      const { attention } = opts;
+      const layout: ShardManifest['layout'] = { tp, pp, worldSize, attention, kvHeads, vocab, stages: plan.stages.map(pair) };
       Object.assign(manifest, { runId, layout, ranks });
       return ranks.map((r) => Object.values(r.files).reduce((a, f) => a + f.bytes, 0));
     });
@@ -154,6 +157,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
 }
 
 function shardRecord(opts: ShardOptions, plan: ShardPlan) {
-  return passRecord('shard', { tp: plan.tp, pp: plan.pp, stages: plan.stages.map(pair), vocab: plan.vocab, attention: opts.attention, format: opts.format });
+  const { tp, pp, vocab } = plan;
+  return passRecord('shard', { tp, pp, stages: plan.stages.map(pair), vocab, attention: opts.attention, format: opts.format });
 }
 
