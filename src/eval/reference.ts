@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportModel } from '../passes/export.js';
+import { writeOnnxArtifact } from '../model/artifact-writer.js';
 import { isRunnable, openModel, type CausalLM, type OpenOptions } from '../runtime/model.js';
 
 export interface OpenedReference {
@@ -19,7 +19,7 @@ export async function openReference(path: string, opts: OpenOptions): Promise<Op
   const tmp = mkdtempSync(join(tmpdir(), 'llmopt-reference-'));
   try {
     const out = join(tmp, 'model');
-    await exportModel(path, out, { attention: 'standard', layout: 'llmopt' });
+    await writeOnnxArtifact(path, out, { attention: 'standard', layout: 'llmopt' });
     const model = await openModel(out, opts);
     return {
       model,

@@ -1,9 +1,11 @@
 // Deterministic random Llama checkpoints in Hugging Face layout (config, safetensors, a small
 // SentencePiece-style tokenizer): the test fixtures and the synthetic models benchmarks run on.
 // Every tensor is seeded from its own name, so values do not depend on generation order or size.
-import { promises as fs } from 'node:fs';
+import { promises as fs, readdirSync, renameSync, rmdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { fromFloat32 } from '../formats/dtype.js';
+import { passRecord } from '../formats/manifest.js';
+import { writeModelFolder } from '../formats/model-folder.js';
 import { writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../formats/safetensors.js';
 
 /** The architecture knobs of one synthetic model; names follow Hugging Face's LlamaConfig. */
@@ -282,3 +284,17 @@ export async function writeSyntheticLlama(outDir: string, spec: SyntheticSpec): 
   );
 }
 
+
+/**
+ * Writes one synthetic checkpoint as the model folder `target` itself (atomically, with llmopt.json
+ * recording `options` as the synth pass), for `llmopt synth`.
+ */
+export async function writeSyntheticFolder(target: string, spec: SyntheticSpec, options: Record<string, unknown>): Promise<void> {
+  await writeModelFolder(target, { format: 'llmopt-checkpoint', source: null, passes: [passRecord('synth', options)] }, async (tmp) => {
+    // The generator writes <dir>/<name> (seeds come from the name); the folder's files move up to the target.
+    await writeSyntheticLlama(tmp, spec);
+    const inner = path.join(tmp, spec.name);
+    for (const f of readdirSync(inner)) renameSync(path.join(inner, f), path.join(tmp, f));
+    rmdirSync(inner);
+  });
+}

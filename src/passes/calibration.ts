@@ -2,7 +2,7 @@
 // each decoder layer runs as its own small graph on the hidden states that came out of the already
 // compressed layers before it. Per layer it yields, for every linear layer's input, the Gram matrix
 // X^T X over the valid tokens (computed by onnxruntime), and then advances the hidden states through
-// the layer's compressed weights.
+// the layer's compressed weights. calibrateLayerwise is the one loop the methods plug into.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,12 +11,13 @@ import { GraphBuilder, encodeModel } from '../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../formats/onnx/external-data.js';
 import { writeFileSync } from 'node:fs';
 import { loadEvalWindows } from '../eval/dataset.js';
-import type { TextTokenizer } from '../formats/tokenizer.js';
+import { loadTokenizer, type TextTokenizer } from '../formats/tokenizer.js';
 import { CAPTURE_NAMES, gramOutput, io, type CaptureName } from '../core/io.js';
 import { buildBlockGraph } from '../model/decoder.js';
 import { EMBED_TOKENS, type DecoderSpec } from '../core/spec.js';
-import type { WeightSource } from '../core/weights.js';
+import { overlayWeights, type WeightSource } from '../core/weights.js';
 import { ModelSession, Tensor } from '../runtime/session.js';
+import type { LinearModule } from './targets.js';
 
 export interface CalibrationSet {
   path: string;
@@ -34,6 +35,22 @@ export function loadCalibration(path: string, tokenizer: TextTokenizer, samples:
     throw e;
   }
   return { path, windows: windows.slice(0, samples) };
+}
+
+/**
+ * Reads `--calib` for the model in `modelDir` with its tokenizer: the first `samples` windows (default
+ * 128) of at most `seqLen` tokens (default 128, or the context when shorter). No text is bad input.
+ */
+export function loadModelCalibration(
+  path: string,
+  modelDir: string,
+  spec: DecoderSpec,
+  samples = 128,
+  seqLen = Math.min(128, spec.maxPositions),
+): CalibrationSet {
+  const set = loadCalibration(path, loadTokenizer(modelDir), samples, seqLen);
+  if (set.windows.length === 0) throw new InputError(`${path}: calibration file has no text`);
+  return set;
 }
 
 /** Input statistics of one linear-layer input: sum of x x^T over `tokens` valid tokens. */
@@ -149,5 +166,81 @@ export class LayerwiseCalibration {
 
   close(): void {
     rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+/** What a method needs of a linear layer's inputs: the Hessian X^T X (GPTQ, SparseGPT) or the squared norms of its columns (Wanda). */
+export type CalibrationStatistic = 'hessian' | 'norms';
+
+/** One linear layer's calibration inputs, over `tokens` valid tokens. */
+export interface LayerInputs {
+  /** sum over tokens of x x^T, [F, F] ('hessian' only). */
+  hessian: Float64Array | null;
+  /** sum over tokens of x_j^2, [F] (the Hessian's diagonal; 'norms' only). */
+  norms: Float64Array | null;
+  tokens: number;
+}
+
+/** A layer-by-layer compression method (GPTQ, SparseGPT, Wanda, and later AWQ). */
+export interface LayerwiseMethod {
+  statistic: CalibrationStatistic;
+  /** Compresses one linear layer: its float32 weight [rows, cols] in; out, the weight later layers see. */
+  compress(target: LinearModule, w: Float32Array, inputs: LayerInputs): Float32Array;
+  /** After each decoder layer with targets: their new weights (prune stages them to disk). */
+  layerDone?(layer: number, targets: LinearModule[], compressed: Map<string, Float32Array>): Promise<void>;
+}
+
+export interface LayerwiseOptions {
+  /** Calibration windows per batch (default 8). */
+  batchSize?: number;
+  /**
+   * Calibrate each layer on inputs that went through the already-compressed layers (true, the default,
+   * as the GPTQ, Wanda and SparseGPT reference code do) or on the dense model's activations (false).
+   */
+  sequential?: boolean;
+  /** (decoder layers done, decoder layers). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+function layerInputs(s: InputStatistics, statistic: CalibrationStatistic): LayerInputs {
+  if (statistic === 'hessian') return { hessian: s.gram, norms: null, tokens: s.tokens };
+  const F = s.features;
+  const norms = new Float64Array(F);
+  for (let j = 0; j < F; j++) norms[j] = s.gram[j * F + j]!;
+  return { hessian: null, norms, tokens: s.tokens };
+}
+
+/**
+ * Runs `method` over `targets`, decoder layer by decoder layer: each layer's statistics come from its
+ * dense weights on the current hidden states, then the hidden states advance through the compressed
+ * layer (or the dense one when not sequential). Returns the calibration tokens counted.
+ */
+export async function calibrateLayerwise(
+  spec: DecoderSpec,
+  weights: WeightSource,
+  set: CalibrationSet,
+  targets: LinearModule[],
+  method: LayerwiseMethod,
+  opts: LayerwiseOptions = {},
+): Promise<{ tokens: number }> {
+  const calib = await LayerwiseCalibration.start(spec, weights, set, opts.batchSize ?? 8);
+  try {
+    for (let layer = 0; layer < spec.numLayers; layer++) {
+      const inLayer = targets.filter((t) => t.layer === layer);
+      const compressed = new Map<string, Float32Array>();
+      if (inLayer.length) {
+        const stats = await calib.statistics(layer, weights);
+        for (const t of inLayer) {
+          const w = await weights.readFloat32(`${t.module}.weight`);
+          compressed.set(`${t.module}.weight`, method.compress(t, w, layerInputs(stats.get(t.capture)!, method.statistic)));
+        }
+        await method.layerDone?.(layer, inLayer, compressed);
+      }
+      if (layer + 1 < spec.numLayers) await calib.advance(layer, opts.sequential === false ? weights : overlayWeights(weights, compressed));
+      opts.onProgress?.(layer + 1, spec.numLayers);
+    }
+    return { tokens: calib.tokens };
+  } finally {
+    calib.close();
   }
 }

@@ -3,8 +3,8 @@
 // tokens/s), with the pass's own report kept whole.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TOOL_VERSION } from '../formats/artifact.js';
-import { MANIFEST_FILE, writeOutputDir } from '../formats/output-dir.js';
+import { passRecord } from '../formats/manifest.js';
+import { writeModelFolder } from '../formats/model-folder.js';
 import { compareModels } from '../eval/compare.js';
 import type { EvalReport } from '../eval/evaluate.js';
 import { exportModel } from '../passes/export.js';
@@ -53,9 +53,8 @@ const folderBytes = (dir: string) => listFiles(dir).reduce((a, f) => a + f.bytes
 
 /** Eval and bench write their figures (result.json) and a marker so a rerun may replace the folder. */
 async function writeResult(output: string, pass: string, result: unknown): Promise<void> {
-  await writeOutputDir(output, async (tmp) => {
+  await writeModelFolder(output, { format: 'llmopt-stage-result', source: null, passes: [passRecord(pass, {})] }, async (tmp) => {
     writeFileSync(join(tmp, 'result.json'), JSON.stringify(result, null, 2) + '\n');
-    writeFileSync(join(tmp, MANIFEST_FILE), JSON.stringify({ format: 'llmopt-stage-result', tool: { name: 'llmopt', version: TOOL_VERSION }, pass }, null, 2) + '\n');
   });
 }
 

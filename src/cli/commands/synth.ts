@@ -2,12 +2,9 @@
 // committed: benchmark scripts generate what they measure).
 import { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
-import { writeOutputDir } from '../../formats/output-dir.js';
-import { writeCheckpointManifest } from '../../formats/artifact.js';
-import { writeSyntheticLlama } from '../../model/synthetic.js';
+import { writeSyntheticFolder } from '../../model/synthetic.js';
 import { parameterCount } from '../../core/spec.js';
 import { readModelSpec } from '../../formats/hf-config.js';
-import { renameSync, readdirSync, rmdirSync } from 'node:fs';
 import { choiceOption, intOption } from '../options.js';
 import { Output, table } from '../output.js';
 
@@ -44,33 +41,27 @@ export function synthCommand(): Command {
       const out = new Output(o);
       const ffn = o.ffn ?? Math.ceil((o.hidden * 8) / 3 / 256) * 256;
       const target = resolve(o.output);
-      await writeOutputDir(target, async (tmp) => {
-        // The generator writes <dir>/<name>; seeds come from the name, so one name means one model per shape.
-        const name = `synth-h${o.hidden}-l${o.layers}-a${o.heads}-kv${o.kvHeads}-f${ffn}-v${o.vocab}`;
-        await writeSyntheticLlama(tmp, {
-          name,
-          shards: 1,
-          config: {
-            hidden_size: o.hidden,
-            num_hidden_layers: o.layers,
-            num_attention_heads: o.heads,
-            num_key_value_heads: o.kvHeads,
-            intermediate_size: ffn,
-            vocab_size: o.vocab,
-            max_position_embeddings: o.context,
-            rope_theta: 10000,
-            rope_scaling: null,
-            rms_norm_eps: 1e-5,
-            tie_word_embeddings: Boolean(o.tied),
-            attention_bias: false,
-            mlp_bias: false,
-            torch_dtype: o.dtype,
-          },
-        });
-        for (const f of readdirSync(`${tmp}/${name}`)) renameSync(`${tmp}/${name}/${f}`, `${tmp}/${f}`);
-        rmdirSync(`${tmp}/${name}`);
-        writeCheckpointManifest(tmp, null, [{ pass: 'synth', options: { name, hidden: o.hidden, layers: o.layers, heads: o.heads, kvHeads: o.kvHeads, ffn, vocab: o.vocab, context: o.context, dtype: o.dtype, tied: Boolean(o.tied) }, at: new Date().toISOString() }]);
-      });
+      // Seeds come from the name, so one name means one model per shape.
+      const name = `synth-h${o.hidden}-l${o.layers}-a${o.heads}-kv${o.kvHeads}-f${ffn}-v${o.vocab}`;
+      const config = {
+        hidden_size: o.hidden,
+        num_hidden_layers: o.layers,
+        num_attention_heads: o.heads,
+        num_key_value_heads: o.kvHeads,
+        intermediate_size: ffn,
+        vocab_size: o.vocab,
+        max_position_embeddings: o.context,
+        rope_theta: 10000,
+        rope_scaling: null,
+        rms_norm_eps: 1e-5,
+        tie_word_embeddings: Boolean(o.tied),
+        attention_bias: false,
+        mlp_bias: false,
+        torch_dtype: o.dtype,
+      };
+      const { hidden, layers, heads, kvHeads, vocab, context, dtype } = o;
+      const options = { name, hidden, layers, heads, kvHeads, ffn, vocab, context, dtype, tied: Boolean(o.tied) };
+      await writeSyntheticFolder(target, { name, shards: 1, config }, options);
       const spec = readModelSpec(target);
       const report = { output: o.output, parameters: parameterCount(spec), spec };
       if (o.json) return out.json(report);

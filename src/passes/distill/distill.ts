@@ -1,15 +1,13 @@
 // distill: trains a student to match a teacher's output distribution (KL at temperature T, plus
 // alpha x next-token cross-entropy) with AdamW, on packed text, through a training graph run by
 // onnxruntime; evaluates KL / perplexity against the teacher before, during and after; writes the
-// student as a Hugging Face folder, a training log, and resumable checkpoints.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync, renameSync } from 'node:fs';
+// student as a Hugging Face folder and a training log; resumable checkpoints are in checkpoint.ts.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InputError, LlmoptError } from '../../core/errors.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
-import { writeOutputDir } from '../../formats/output-dir.js';
-import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';
-import { SafetensorsFile, writeSafetensors } from '../../formats/safetensors.js';
+import { copyModelFiles, writeModelFolder } from '../../formats/model-folder.js';
 import { readModelSpec } from '../../formats/hf-config.js';
 import { loadEvalWindows, type EvalWindow } from '../../eval/dataset.js';
 import { evaluate } from '../../eval/evaluate.js';
@@ -20,6 +18,7 @@ import { forwardOnce } from '../../runtime/model.js';
 import { LINEAR_KINDS } from '../targets.js';
 import { BatchSchedule, packText } from './data.js';
 import { AdamW, ADAMW_DEFAULTS, type OptimizerState } from './optimizer.js';
+import { readCheckpoint, writeCheckpoint, type CheckpointState } from './checkpoint.js';
 import { evenlySpacedLayers, loadStudent, saveStudent, shallowStudent, type Student } from './student.js';
 import { buildTrainingGraph } from './train-graph.js';
 import { TrainingSession } from './trainer.js';
@@ -123,43 +122,6 @@ function sparsityMasks(weights: Map<string, Float32Array>): Map<string, Uint8Arr
   return masks;
 }
 
-interface CheckpointState {
-  step: number;
-  seconds: number;
-  tokens: number;
-  options: Record<string, unknown>;
-}
-
-async function writeCheckpoint(dir: string, weights: Map<string, Float32Array>, opt: OptimizerState, state: CheckpointState): Promise<void> {
-  const tmp = `${dir}.tmp`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  const entries = (prefix: string, m: Map<string, Float32Array>) => [...m].map(([n, w]) => ({ name: `${prefix}${n}`, dtype: 'F32' as const, shape: [w.length] }));
-  const all = new Map<string, Float32Array>([...[...weights].map(([n, w]) => [`w.${n}`, w] as const), ...[...opt.m].map(([n, w]) => [`m.${n}`, w] as const), ...[...opt.v].map(([n, w]) => [`v.${n}`, w] as const)]);
-  await writeSafetensors(join(tmp, 'state.safetensors'), [...entries('w.', weights), ...entries('m.', opt.m), ...entries('v.', opt.v)], (n) => new Uint8Array(all.get(n)!.buffer));
-  writeFileSync(join(tmp, 'state.json'), JSON.stringify({ ...state, optimizerStep: opt.step }, null, 2));
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
-}
-
-async function readCheckpoint(dir: string, weights: Map<string, Float32Array>): Promise<{ opt: OptimizerState; state: CheckpointState }> {
-  if (!existsSync(join(dir, 'state.json'))) throw new InputError(`--resume: no checkpoint in ${dir}`);
-  const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
-  const f = await SafetensorsFile.open(join(dir, 'state.safetensors'));
-  const opt: OptimizerState = { step: state.optimizerStep, m: new Map(), v: new Map() };
-  try {
-    for (const [name, w] of weights) {
-      if (!f.tensors.has(`w.${name}`)) throw new InputError(`${dir}: checkpoint has no ${name} (another student?)`);
-      w.set(await f.readFloat32(`w.${name}`));
-      opt.m.set(name, await f.readFloat32(`m.${name}`));
-      opt.v.set(name, await f.readFloat32(`v.${name}`));
-    }
-  } finally {
-    await f.close();
-  }
-  return { opt, state };
-}
-
 export async function distill(output: string, o: DistillOptions): Promise<DistillReport> {
   validate(o);
   const teacherSpec = readModelSpec(o.teacher);
@@ -209,6 +171,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       for (const [n, w] of weights) student.weights.set(n, w);
       // Saved in float32 (no rounding of the weights being measured), so config.json says float32 too.
       await saveStudent(dir, { ...student, dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])), config: { ...student.config, torch_dtype: 'float32' } });
+      copyModelFiles(student.filesFrom, dir);
       await exportModel(dir, join(dir, 'onnx'), { attention: 'fused', layout: 'llmopt' });
       const model = await DecoderModel.open(join(dir, 'onnx'), { device: o.device, threads: o.threads });
       try {
@@ -289,10 +252,10 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
     }
     for (const [n, w] of weights) student.weights.set(n, w);
     const record = { pass: 'distill', options: { teacher: resolve(o.teacher), student: o.student ? resolve(o.student) : null, layerIds: student.layerIds, data: resolve(o.data), steps: step, batch: o.batch, seqLen, lr: o.lr, temperature: o.temperature, alpha: o.alpha, hiddenLoss: o.hiddenLoss ?? 0, seed: o.seed, keepSparsity: o.keepSparsity }, at: new Date().toISOString() };
-    await writeOutputDir(output, async (tmp) => {
+    const folder = { format: 'llmopt-checkpoint' as const, source: o.student ?? o.teacher, filesFrom: student.filesFrom, passes: [record] };
+    await writeModelFolder(output, folder, async (tmp) => {
       await saveStudent(tmp, student, { llmopt_distill: { ...record.options, before, after } });
       writeFileSync(join(tmp, 'train-log.jsonl'), existsSync(log) ? readFileSync(log) : '');
-      writeCheckpointManifest(tmp, resolve(o.student ?? o.teacher), [...priorPasses(o.student ?? o.teacher), record]);
     });
     return {
       output,

@@ -1,12 +1,11 @@
 // The student of a distillation: its spec and starting weights, from a checkpoint of the teacher's
 // architecture (a pruned one, say) or from a subset of the teacher's layers; and saving it back as a
 // Hugging Face folder with the tensor layout it came in.
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import { fromFloat32, type DType } from '../../formats/dtype.js';
 import { writeSafetensors, type TensorEntry } from '../../formats/safetensors.js';
-import { TOKENIZER_FILES } from '../../formats/tokenizer.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { expectedTensors, type DecoderSpec } from '../../core/spec.js';
 
@@ -78,10 +77,9 @@ export async function shallowStudent(teacherDir: string, layerIds: number[]): Pr
   return { spec, weights, dtypes, config, filesFrom: teacherDir, layerIds };
 }
 
-/** Writes the student as a Hugging Face folder into `dir` (which exists and is empty). */
+/** Writes the student's weights and config.json into `dir` (which exists; tokenizer files: copyModelFiles). */
 export async function saveStudent(dir: string, student: Student, extraConfig: Record<string, unknown> = {}): Promise<void> {
   const entries: TensorEntry[] = [...expectedTensors(student.spec)].map(([name, shape]) => ({ name, dtype: student.dtypes.get(name)!, shape }));
   await writeSafetensors(join(dir, 'model.safetensors'), entries, (name) => fromFloat32(student.weights.get(name)!, student.dtypes.get(name) as 'F32' | 'F16' | 'BF16'), { format: 'pt' });
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...student.config, ...extraConfig }, null, 2) + '\n');
-  for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(student.filesFrom, f))) copyFileSync(join(student.filesFrom, f), join(dir, f));
 }

@@ -1,17 +1,15 @@
 // prune: zero weights of the linear layers in N:M groups or unstructured, by magnitude, Wanda or
 // SparseGPT, and write a Hugging Face folder with the same tensor names and dtypes as the input, so it
 // feeds export, quantize, eval and distill unchanged.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
-import { TOKENIZER_FILES, loadTokenizer } from '../../formats/tokenizer.js';
-import { priorPasses, writeCheckpointManifest } from '../../formats/artifact.js';
-import { writeOutputDir } from '../../formats/output-dir.js';
+import { passRecord, type PassRecord } from '../../formats/manifest.js';
+import { writeModelFolder } from '../../formats/model-folder.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { overlayWeights } from '../../core/weights.js';
-import { LayerwiseCalibration, loadCalibration } from '../calibration.js';
+import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearKind, type LinearModule } from '../targets.js';
 import { applyMask, checkNm, nmMask, unstructuredMask } from './masks.js';
 import { sparsityOf } from '../../model/sparsity.js';
@@ -95,50 +93,37 @@ export async function prune(source: string, output: string, opts: PruneOptions):
     }
     const calibrated = method !== 'magnitude';
     if (calibrated && !opts.calib) throw new InputError(`--method ${method} needs calibration text: give --calib <file>`);
-    const calibSet = calibrated ? loadCalibration(opts.calib!, loadTokenizer(source), opts.calibSamples ?? 128, opts.calibSeqLen ?? Math.min(128, spec.maxPositions)) : null;
-    if (calibSet && calibSet.windows.length === 0) throw new InputError(`${opts.calib}: calibration file has no text`);
+    const calibSet = calibrated ? loadModelCalibration(opts.calib!, source, spec, opts.calibSamples, opts.calibSeqLen) : null;
 
     const byModule = new Map(targets.map((t) => [`${t.module}.weight`, t]));
     const report: PruneReport = { output, method, structure, targets: targets.length, sparsity: 0, byKind: {}, tensors: [], calibrationTokens: 0, seconds: 0 };
 
-    return await writeOutputDir(output, async (tmp) => {
+    // The record holds the resolved options the write computes (sparsity, calibration tokens).
+    const passes: PassRecord[] = [];
+    return await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes }, async (tmp) => {
       const staging = join(tmp, '.staging');
       mkdirSync(staging);
       const staged = new Map<string, SafetensorsFile>();
       if (calibSet) {
-        const calib = await LayerwiseCalibration.start(spec, model.weights, calibSet, opts.batchSize ?? 8);
-        report.calibrationTokens = calib.tokens;
-        try {
-          for (let layer = 0; layer < spec.numLayers; layer++) {
-            const inLayer = targets.filter((t) => t.layer === layer);
-            const pruned = new Map<string, Float32Array>();
-            if (inLayer.length) {
-              const stats = await calib.statistics(layer, model.weights);
-              for (const t of inLayer) {
-                const w = await model.weights.readFloat32(`${t.module}.weight`);
-                const s = stats.get(t.capture)!;
-                if (method === 'wanda') {
-                  const norms = new Float64Array(t.cols);
-                  for (let j = 0; j < t.cols; j++) norms[j] = s.gram[j * t.cols + j]!;
-                  pruned.set(`${t.module}.weight`, applyMask(w, maskOf(structure, wandaScores(w, t.rows, t.cols, norms), t.rows, t.cols)));
-                } else {
-                  const st = structure.kind === 'nm' ? structure : { kind: 'unstructured' as const, sparsity: structure.sparsity };
-                  pruned.set(`${t.module}.weight`, sparseGptPrune(w, t.rows, t.cols, s.gram, s.tokens, { structure: st, dampening: opts.dampening ?? 0.01 }).pruned);
-                }
-              }
-              const file = join(staging, `layer${layer}.safetensors`);
-              const entries: TensorEntry[] = inLayer.map((t) => ({ name: `${t.module}.weight`, dtype: 'F32', shape: [t.rows, t.cols] }));
-              await writeSafetensors(file, entries, (name) => new Uint8Array(pruned.get(name)!.buffer));
-              const handle = await SafetensorsFile.open(file);
-              for (const e of entries) staged.set(e.name, handle);
-            }
-            // The next layer calibrates on inputs that went through this layer's pruned (or dense) weights.
-            if (layer + 1 < spec.numLayers) await calib.advance(layer, opts.sequential === false ? model.weights : overlayWeights(model.weights, pruned));
-            opts.onProgress?.(layer + 1, spec.numLayers);
-          }
-        } finally {
-          calib.close();
-        }
+        const pruner: LayerwiseMethod = {
+          statistic: method === 'wanda' ? 'norms' : 'hessian',
+          compress: (t, w, inputs) => {
+            if (method === 'wanda') return applyMask(w, maskOf(structure, wandaScores(w, t.rows, t.cols, inputs.norms!), t.rows, t.cols));
+            const st = structure.kind === 'nm' ? structure : { kind: 'unstructured' as const, sparsity: structure.sparsity };
+            const dampening = opts.dampening ?? 0.01;
+            return sparseGptPrune(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, { structure: st, dampening }).pruned;
+          },
+          // Each layer's pruned weights go to disk at once, so memory holds one layer's, not the model's.
+          layerDone: async (layer, inLayer, pruned) => {
+            const file = join(staging, `layer${layer}.safetensors`);
+            const entries: TensorEntry[] = inLayer.map((t) => ({ name: `${t.module}.weight`, dtype: 'F32', shape: [t.rows, t.cols] }));
+            await writeSafetensors(file, entries, (name) => new Uint8Array(pruned.get(name)!.buffer));
+            const handle = await SafetensorsFile.open(file);
+            for (const e of entries) staged.set(e.name, handle);
+          },
+        };
+        const layerwise = { batchSize: opts.batchSize, sequential: opts.sequential, onProgress: opts.onProgress };
+        report.calibrationTokens = (await calibrateLayerwise(spec, model.weights, calibSet, targets, pruner, layerwise)).tokens;
       }
 
       // Write every tensor of the source in its dtype: targets pruned, the rest copied byte for byte.
@@ -185,8 +170,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
         calibration: calibSet ? { file: resolve(calibSet.path), windows: calibSet.windows.length, tokens: report.calibrationTokens, sequential: opts.sequential !== false } : null,
       };
       writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-      for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
-      writeCheckpointManifest(tmp, resolve(source), [...priorPasses(source), { pass: 'prune', options: config.llmopt_pruning, at: new Date().toISOString() }]);
+      passes.push(passRecord('prune', config.llmopt_pruning));
       return report;
     });
   } finally {

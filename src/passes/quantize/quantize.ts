@@ -1,23 +1,22 @@
 // quantize: weights to fp16, int8 or int4 (block-wise, round-to-nearest or GPTQ) or w8a8, written as an
 // ONNX artifact (MatMulNBits / GatherBlockQuantized / DynamicQuantizeMatMul) or as a compressed-tensors
 // Hugging Face checkpoint for vLLM. Typed options are validated before anything is read or written.
-import { copyFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import { readJsonFile } from '../../formats/hf-config.js';
 import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
 import { Checkpoint } from '../../formats/safetensors.js';
-import { loadTokenizer, TOKENIZER_FILES } from '../../formats/tokenizer.js';
 import { readOnnxInitializers } from '../../formats/onnx/initializers.js';
-import { writeOutputDir } from '../../formats/output-dir.js';
-import { findModelFile, priorPasses, writeCheckpointManifest, type PassRecord } from '../../formats/artifact.js';
+import { writeModelFolder } from '../../formats/model-folder.js';
+import { findModelFile } from '../../formats/artifact.js';
+import type { PassRecord } from '../../formats/manifest.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
 import type { AttentionForm } from '../../core/io.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
-import { overlayWeights } from '../../core/weights.js';
 import { LM_HEAD } from '../../core/spec.js';
 import { exportModel } from '../export.js';
-import { LayerwiseCalibration, loadCalibration, type CalibrationSet } from '../calibration.js';
+import { calibrateLayerwise, loadModelCalibration, type CalibrationSet, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearModule } from '../targets.js';
 import { quantizeRtn } from './blockwise.js';
 import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
@@ -97,34 +96,22 @@ export function validateQuantizeOptions(o: QuantizeOptions): void {
 
 /** GPTQ over every targeted layer, layer by layer on inputs through the already-quantized layers. */
 async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantConfig, o: QuantizeOptions, set: CalibrationSet) {
-  const { spec, weights } = model;
-  const calib = await LayerwiseCalibration.start(spec, weights, set, o.batchSize ?? 8);
   const results = new Map<string, BlockQuantized>();
   let errorSum = 0;
   let maxDampening = 0;
-  try {
-    for (let layer = 0; layer < spec.numLayers; layer++) {
-      const inLayer = targets.filter((t) => t.layer === layer);
-      const replaced = new Map<string, Float32Array>();
-      if (inLayer.length) {
-        const stats = await calib.statistics(layer, weights);
-        for (const t of inLayer) {
-          const s = stats.get(t.capture)!;
-          const w = await weights.readFloat32(`${t.module}.weight`);
-          const r = gptqQuantize(w, t.rows, t.cols, s.gram, s.tokens, { ...cfg, actOrder: o.actOrder, dampening: o.dampening });
-          results.set(t.module, r.quantized);
-          replaced.set(`${t.module}.weight`, dequantize(r.quantized));
-          errorSum += r.error;
-          maxDampening = Math.max(maxDampening, r.dampeningUsed);
-        }
-      }
-      if (layer + 1 < spec.numLayers) await calib.advance(layer, overlayWeights(weights, replaced));
-      o.onProgress?.(layer + 1, spec.numLayers, 'calibrate');
-    }
-    return { results, tokens: calib.tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening } };
-  } finally {
-    calib.close();
-  }
+  const method: LayerwiseMethod = {
+    statistic: 'hessian',
+    compress: (t, w, inputs) => {
+      const r = gptqQuantize(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, { ...cfg, actOrder: o.actOrder, dampening: o.dampening });
+      results.set(t.module, r.quantized);
+      errorSum += r.error;
+      maxDampening = Math.max(maxDampening, r.dampeningUsed);
+      return dequantize(r.quantized);
+    },
+  };
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
+  return { results, tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening } };
 }
 
 export async function quantize(source: string, output: string, o: QuantizeOptions): Promise<QuantizeReport> {
@@ -144,8 +131,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
     const cfg: BlockQuantConfig | null = bits ? { bits: bits as 4 | 8, blockSize: o.blockSize, symmetric: o.symmetric } : null;
     // Read (and checked) once, before any work: an empty file is bad input whatever the method.
-    const calibSet = o.calib ? loadCalibration(o.calib, loadTokenizer(source), o.calibSamples ?? 128, o.calibSeqLen ?? Math.min(128, spec.maxPositions)) : null;
-    if (calibSet && calibSet.windows.length === 0) throw new InputError(`${o.calib}: calibration file has no text`);
+    const calibSet = o.calib ? loadModelCalibration(o.calib, source, spec, o.calibSamples, o.calibSeqLen) : null;
 
     const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfg!, o, calibSet!) : null;
     const quantizeLayer = (module: string, w: Float32Array, rows: number, cols: number): BlockQuantized =>
@@ -165,7 +151,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       const layers = new Map<string, BlockQuantized>();
       for (const t of targets) layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
       const quantizedNames = new Set(targets.map((t) => `${t.module}.weight`));
-      await writeOutputDir(output, async (tmp) => {
+      await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, async (tmp) => {
         await writeCompressedTensorsCheckpoint(tmp, {
           sourceConfig: readJsonFile(join(source, 'config.json')),
           layers,
@@ -175,8 +161,6 @@ export async function quantize(source: string, output: string, o: QuantizeOption
           readFloat: (name) => source_.readRaw(name),
           ignore: [...excluded, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
         });
-        for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
-        writeCheckpointManifest(tmp, resolve(source), [...priorPasses(source), record]);
       });
       const written = await Checkpoint.open(output);
       for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);

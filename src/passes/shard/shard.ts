@@ -1,21 +1,21 @@
 // shard: Hugging Face checkpoint -> tensor- and pipeline-parallel ranks. Either per-rank ONNX graphs
 // with a manifest that llmopt's sharded runtime runs, or a TensorRT-LLM checkpoint. Written atomically.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { createHash, randomUUID } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import { GraphBuilder, encodeModel } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
 import { assertGraphValid } from '../../formats/onnx/check.js';
-import { TOKENIZER_FILES } from '../../formats/tokenizer.js';
-import { TOOL_VERSION, isArtifact, priorPasses } from '../../formats/artifact.js';
-import { MANIFEST_FILE, writeOutputDir } from '../../formats/output-dir.js';
+import { TOOL_VERSION, isArtifact } from '../../formats/artifact.js';
+import { passRecord } from '../../formats/manifest.js';
+import { writeModelFolder } from '../../formats/model-folder.js';
 import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { buildSegmentGraph } from '../../model/decoder.js';
 import { ATTENTION, SHARDABLE_FORMS, type AttentionForm } from '../../core/io.js';
 import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../core/spec.js';
-import { RANK_FILE, SHARD_FORMAT, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
+import { RANK_FILE, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
 import { checkAttentionForm } from '../export.js';
 import { planShard, rankSpec, type RankPlan, type ShardPlan, type VocabMode } from './plan.js';
 import { rankSegments } from './segments.js';
@@ -122,29 +122,21 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       opts.format === 'tensorrt-llm' ? trtRanks.reduce((a, r) => a + tensorRtLlmRankTensors(spec, plan.tp, r).length, 0) : plan.ranks.reduce((a, r) => a + rankTensorNames(spec, r).length, 0);
     let done = 0;
     const tick = () => opts.onProgress?.(++done, total);
-    const rankBytes = await writeOutputDir(output, async (tmp) => {
-      if (opts.format === 'tensorrt-llm') {
-        const bytes = await writeTensorRtLlmCheckpoint(tmp, spec, model.weights, plan.tp, plan.pp, plan.vocab === 'split', trtRanks, tick);
-        // So that a later run may replace the folder (writeOutputDir's rule); TensorRT-LLM ignores it.
-        writeFileSync(join(tmp, MANIFEST_FILE), JSON.stringify({ format: 'llmopt-tensorrt-llm', tool: { name: 'llmopt', version: TOOL_VERSION }, source: resolve(source), passes: [...priorPasses(source), shardRecord(opts, plan)] }, null, 2) + '\n');
-        return bytes;
-      }
+    const trt = opts.format === 'tensorrt-llm';
+    // A TensorRT-LLM folder carries no tokenizer (TensorRT-LLM ignores llmopt.json; a rerun may replace the folder).
+    const format = trt ? ('llmopt-tensorrt-llm' as const) : ('llmopt-sharded' as const);
+    const folder = { format, source, filesFrom: trt ? null : source, passes: [shardRecord(opts, plan)] };
+    const rankBytes = await writeModelFolder(output, folder, async (tmp, manifest) => {
+      if (trt) return writeTensorRtLlmCheckpoint(tmp, spec, model.weights, plan.tp, plan.pp, plan.vocab === 'split', trtRanks, tick);
       const runId = randomUUID();
       const ranks: RankRecord[] = [];
       for (const r of plan.ranks) ranks.push(await writeOnnxRank(tmp, spec, model.weights, plan, r, runId, opts, tick));
       writeFileSync(join(tmp, 'config.json'), configBytes);
-      for (const f of ['generation_config.json', ...TOKENIZER_FILES]) if (existsSync(join(source, f))) copyFileSync(join(source, f), join(tmp, f));
-      const manifest: ShardManifest = {
-        format: SHARD_FORMAT,
-        formatVersion: 1,
-        tool: { name: 'llmopt', version: TOOL_VERSION },
-        runId,
-        source: { path: resolve(source), configSha256: createHash('sha256').update(configBytes).digest('hex') },
-        layout: { tp: plan.tp, pp: plan.pp, worldSize: plan.worldSize, attention: opts.attention, kvHeads: plan.kv, vocab: plan.vocab, stages: plan.stages.map(pair) },
-        ranks,
-        passes: [...priorPasses(source), shardRecord(opts, plan)],
-      };
-      writeFileSync(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+      // What the sharded runtime reads on top of the common manifest (runtime/sharded/manifest.ts, ShardManifest).
+      const { tp, pp, worldSize, kv: kvHeads, vocab } = plan;
+      const { attention } = opts;
+      const layout: ShardManifest['layout'] = { tp, pp, worldSize, attention, kvHeads, vocab, stages: plan.stages.map(pair) };
+      Object.assign(manifest, { runId, layout, ranks });
       return ranks.map((r) => Object.values(r.files).reduce((a, f) => a + f.bytes, 0));
     });
     const mean = rankBytes.reduce((a, b) => a + b, 0) / rankBytes.length;
@@ -167,6 +159,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
 }
 
 function shardRecord(opts: ShardOptions, plan: ShardPlan) {
-  return { pass: 'shard', options: { tp: plan.tp, pp: plan.pp, stages: plan.stages.map(pair), vocab: plan.vocab, attention: opts.attention, format: opts.format }, at: new Date().toISOString() };
+  const { tp, pp, vocab } = plan;
+  return passRecord('shard', { tp, pp, stages: plan.stages.map(pair), vocab, attention: opts.attention, format: opts.format });
 }
 
