@@ -4,6 +4,8 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSyn
 import { createHash, randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../errors.js';
+import type { OptionValues } from '../options.js';
+import type { SHARD_OPTIONS } from './definition.js';
 import { GraphBuilder, encodeModel } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
 import { assertGraphValid } from '../../formats/onnx/check.js';
@@ -12,7 +14,7 @@ import { TOOL_VERSION, isArtifact, priorPasses } from '../../formats/artifact.js
 import { MANIFEST_FILE, writeOutputDir } from '../../formats/output-dir.js';
 import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
-import { buildSegmentGraph, type AttentionForm } from '../../model/decoder.js';
+import { buildSegmentGraph } from '../../model/decoder.js';
 import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../model/spec.js';
 import { RANK_FILE, SHARD_FORMAT, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
 import { checkAttentionForm } from '../export.js';
@@ -25,16 +27,11 @@ export const SHARD_ATTENTION_FORMS = ['fused', 'standard'] as const;
 export const SHARD_FORMATS = ['onnx', 'tensorrt-llm'] as const;
 export type ShardFormat = (typeof SHARD_FORMATS)[number];
 
-export interface ShardOptions {
-  tp: number;
-  pp?: number;
-  stages?: string;
-  vocab: VocabMode;
-  attention: AttentionForm;
-  format: ShardFormat;
+/** The pass's options: the declared ones (shard/definition.ts). */
+export type ShardOptions = Omit<OptionValues<typeof SHARD_OPTIONS>, 'output' | 'json' | 'quiet'> & {
   /** Progress: (tensors written, tensors in all). */
   onProgress?: (done: number, total: number) => void;
-}
+};
 
 export interface ShardReport {
   output: string;
