@@ -1,41 +1,18 @@
-// Option parsers shared by commands: each rejects a bad value with an InputError naming the option.
+// Option parsers for the commands that are not passes (generate, inspect, synth, run): each rejects a bad
+// value with an InputError naming the option, with the same rules as the passes' declared options.
 import type { Command } from 'commander';
-import { InputError } from '../core/errors.js';
-import { DEVICES, type Device } from '../runtime/device.js';
+import { parseChoice, parseInt, parseNumber, rankDevices } from '../passes/options.js';
+import { DEVICES } from '../runtime/device.js';
 
-export function intOption(flag: string, min = 0): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InputError(`${flag} ${value}: expected an integer >= ${min}`);
-    return n;
-  };
-}
-
-export function numberOption(flag: string, min = -Infinity, max = Infinity): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-      throw new InputError(`${flag} ${value}: expected a number${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` <= ${max}` : ''}`);
-    }
-    return n;
-  };
-}
-
-export function choiceOption<T extends string>(flag: string, choices: readonly T[]): (value: string) => T {
-  return (value) => {
-    if ((choices as readonly string[]).includes(value)) return value as T;
-    throw new InputError(`${flag} ${value}: choose one of ${choices.join(', ')}`);
-  };
-}
+export const intOption = (flag: string, min = 0) => (value: string) => parseInt(flag, value, min);
+export const numberOption = (flag: string, min = -Infinity, max = Infinity) => (value: string) => parseNumber(flag, value, min, max);
+export const choiceOption =
+  <T extends string>(flag: string, choices: readonly T[]) =>
+  (value: string) =>
+    parseChoice(flag, value, choices);
 
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
-}
-
-/** A comma-separated device per rank: `cpu,cpu` or `cuda,cuda,cpu,cpu`. */
-export function rankDevicesOption(value: string): Device[] {
-  const parse = choiceOption('--rank-devices', DEVICES);
-  return value.split(',').map((d) => parse(d.trim()));
 }
 
 /**
@@ -44,6 +21,6 @@ export function rankDevicesOption(value: string): Device[] {
  */
 export function deviceOptions(command: Command, opts: { rankDevices: boolean }): Command {
   command.option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu');
-  if (opts.rankDevices) command.option('--rank-devices <list>', 'sharded models: a device per rank, e.g. cuda,cuda,cpu,cpu', rankDevicesOption);
+  if (opts.rankDevices) command.option('--rank-devices <list>', rankDevices.help, (v: string) => rankDevices.parse!('--rank-devices', v, undefined));
   return command.option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1));
 }

@@ -8,7 +8,9 @@ import { parse as parseYamlValue, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { InputError } from '../core/errors.js';
 import type { Device } from '../runtime/device.js';
-import { PASS_NAMES, PASS_SCHEMAS, PATH_KEYS, recipeSchema, type PassName, type StageOptions } from './schema.js';
+import { recipeKeyOf } from '../passes/options.js';
+import { passDefinition } from '../passes/registry.js';
+import { PASS_NAMES, PASS_SCHEMAS, PATH_KEYS, passValues, recipeSchema, type PassName, type StageOptions } from './schema.js';
 
 /** Where the shipped recipes live (recipes/ of the package). */
 export const SHIPPED_RECIPES = fileURLToPath(new URL('../../recipes/', import.meta.url));
@@ -20,6 +22,8 @@ export interface Stage {
   /** Output folder inside the run folder: NN-<pass>. */
   dir: string;
   options: StageOptions;
+  /** The pass options (camelCase keys) the stage sets itself, after --set: `validate` refuses some of them for some values. */
+  given: string[];
 }
 
 export interface Recipe {
@@ -161,10 +165,10 @@ export function loadRecipe(file: string, sets: string[] = []): Recipe {
     if (stage.name === 'source') throw recipeError(file, { stage, key: 'name' }, '"source" names the model the run starts from; choose another name');
     const first = names.indexOf(stage.name);
     if (first !== index) throw recipeError(file, { stage, key: 'name' }, `stage ${first + 1} has the same name; give one of them a name: key`);
-    const options = parsed.data as Raw;
-    // Calibrated methods read the recipe's data unless the stage names its own calibration text.
-    const calibrated = (options.pass === 'prune' && options.method !== 'magnitude') || (options.pass === 'quantize' && options.method === 'gptq');
-    if (calibrated && options.calib === undefined) options.calib = true;
+    const options = parsed.data as StageOptions;
+    const def = passDefinition(options.pass);
+    // Text options some settings need (a calibrated method's calib) read the recipe's data unless the stage names its own.
+    for (const key of def.dataDefaults?.(passValues(options) as never) ?? []) if (options[recipeKeyOf(key)] === undefined) options[recipeKeyOf(key)] = true;
     for (const k of PATH_KEYS) {
       if (options[k] === true) {
         if (data === undefined) throw recipeError(file, { stage, key: k }, `missing ${k === 'calib' ? 'calibration data' : 'text'}: give ${k}: <file> here, or data: <file> at the top of the recipe`);
@@ -172,7 +176,8 @@ export function loadRecipe(file: string, sets: string[] = []): Recipe {
       }
       if (typeof options[k] === 'string' && !existsSync(options[k] as string)) throw recipeError(file, { stage, key: k }, `${options[k]}: file not found`);
     }
-    recipe.stages.push({ index, name: stage.name, dir: `${String(index + 1).padStart(2, '0')}-${String(options.pass)}`, options: options as StageOptions });
+    const given = Object.keys(def.options).filter((k) => recipeKeyOf(k) in r);
+    recipe.stages.push({ index, name: stage.name, dir: `${String(index + 1).padStart(2, '0')}-${options.pass}`, options, given });
   });
   return recipe;
 }

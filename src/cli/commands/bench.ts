@@ -1,58 +1,12 @@
 // `llmopt bench`: throughput and latency of one or more artifacts (static batching per batch size, a
 // request trace under static and continuous batching, speculative decoding), as a table, JSON and SVG.
-import { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import { InputError } from '../../core/errors.js';
-import { runBench, type BenchReport } from '../../bench/bench.js';
+import type { BenchReport } from '../../bench/bench.js';
 import { benchChart } from '../../bench/chart.js';
 import { describeMachine } from '../../bench/machine.js';
 import { formatStats, type Stats } from '../../bench/stats.js';
-import type { Device } from '../../runtime/device.js';
-import { deviceOptions, intOption, numberOption } from '../options.js';
-import { Output, table } from '../output.js';
-
-interface BenchCliOptions {
-  batch?: number[];
-  promptLen: number;
-  genLen: number;
-  prompt?: string;
-  reps: number;
-  requests?: number;
-  arrivalRate: number;
-  traceInput?: [number, number];
-  traceOutput?: [number, number];
-  slots?: number;
-  seed: number;
-  draft?: string;
-  draftTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  device: Device;
-  rankDevices?: Device[];
-  threads?: number;
-  json?: string;
-  chart?: string;
-  quiet?: boolean;
-}
-
-function batchList(value: string): number[] {
-  return value.split(',').map((v) => {
-    const n = Number(v.trim());
-    if (v.trim() === '' || !Number.isInteger(n) || n < 1) throw new InputError(`--batch ${value}: batch size "${v}" is not a positive integer`);
-    return n;
-  });
-}
-
-function range(flag: string): (value: string) => [number, number] {
-  return (value) => {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(value.trim());
-    const lo = Number(m?.[1]);
-    const hi = Number(m?.[2] ?? m?.[1]);
-    if (!m || lo < 1 || hi < lo) throw new InputError(`${flag} ${value}: expected a length or a range such as 16-128`);
-    return [lo, hi];
-  };
-}
+import { passAction, passCommand } from '../pass-command.js';
+import { table } from '../output.js';
 
 const f = formatStats;
 const pct = (p: Record<'p50' | 'p95' | 'p99', Stats>) => `${p.p50.median.toFixed(1)} / ${p.p95.median.toFixed(1)} / ${p.p99.median.toFixed(1)}`;
@@ -94,56 +48,21 @@ function formatReport(r: BenchReport): string {
   return parts.join('\n');
 }
 
-export function benchCommand(): Command {
-  return deviceOptions(new Command('bench'), { rankDevices: true })
+export function benchCommand() {
+  return passCommand('bench')
     .description('measure throughput and latency: static batching per batch size, continuous batching on a request trace, speculative decoding')
     .argument('<artifacts...>', 'artifact folders, measured alternately and compared with the first')
-    .option('--batch <sizes>', 'comma-separated batch sizes for static batching (default 1,8 when nothing else is asked)', batchList)
-    .option('--prompt-len <n>', 'prompt tokens (synthetic ids)', intOption('--prompt-len', 1), 128)
-    .option('--gen-len <n>', 'tokens to generate per sequence', intOption('--gen-len', 1), 128)
-    .option('--prompt <text>', 'use this text (tokenized) as the prompt instead of synthetic ids')
-    .option('--reps <n>', 'measured repetitions after a warm-up', intOption('--reps', 1), 3)
-    .option('--requests <n>', 'serve a request trace of n requests with static and with continuous batching', intOption('--requests', 1))
-    .option('--arrival-rate <r>', 'mean requests per second of the trace (Poisson)', numberOption('--arrival-rate', 0), 8)
-    .option('--trace-input <range>', 'prompt lengths of the trace, e.g. 16-128 (default 16 to --prompt-len)', range('--trace-input'))
-    .option('--trace-output <range>', 'output lengths of the trace, e.g. 8-128 (default 8 to --gen-len)', range('--trace-output'))
-    .option('--slots <n>', 'rows decoded together when serving the trace (default: the largest --batch, else 8)', intOption('--slots', 1))
-    .option('--seed <n>', 'trace and sampling seed', intOption('--seed', 0), 0)
-    .option('--draft <artifact>', 'speculative decoding with this draft artifact (same vocabulary)')
-    .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
-    .option('--temperature <t>', 'speculative decoding: 0 for greedy', numberOption('--temperature', 0), 0)
-    .option('--top-k <k>', 'speculative decoding: sample from the k most likely tokens (0: all)', intOption('--top-k', 0), 0)
-    .option('--top-p <p>', 'speculative decoding: nucleus sampling threshold', numberOption('--top-p', 0, 1), 1)
-    .option('--json <file>', 'write every figure and the machine as JSON')
-    .option('--chart <file>', 'write an SVG chart')
-    .option('-q, --quiet', 'no progress')
     .addHelpText(
       'after',
       '\nExample:\n  $ llmopt bench out/m --batch 1,4,16,32 --prompt-len 128 --gen-len 128 --json bench.json --chart bench.svg\n  $ llmopt bench out/m --requests 64 --arrival-rate 8 --json cb.json\n  $ llmopt bench out/m --draft out/draft --draft-tokens 4\n  $ llmopt bench out/m-fp32 out/m-int8 out/m-int4 --batch 1,8 --chart compare.svg',
     )
-    .action(async (artifacts: string[], o: BenchCliOptions) => {
-      const out = new Output({ quiet: o.quiet });
-      const batches = o.batch ?? (o.requests || o.draft ? [] : [1, 8]);
-      const report = await runBench({
-        artifacts,
-        batches,
-        promptLen: o.promptLen,
-        genLen: o.genLen,
-        prompt: o.prompt,
-        reps: o.reps,
-        trace: o.requests
-          ? { requests: o.requests, arrivalRate: o.arrivalRate || Infinity, promptLen: o.traceInput ?? [Math.min(16, o.promptLen), o.promptLen], genLen: o.traceOutput ?? [Math.min(8, o.genLen), o.genLen], slots: o.slots ?? Math.max(8, ...batches), seed: o.seed }
-          : undefined,
-        draft: o.draft,
-        draftTokens: o.draftTokens,
-        sampling: { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed },
-        device: o.device,
-        rankDevices: o.rankDevices,
-        threads: o.threads,
-        onProgress: (what) => out.log(what),
-      });
-      if (o.json) writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
-      if (o.chart) writeFileSync(o.chart, benchChart(report));
-      out.result(formatReport(report));
-    });
+    .action(
+      passAction('bench', {
+        print: (report, o, out) => {
+          if (typeof o.json === 'string') writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
+          if (typeof o.chart === 'string') writeFileSync(o.chart, benchChart(report));
+          out.result(formatReport(report));
+        },
+      }),
+    );
 }

@@ -1,44 +1,23 @@
 // `llmopt eval`: perplexity over a text file and, against a reference, KL divergence and top-1
 // agreement; thresholds turn it into a CI gate (exit 1 when one fails).
-import { Command } from 'commander';
 import { GateError } from '../../core/errors.js';
 import { loadEvalWindows } from '../../eval/dataset.js';
 import { checkGates, evaluate } from '../../eval/evaluate.js';
 import { openReference, type OpenedReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
-import type { Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
-import { deviceOptions, intOption, numberOption } from '../options.js';
+import type { EVAL_OPTIONS } from '../../passes/eval/definition.js';
+import type { OptionValues } from '../../passes/options.js';
+import { passCommand } from '../pass-command.js';
 import { Output, table } from '../output.js';
 
-interface EvalCliOptions {
-  data: string;
-  reference?: string;
-  maxKl?: number;
-  minTop1?: number;
-  maxPplRatio?: number;
-  batchSize: number;
-  limit?: number;
-  device: Device;
-  rankDevices?: Device[];
-  threads?: number;
-  json?: boolean;
-  quiet?: boolean;
-}
+type EvalCliOptions = OptionValues<typeof EVAL_OPTIONS>;
 
-export function evalCommand(): Command {
-  return deviceOptions(new Command('eval'), { rankDevices: true })
+/** Eval on the command line opens the artifact itself (sharded ones on --rank-devices) and checks its gate flags. */
+export function evalCommand() {
+  return passCommand('eval')
     .description('measure perplexity, and KL divergence / top-1 agreement against a reference model')
     .argument('<artifact>', 'artifact folder to evaluate')
-    .requiredOption('--data <file>', 'UTF-8 text, one document per line (windows of at most the model context)')
-    .option('--reference <model>', 'reference: a Hugging Face folder (exported to float32 on the fly) or another artifact')
-    .option('--max-kl <nats>', 'fail (exit 1) when the mean KL divergence exceeds this', numberOption('--max-kl', 0))
-    .option('--min-top1 <fraction>', 'fail (exit 1) when top-1 agreement is below this', numberOption('--min-top1', 0, 1))
-    .option('--max-ppl-ratio <ratio>', 'fail (exit 1) when perplexity / reference perplexity exceeds this', numberOption('--max-ppl-ratio', 0))
-    .option('--batch-size <n>', 'windows per forward pass', intOption('--batch-size', 1), 8)
-    .option('--limit <n>', 'evaluate only the first n documents', intOption('--limit', 1))
-    .option('--json', 'print the report as JSON')
-    .option('-q, --quiet', 'no progress bar')
     .addHelpText('after', '\nExample:\n  $ llmopt eval out/m --data eval.txt --reference path/to/hf-model --max-kl 0.01 --json')
     .action(async (artifact: string, o: EvalCliOptions) => {
       const out = new Output(o);

@@ -6,6 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InputError, LlmoptError } from '../../core/errors.js';
+import type { OptionValues } from '../options.js';
+import type { DISTILL_OPTIONS } from './definition.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { copyModelFiles, writeModelFolder } from '../../formats/model-folder.js';
 import { readModelSpec } from '../../formats/hf-config.js';
@@ -13,7 +15,6 @@ import { loadEvalWindows, type EvalWindow } from '../../eval/dataset.js';
 import { evaluate } from '../../eval/evaluate.js';
 import { exportModel } from '../export.js';
 import { DecoderModel } from '../../runtime/decoder.js';
-import type { Device } from '../../runtime/device.js';
 import { forwardOnce } from '../../runtime/model.js';
 import { LINEAR_KINDS } from '../targets.js';
 import { BatchSchedule, packText } from './data.js';
@@ -25,41 +26,16 @@ import { TrainingSession } from './trainer.js';
 import { TeacherForward } from './teacher.js';
 import { openHfModel } from '../../model/checkpoint.js';
 
-export interface DistillOptions {
-  teacher: string;
-  student?: string;
-  studentLayers?: number;
-  studentLayerIds?: number[];
-  data: string;
-  evalData?: string;
-  evalEvery?: number;
-  /** Documents of --eval-data to use (all by default). */
-  evalLimit?: number;
-  steps: number;
-  batch: number;
-  seqLen?: number;
-  lr: number;
-  warmup?: number;
-  temperature: number;
-  alpha: number;
-  /** Weight of the hidden-state MSE between each student layer and its teacher layer (0 or absent: off). */
-  hiddenLoss?: number;
-  weightDecay?: number;
-  clipNorm?: number;
-  seed: number;
-  keepSparsity: boolean;
-  /** Stop after this many seconds of training (the step count still sets the schedule). */
-  maxSeconds?: number;
-  checkpointEvery?: number;
-  /** Folder for resumable checkpoints (default: <output>.ckpt). */
-  checkpointDir?: string;
-  resume?: boolean;
-  device: Device;
-  threads?: number;
-  onStep?: (s: StepLog) => void;
-  /** Aborting (Ctrl-C) writes a checkpoint and stops after the current step. */
-  signal?: AbortSignal;
-}
+type Declared = OptionValues<typeof DISTILL_OPTIONS>;
+/** The pass's options: the declared ones (distill/definition.ts), with --max-minutes as seconds. */
+export type DistillOptions = Omit<Declared, 'maxMinutes' | 'weightDecay' | 'clipNorm' | 'resume' | 'output' | 'json' | 'quiet'> &
+  Partial<Pick<Declared, 'weightDecay' | 'clipNorm' | 'resume'>> & {
+    /** Stop after this many seconds of training (the step count still sets the schedule). */
+    maxSeconds?: number;
+    onStep?: (s: StepLog) => void;
+    /** Aborting (Ctrl-C) writes a checkpoint and stops after the current step. */
+    signal?: AbortSignal;
+  };
 
 export interface StepLog {
   step: number;

@@ -4,6 +4,8 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
+import { OptionError, type OptionValues } from '../options.js';
+import type { PRUNE_OPTIONS } from './definition.js';
 import { fromFloat32 } from '../../formats/dtype.js';
 import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../formats/safetensors.js';
 import { passRecord, type PassRecord } from '../../formats/manifest.js';
@@ -20,23 +22,17 @@ export type SparsityStructure = { kind: 'nm'; n: number; m: number } | { kind: '
 export const PRUNE_METHODS = ['magnitude', 'wanda', 'sparsegpt'] as const;
 export type PruneMethod = (typeof PRUNE_METHODS)[number];
 
-export interface PruneOptions {
-  structure: SparsityStructure;
-  method: PruneMethod;
-  /** Calibration text (wanda, sparsegpt): one document per line. */
-  calib?: string;
-  calibSamples?: number;
-  calibSeqLen?: number;
-  exclude?: string[];
-  dampening?: number;
-  batchSize?: number;
-  /**
-   * Calibrate each layer on inputs that went through the already-pruned layers (true, the default, as
-   * the Wanda and SparseGPT reference code do) or on the dense model's activations (false).
-   */
-  sequential?: boolean;
-  onProgress?: (done: number, total: number) => void;
-}
+/**
+ * The pass's options: the declared ones (prune/definition.ts), with --sparsity and --scope read into a
+ * structure. `sequential` calibrates each layer on inputs that went through the already-pruned layers (as
+ * the Wanda and SparseGPT reference code do) or, when false, on the dense model's activations.
+ */
+export type PruneOptions = Pick<OptionValues<typeof PRUNE_OPTIONS>, 'method' | 'calib' | 'calibSeqLen'> &
+  Partial<Pick<OptionValues<typeof PRUNE_OPTIONS>, 'calibSamples' | 'exclude' | 'dampening' | 'sequential'>> & {
+    structure: SparsityStructure;
+    batchSize?: number;
+    onProgress?: (done: number, total: number) => void;
+  };
 
 export interface PruneReport {
   output: string;
@@ -57,11 +53,13 @@ export function parseSparsity(value: string, scope: 'row' | 'layer' = 'row'): Sp
   if (nm) {
     const n = Number(nm[1]);
     const m = Number(nm[2]);
-    if (n < 1 || n >= m) throw new InputError(`--sparsity ${value}: N:M needs 1 <= N < M (N weights kept of every M)`);
+    if (n < 1 || n >= m) throw new OptionError('sparsity', (k) => `${k('sparsity')} ${value}: N:M needs 1 <= N < M (N weights kept of every M)`);
     return { kind: 'nm', n, m };
   }
   const f = Number(value);
-  if (value.trim() === '' || !Number.isFinite(f) || f <= 0 || f >= 1) throw new InputError(`--sparsity ${value}: expected N:M (such as 2:4) or a fraction in (0, 1)`);
+  if (value.trim() === '' || !Number.isFinite(f) || f <= 0 || f >= 1) {
+    throw new OptionError('sparsity', (k) => `${k('sparsity')} ${value}: expected N:M (such as 2:4) or a fraction in (0, 1)`);
+  }
   return { kind: 'unstructured', sparsity: f, scope };
 }
 

@@ -4,6 +4,8 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
+import { OptionError, type OptionValues } from '../options.js';
+import type { QUANTIZE_OPTIONS } from './definition.js';
 import { readJsonFile } from '../../formats/hf-config.js';
 import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
 import { Checkpoint } from '../../formats/safetensors.js';
@@ -12,7 +14,6 @@ import { writeModelFolder } from '../../formats/model-folder.js';
 import { findModelFile } from '../../formats/artifact.js';
 import type { PassRecord } from '../../formats/manifest.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
-import type { AttentionForm } from '../../core/io.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
 import { LM_HEAD } from '../../core/spec.js';
 import { exportModel } from '../export.js';
@@ -32,24 +33,16 @@ export const QUANT_FORMATS = ['onnx', 'compressed-tensors'] as const;
 export type QuantFormat = (typeof QUANT_FORMATS)[number];
 export const BLOCK_SIZES = [16, 32, 64, 128] as const;
 
-export interface QuantizeOptions {
-  to: QuantTarget;
-  method: QuantMethod;
-  blockSize: number;
-  symmetric: boolean;
-  accuracyLevel: AccuracyLevel;
-  exclude: string[];
-  quantizeEmbeddings: boolean;
-  format: QuantFormat;
-  attention: AttentionForm;
-  calib?: string;
-  calibSamples?: number;
-  calibSeqLen?: number;
-  actOrder?: boolean;
-  dampening?: number;
-  batchSize?: number;
-  onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
-}
+/** The pass's options: the declared ones (quantize/definition.ts), with `symmetric` for --asymmetric. */
+type Declared = OptionValues<typeof QUANTIZE_OPTIONS>;
+type Optional = 'calibSamples' | 'actOrder' | 'dampening';
+export type QuantizeOptions = Omit<Declared, Optional | 'asymmetric' | 'accuracyLevel' | 'eval' | 'output' | 'json' | 'quiet'> &
+  Partial<Pick<Declared, Optional>> & {
+    symmetric: boolean;
+    accuracyLevel: AccuracyLevel;
+    batchSize?: number;
+    onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
+  };
 
 export type TensorKind = 'attention' | 'mlp' | 'embedding' | 'lm_head' | 'norm' | 'rotary' | 'other';
 
@@ -82,15 +75,18 @@ export function kindOf(name: string): TensorKind {
   return 'other';
 }
 
-/** Option checks that need no file: each names the option. */
-export function validateQuantizeOptions(o: QuantizeOptions): void {
+/** Option checks that need no file: each names the option (as a flag here, as a key in a recipe). */
+export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'symmetric' | 'accuracyLevel'> & { accuracyLevel: number }): void {
   const integer = o.to === 'int4' || o.to === 'int8';
-  if (integer && !(BLOCK_SIZES as readonly number[]).includes(o.blockSize)) throw new InputError(`--block-size ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
-  if (o.method === 'gptq' && !integer) throw new InputError(`--method gptq works with --to int4 or int8, not ${o.to}`);
-  if (o.method === 'gptq' && !o.calib) throw new InputError('--method gptq needs calibration text: give --calib <file>');
-  if (o.format === 'compressed-tensors' && !integer) throw new InputError(`--format compressed-tensors writes int4 or int8 weights, not ${o.to}`);
-  if (o.quantizeEmbeddings && !integer) throw new InputError(`--quantize-embeddings needs --to int4 or int8`);
-  if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) throw new InputError(`--accuracy-level ${o.accuracyLevel}: choose 0 to 4`);
+  const fail = (key: string, render: (n: (key: string) => string) => string) => {
+    throw new OptionError(key, render);
+  };
+  if (integer && !(BLOCK_SIZES as readonly number[]).includes(o.blockSize)) fail('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
+  if (o.method === 'gptq' && !integer) fail('method', (n) => `${n('method')} gptq works with ${n('to')} int4 or int8, not ${o.to}`);
+  if (o.method === 'gptq' && !o.calib) fail('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
+  if (o.format === 'compressed-tensors' && !integer) fail('format', (n) => `${n('format')} compressed-tensors writes int4 or int8 weights, not ${o.to}`);
+  if (o.quantizeEmbeddings && !integer) fail('quantizeEmbeddings', (n) => `${n('quantizeEmbeddings')} needs ${n('to')} int4 or int8`);
+  if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) fail('accuracyLevel', (n) => `${n('accuracyLevel')} ${o.accuracyLevel}: choose 0 to 4`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
 }
 

@@ -4,6 +4,8 @@ import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'n
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { InputError } from '../../core/errors.js';
+import type { OptionValues } from '../options.js';
+import type { SHARD_OPTIONS } from './definition.js';
 import { GraphBuilder, encodeModel } from '../../formats/onnx/graph.js';
 import { ExternalDataWriter } from '../../formats/onnx/external-data.js';
 import { assertGraphValid } from '../../formats/onnx/check.js';
@@ -13,7 +15,7 @@ import { writeModelFolder } from '../../formats/model-folder.js';
 import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { buildSegmentGraph } from '../../model/decoder.js';
-import { ATTENTION, SHARDABLE_FORMS, type AttentionForm } from '../../core/io.js';
+import { ATTENTION, SHARDABLE_FORMS } from '../../core/io.js';
 import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../core/spec.js';
 import { RANK_FILE, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
 import { checkAttentionForm } from '../export.js';
@@ -26,16 +28,11 @@ export const SHARD_ATTENTION_FORMS = SHARDABLE_FORMS;
 export const SHARD_FORMATS = ['onnx', 'tensorrt-llm'] as const;
 export type ShardFormat = (typeof SHARD_FORMATS)[number];
 
-export interface ShardOptions {
-  tp: number;
-  pp?: number;
-  stages?: string;
-  vocab: VocabMode;
-  attention: AttentionForm;
-  format: ShardFormat;
+/** The pass's options: the declared ones (shard/definition.ts). */
+export type ShardOptions = Omit<OptionValues<typeof SHARD_OPTIONS>, 'output' | 'json' | 'quiet'> & {
   /** Progress: (tensors written, tensors in all). */
   onProgress?: (done: number, total: number) => void;
-}
+};
 
 export interface ShardReport {
   output: string;

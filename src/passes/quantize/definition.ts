@@ -1,0 +1,51 @@
+// quantize's declaration: fp16 / int8 / int4 (RTN or GPTQ) / w8a8 weights of a float Hugging Face folder,
+// as an ONNX artifact or a compressed-tensors checkpoint; with eval, the quality cost against the source.
+import { ATTENTION_FORMS } from '../../core/io.js';
+import { boolean, choice, int, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
+import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
+import type { AccuracyLevel } from './matmul-nbits.js';
+import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions } from './quantize.js';
+
+export const QUANTIZE_OPTIONS = {
+  ...outputFolder('output folder'),
+  to: choice(QUANT_TARGETS, { arg: '<precision>', required: true, help: QUANT_TARGETS.join(' | ') }),
+  method: choice(QUANT_METHODS, { arg: '<method>', default: 'rtn', help: 'rtn (round-to-nearest) | gptq (error-compensated, needs --calib)' }),
+  blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
+  asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
+  accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
+  exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
+  quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
+  format: choice(QUANT_FORMATS, { arg: '<format>', default: 'onnx', help: 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads' }),
+  attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
+  calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
+  calibSamples: int({ min: 1, default: 128, help: 'calibration windows' }),
+  calibSeqLen: int({ min: 2, help: 'tokens per calibration window (default: min(128, context))' }),
+  actOrder: boolean({ help: 'GPTQ: process columns by decreasing Hessian diagonal (static groups)' }),
+  dampening: number({ arg: '<f>', min: 0, default: 0.01, help: 'GPTQ Hessian dampening, a fraction of the mean diagonal' }),
+  eval: textFile({ help: 'after quantizing, measure KL / top-1 / perplexity against the source on this text' }),
+  ...printOptions('no progress bars'),
+};
+
+export const quantizePass = definePass({
+  name: 'quantize',
+  options: QUANTIZE_OPTIONS,
+  reads: { input: ['hf'] },
+  readHint: 'quantize reads the float checkpoint: put quantize after prune and distill, and let it write the ONNX artifact',
+  writes: (o) => (o.format === 'compressed-tensors' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to }),
+  figures: (o) => (o.eval !== undefined ? QUALITY_GATES : []),
+  gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
+  dataDefaults: (o) => (o.method === 'gptq' ? ['calib'] : []),
+  validate: (o, given) => {
+    validateQuantizeOptions(o);
+    // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
+    if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
+      throw new OptionError('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: ${n('to')} ${o.to} has no blocks (block sizes apply to int4 and int8)`);
+    }
+  },
+  run: async (o, ctx) => {
+    const options = { ...o, symmetric: !o.asymmetric, accuracyLevel: o.accuracyLevel as AccuracyLevel, onProgress: ctx.onProgress };
+    const report = await quantize(ctx.reads.input!, ctx.output, options);
+    return { ...report, eval: await evalAfter(o.eval, ctx) };
+  },
+  measured: (r) => quality(r.eval),
+});
