@@ -9,7 +9,20 @@ import { loadTokenizer, type TextTokenizer } from '../src/formats/tokenizer.js';
 import { loadCalibration } from '../src/passes/calibration.js';
 import { parseSparsity, prune, type PruneMethod } from '../src/passes/prune/prune.js';
 import { seededRandom } from '../src/runtime/sampling.js';
-import { SYNTHETIC, args, describeMachine, describeModel, flag, formatTable, log, machine, reportJob, runChild, textFlag, withSyntheticCheckpoint } from './bench/common.js';
+import {
+  SYNTHETIC,
+  args,
+  describeMachine,
+  describeModel,
+  flag,
+  formatTable,
+  log,
+  machine,
+  reportJob,
+  runChild,
+  textFlag,
+  withSyntheticCheckpoint,
+} from './bench/common.js';
 
 const RUNS: Record<string, { method: PruneMethod; sparsity: string }> = {
   'magnitude-2:4': { method: 'magnitude', sparsity: '2:4' },
@@ -27,7 +40,13 @@ const SAMPLE_TEXT = fileURLToPath(new URL('../fixtures/text/sample.txt', import.
  * a single document yields only full windows (each document's tail would be a short one).
  */
 function calibrationText(tokenizer: TextTokenizer, tokens: number, seed = 0): string {
-  const words = [...new Set(readFileSync(SAMPLE_TEXT, 'utf8').toLowerCase().match(/[a-z]+/g)!)];
+  const words = [
+    ...new Set(
+      readFileSync(SAMPLE_TEXT, 'utf8')
+        .toLowerCase()
+        .match(/[a-z]+/g)!,
+    ),
+  ];
   const random = seededRandom(seed);
   const sentences: string[] = [];
   let count = 0;
@@ -64,7 +83,8 @@ async function main(): Promise<void> {
     writeFileSync(calib, calibrationText(tokenizer, samples * seqLen + 1));
     // Checked through the loader prune itself uses: the figures must be for full windows.
     const windows = loadCalibration(calib, tokenizer, samples, seqLen).windows;
-    if (windows.length < samples || windows.some((w) => w.length !== seqLen)) throw new Error(`calibration text gives ${windows.length} windows, not ${samples} of ${seqLen} tokens`);
+    if (windows.length < samples || windows.some((w) => w.length !== seqLen))
+      throw new Error(`calibration text gives ${windows.length} windows, not ${samples} of ${seqLen} tokens`);
 
     const results = keys.map((key) => {
       log(`prune ${key} ...`);
@@ -78,7 +98,13 @@ async function main(): Promise<void> {
     const report = {
       machine: machine(),
       model: { ...SYNTHETIC.config, parameters: checkpoint.totalBytes / 4 },
-      settings: { calibrationSamples: samples, calibrationSeqLen: seqLen, calibrationText: 'seeded sentences from fixtures/text/sample.txt words, one stream', batchSize: 8, sequential: true },
+      settings: {
+        calibrationSamples: samples,
+        calibrationSeqLen: seqLen,
+        calibrationText: 'seeded sentences from fixtures/text/sample.txt words, one stream',
+        batchSize: 8,
+        sequential: true,
+      },
       results,
     };
     await checkpoint.close();
@@ -88,10 +114,19 @@ async function main(): Promise<void> {
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));
     console.log(`\nprune, each method in its own process; calibration ${samples} x ${seqLen} tokens (wanda, sparsegpt):`);
-    console.log(formatTable([
-      ['method', 'sparsity', 'time s', 'peak RSS MiB', 'calib tokens', 'zeros'],
-      ...results.map((r) => [r.method, r.sparsity, r.seconds.toFixed(1), r.peakRssMiB.toFixed(0), String(r.calibrationTokens), r.zeros.toFixed(3)]),
-    ]));
+    console.log(
+      formatTable([
+        ['method', 'sparsity', 'time s', 'peak RSS MiB', 'calib tokens', 'zeros'],
+        ...results.map((r) => [
+          r.method,
+          r.sparsity,
+          r.seconds.toFixed(1),
+          r.peakRssMiB.toFixed(0),
+          String(r.calibrationTokens),
+          r.zeros.toFixed(3),
+        ]),
+      ]),
+    );
   });
 }
 

@@ -7,7 +7,23 @@ import { join } from 'node:path';
 import { exportModel } from '../src/passes/export.js';
 import { quantize, type QuantizeOptions } from '../src/passes/quantize/quantize.js';
 import { DecoderModel } from '../src/runtime/decoder.js';
-import { SYNTHETIC, args, describeMachine, describeModel, flag, formatStats, formatTable, log, machine, reportJob, runChild, stats, textFlag, timeRun, withSyntheticCheckpoint } from './bench/common.js';
+import {
+  SYNTHETIC,
+  args,
+  describeMachine,
+  describeModel,
+  flag,
+  formatStats,
+  formatTable,
+  log,
+  machine,
+  reportJob,
+  runChild,
+  stats,
+  textFlag,
+  timeRun,
+  withSyntheticCheckpoint,
+} from './bench/common.js';
 
 type Precision = Pick<QuantizeOptions, 'to' | 'accuracyLevel' | 'quantizeEmbeddings'>;
 
@@ -19,7 +35,10 @@ const VARIANTS: Record<string, { label: string; precision: Precision | null }> =
   'int4-acc4': { label: 'int4 RTN b32 sym, accuracy_level 4', precision: { to: 'int4', accuracyLevel: 4, quantizeEmbeddings: false } },
   // Not in the default set; for finding out where decode time goes (--variants).
   'int8-acc4': { label: 'int8 RTN b32 sym, accuracy_level 4', precision: { to: 'int8', accuracyLevel: 4, quantizeEmbeddings: false } },
-  'int4-acc4-head': { label: 'int4 b32 sym, acc 4, + embedding/lm_head', precision: { to: 'int4', accuracyLevel: 4, quantizeEmbeddings: true } },
+  'int4-acc4-head': {
+    label: 'int4 b32 sym, acc 4, + embedding/lm_head',
+    precision: { to: 'int4', accuracyLevel: 4, quantizeEmbeddings: true },
+  },
 };
 const DEFAULT_VARIANTS = 'fp32,int8,int4,int4-acc4';
 
@@ -28,7 +47,16 @@ async function childQuantize(source: string, out: string, variant: string): Prom
   const precision = VARIANTS[variant]!.precision;
   await reportJob(async () => {
     if (!precision) await exportModel(source, out, { attention: 'fused', layout: 'llmopt' });
-    else await quantize(source, out, { ...precision, method: 'rtn', blockSize: 32, symmetric: true, exclude: [], format: 'onnx', attention: 'fused' });
+    else
+      await quantize(source, out, {
+        ...precision,
+        method: 'rtn',
+        blockSize: 32,
+        symmetric: true,
+        exclude: [],
+        format: 'onnx',
+        attention: 'fused',
+      });
     return {};
   });
 }
@@ -59,7 +87,9 @@ async function main(): Promise<void> {
       return { key, dir, seconds: job.seconds as number, peakRssMiB: job.peakRssMiB as number, fileBytes: artifactBytes(dir) };
     });
 
-    log(`speed: ${reps} repetitions, batch ${batches.join(' and ')}, prompt ${promptLen}, generate ${genLen}, threads ${threads ?? 'default'}, alternating ...`);
+    log(
+      `speed: ${reps} repetitions, batch ${batches.join(' and ')}, prompt ${promptLen}, generate ${genLen}, threads ${threads ?? 'default'}, alternating ...`,
+    );
     const models = await Promise.all(built.map((b) => DecoderModel.open(b.dir, { device: 'cpu', threads })));
     // runs[variant][batch]: one figure per repetition.
     const runs = keys.map(() => batches.map(() => ({ prefill: [] as number[], decode: [] as number[] })));
@@ -81,7 +111,16 @@ async function main(): Promise<void> {
     const report = {
       machine: machine(),
       model: { ...SYNTHETIC.config, parameters: statSync(join(built[0]!.dir, 'model.onnx.data')).size / 4 },
-      settings: { reps, promptLen, genLen, batches, threads: threads ?? 'onnxruntime default (all cores)', blockSize: 32, symmetric: true, method: 'rtn' },
+      settings: {
+        reps,
+        promptLen,
+        genLen,
+        batches,
+        threads: threads ?? 'onnxruntime default (all cores)',
+        blockSize: 32,
+        symmetric: true,
+        method: 'rtn',
+      },
       variants: built.map((b, v) => ({
         variant: b.key,
         label: VARIANTS[b.key]!.label,
@@ -104,14 +143,24 @@ async function main(): Promise<void> {
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));
     console.log(`\nquantization, each in its own process (RTN, block 32, symmetric; embedding and lm_head stay fp32 unless named):`);
-    console.log(formatTable([
-      ['variant', 'file MiB', 'x fp32', 'time s', 'peak RSS MiB'],
-      ...report.variants.map((v) => [v.label, (v.fileBytes / 2 ** 20).toFixed(1), v.fileRatioToFp32.toFixed(3), v.quantizeSeconds.toFixed(1), v.quantizePeakRssMiB.toFixed(0)]),
-    ]));
+    console.log(
+      formatTable([
+        ['variant', 'file MiB', 'x fp32', 'time s', 'peak RSS MiB'],
+        ...report.variants.map((v) => [
+          v.label,
+          (v.fileBytes / 2 ** 20).toFixed(1),
+          v.fileRatioToFp32.toFixed(3),
+          v.quantizeSeconds.toFixed(1),
+          v.quantizePeakRssMiB.toFixed(0),
+        ]),
+      ]),
+    );
     const columns = batches.flatMap((b) => [`b${b} prefill`, `b${b} decode`]);
     const cells = (v: (typeof report.variants)[number], key: 'tokensPerSecond' | 'ratioToFp32', digits: number) =>
       batches.flatMap((b) => [formatStats(v[key][`batch${b}`]!.prefill, digits), formatStats(v[key][`batch${b}`]!.decode, digits)]);
-    console.log(`\ntokens/s (all rows of a batch), prompt ${promptLen}, generate ${genLen}, ${reps} reps, threads ${threads ?? 'default'}: median (min-max)`);
+    console.log(
+      `\ntokens/s (all rows of a batch), prompt ${promptLen}, generate ${genLen}, ${reps} reps, threads ${threads ?? 'default'}: median (min-max)`,
+    );
     console.log(formatTable([['variant', ...columns], ...report.variants.map((v) => [v.label, ...cells(v, 'tokensPerSecond', 1)])]));
     console.log(`\nratio to fp32, taken per repetition in the same run: median (min-max)`);
     console.log(formatTable([['variant', ...columns], ...report.variants.slice(1).map((v) => [v.label, ...cells(v, 'ratioToFp32', 2)])]));

@@ -8,7 +8,25 @@ import { exportModel } from '../src/passes/export.js';
 import { DecoderModel, type CacheKind } from '../src/runtime/decoder.js';
 import { argmax } from '../src/runtime/sampling.js';
 import type { AttentionForm } from '../src/core/io.js';
-import { SYNTHETIC, args, describeMachine, describeModel, flag, formatStats, log, machine, maxRssMiB, prompt, reportJob, rssMiB, runChild, stats, textFlag, timeRun, withSyntheticCheckpoint } from './bench/common.js';
+import {
+  SYNTHETIC,
+  args,
+  describeMachine,
+  describeModel,
+  flag,
+  formatStats,
+  log,
+  machine,
+  maxRssMiB,
+  prompt,
+  reportJob,
+  rssMiB,
+  runChild,
+  stats,
+  textFlag,
+  timeRun,
+  withSyntheticCheckpoint,
+} from './bench/common.js';
 
 /** Child: one export, reporting its own peak RSS. */
 async function childExport(source: string, out: string, form: AttentionForm): Promise<void> {
@@ -83,7 +101,11 @@ async function main(): Promise<void> {
       machine: machine(),
       model: { ...SYNTHETIC.config, parameters: exports.fused.dataBytes / 4, kvBytesPerToken },
       export: exports,
-      speed: variants.map((v, i) => ({ variant: v.label, prefillTokensPerSecond: stats(runs[i]!.prefill), decodeTokensPerSecond: stats(runs[i]!.decode) })),
+      speed: variants.map((v, i) => ({
+        variant: v.label,
+        prefillTokensPerSecond: stats(runs[i]!.prefill),
+        decodeTokensPerSecond: stats(runs[i]!.decode),
+      })),
       ratios: {
         prefillFusedOverStandard: stats(runs[0]!.prefill.map((x, i) => x / runs[2]!.prefill[i]!)),
         decodeFusedOverStandard: stats(runs[0]!.decode.map((x, i) => x / runs[2]!.decode[i]!)),
@@ -98,11 +120,22 @@ async function main(): Promise<void> {
     const f = formatStats;
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));
-    for (const form of ['fused', 'standard', 'inplace']) console.log(`export ${form}: ${exports[form].seconds.toFixed(1)} s, peak RSS ${exports[form].peakRssMiB.toFixed(0)} MiB (weights ${(exports[form].dataBytes / 2 ** 20).toFixed(0)} MiB)`);
+    for (const form of ['fused', 'standard', 'inplace'])
+      console.log(
+        `export ${form}: ${exports[form].seconds.toFixed(1)} s, peak RSS ${exports[form].peakRssMiB.toFixed(0)} MiB (weights ${(exports[form].dataBytes / 2 ** 20).toFixed(0)} MiB)`,
+      );
     console.log(`batch 1, prompt ${promptLen}, generate ${genLen}, ${reps} reps: median (min-max) tokens/s`);
-    for (const s of report.speed) console.log(`  ${s.variant}: prefill ${f(s.prefillTokensPerSecond)}, decode ${f(s.decodeTokensPerSecond)}`);
-    console.log(`ratios (same run): prefill fused/standard ${f(report.ratios.prefillFusedOverStandard, 2)}, decode fused/standard ${f(report.ratios.decodeFusedOverStandard, 2)}, decode shared/copied KV ${f(report.ratios.decodeSharedOverCopiedKv, 2)}, decode inplace/fused ${f(report.ratios.decodeInplaceOverFused, 2)}`);
-    for (const [kind, m] of Object.entries(memory)) console.log(`RSS over ${longSteps} decode steps, ${kind} KV: ${Object.entries(m.samples as Record<string, number>).map(([k, v]) => `${k}: ${v.toFixed(0)}`).join(', ')} MiB (KV grows ${(kvBytesPerToken / 1024).toFixed(0)} KiB/token)`);
+    for (const s of report.speed)
+      console.log(`  ${s.variant}: prefill ${f(s.prefillTokensPerSecond)}, decode ${f(s.decodeTokensPerSecond)}`);
+    console.log(
+      `ratios (same run): prefill fused/standard ${f(report.ratios.prefillFusedOverStandard, 2)}, decode fused/standard ${f(report.ratios.decodeFusedOverStandard, 2)}, decode shared/copied KV ${f(report.ratios.decodeSharedOverCopiedKv, 2)}, decode inplace/fused ${f(report.ratios.decodeInplaceOverFused, 2)}`,
+    );
+    for (const [kind, m] of Object.entries(memory))
+      console.log(
+        `RSS over ${longSteps} decode steps, ${kind} KV: ${Object.entries(m.samples as Record<string, number>)
+          .map(([k, v]) => `${k}: ${v.toFixed(0)}`)
+          .join(', ')} MiB (KV grows ${(kvBytesPerToken / 1024).toFixed(0)} KiB/token)`,
+      );
   });
 }
 

@@ -9,7 +9,16 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const ROOT = new URL('..', import.meta.url).pathname;
-const { values: args } = parseArgs({ options: { reps: { type: 'string', default: '5' }, 'gen-len': { type: 'string', default: '32' }, 'prompt-len': { type: 'string', default: '32' }, json: { type: 'string' }, child: { type: 'string' }, keep: { type: 'boolean' } } });
+const { values: args } = parseArgs({
+  options: {
+    reps: { type: 'string', default: '5' },
+    'gen-len': { type: 'string', default: '32' },
+    'prompt-len': { type: 'string', default: '32' },
+    json: { type: 'string' },
+    child: { type: 'string' },
+    keep: { type: 'boolean' },
+  },
+});
 
 /** Child mode: shard once and report seconds and this process's peak RSS (workers included). */
 async function child(spec: string): Promise<void> {
@@ -34,12 +43,21 @@ async function main(): Promise<void> {
   try {
     const synth = join(work, 'synth');
     run([join(ROOT, 'bin/llmopt.js'), 'synth', '-o', synth]);
-    const variants: Array<[string, number, number]> = [['unsharded', 0, 0], ['tp 1', 1, 1], ['tp 2', 2, 1], ['pp 2', 1, 2]];
+    const variants: Array<[string, number, number]> = [
+      ['unsharded', 0, 0],
+      ['tp 1', 1, 1],
+      ['tp 2', 2, 1],
+      ['pp 2', 1, 2],
+    ];
     const build: Record<string, { seconds: number; peakRssMiB: number }> = {};
     for (const [name, tp, pp] of variants) {
       const out = join(work, name.replace(' ', ''));
-      build[name] = JSON.parse(run(['--import', 'tsx', join(ROOT, 'scripts/bench-shard.ts'), '--child', JSON.stringify([synth, out, tp, pp])]));
-      console.error(`${tp === 0 ? 'export' : 'shard'} ${name}: ${build[name]!.seconds.toFixed(1)} s, peak RSS ${build[name]!.peakRssMiB.toFixed(0)} MiB`);
+      build[name] = JSON.parse(
+        run(['--import', 'tsx', join(ROOT, 'scripts/bench-shard.ts'), '--child', JSON.stringify([synth, out, tp, pp])]),
+      );
+      console.error(
+        `${tp === 0 ? 'export' : 'shard'} ${name}: ${build[name]!.seconds.toFixed(1)} s, peak RSS ${build[name]!.peakRssMiB.toFixed(0)} MiB`,
+      );
     }
 
     const { openModel } = await import('../src/runtime/model.js');
@@ -69,7 +87,16 @@ async function main(): Promise<void> {
       genLen,
       reps,
       build,
-      decode: Object.fromEntries(variants.map(([n]) => [n, { tokensPerSecond: median(decode[n]!), range: [Math.min(...decode[n]!), Math.max(...decode[n]!)], ratio: median(decode[n]!.map((x, i) => x / base[i]!)) }])),
+      decode: Object.fromEntries(
+        variants.map(([n]) => [
+          n,
+          {
+            tokensPerSecond: median(decode[n]!),
+            range: [Math.min(...decode[n]!), Math.max(...decode[n]!)],
+            ratio: median(decode[n]!.map((x, i) => x / base[i]!)),
+          },
+        ]),
+      ),
     };
     console.log(JSON.stringify(report, null, 2));
     if (args.json) writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');

@@ -18,7 +18,9 @@ export const SHARED = join(ROOT, '..', 'shared');
 export const AIDREAMS = join(SHARED, 'models', 'aidreams-260k');
 export const DREAMS_EVAL = join(SHARED, 'data', 'dreams-eval.txt');
 /** A skip message for node:test when ../shared is absent (undefined when present). */
-export const NEEDS_SHARED = existsSync(AIDREAMS) ? undefined : `../shared is absent (${SHARED}): the aidreams-260k oracle tests are skipped`;
+export const NEEDS_SHARED = existsSync(AIDREAMS)
+  ? undefined
+  : `../shared is absent (${SHARED}): the aidreams-260k oracle tests are skipped`;
 
 export interface Reference {
   greedy_from_bos: { ids: number[] };
@@ -45,7 +47,10 @@ export function exportedArtifact(source: string, attention: AttentionForm): Prom
   const key = `${source}|${attention}`;
   if (!exported.has(key)) {
     const out = join(tempDir(), 'artifact');
-    exported.set(key, exportModel(source, out, { attention, layout: 'llmopt' }).then(() => out));
+    exported.set(
+      key,
+      exportModel(source, out, { attention, layout: 'llmopt' }).then(() => out),
+    );
   }
   return exported.get(key)!;
 }

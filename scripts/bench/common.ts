@@ -56,7 +56,14 @@ export const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
 /** Columns padded to their widest cell, the first left-aligned and the rest right-aligned. */
 export function formatTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export const machine = () => machineInfo('cpu');
@@ -72,7 +79,10 @@ export function describeModel(parameters: number): string {
  * the peak RSS it reports is that one job's alone, and returns the JSON it prints.
  */
 export function runChild(script: string, ...childArgs: string[]): any {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(script), '--child', ...childArgs], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(script), '--child', ...childArgs], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  });
   if (r.status !== 0) throw new Error(`child ${childArgs[0]} failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
@@ -109,7 +119,13 @@ export function prompt(length: number, row = 0): number[] {
  * Prefills `batch` prompts of promptLen tokens (equal lengths, so the right padding is empty), then
  * decodes genLen tokens greedily per row. Tokens/s count every row: batch * tokens / seconds.
  */
-export async function timeRun(model: DecoderModel, promptLen: number, genLen: number, batch = 1, kind?: CacheKind): Promise<{ prefill: number; decode: number }> {
+export async function timeRun(
+  model: DecoderModel,
+  promptLen: number,
+  genLen: number,
+  batch = 1,
+  kind?: CacheKind,
+): Promise<{ prefill: number; decode: number }> {
   const rows = Array.from({ length: batch }, (_, b) => prompt(promptLen, b));
   const cache = model.createCache(batch, promptLen + genLen, kind);
   let t0 = performance.now();
@@ -118,7 +134,10 @@ export async function timeRun(model: DecoderModel, promptLen: number, genLen: nu
   let next = rows.map((_, b) => argmax(logits.at(b, promptLen - 1)));
   t0 = performance.now();
   for (let i = 0; i < genLen; i++) {
-    logits = await model.forward(cache, next.map((t) => [t]));
+    logits = await model.forward(
+      cache,
+      next.map((t) => [t]),
+    );
     next = next.map((_, b) => argmax(logits.at(b, 0)));
   }
   return { prefill, decode: (batch * genLen) / ((performance.now() - t0) / 1000) };

@@ -14,8 +14,17 @@ export interface BatchRun {
 }
 
 /** `prompt` (token ids) replaces the synthetic prompt of promptLen tokens in every row. */
-export async function measureBatch(model: CausalLM, batch: number, promptLen: number, genLen: number, prompt?: number[]): Promise<BatchRun> {
-  const requests = Array.from({ length: batch }, (_, b) => ({ prompt: prompt ?? syntheticPrompt(promptLen, model.spec.vocabSize, b), maxNewTokens: genLen }));
+export async function measureBatch(
+  model: CausalLM,
+  batch: number,
+  promptLen: number,
+  genLen: number,
+  prompt?: number[],
+): Promise<BatchRun> {
+  const requests = Array.from({ length: batch }, (_, b) => ({
+    prompt: prompt ?? syntheticPrompt(promptLen, model.spec.vocabSize, b),
+    maxNewTokens: genLen,
+  }));
   const run = await measureServing(model, requests, 'static', batch);
   const promptTokens = requests.reduce((a, r) => a + r.prompt.length, 0);
   return {

@@ -92,7 +92,12 @@ export interface BenchReport {
 }
 
 /** Runs `measure` for each repetition and artifact, alternating, after one warm-up each. */
-async function alternate<T>(models: CausalLM[], reps: number, warmUp: (m: CausalLM, a: number) => Promise<unknown>, measure: (m: CausalLM, a: number) => Promise<T>): Promise<T[][]> {
+async function alternate<T>(
+  models: CausalLM[],
+  reps: number,
+  warmUp: (m: CausalLM, a: number) => Promise<unknown>,
+  measure: (m: CausalLM, a: number) => Promise<T>,
+): Promise<T[][]> {
   for (let a = 0; a < models.length; a++) await warmUp(models[a]!, a);
   const runs: T[][] = models.map(() => []);
   for (let r = 0; r < reps; r++) for (let a = 0; a < models.length; a++) runs[a]!.push(await measure(models[a]!, a));
@@ -107,20 +112,33 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const models: CausalLM[] = [];
   const release = async () => Promise.all(models.map((m) => m.release()));
   try {
-    for (const dir of [...o.artifacts, ...(o.draft ? [o.draft] : [])]) models.push(await openModel(dir, { device: o.device, threads: o.threads, rankDevices: dir === o.draft ? undefined : o.rankDevices }));
+    for (const dir of [...o.artifacts, ...(o.draft ? [o.draft] : [])])
+      models.push(await openModel(dir, { device: o.device, threads: o.threads, rankDevices: dir === o.draft ? undefined : o.rankDevices }));
     const draft = o.draft ? models.pop()! : null;
-    const prompts = models.map((m, a) => (o.prompt ? loadTokenizer(o.artifacts[a]!).encode(o.prompt) : syntheticPrompt(o.promptLen, m.spec.vocabSize)));
+    const prompts = models.map((m, a) =>
+      o.prompt ? loadTokenizer(o.artifacts[a]!).encode(o.prompt) : syntheticPrompt(o.promptLen, m.spec.vocabSize),
+    );
     models.forEach((m, a) => {
       const context = Math.min(m.spec.maxPositions, draft?.spec.maxPositions ?? Infinity);
       const longest = Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0) + Math.max(o.genLen, o.trace?.genLen[1] ?? 0);
-      if (longest > context) throw new InputError(`${o.artifacts[a]}: a prompt of ${Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0)} tokens plus ${Math.max(o.genLen, o.trace?.genLen[1] ?? 0)} new tokens exceeds the context of ${context}`);
+      if (longest > context)
+        throw new InputError(
+          `${o.artifacts[a]}: a prompt of ${Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0)} tokens plus ${Math.max(o.genLen, o.trace?.genLen[1] ?? 0)} new tokens exceeds the context of ${context}`,
+        );
       if (draft) checkDraft(m, draft);
     });
     const warmUp = (m: CausalLM, a: number) => measureBatch(m, 1, 0, Math.min(4, o.genLen), prompts[a]!.slice(0, 8));
     const { onProgress: _, artifacts: __, ...settings } = o;
     const report: BenchReport = {
       machine: machineInfo(models[0]!.device),
-      artifacts: models.map((m, a) => ({ path: o.artifacts[a]!, description: m.description, vocab: m.spec.vocabSize, context: m.spec.maxPositions, layers: m.spec.numLayers, hidden: m.spec.hiddenSize })),
+      artifacts: models.map((m, a) => ({
+        path: o.artifacts[a]!,
+        description: m.description,
+        vocab: m.spec.vocabSize,
+        context: m.spec.maxPositions,
+        layers: m.spec.numLayers,
+        hidden: m.spec.hiddenSize,
+      })),
       settings,
       batching: [],
       serving: [],
@@ -137,7 +155,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       for (let r = 0; r < o.reps; r++) {
         for (const batch of order) {
           o.onProgress?.(`static batching, repetition ${r + 1} of ${o.reps}, batch ${batch}`);
-          for (let a = 0; a < models.length; a++) runs.get(batch)![a]!.push(await measureBatch(models[a]!, batch, o.promptLen, o.genLen, o.prompt ? prompts[a] : undefined));
+          for (let a = 0; a < models.length; a++)
+            runs.get(batch)![a]!.push(await measureBatch(models[a]!, batch, o.promptLen, o.genLen, o.prompt ? prompts[a] : undefined));
         }
       }
       const decode = (rs: BatchRun[]) => rs.map((r) => r.decodeTokensPerSecond);
@@ -163,10 +182,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
     if (o.trace) {
       const trace = o.trace;
-      o.onProgress?.(`request trace: ${trace.requests} requests at ${trace.arrivalRate}/s, static and continuous batching on ${trace.slots} rows`);
+      o.onProgress?.(
+        `request trace: ${trace.requests} requests at ${trace.arrivalRate}/s, static and continuous batching on ${trace.slots} rows`,
+      );
       const runs = await alternate(models, o.reps, warmUp, async (m) => {
         const requests = requestTrace({ ...trace, vocab: m.spec.vocabSize });
-        const pair: Record<Policy, ServingRun> = { static: await measureServing(m, requests, 'static', trace.slots), continuous: await measureServing(m, requests, 'continuous', trace.slots) };
+        const pair: Record<Policy, ServingRun> = {
+          static: await measureServing(m, requests, 'static', trace.slots),
+          continuous: await measureServing(m, requests, 'continuous', trace.slots),
+        };
         return pair;
       });
       for (const policy of ['static', 'continuous'] as const) {
@@ -181,8 +205,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             timeToFirstTokenMs: percentileStats(own.map((r) => r.timeToFirstToken)),
             interTokenLatencyMs: percentileStats(own.map((r) => r.interTokenLatency)),
             endToEndMs: percentileStats(own.map((r) => r.endToEnd)),
-            throughputOverStatic: ratios(own.map((r) => r.throughput), rs.map((r) => r.static.throughput)),
-            throughputRatioToFirst: ratios(own.map((r) => r.throughput), runs[0]!.map((r) => r[policy].throughput)),
+            throughputOverStatic: ratios(
+              own.map((r) => r.throughput),
+              rs.map((r) => r.static.throughput),
+            ),
+            throughputRatioToFirst: ratios(
+              own.map((r) => r.throughput),
+              runs[0]!.map((r) => r[policy].throughput),
+            ),
           });
         });
       }

@@ -26,7 +26,16 @@ function ticks(max: number): number[] {
 }
 
 /** Axes, grid, title and legend of one panel; returns the y scale. */
-function frame(out: string[], x0: number, y0: number, title: string, yLabel: string, xLabels: string[], series: Series[], xAt: (i: number) => number): (v: number) => number {
+function frame(
+  out: string[],
+  x0: number,
+  y0: number,
+  title: string,
+  yLabel: string,
+  xLabels: string[],
+  series: Series[],
+  xAt: (i: number) => number,
+): (v: number) => number {
   const max = Math.max(0, ...series.flatMap((s) => s.values.filter(Number.isFinite)));
   const ys = ticks(max);
   const top = ys[ys.length - 1]!;
@@ -41,12 +50,16 @@ function frame(out: string[], x0: number, y0: number, title: string, yLabel: str
     out.push(`<text x="${x0 + M.left - 6}" y="${y(t) + 4}" text-anchor="end" font-size="11">${t}</text>`);
   }
   out.push(`<text transform="translate(${x0 + 14},${y0 + H / 2}) rotate(-90)" text-anchor="middle" font-size="11">${esc(yLabel)}</text>`);
-  xLabels.forEach((l, i) => out.push(`<text x="${xAt(i)}" y="${y0 + H - bottom + 16}" text-anchor="middle" font-size="11">${esc(l)}</text>`));
+  xLabels.forEach((l, i) =>
+    out.push(`<text x="${xAt(i)}" y="${y0 + H - bottom + 16}" text-anchor="middle" font-size="11">${esc(l)}</text>`),
+  );
   out.push(`<line x1="${x0 + M.left}" x2="${x0 + W - M.right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>`);
   series.forEach((s, i) => {
     const lx = x0 + M.left + (i % cols) * ((W - M.left - M.right) / cols);
     const ly = y0 + H - bottom + 34 + Math.floor(i / cols) * 13;
-    out.push(`<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="3" stroke-dasharray="${s.dash ?? ''}"/>`);
+    out.push(
+      `<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="3" stroke-dasharray="${s.dash ?? ''}"/>`,
+    );
     out.push(`<text x="${lx + 22}" y="${ly}" font-size="10">${esc(s.label)}</text>`);
   });
   return y;
@@ -70,7 +83,9 @@ function barPanel(out: string[], x0: number, y0: number, title: string, yLabel: 
   series.forEach((s, k) =>
     s.values.forEach((v, i) => {
       const x = xAt(i) - gw * 0.4 + k * bw;
-      out.push(`<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(y(0) - y(v)).toFixed(1)}" fill="${s.color}"/>`);
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(y(0) - y(v)).toFixed(1)}" fill="${s.color}"/>`,
+      );
     }),
   );
 }
@@ -83,25 +98,91 @@ export function benchChart(r: BenchReport): string {
   const batches = [...new Set(r.batching.map((b) => b.batch))];
   const artifacts = r.artifacts.map((a) => a.path);
   if (batches.length) {
-    const at = (a: string, f: (b: BenchReport['batching'][number]) => number) => batches.map((n) => f(r.batching.find((b) => b.artifact === a && b.batch === n)!));
-    panels.push((x, y) => linePanel(out, x, y, 'Decode throughput (all rows) vs batch size', 'tokens/s', batches.map(String), artifacts.map((a, i) => ({ label: short(a), color: COLORS[i % COLORS.length]!, values: at(a, (b) => b.decodeTokensPerSecond.median) }))));
+    const at = (a: string, f: (b: BenchReport['batching'][number]) => number) =>
+      batches.map((n) => f(r.batching.find((b) => b.artifact === a && b.batch === n)!));
     panels.push((x, y) =>
-      linePanel(out, x, y, 'Inter-token latency vs batch size', 'ms', batches.map(String), artifacts.flatMap((a, i) => (['p50', 'p95', 'p99'] as const).map((p) => ({ label: `${short(a)} ${p}`, color: COLORS[i % COLORS.length]!, dash: DASHES[p], values: at(a, (b) => b.interTokenLatencyMs[p].median) })))),
+      linePanel(
+        out,
+        x,
+        y,
+        'Decode throughput (all rows) vs batch size',
+        'tokens/s',
+        batches.map(String),
+        artifacts.map((a, i) => ({
+          label: short(a),
+          color: COLORS[i % COLORS.length]!,
+          values: at(a, (b) => b.decodeTokensPerSecond.median),
+        })),
+      ),
+    );
+    panels.push((x, y) =>
+      linePanel(
+        out,
+        x,
+        y,
+        'Inter-token latency vs batch size',
+        'ms',
+        batches.map(String),
+        artifacts.flatMap((a, i) =>
+          (['p50', 'p95', 'p99'] as const).map((p) => ({
+            label: `${short(a)} ${p}`,
+            color: COLORS[i % COLORS.length]!,
+            dash: DASHES[p],
+            values: at(a, (b) => b.interTokenLatencyMs[p].median),
+          })),
+        ),
+      ),
     );
   }
   if (r.serving.length) {
     const runs = r.serving;
     const label = (s: (typeof runs)[number]) => `${short(s.artifact)} ${s.policy} (${s.throughput.median.toFixed(0)} tok/s)`;
-    panels.push((x, y) => barPanel(out, x, y, 'Request trace: time to first token', 'ms', ['p50', 'p95', 'p99'], runs.map((s, i) => ({ label: label(s), color: COLORS[i % COLORS.length]!, values: (['p50', 'p95', 'p99'] as const).map((p) => s.timeToFirstTokenMs[p].median) }))));
-    panels.push((x, y) => barPanel(out, x, y, 'Request trace: end-to-end latency', 'ms', ['p50', 'p95', 'p99'], runs.map((s, i) => ({ label: label(s), color: COLORS[i % COLORS.length]!, values: (['p50', 'p95', 'p99'] as const).map((p) => s.endToEndMs[p].median) }))));
+    panels.push((x, y) =>
+      barPanel(
+        out,
+        x,
+        y,
+        'Request trace: time to first token',
+        'ms',
+        ['p50', 'p95', 'p99'],
+        runs.map((s, i) => ({
+          label: label(s),
+          color: COLORS[i % COLORS.length]!,
+          values: (['p50', 'p95', 'p99'] as const).map((p) => s.timeToFirstTokenMs[p].median),
+        })),
+      ),
+    );
+    panels.push((x, y) =>
+      barPanel(
+        out,
+        x,
+        y,
+        'Request trace: end-to-end latency',
+        'ms',
+        ['p50', 'p95', 'p99'],
+        runs.map((s, i) => ({
+          label: label(s),
+          color: COLORS[i % COLORS.length]!,
+          values: (['p50', 'p95', 'p99'] as const).map((p) => s.endToEndMs[p].median),
+        })),
+      ),
+    );
   }
   if (r.speculative.length) {
     const runs = r.speculative;
     panels.push((x, y) =>
-      barPanel(out, x, y, `Speculative decoding (K = ${runs[0]!.draftTokens}), batch 1`, 'decode tokens/s', runs.map((s) => short(s.artifact)), [
-        { label: 'target alone', color: COLORS[0]!, values: runs.map((s) => s.targetOnlyTokensPerSecond.median) },
-        { label: 'with draft', color: COLORS[2]!, values: runs.map((s) => s.speculativeTokensPerSecond.median) },
-      ]),
+      barPanel(
+        out,
+        x,
+        y,
+        `Speculative decoding (K = ${runs[0]!.draftTokens}), batch 1`,
+        'decode tokens/s',
+        runs.map((s) => short(s.artifact)),
+        [
+          { label: 'target alone', color: COLORS[0]!, values: runs.map((s) => s.targetOnlyTokensPerSecond.median) },
+          { label: 'with draft', color: COLORS[2]!, values: runs.map((s) => s.speculativeTokensPerSecond.median) },
+        ],
+      ),
     );
   }
   const cols = Math.min(2, panels.length);

@@ -14,7 +14,14 @@ export interface Machine {
 export function machineInfo(device: string): Machine {
   // The version from the package itself: only src/runtime imports onnxruntime-node.
   const onnxruntime = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
-  return { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: +(totalmem() / 2 ** 30).toFixed(1), node: process.version, onnxruntime, device };
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    onnxruntime,
+    device,
+  };
 }
 
 export function describeMachine(m: Machine): string {

@@ -22,7 +22,14 @@ export interface SpeculativeRun {
   identical: boolean | null;
 }
 
-export async function measureSpeculative(target: CausalLM, draft: CausalLM, prompt: number[], genLen: number, draftTokens: number, sampling: SamplingOptions): Promise<SpeculativeRun> {
+export async function measureSpeculative(
+  target: CausalLM,
+  draft: CausalLM,
+  prompt: number[],
+  genLen: number,
+  draftTokens: number,
+  sampling: SamplingOptions,
+): Promise<SpeculativeRun> {
   const alone = await generate(target, [prompt], { maxNewTokens: genLen, sampling, stopTokens: [] });
   const spec = await speculativeGenerate(target, draft, prompt, { draftTokens, maxNewTokens: genLen, sampling, stopTokens: [] });
   const targetOnlyTokensPerSecond = alone.decodeTokens / alone.decodeSeconds;

@@ -20,7 +20,20 @@ export function program(): Command {
     .description('make large language models small and fast: inspect, export, generate, eval, quantize, prune, bench')
     .version(TOOL_VERSION)
     .showHelpAfterError('(add --help for usage)');
-  for (const c of [runCommand(), inspectCommand(), exportCommand(), generateCommand(), evalCommand(), quantizeCommand(), pruneCommand(), shardCommand(), distillCommand(), synthCommand(), benchCommand()]) p.addCommand(c);
+  for (const c of [
+    runCommand(),
+    inspectCommand(),
+    exportCommand(),
+    generateCommand(),
+    evalCommand(),
+    quantizeCommand(),
+    pruneCommand(),
+    shardCommand(),
+    distillCommand(),
+    synthCommand(),
+    benchCommand(),
+  ])
+    p.addCommand(c);
   // Every subcommand reports usage errors through exitOverride so main() owns the exit code.
   const override = (c: Command) => {
     c.exitOverride();

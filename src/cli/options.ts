@@ -4,8 +4,14 @@ import type { Command } from 'commander';
 import { parseChoice, parseInt, parseNumber, rankDevices } from '../passes/options.js';
 import { DEVICES } from '../runtime/device.js';
 
-export const intOption = (flag: string, min = 0) => (value: string) => parseInt(flag, value, min);
-export const numberOption = (flag: string, min = -Infinity, max = Infinity) => (value: string) => parseNumber(flag, value, min, max);
+export const intOption =
+  (flag: string, min = 0) =>
+  (value: string) =>
+    parseInt(flag, value, min);
+export const numberOption =
+  (flag: string, min = -Infinity, max = Infinity) =>
+  (value: string) =>
+    parseNumber(flag, value, min, max);
 export const choiceOption =
   <T extends string>(flag: string, choices: readonly T[]) =>
   (value: string) =>
@@ -21,6 +27,7 @@ export function collect(value: string, previous: string[] = []): string[] {
  */
 export function deviceOptions(command: Command, opts: { rankDevices: boolean }): Command {
   command.option('--device <device>', `execution device: ${DEVICES.join(' | ')}`, choiceOption('--device', DEVICES), 'cpu');
-  if (opts.rankDevices) command.option('--rank-devices <list>', rankDevices.help, (v: string) => rankDevices.parse!('--rank-devices', v, undefined));
+  if (opts.rankDevices)
+    command.option('--rank-devices <list>', rankDevices.help, (v: string) => rankDevices.parse!('--rank-devices', v, undefined));
   return command.option('--threads <n>', 'CPU threads (default: all cores)', intOption('--threads', 1));
 }

@@ -33,7 +33,12 @@ export class Output {
   progress(label: string): { update: (done: number, total: number) => void; stop: () => void } {
     if (!this.interactive) return { update: () => {}, stop: () => {} };
     const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {percentage}% | {value}/{total} | {duration_formatted}`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
+      {
+        format: `${label} [{bar}] {percentage}% | {value}/{total} | {duration_formatted}`,
+        stream: process.stderr,
+        hideCursor: true,
+        clearOnComplete: true,
+      },
       cliProgress.Presets.shades_classic,
     );
     let started = false;

@@ -79,7 +79,8 @@ export function passAction<N extends PassName>(name: N, opts: PassAction<ReportO
     const out = new Output({ json: Boolean(o.json), quiet: Boolean(o.quiet) });
     const input = positional[0];
     const reads: RunContext['reads'] = { input: typeof input === 'string' ? input : undefined };
-    for (const [key, opt] of Object.entries((def as unknown as PassDefinition).options)) if (opt.kind === 'stageRef') reads[key] = o[key] as string | undefined;
+    for (const [key, opt] of Object.entries((def as unknown as PassDefinition).options))
+      if (opt.kind === 'stageRef') reads[key] = o[key] as string | undefined;
     const abort = new AbortController();
     const onSigint = () => {
       out.log('\ninterrupted: writing a checkpoint after this step ...');

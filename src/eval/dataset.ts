@@ -25,6 +25,7 @@ export function loadEvalWindows(path: string, tokenizer: TextTokenizer, context:
       if (chunk.length >= 2) windows.push({ line: i + 1, ids: chunk });
     }
   }
-  if (windows.length === 0) throw new InputError(`${path}: no text to evaluate (one document per line; each needs at least one token besides <s>)`);
+  if (windows.length === 0)
+    throw new InputError(`${path}: no text to evaluate (one document per line; each needs at least one token besides <s>)`);
   return windows;
 }

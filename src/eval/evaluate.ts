@@ -81,6 +81,7 @@ export function checkGates(report: EvalReport, gates: GateThresholds): GateResul
   const out: GateResult[] = [];
   if (gates.maxKl !== undefined) out.push({ gate: 'max-kl', value: r.kl, limit: gates.maxKl, passed: r.kl <= gates.maxKl });
   if (gates.minTop1 !== undefined) out.push({ gate: 'min-top1', value: r.top1, limit: gates.minTop1, passed: r.top1 >= gates.minTop1 });
-  if (gates.maxPplRatio !== undefined) out.push({ gate: 'max-ppl-ratio', value: r.pplRatio, limit: gates.maxPplRatio, passed: r.pplRatio <= gates.maxPplRatio });
+  if (gates.maxPplRatio !== undefined)
+    out.push({ gate: 'max-ppl-ratio', value: r.pplRatio, limit: gates.maxPplRatio, passed: r.pplRatio <= gates.maxPplRatio });
   return out;
 }

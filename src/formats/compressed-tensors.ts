@@ -44,7 +44,8 @@ type Json = Record<string, unknown>;
 /** The only format the writer produces; the reader also takes the unpacked int formats. */
 export const PACK_QUANTIZED = 'pack-quantized';
 const READABLE_FORMATS = [PACK_QUANTIZED, 'int-quantized', 'naive-quantized'];
-const SUPPORTED = 'supported: weight-only int4/int8 with strategy group or channel, format pack-quantized, int-quantized or naive-quantized';
+const SUPPORTED =
+  'supported: weight-only int4/int8 with strategy group or channel, format pack-quantized, int-quantized or naive-quantized';
 
 /** Options of {@link writeCompressedTensorsCheckpoint}. */
 export interface CompressedTensorsWriteOptions {
@@ -114,7 +115,11 @@ function wordBit(r: number, c: number, cols: number, perWord: number, bits: numb
 }
 
 /** The `quantization_config` object for one weight-only int scheme over all Linear layers. */
-export function quantizationConfig(scheme: { bits: 4 | 8; symmetric: boolean; blockSize: number }, ignore: string[], version?: string): Json {
+export function quantizationConfig(
+  scheme: { bits: 4 | 8; symmetric: boolean; blockSize: number },
+  ignore: string[],
+  version?: string,
+): Json {
   const weights = {
     num_bits: scheme.bits,
     type: 'int',
@@ -170,7 +175,9 @@ export async function writeCompressedTensorsCheckpoint(outDir: string, opts: Com
     add(`${module}.weight_shape`, 'I64', [2], () => int64Bytes([q.rows, q.cols]));
     if (q.zeroPoints) {
       const zp = q.zeroPoints;
-      add(`${module}.weight_zero_point`, 'I32', [Math.ceil(q.rows / perWord), q.blocksPerRow], () => packInt32(zp, q.rows, q.blocksPerRow, q.bits, 0));
+      add(`${module}.weight_zero_point`, 'I32', [Math.ceil(q.rows / perWord), q.blocksPerRow], () =>
+        packInt32(zp, q.rows, q.blocksPerRow, q.bits, 0),
+      );
     }
   }
   for (const t of opts.floatTensors) add(t.name, t.dtype, t.shape, () => opts.readFloat(t.name));
@@ -188,11 +195,15 @@ function commonScheme(layers: Map<string, BlockQuantized>): { bits: 4 | 8; symme
   for (const [name, q] of layers) {
     if (q.bits !== q0.bits || q.symmetric !== q0.symmetric || q.blockSize !== q0.blockSize) {
       const desc = (x: BlockQuantized) => `${x.bits}-bit ${x.symmetric ? 'symmetric' : 'asymmetric'} block ${x.blockSize}`;
-      throw new InputError(`compressed-tensors export needs one scheme for all layers: "${name0}" is ${desc(q0)} but "${name}" is ${desc(q)}`);
+      throw new InputError(
+        `compressed-tensors export needs one scheme for all layers: "${name0}" is ${desc(q0)} but "${name}" is ${desc(q)}`,
+      );
     }
   }
   if (q0.bits === 8 && !q0.symmetric) {
-    throw new InputError(`"${name0}": vLLM has no kernel for asymmetric 8-bit weights (Marlin takes zero points with 4 bits only); quantize 8-bit symmetrically or use 4 bits`);
+    throw new InputError(
+      `"${name0}": vLLM has no kernel for asymmetric 8-bit weights (Marlin takes zero points with 4 bits only); quantize 8-bit symmetrically or use 4 bits`,
+    );
   }
   return { bits: q0.bits, symmetric: q0.symmetric, blockSize: q0.blockSize };
 }
@@ -201,11 +212,17 @@ function checkLayer(module: string, q: BlockQuantized): void {
   const tensor = `${module}.weight`;
   if (q.cols % q.blockSize !== 0) {
     const fits = [128, 64, 32, 16].filter((g) => q.cols % g === 0);
-    const fix = fits.length ? `use a block size that divides it (${fits.join(', ')})` : 'no power-of-two block size from 16 to 128 divides it';
-    throw new InputError(`tensor "${tensor}": in_features ${q.cols} is not a multiple of block size ${q.blockSize}, which compressed-tensors and vLLM require; ${fix}, or leave the module in float (ignore)`);
+    const fix = fits.length
+      ? `use a block size that divides it (${fits.join(', ')})`
+      : 'no power-of-two block size from 16 to 128 divides it';
+    throw new InputError(
+      `tensor "${tensor}": in_features ${q.cols} is not a multiple of block size ${q.blockSize}, which compressed-tensors and vLLM require; ${fix}, or leave the module in float (ignore)`,
+    );
   }
   if (q.cols % (32 / q.bits) !== 0) {
-    throw new InputError(`tensor "${tensor}": in_features ${q.cols} is not a multiple of ${32 / q.bits}, so ${q.bits}-bit codes do not fill whole int32 words as vLLM requires; leave the module in float (ignore)`);
+    throw new InputError(
+      `tensor "${tensor}": in_features ${q.cols} is not a multiple of ${32 / q.bits}, so ${q.bits}-bit codes do not fill whole int32 words as vLLM requires; leave the module in float (ignore)`,
+    );
   }
   // The rest are broken invariants of BlockQuantized, not user input.
   if (q.codes.length !== q.rows * q.cols || q.scales.length !== q.rows * q.blocksPerRow || q.blocksPerRow !== q.cols / q.blockSize) {
@@ -240,10 +257,12 @@ function parseSchemes(qc: Json, file: string): WeightScheme[] {
   const refuse = (what: string): never => {
     throw new InputError(`${file}: quantization_config ${what} is not supported (${SUPPORTED})`);
   };
-  if (qc['quantization_status'] !== undefined && qc['quantization_status'] !== 'compressed') refuse(`quantization_status ${JSON.stringify(qc['quantization_status'])}`);
+  if (qc['quantization_status'] !== undefined && qc['quantization_status'] !== 'compressed')
+    refuse(`quantization_status ${JSON.stringify(qc['quantization_status'])}`);
   if (qc['kv_cache_scheme'] != null) refuse('kv_cache_scheme (KV-cache quantization)');
   const sparsity = qc['sparsity_config'];
-  if (isObject(sparsity) && Object.keys(sparsity).length > 0 && sparsity['format'] !== 'dense') refuse(`sparsity format ${JSON.stringify(sparsity['format'])}`);
+  if (isObject(sparsity) && Object.keys(sparsity).length > 0 && sparsity['format'] !== 'dense')
+    refuse(`sparsity format ${JSON.stringify(sparsity['format'])}`);
   const transform = qc['transform_config'];
   if (isObject(transform) && Object.keys(transform).length > 0) refuse('transform_config (rotated weights)');
   const groups = qc['config_groups'];
@@ -254,19 +273,28 @@ function parseSchemes(qc: Json, file: string): WeightScheme[] {
     const g = group as Json;
     if (g['input_activations'] != null || g['output_activations'] != null) refuse(`config group "${name}" with activation quantization`);
     const format = g['format'] ?? qc['format'];
-    if (typeof format !== 'string' || !READABLE_FORMATS.includes(format)) refuse(`format ${JSON.stringify(format)} in config group "${name}"`);
+    if (typeof format !== 'string' || !READABLE_FORMATS.includes(format))
+      refuse(`format ${JSON.stringify(format)} in config group "${name}"`);
     const w = g['weights'];
     if (!isObject(w)) refuse(`config group "${name}" without weights`);
     const args = w as Json;
     if ((args['type'] ?? 'int') !== 'int') refuse(`weight type ${JSON.stringify(args['type'])} (e.g. fp8/fp4) in config group "${name}"`);
     if (args['num_bits'] !== 4 && args['num_bits'] !== 8) refuse(`num_bits ${JSON.stringify(args['num_bits'])} in config group "${name}"`);
     if (args['dynamic'] === true || args['dynamic'] === 'local') refuse(`dynamic weights in config group "${name}"`);
-    if (args['actorder'] === 'group' || args['actorder'] === 'dynamic' || args['actorder'] === true) refuse(`actorder "group" (weight_g_idx) in config group "${name}"`);
+    if (args['actorder'] === 'group' || args['actorder'] === 'dynamic' || args['actorder'] === true)
+      refuse(`actorder "group" (weight_g_idx) in config group "${name}"`);
     const groupSize = args['group_size'];
-    const strategy = args['strategy'] ?? (typeof groupSize === 'number' && groupSize > 0 ? 'group' : groupSize === -1 ? 'channel' : 'tensor');
-    if (strategy === 'group' && !(typeof groupSize === 'number' && Number.isInteger(groupSize) && groupSize > 0)) refuse(`group strategy without a positive group_size in config group "${name}"`);
+    const strategy =
+      args['strategy'] ?? (typeof groupSize === 'number' && groupSize > 0 ? 'group' : groupSize === -1 ? 'channel' : 'tensor');
+    if (strategy === 'group' && !(typeof groupSize === 'number' && Number.isInteger(groupSize) && groupSize > 0))
+      refuse(`group strategy without a positive group_size in config group "${name}"`);
     if (strategy !== 'group' && strategy !== 'channel') refuse(`strategy ${JSON.stringify(strategy)} in config group "${name}"`);
-    schemes.push({ bits: args['num_bits'] as 4 | 8, symmetric: args['symmetric'] !== false, groupSize: strategy === 'group' ? (groupSize as number) : null, format: format as string });
+    schemes.push({
+      bits: args['num_bits'] as 4 | 8,
+      symmetric: args['symmetric'] !== false,
+      groupSize: strategy === 'group' ? (groupSize as number) : null,
+      format: format as string,
+    });
   }
   return schemes;
 }
@@ -337,7 +365,13 @@ async function discover(ckpt: Checkpoint, schemes: WeightScheme[], configPath: s
   return layouts;
 }
 
-async function layoutOf(ckpt: Checkpoint, module: string, packed: boolean, schemes: WeightScheme[], configPath: string): Promise<QuantizedLayout> {
+async function layoutOf(
+  ckpt: Checkpoint,
+  module: string,
+  packed: boolean,
+  schemes: WeightScheme[],
+  configPath: string,
+): Promise<QuantizedLayout> {
   const need = (suffix: string): TensorInfo => {
     if (!ckpt.has(`${module}.${suffix}`)) throw new InputError(`${ckpt.dir}: quantized module "${module}" has no ${suffix} tensor`);
     return ckpt.info(`${module}.${suffix}`);
@@ -345,7 +379,10 @@ async function layoutOf(ckpt: Checkpoint, module: string, packed: boolean, schem
   const bad = (info: TensorInfo, want: string): never => {
     throw new InputError(`${info.file}: tensor "${info.name}" is ${info.dtype} [${info.shape}], expected ${want}`);
   };
-  if (ckpt.has(`${module}.weight_g_idx`)) throw new InputError(`${ckpt.info(`${module}.weight_g_idx`).file}: tensor "${module}.weight_g_idx" (activation-ordered groups) is not supported (${SUPPORTED})`);
+  if (ckpt.has(`${module}.weight_g_idx`))
+    throw new InputError(
+      `${ckpt.info(`${module}.weight_g_idx`).file}: tensor "${module}.weight_g_idx" (activation-ordered groups) is not supported (${SUPPORTED})`,
+    );
   const codes = need(packed ? 'weight_packed' : 'weight');
   const scale = need('weight_scale');
   let rows: number, cols: number;
@@ -353,13 +390,17 @@ async function layoutOf(ckpt: Checkpoint, module: string, packed: boolean, schem
     const shape = need('weight_shape');
     if ((shape.dtype !== 'I64' && shape.dtype !== 'I32') || shape.shape.length !== 1 || shape.shape[0] !== 2) bad(shape, 'I64 [2]');
     const raw = new DataView((await ckpt.readRaw(shape.name)).buffer);
-    [rows, cols] = [0, 1].map((i) => (shape.dtype === 'I64' ? Number(raw.getBigInt64(i * 8, true)) : raw.getInt32(i * 4, true))) as [number, number];
+    [rows, cols] = [0, 1].map((i) => (shape.dtype === 'I64' ? Number(raw.getBigInt64(i * 8, true)) : raw.getInt32(i * 4, true))) as [
+      number,
+      number,
+    ];
     if (!(rows > 0 && cols > 0)) bad(shape, 'positive [out, in] values');
   } else {
     if (codes.shape.length !== 2) bad(codes, 'a 2-D int tensor');
     [rows, cols] = codes.shape as [number, number];
   }
-  if (!['F32', 'F16', 'BF16'].includes(scale.dtype) || scale.shape.length !== 2 || scale.shape[0] !== rows) bad(scale, `a float [${rows}, groups] tensor`);
+  if (!['F32', 'F16', 'BF16'].includes(scale.dtype) || scale.shape.length !== 2 || scale.shape[0] !== rows)
+    bad(scale, `a float [${rows}, groups] tensor`);
   const groups = scale.shape[1]!;
   const zeroPoint = ckpt.has(`${module}.weight_zero_point`) ? ckpt.info(`${module}.weight_zero_point`) : null;
   const fits = schemes.filter(
@@ -367,12 +408,18 @@ async function layoutOf(ckpt: Checkpoint, module: string, packed: boolean, schem
       (s.format === PACK_QUANTIZED) === packed &&
       s.symmetric === (zeroPoint === null) &&
       (s.groupSize === null ? 1 : Math.ceil(cols / s.groupSize)) === groups &&
-      (!packed || (codes.dtype === 'I32' && codes.shape.length === 2 && codes.shape[0] === rows && codes.shape[1] === Math.ceil((cols * s.bits) / 32))),
+      (!packed ||
+        (codes.dtype === 'I32' &&
+          codes.shape.length === 2 &&
+          codes.shape[0] === rows &&
+          codes.shape[1] === Math.ceil((cols * s.bits) / 32))),
   );
   const distinct = new Set(fits.map((s) => `${s.bits}/${s.groupSize ?? cols}`));
   if (distinct.size !== 1) {
     const why = distinct.size === 0 ? 'fits none of' : 'fits more than one of';
-    throw new InputError(`${codes.file}: tensor "${codes.name}" ${codes.dtype} [${codes.shape}] with scale [${scale.shape}] ${why} the weight schemes in ${configPath}`);
+    throw new InputError(
+      `${codes.file}: tensor "${codes.name}" ${codes.dtype} [${codes.shape}] with scale [${scale.shape}] ${why} the weight schemes in ${configPath}`,
+    );
   }
   const scheme = fits[0]!;
   // pack-quantized packs zero points into I32; older releases and the unpacked formats keep one int8 each.
@@ -394,7 +441,8 @@ function shiftSigned(raw: Uint8Array, info: TensorInfo, bits: number): Uint8Arra
   const out = new Uint8Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const v = values[i]! + half;
-    if (!(v >= 0 && v < 2 * half)) throw new InputError(`${info.file}: tensor "${info.name}" holds ${values[i]}, outside the signed ${bits}-bit range`);
+    if (!(v >= 0 && v < 2 * half))
+      throw new InputError(`${info.file}: tensor "${info.name}" holds ${values[i]}, outside the signed ${bits}-bit range`);
     out[i] = v;
   }
   return out;
@@ -430,7 +478,17 @@ function makeSource(dir: string, config: Json, ckpt: Checkpoint, layouts: Map<st
       zeroPoints = l.zeroPointPacked ? unpackInt32(zpRaw, l.rows, l.groups, bits, 0) : shiftSigned(zpRaw, l.zeroPoint, bits);
     }
     const scales = await ckpt.readFloat32(`${module}.weight_scale`);
-    return { bits, blockSize: groupSize ?? l.cols, symmetric: l.scheme.symmetric, rows: l.rows, cols: l.cols, blocksPerRow: l.groups, codes, scales, zeroPoints };
+    return {
+      bits,
+      blockSize: groupSize ?? l.cols,
+      symmetric: l.scheme.symmetric,
+      rows: l.rows,
+      cols: l.cols,
+      blocksPerRow: l.groups,
+      codes,
+      scales,
+      zeroPoints,
+    };
   };
 
   return {

@@ -33,7 +33,10 @@ export function readJsonFile(path: string): Json {
 
 /** Typed field access that names the file and key in every error. */
 class ConfigReader {
-  constructor(readonly path: string, readonly json: Json) {}
+  constructor(
+    readonly path: string,
+    readonly json: Json,
+  ) {}
 
   private fail(key: string, problem: string): never {
     throw new InputError(`${this.path}: "${key}" ${problem}`);
@@ -78,7 +81,9 @@ class ConfigReader {
     const v = this.json[key];
     if (v === undefined || v === null) return [];
     const list = Array.isArray(v) ? v : [v];
-    for (const x of list) if (typeof x !== 'number' || !Number.isInteger(x) || x < 0) this.fail(key, `must be a token id or a list of ids, found ${JSON.stringify(v)}`);
+    for (const x of list)
+      if (typeof x !== 'number' || !Number.isInteger(x) || x < 0)
+        this.fail(key, `must be a token id or a list of ids, found ${JSON.stringify(v)}`);
     return list as number[];
   }
 }
@@ -125,19 +130,23 @@ export function specFromConfig(json: Json, path: string, generation?: Json): Dec
   const hiddenSize = cfg.int('hidden_size');
   const numHeads = cfg.int('num_attention_heads');
   const kvHeads = cfg.int('num_key_value_heads', numHeads);
-  if (numHeads % kvHeads !== 0) throw new InputError(`${path}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${kvHeads}`);
+  if (numHeads % kvHeads !== 0)
+    throw new InputError(`${path}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${kvHeads}`);
   let headDim: number;
   if (json['head_dim'] !== undefined && json['head_dim'] !== null) headDim = cfg.int('head_dim');
   else {
-    if (hiddenSize % numHeads !== 0) throw new InputError(`${path}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and no head_dim is given`);
+    if (hiddenSize % numHeads !== 0)
+      throw new InputError(
+        `${path}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and no head_dim is given`,
+      );
     headDim = hiddenSize / numHeads;
   }
   if (headDim % 2 !== 0) throw new InputError(`${path}: head_dim ${headDim} must be even for rotary embeddings`);
 
   const gen = generation ? new ConfigReader(path.replace(/config\.json$/, 'generation_config.json'), generation) : undefined;
   const eos = gen?.ids('eos_token_id').length ? gen.ids('eos_token_id') : cfg.ids('eos_token_id');
-  const bos = (gen?.ids('bos_token_id')[0] ?? cfg.ids('bos_token_id')[0]) ?? null;
-  const pad = (gen?.ids('pad_token_id')[0] ?? cfg.ids('pad_token_id')[0]) ?? null;
+  const bos = gen?.ids('bos_token_id')[0] ?? cfg.ids('bos_token_id')[0] ?? null;
+  const pad = gen?.ids('pad_token_id')[0] ?? cfg.ids('pad_token_id')[0] ?? null;
 
   return {
     architecture: 'llama',

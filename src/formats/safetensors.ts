@@ -183,9 +183,7 @@ async function readHeader(
     const [begin, end] = offsets as [number, number];
     const expected = tensorByteLength(dtype, shape);
     if (end - begin !== expected) {
-      throw new InputError(
-        `${where}: data_offsets span ${end - begin} bytes but ${dtype} ${JSON.stringify(shape)} needs ${expected}`,
-      );
+      throw new InputError(`${where}: data_offsets span ${end - begin} bytes but ${dtype} ${JSON.stringify(shape)} needs ${expected}`);
     }
     entries.push({ name, dtype, shape, byteLength: expected, fileOffset: dataStart + begin, file, begin, end });
   }

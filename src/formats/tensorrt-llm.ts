@@ -54,7 +54,13 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
         ? null
         : rs.type === 'linear'
           ? { type: 'linear', factor: rs.factor }
-          : { rope_type: 'llama3', factor: rs.factor, low_freq_factor: rs.lowFreqFactor, high_freq_factor: rs.highFreqFactor, original_max_position_embeddings: rs.originalMaxPositions },
+          : {
+              rope_type: 'llama3',
+              factor: rs.factor,
+              low_freq_factor: rs.lowFreqFactor,
+              high_freq_factor: rs.highFreqFactor,
+              original_max_position_embeddings: rs.originalMaxPositions,
+            },
     attn_bias: spec.attentionBias,
     mlp_bias: spec.mlpBias,
     tie_word_embeddings: spec.tiedEmbeddings,
@@ -77,7 +83,11 @@ export interface TensorRtLlmRank {
 }
 
 /** Every tensor of one rank file: TensorRT-LLM name, shape, and the Hugging Face tensors concatenated (rows) to form it. */
-export function tensorRtLlmRankTensors(spec: DecoderSpec, tp: number, r: TensorRtLlmRank): Array<{ name: string; shape: number[]; parts: string[] }> {
+export function tensorRtLlmRankTensors(
+  spec: DecoderSpec,
+  tp: number,
+  r: TensorRtLlmRank,
+): Array<{ name: string; shape: number[]; parts: string[] }> {
   const out: Array<{ name: string; shape: number[]; parts: string[] }> = [];
   const shape = (n: string) => r.weights.shape(n);
   const add = (name: string, parts: string[]) => {
@@ -105,7 +115,11 @@ export function tensorRtLlmRankTensors(spec: DecoderSpec, tp: number, r: TensorR
   }
   if (r.last) {
     add('transformer.ln_f.weight', [FINAL_NORM]);
-    out.push({ name: 'lm_head.weight', shape: [Math.ceil(spec.vocabSize / tp), spec.hiddenSize], parts: [spec.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD] });
+    out.push({
+      name: 'lm_head.weight',
+      shape: [Math.ceil(spec.vocabSize / tp), spec.hiddenSize],
+      parts: [spec.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD],
+    });
   }
   return out;
 }
@@ -114,7 +128,16 @@ export function tensorRtLlmRankTensors(spec: DecoderSpec, tp: number, r: TensorR
  * Writes config.json and rank{r}.safetensors into `dir`; `full` gives whole tensors (lm_head is cut
  * here, padded as TensorRT-LLM pads it). Returns the bytes of each rank file.
  */
-export async function writeTensorRtLlmCheckpoint(dir: string, spec: DecoderSpec, full: WeightSource, tp: number, pp: number, parallelEmbedding: boolean, ranks: TensorRtLlmRank[], onTensor: () => void): Promise<number[]> {
+export async function writeTensorRtLlmCheckpoint(
+  dir: string,
+  spec: DecoderSpec,
+  full: WeightSource,
+  tp: number,
+  pp: number,
+  parallelEmbedding: boolean,
+  ranks: TensorRtLlmRank[],
+  onTensor: () => void,
+): Promise<number[]> {
   writeFileSync(join(dir, 'config.json'), JSON.stringify(tensorRtLlmConfig(spec, tp, pp, parallelEmbedding), null, 2) + '\n');
   const dtype = DTYPES[spec.weightDtype];
   const bytes: number[] = [];

@@ -9,7 +9,10 @@ import { readJsonFile } from './hf-config.js';
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'];
 
 export class TextTokenizer {
-  constructor(private readonly tok: Tokenizer, readonly path: string) {}
+  constructor(
+    private readonly tok: Tokenizer,
+    readonly path: string,
+  ) {}
 
   /** Token ids of `text`; with special tokens (`<s>`) as the tokenizer's post-processor adds them. */
   encode(text: string, addSpecialTokens = true): number[] {

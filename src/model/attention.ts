@@ -62,8 +62,16 @@ function rotary(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, x: st
   const half = spec.headDim / 2;
   const split = g.constant(`/const/rope_split_${half}`, Elem.INT64, [2], [half, half]);
   const [x1, x2] = g.node('Split', [x, split], { name: `${path}/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
-  const a = g.op('Sub', [g.op('Mul', [x1!, ctx.cos!], `${path}/Mul_x1cos`), g.op('Mul', [x2!, ctx.sin!], `${path}/Mul_x2sin`)], `${path}/Sub`);
-  const b = g.op('Add', [g.op('Mul', [x2!, ctx.cos!], `${path}/Mul_x2cos`), g.op('Mul', [x1!, ctx.sin!], `${path}/Mul_x1sin`)], `${path}/Add`);
+  const a = g.op(
+    'Sub',
+    [g.op('Mul', [x1!, ctx.cos!], `${path}/Mul_x1cos`), g.op('Mul', [x2!, ctx.sin!], `${path}/Mul_x2sin`)],
+    `${path}/Sub`,
+  );
+  const b = g.op(
+    'Add',
+    [g.op('Mul', [x2!, ctx.cos!], `${path}/Mul_x2cos`), g.op('Mul', [x1!, ctx.sin!], `${path}/Mul_x1sin`)],
+    `${path}/Add`,
+  );
   return g.op('Concat', [a, b], `${path}/Concat`, { axis: { int: -1 } });
 }
 
@@ -110,8 +118,16 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
   const kNew = g.op('Transpose', [kr], `${p}/k/Transpose`, bhsd); // [B,kvH,S,D]
   const vNew = g.op('Transpose', [v4], `${p}/v/Transpose`, bhsd);
   // present = past ++ new along the sequence axis [B,kvH,T,D]; without a cache input, just the new.
-  g.node(io.pastKey ? 'Concat' : 'Identity', io.pastKey ? [io.pastKey, kNew] : [kNew], { name: `${p}/present_key/Concat`, outputs: [io.presentKey], attrs: io.pastKey ? { axis: { int: 2 } } : undefined });
-  g.node(io.pastValue ? 'Concat' : 'Identity', io.pastValue ? [io.pastValue, vNew] : [vNew], { name: `${p}/present_value/Concat`, outputs: [io.presentValue], attrs: io.pastValue ? { axis: { int: 2 } } : undefined });
+  g.node(io.pastKey ? 'Concat' : 'Identity', io.pastKey ? [io.pastKey, kNew] : [kNew], {
+    name: `${p}/present_key/Concat`,
+    outputs: [io.presentKey],
+    attrs: io.pastKey ? { axis: { int: 2 } } : undefined,
+  });
+  g.node(io.pastValue ? 'Concat' : 'Identity', io.pastValue ? [io.pastValue, vNew] : [vNew], {
+    name: `${p}/present_value/Concat`,
+    outputs: [io.presentValue],
+    attrs: io.pastValue ? { axis: { int: 2 } } : undefined,
+  });
 
   const axis2 = i64('/const/axes_2', [2]);
   const k5 = g.op('Unsqueeze', [io.presentKey, axis2], `${p}/k/Unsqueeze`); // [B,kvH,1,T,D]
@@ -152,7 +168,9 @@ export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attent
   const probs = maskedSoftmax(g, spec, ctx, qk, p);
   // Split at C: the sizes come from the two score tensors' last dimensions.
   const last = (x: string, name: string) => g.op('Shape', [x], name, { start: { int: -1 } });
-  const sizes = g.op('Concat', [last(qkCache, `${p}/split_cache/Shape`), last(qkNew, `${p}/split_new/Shape`)], `${p}/split/Sizes`, { axis: { int: 0 } });
+  const sizes = g.op('Concat', [last(qkCache, `${p}/split_cache/Shape`), last(qkNew, `${p}/split_new/Shape`)], `${p}/split/Sizes`, {
+    axis: { int: 0 },
+  });
   const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
   const ctxCache = g.op('MatMul', [pCache!, group(io.pastValue!, 'cache_v')], `${p}/PV_cache/MatMul`); // [B,kvH,G,S,D]
   const ctxNew = g.op('MatMul', [pNew!, group(io.presentValue, 'new_v')], `${p}/PV_new/MatMul`);

@@ -45,7 +45,9 @@ export async function openHfModel(dir: string): Promise<HfModel> {
   const qc = config['quantization_config'] as Record<string, unknown> | undefined;
   if (qc && typeof qc === 'object') {
     if (!isCompressedTensors(config)) {
-      throw new InputError(`${join(dir, 'config.json')}: quantization_config quant_method "${String(qc['quant_method'])}" is not supported (supported: compressed-tensors)`);
+      throw new InputError(
+        `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc['quant_method'])}" is not supported (supported: compressed-tensors)`,
+      );
     }
     const source = await openCompressedTensors(dir);
     for (const [name, shape] of expectedTensors(spec)) {

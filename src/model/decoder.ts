@@ -43,7 +43,12 @@ export interface EmbeddingEmitter {
 /** float32 Gather; a tied lm_head reuses the [V, h] weight through Gemm(transB), stored once. */
 export const floatEmbedding: EmbeddingEmitter = {
   async gather(g, weights, spec, inputIds) {
-    const embed = g.initializer(EMBED_TOKENS, Elem.FLOAT, [spec.vocabSize, spec.hiddenSize], f32bytes(await weights.readFloat32(EMBED_TOKENS)));
+    const embed = g.initializer(
+      EMBED_TOKENS,
+      Elem.FLOAT,
+      [spec.vocabSize, spec.hiddenSize],
+      f32bytes(await weights.readFloat32(EMBED_TOKENS)),
+    );
     return g.op('Gather', [embed, inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } });
   },
   tiedHead: (g, spec, x) => gemmHead(g, spec, x, EMBED_TOKENS),
@@ -61,7 +66,11 @@ export function gemmHead(g: GraphBuilder, spec: DecoderSpec, x: string, weight: 
 /** [B, S, V] from x [B, S, h]: the shape Reshape needs after a 2-D Gemm. */
 function outputShape(g: GraphBuilder, x: string, vocab: number): string {
   const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-  const bs = g.op('Slice', [g.op('Shape', [x], '/lm_head/Shape'), i64('/const/starts_0', [0]), i64('/const/ends_2', [2])], '/lm_head/BatchSeq');
+  const bs = g.op(
+    'Slice',
+    [g.op('Shape', [x], '/lm_head/Shape'), i64('/const/starts_0', [0]), i64('/const/ends_2', [2])],
+    '/lm_head/BatchSeq',
+  );
   return g.op('Concat', [bs, i64(`/const/vocab_${vocab}`, [vocab])], '/lm_head/OutShape', { axis: { int: 0 } });
 }
 
@@ -109,7 +118,11 @@ class DecoderGraph {
     const eps = { float: this.spec.rmsNormEps };
     if (skip === null) {
       const normed = fused
-        ? g.op('SimplifiedLayerNormalization', [x, gamma], `${path}/SimplifiedLayerNorm`, { axis: { int: -1 }, epsilon: eps, stash_type: { int: 1 } })
+        ? g.op('SimplifiedLayerNormalization', [x, gamma], `${path}/SimplifiedLayerNorm`, {
+            axis: { int: -1 },
+            epsilon: eps,
+            stash_type: { int: 1 },
+          })
         : this.rmsNorm(x, gamma, path);
       return { normed, residual: x };
     }
@@ -156,7 +169,9 @@ class DecoderGraph {
     g.input(io.positionIds, Elem.INT64, ['batch_size', 'sequence_length']);
     const p = '/model/attn_mask';
     // Query s sits at slot P + s of the cache (P = T - S); it may see slot t when t <= P + s and mask[t] = 1.
-    const T = g.op('Gather', [g.op('Shape', [io.attentionMask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, { axis: { int: 0 } });
+    const T = g.op('Gather', [g.op('Shape', [io.attentionMask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, {
+      axis: { int: 0 },
+    });
     const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
     const P = g.op('Sub', [T, S], `${p}/P`);
     const one = scalar('/const/one_i64', 1);
@@ -164,7 +179,10 @@ class DecoderGraph {
     const kSlots = g.op('Range', [scalar('/const/zero_i64', 0), T, one], `${p}/k_slots`); // [T]
     const causal = g.op(
       'LessOrEqual',
-      [g.op('Unsqueeze', [kSlots, i64('/const/axes_0', [0])], `${p}/k_row`), g.op('Unsqueeze', [qSlots, i64('/const/axes_1', [1])], `${p}/q_col`)],
+      [
+        g.op('Unsqueeze', [kSlots, i64('/const/axes_0', [0])], `${p}/k_row`),
+        g.op('Unsqueeze', [qSlots, i64('/const/axes_1', [1])], `${p}/q_col`),
+      ],
       `${p}/causal`,
     ); // [S, T]
     const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
@@ -173,8 +191,16 @@ class DecoderGraph {
 
     const r = '/model/rotary';
     const axis2 = i64('/const/axes_2', [2]);
-    const cosAt = g.op('Unsqueeze', [g.op('Gather', [cosCache, io.positionIds], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2], `${r}/cos`);
-    const sinAt = g.op('Unsqueeze', [g.op('Gather', [sinCache, io.positionIds], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2], `${r}/sin`);
+    const cosAt = g.op(
+      'Unsqueeze',
+      [g.op('Gather', [cosCache, io.positionIds], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2],
+      `${r}/cos`,
+    );
+    const sinAt = g.op(
+      'Unsqueeze',
+      [g.op('Gather', [sinCache, io.positionIds], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2],
+      `${r}/sin`,
+    );
     return { allowed, cos: cosAt, sin: sinAt, cosCache, sinCache };
   }
 
@@ -196,8 +222,16 @@ class DecoderGraph {
     if (mode === 'gram' || mode === 'both') {
       // Padding rows are zeroed so they add nothing to X^T X. Block graphs have no past: mask is [B, S].
       const i64 = (n: string, v: number[]) => g.constant(n, Elem.INT64, [v.length], v);
-      const maskF = g.op('Unsqueeze', [g.op('Cast', [io.attentionMask], `${p}/MaskCast`, { to: { int: Elem.FLOAT } }), i64('/const/axes_-1', [-1])], `${p}/MaskUnsqueeze`); // [B,S,1]
-      const rows = g.op('Reshape', [g.op('Mul', [x, maskF], `${p}/Masked`), i64(`/const/shape_-1_${features}`, [-1, features])], `${p}/Rows`); // [B*S, F]
+      const maskF = g.op(
+        'Unsqueeze',
+        [g.op('Cast', [io.attentionMask], `${p}/MaskCast`, { to: { int: Elem.FLOAT } }), i64('/const/axes_-1', [-1])],
+        `${p}/MaskUnsqueeze`,
+      ); // [B,S,1]
+      const rows = g.op(
+        'Reshape',
+        [g.op('Mul', [x, maskF], `${p}/Masked`), i64(`/const/shape_-1_${features}`, [-1, features])],
+        `${p}/Rows`,
+      ); // [B*S, F]
       const gram = g.op('MatMul', [g.op('Transpose', [rows], `${p}/Transpose`, { perm: { ints: [1, 0] } }), rows], `${p}/Gram`);
       g.node('Identity', [gram], { name: `${p}/GramOut`, outputs: [gramOutput(layer, name)] });
       g.output(gramOutput(layer, name), Elem.FLOAT, [features, features]);
@@ -253,7 +287,13 @@ class DecoderGraph {
    * added to it (the fused form adds it inside SkipSimplifiedLayerNormalization). With `cache`
    * false (block graphs) the layer has no past input and its present is internal.
    */
-  private async layer(i: number, ctx: AttentionContext, x: string, pending: string | null, cache: boolean): Promise<{ x: string; pending: string }> {
+  private async layer(
+    i: number,
+    ctx: AttentionContext,
+    x: string,
+    pending: string | null,
+    cache: boolean,
+  ): Promise<{ x: string; pending: string }> {
     const h = this.spec.hiddenSize;
     const n = layerTensorNames(i);
     const path = `/model/layers.${i}`;
@@ -348,7 +388,10 @@ class DecoderGraph {
 
     let x = tokens;
     if (seg.input === io.inputIds) {
-      x = seg.vocabOffset === undefined ? await floatEmbedding.gather(g, this.weights, spec, tokens) : await this.vocabParallelGather(tokens, seg.vocabOffset);
+      x =
+        seg.vocabOffset === undefined
+          ? await floatEmbedding.gather(g, this.weights, spec, tokens)
+          : await this.vocabParallelGather(tokens, seg.vocabOffset);
       this.opts.onTensor?.(EMBED_TOKENS);
     }
     if (seg.half) {
@@ -381,10 +424,18 @@ class DecoderGraph {
     const i64 = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
     const local = g.op('Sub', [ids, i64(`/const/vocab_offset_${offset}`, offset)], `${p}/Sub`);
     const zero = i64('/const/zero_i64', 0);
-    const inRange = g.op('And', [g.op('GreaterOrEqual', [local, zero], `${p}/GreaterOrEqual`), g.op('Less', [local, i64(`/const/vocab_${V}_i64`, V)], `${p}/Less`)], `${p}/InRange`);
+    const inRange = g.op(
+      'And',
+      [g.op('GreaterOrEqual', [local, zero], `${p}/GreaterOrEqual`), g.op('Less', [local, i64(`/const/vocab_${V}_i64`, V)], `${p}/Less`)],
+      `${p}/InRange`,
+    );
     const clipped = g.op('Where', [inRange, local, zero], `${p}/Clip`);
     const rows = g.op('Gather', [embed, clipped], `${p}/Gather`, { axis: { int: 0 } }); // [B,S,h]
-    const keep = g.op('Unsqueeze', [g.op('Cast', [inRange], `${p}/Cast`, { to: { int: Elem.FLOAT } }), g.constant('/const/axes_-1', Elem.INT64, [1], [-1])], `${p}/Keep`); // [B,S,1]
+    const keep = g.op(
+      'Unsqueeze',
+      [g.op('Cast', [inRange], `${p}/Cast`, { to: { int: Elem.FLOAT } }), g.constant('/const/axes_-1', Elem.INT64, [1], [-1])],
+      `${p}/Keep`,
+    ); // [B,S,1]
     return g.op('Mul', [rows, keep], `${p}/Mask`);
   }
 
@@ -428,21 +479,45 @@ export const CAPTURE_OF = { q: 'attn_in', k: 'attn_in', v: 'attn_in', o: 'o_in',
  * The decoder without a KV cache, in ai.onnx ops (standard attention): the forward half of a training
  * graph. Weights come through `g.initializer`, which a training graph builder turns into inputs.
  */
-export async function buildCachelessGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, opts: { linear?: LinearEmitter; embedding?: EmbeddingEmitter; hiddenStates?: boolean } = {}): Promise<void> {
+export async function buildCachelessGraph(
+  g: GraphBuilder,
+  spec: DecoderSpec,
+  weights: WeightSource,
+  opts: { linear?: LinearEmitter; embedding?: EmbeddingEmitter; hiddenStates?: boolean } = {},
+): Promise<void> {
   await new DecoderGraph(g, spec, weights, { attention: 'standard', ...opts }).build(false);
 }
 
 /** Builds one segment of a sharded decoder (see DecoderSegment) from a rank's spec and weights. */
-export async function buildSegmentGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, seg: DecoderSegment, opts: DecoderGraphOptions): Promise<void> {
+export async function buildSegmentGraph(
+  g: GraphBuilder,
+  spec: DecoderSpec,
+  weights: WeightSource,
+  seg: DecoderSegment,
+  opts: DecoderGraphOptions,
+): Promise<void> {
   await new DecoderGraph(g, spec, weights, opts).buildSegment(seg);
 }
 
 /** Builds one decoder layer as a standalone graph (standard attention; see DecoderGraph.buildBlock). */
-export async function buildBlockGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, layer: number, opts: { linear?: LinearEmitter; captures?: CaptureMode } = {}): Promise<void> {
-  await new DecoderGraph(g, spec, weights, { attention: 'standard', linear: opts.linear, captures: opts.captures ?? 'gram' }).buildBlock(layer);
+export async function buildBlockGraph(
+  g: GraphBuilder,
+  spec: DecoderSpec,
+  weights: WeightSource,
+  layer: number,
+  opts: { linear?: LinearEmitter; captures?: CaptureMode } = {},
+): Promise<void> {
+  await new DecoderGraph(g, spec, weights, { attention: 'standard', linear: opts.linear, captures: opts.captures ?? 'gram' }).buildBlock(
+    layer,
+  );
 }
 
 /** Builds the decoder graph into `g`, streaming weights from `weights`. */
-export async function buildDecoderGraph(g: GraphBuilder, spec: DecoderSpec, weights: WeightSource, opts: DecoderGraphOptions): Promise<void> {
+export async function buildDecoderGraph(
+  g: GraphBuilder,
+  spec: DecoderSpec,
+  weights: WeightSource,
+  opts: DecoderGraphOptions,
+): Promise<void> {
   await new DecoderGraph(g, spec, weights, opts).build();
 }

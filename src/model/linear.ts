@@ -22,7 +22,12 @@ function f32bytes(a: Float32Array): Uint8Array {
 /** Adds the bias (if any) after a projection. */
 export async function addBias(g: GraphBuilder, weights: WeightSource, layer: LinearLayer, y: string): Promise<string> {
   if (!layer.bias) return y;
-  const b = g.initializer(`${layer.module}.bias`, Elem.FLOAT, [layer.outFeatures], f32bytes(await weights.readFloat32(`${layer.module}.bias`)));
+  const b = g.initializer(
+    `${layer.module}.bias`,
+    Elem.FLOAT,
+    [layer.outFeatures],
+    f32bytes(await weights.readFloat32(`${layer.module}.bias`)),
+  );
   return g.op('Add', [y, b], `${layer.path}/BiasAdd`);
 }
 

@@ -111,7 +111,10 @@ function llamaTensors(config: LlamaShape): Array<{ name: string; shape: number[]
 }
 
 function tensorValues(fixture: string, name: string, shape: number[], init: Init): Float32Array {
-  const values = normalSamples(fnv1a(`${fixture}/${name}`), shape.reduce((a, b) => a * b, 1));
+  const values = normalSamples(
+    fnv1a(`${fixture}/${name}`),
+    shape.reduce((a, b) => a * b, 1),
+  );
   const [scale, offset] = init === 'weight' ? [WEIGHT_STD, 0] : init === 'norm' ? [NORM_STD, 1] : [BIAS_STD, 0];
   for (let i = 0; i < values.length; i++) values[i] = offset + values[i]! * scale;
   return values;
@@ -150,11 +153,40 @@ const WORD_START = '\u2581';
 
 // Merges in rank order; every result is a vocabulary entry and so is each of its two parts.
 const MERGES: Array<[string, string]> = [
-  ['▁', 't'], ['h', 'e'], ['▁t', 'he'], ['i', 'n'], ['e', 'r'], ['a', 'n'], ['▁', 'a'], ['o', 'n'],
-  ['▁', 's'], ['e', 'n'], ['a', 't'], ['r', 'e'], ['o', 'u'], ['▁', 'o'], ['▁', 'w'], ['▁', 'c'],
-  ['i', 's'], ['o', 'r'], ['in', 'g'], ['▁', 'b'], ['▁', 'm'], ['▁', 'f'], ['▁', 'h'], ['e', 'd'],
-  ['▁', 'p'], ['i', 't'], ['a', 'r'], ['▁', 'i'], ['▁', 'd'], ['▁a', 'n'], ['▁an', 'd'], ['o', 'm'],
-  ['▁o', 'n'], ['▁', 'l'],
+  ['▁', 't'],
+  ['h', 'e'],
+  ['▁t', 'he'],
+  ['i', 'n'],
+  ['e', 'r'],
+  ['a', 'n'],
+  ['▁', 'a'],
+  ['o', 'n'],
+  ['▁', 's'],
+  ['e', 'n'],
+  ['a', 't'],
+  ['r', 'e'],
+  ['o', 'u'],
+  ['▁', 'o'],
+  ['▁', 'w'],
+  ['▁', 'c'],
+  ['i', 's'],
+  ['o', 'r'],
+  ['in', 'g'],
+  ['▁', 'b'],
+  ['▁', 'm'],
+  ['▁', 'f'],
+  ['▁', 'h'],
+  ['e', 'd'],
+  ['▁', 'p'],
+  ['i', 't'],
+  ['a', 'r'],
+  ['▁', 'i'],
+  ['▁', 'd'],
+  ['▁a', 'n'],
+  ['▁an', 'd'],
+  ['o', 'm'],
+  ['▁o', 'n'],
+  ['▁', 'l'],
 ];
 
 /** A Llama-2-style tokenizer.json: SentencePiece BPE with byte fallback, 320 tokens. */
@@ -176,7 +208,13 @@ function tokenizerJson(vocabSize: number): Record<string, unknown> {
   if (Object.keys(vocab).length > vocabSize) throw new Error(`tokenizer has ${Object.keys(vocab).length} tokens, config says ${vocabSize}`);
 
   const special = (content: string, id: number) => ({
-    id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
   });
   return {
     version: '1.0',
@@ -278,12 +316,8 @@ export async function writeSyntheticLlama(outDir: string, spec: SyntheticSpec): 
   await fs.writeFile(path.join(dir, 'generation_config.json'), jsonText({ bos_token_id: BOS_ID, eos_token_id: EOS_ID }));
   await fs.writeFile(path.join(dir, 'tokenizer.json'), jsonText(tokenizerJson(config.vocab_size)));
   await fs.writeFile(path.join(dir, 'tokenizer_config.json'), jsonText(tokenizerConfigJson(config.max_position_embeddings)));
-  await fs.writeFile(
-    path.join(dir, 'special_tokens_map.json'),
-    jsonText({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }),
-  );
+  await fs.writeFile(path.join(dir, 'special_tokens_map.json'), jsonText({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }));
 }
-
 
 /**
  * Writes one synthetic checkpoint as the model folder `target` itself (atomically, with llmopt.json

@@ -31,7 +31,8 @@ export function loadCalibration(path: string, tokenizer: TextTokenizer, samples:
   try {
     windows = loadEvalWindows(path, tokenizer, seqLen).map((w) => w.ids);
   } catch (e) {
-    if (e instanceof InputError && /no text to evaluate/.test(e.message)) throw new InputError(`${path}: calibration file has no text (one document per line)`);
+    if (e instanceof InputError && /no text to evaluate/.test(e.message))
+      throw new InputError(`${path}: calibration file has no text (one document per line)`);
     throw e;
   }
   return { path, windows: windows.slice(0, samples) };

@@ -30,7 +30,9 @@ export interface ExportReport {
 export function checkAttentionForm(spec: DecoderSpec, form: AttentionForm, source: string): void {
   // GroupQueryAttention's rotary kernels want cos/sin rows of a multiple of 8 (head_dim a multiple of 16).
   if (form === 'fused' && spec.headDim % 16 !== 0) {
-    throw new InputError(`${source}: head_dim ${spec.headDim} is not a multiple of 16, which GroupQueryAttention's rotary needs; use --attention standard`);
+    throw new InputError(
+      `${source}: head_dim ${spec.headDim} is not a multiple of 16, which GroupQueryAttention's rotary needs; use --attention standard`,
+    );
   }
 }
 

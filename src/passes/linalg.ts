@@ -329,7 +329,15 @@ const UPDATE_TILE = 256;
  * The lazy-batch update of GPTQ and SparseGPT after a block of columns [i1, i2) is done:
  * W[:, i2:] -= Err @ U[i1:i2, i2:], applied to `work` [nRows, n] with `err` [nRows, i2 - i1] and U [n, n].
  */
-export function lazyBatchUpdate(work: Float64Array, nRows: number, err: Float64Array, u: Float64Array, n: number, i1: number, i2: number): void {
+export function lazyBatchUpdate(
+  work: Float64Array,
+  nRows: number,
+  err: Float64Array,
+  u: Float64Array,
+  n: number,
+  i1: number,
+  i2: number,
+): void {
   const width = i2 - i1;
   for (let c0 = i2; c0 < n; c0 += UPDATE_TILE) {
     const c1 = Math.min(n, c0 + UPDATE_TILE);

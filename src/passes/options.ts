@@ -5,7 +5,18 @@ import { InputError } from '../core/errors.js';
 import { DEVICES, type Device } from '../runtime/device.js';
 
 /** How an option is spelled and read. */
-export type OptionKind = 'int' | 'number' | 'choice' | 'string' | 'boolean' | 'negatable' | 'repeatable' | 'commaList' | 'range' | 'textFile' | 'stageRef';
+export type OptionKind =
+  | 'int'
+  | 'number'
+  | 'choice'
+  | 'string'
+  | 'boolean'
+  | 'negatable'
+  | 'repeatable'
+  | 'commaList'
+  | 'range'
+  | 'textFile'
+  | 'stageRef';
 
 /** One declared option. `T` is its value; `D` is true when it always has one (a default, or required). */
 export interface Opt<T = unknown, D extends boolean = boolean> {
@@ -35,7 +46,9 @@ export type OptionSpecs = Record<string, Opt<any, boolean>>;
 type ValueOf<O> = O extends { default?: infer T; schema: z.ZodType } ? T : never;
 type Always<S extends OptionSpecs> = { [K in keyof S]: S[K] extends { readonly always?: true } ? K : never }[keyof S];
 /** The parsed values of a set of options: those with a default or required are always there. */
-export type OptionValues<S extends OptionSpecs> = { -readonly [K in Always<S>]: ValueOf<S[K]> } & { -readonly [K in Exclude<keyof S, Always<S>>]?: ValueOf<S[K]> };
+export type OptionValues<S extends OptionSpecs> = { -readonly [K in Always<S>]: ValueOf<S[K]> } & {
+  -readonly [K in Exclude<keyof S, Always<S>>]?: ValueOf<S[K]>;
+};
 
 /** `blockSize` -> `--block-size`, or `--no-sequential` for a negatable boolean. */
 export function flagOf(key: string, opt: Opt): string {
@@ -59,7 +72,15 @@ export class OptionError extends InputError {
   }
 }
 
-type Common<T> = { help: string; arg?: string; default?: T; required?: boolean; short?: string; only?: 'cli' | 'recipe'; recipeDefault?: unknown };
+type Common<T> = {
+  help: string;
+  arg?: string;
+  default?: T;
+  required?: boolean;
+  short?: string;
+  only?: 'cli' | 'recipe';
+  recipeDefault?: unknown;
+};
 type Has<O> = O extends { default: unknown } ? true : O extends { required: true } ? true : false;
 
 function opt<T, O extends Common<T>>(kind: OptionKind, o: O, schema: z.ZodType, parse?: Opt<T>['parse']): Opt<T, Has<O>> {
@@ -76,7 +97,8 @@ export function parseInt(flag: string, value: string, min = 0, max = Infinity): 
 
 export function parseNumber(flag: string, value: string, min = -Infinity, max = Infinity): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new InputError(`${flag} ${value}: expected a number${bounds(min, max)}`);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max)
+    throw new InputError(`${flag} ${value}: expected a number${bounds(min, max)}`);
   return n;
 }
 
@@ -121,11 +143,16 @@ export function negatable<const O extends Omit<Common<boolean>, 'default' | 'arg
 
 /** A flag given once per value (--exclude a --exclude b); a list in a recipe. */
 export function repeatable<const O extends Omit<Common<string[]>, 'default'>>(o: O): Opt<string[], true> {
-  return opt<string[], O & { default: string[] }>('repeatable', { ...o, default: [] }, z.array(z.string()), (_flag, v, previous) => [...(previous ?? []), v]);
+  return opt<string[], O & { default: string[] }>('repeatable', { ...o, default: [] }, z.array(z.string()), (_flag, v, previous) => [
+    ...(previous ?? []),
+    v,
+  ]);
 }
 
 /** Integers, comma-separated on the command line (`1,8`) and a list in a recipe; `what` names one of them. */
-export function intList<const O extends Common<number[]> & { min?: number; what: string; nonEmpty?: boolean }>(o: O): Opt<number[], Has<O>> {
+export function intList<const O extends Common<number[]> & { min?: number; what: string; nonEmpty?: boolean }>(
+  o: O,
+): Opt<number[], Has<O>> {
   const min = o.min ?? 0;
   const parse = (flag: string, value: string) =>
     value.split(',').map((v) => {
@@ -165,7 +192,9 @@ export function stageRef<const O extends Common<string>>(o: O): Opt<string, Has<
 }
 
 /** An option whose command-line spelling and recipe schema are its own (e.g. --sparsity 2:4 or 0.5). */
-export function custom<T, const O extends Common<T>>(o: O & { schema: z.ZodType; parse: (flag: string, value: string) => T }): Opt<T, Has<O>> {
+export function custom<T, const O extends Common<T>>(
+  o: O & { schema: z.ZodType; parse: (flag: string, value: string) => T },
+): Opt<T, Has<O>> {
   const { schema, parse, ...rest } = o;
   return opt<T, O>('string', rest as unknown as O, schema, parse);
 }

@@ -6,7 +6,12 @@ import { compareModels } from '../eval/compare.js';
 import type { OptionSpecs, OptionValues } from './options.js';
 
 /** What a folder holds, as far as the next pass cares. */
-export type ModelKind = { kind: 'hf' } | { kind: 'hf-quantized' } | { kind: 'artifact'; precision: string } | { kind: 'sharded' } | { kind: 'tensorrt-llm' };
+export type ModelKind =
+  | { kind: 'hf' }
+  | { kind: 'hf-quantized' }
+  | { kind: 'artifact'; precision: string }
+  | { kind: 'sharded' }
+  | { kind: 'tensorrt-llm' };
 export type ModelKindName = ModelKind['kind'];
 /** Gate keys: thresholds a recipe checks against a stage's figures. */
 export type GateKey = 'max_kl' | 'max_ppl_ratio' | 'min_top1' | 'min_tokens_per_s';
@@ -77,4 +82,3 @@ export function evalAfter(file: string | undefined, ctx: RunContext): Promise<Ev
   if (!file) return Promise.resolve(null);
   return compareModels(ctx.output, ctx.source, file, { device: ctx.device, onProgress: (d, t) => ctx.onProgress?.(d, t, 'eval') });
 }
-

@@ -10,7 +10,15 @@ import { evalPass } from './eval/definition.js';
 import { benchPass } from './bench/definition.js';
 
 /** The passes, in the order a recipe error lists them. */
-export const PASSES = { prune: prunePass, distill: distillPass, quantize: quantizePass, export: exportPass, shard: shardPass, eval: evalPass, bench: benchPass };
+export const PASSES = {
+  prune: prunePass,
+  distill: distillPass,
+  quantize: quantizePass,
+  export: exportPass,
+  shard: shardPass,
+  eval: evalPass,
+  bench: benchPass,
+};
 export type PassName = keyof typeof PASSES;
 export const PASS_NAMES = Object.keys(PASSES) as PassName[];
 
@@ -18,4 +26,3 @@ export const PASS_NAMES = Object.keys(PASSES) as PassName[];
 export function passDefinition(name: PassName): PassDefinition {
   return PASSES[name] as unknown as PassDefinition;
 }
-

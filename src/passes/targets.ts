@@ -35,7 +35,8 @@ export function linearModules(spec: DecoderSpec): LinearModule[] {
   const out: LinearModule[] = [];
   for (let layer = 0; layer < spec.numLayers; layer++) {
     const names = layerTensorNames(layer);
-    for (const kind of LINEAR_KINDS) out.push({ layer, kind, module: names[kind], rows: dims[kind][0], cols: dims[kind][1], capture: CAPTURE_OF[kind] });
+    for (const kind of LINEAR_KINDS)
+      out.push({ layer, kind, module: names[kind], rows: dims[kind][0], cols: dims[kind][1], capture: CAPTURE_OF[kind] });
   }
   return out;
 }
@@ -44,7 +45,10 @@ export function linearModules(spec: DecoderSpec): LinearModule[] {
 export function globMatcher(patterns: readonly string[]): (name: string) => boolean {
   const regexes = patterns.map((p) => {
     if (p.trim() === '') throw new InputError('--exclude: empty pattern');
-    const body = p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+    const body = p
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.');
     return new RegExp(`^${body}$`);
   });
   return (name) => regexes.some((r) => r.test(name) || r.test(`${name}.weight`));

@@ -75,20 +75,39 @@ export function checkRecipe(recipe: Recipe, source: string): PlannedStage[] {
       const target = kinds.get(ref);
       if (!target) {
         const later = recipe.stages.some((s) => s.name === ref);
-        throw recipeError(recipe.file, { stage, key }, later ? `"${ref}" is a later stage or writes no model; name source or an earlier stage that writes a model` : `no stage named "${ref}" (name source or an earlier stage)`);
+        throw recipeError(
+          recipe.file,
+          { stage, key },
+          later
+            ? `"${ref}" is a later stage or writes no model; name source or an earlier stage that writes a model`
+            : `no stage named "${ref}" (name source or an earlier stage)`,
+        );
       }
       if (key === 'input' && def.readsInput?.(values) === false) continue;
       const allowed = def.reads[key]!;
       if (!allowed.includes(target.kind.kind)) {
-        const what = target.by ? `${o.pass} cannot follow ${target.by.options.pass}: stage ${target.by.index + 1} (${target.by.name}) writes ${describeKind(target.kind)}` : `the source ${source} is ${describeKind(target.kind)}`;
-        throw recipeError(recipe.file, { stage, key: key === 'input' ? 'pass' : key }, `${what}, which ${o.pass} cannot read${def.readHint ? `; ${def.readHint}` : ''}`);
+        const what = target.by
+          ? `${o.pass} cannot follow ${target.by.options.pass}: stage ${target.by.index + 1} (${target.by.name}) writes ${describeKind(target.kind)}`
+          : `the source ${source} is ${describeKind(target.kind)}`;
+        throw recipeError(
+          recipe.file,
+          { stage, key: key === 'input' ? 'pass' : key },
+          `${what}, which ${o.pass} cannot read${def.readHint ? `; ${def.readHint}` : ''}`,
+        );
       }
     }
     passCheck(recipe.file, stage, () => def.validate?.(values, new Set(stage.given)));
     const produced = new Set(def.figures(values));
     for (const gate of Object.keys(o.gate ?? {}) as GateKey[]) {
       if (!produced.has(gate)) {
-        const figure = gate === 'min_tokens_per_s' ? 'tokens/s (only bench measures it)' : `${gate.replace(/^(max|min)_/, '').replace('ppl_ratio', 'perplexity ratio').replace('kl', 'KL').replace('top1', 'top-1')} figure`;
+        const figure =
+          gate === 'min_tokens_per_s'
+            ? 'tokens/s (only bench measures it)'
+            : `${gate
+                .replace(/^(max|min)_/, '')
+                .replace('ppl_ratio', 'perplexity ratio')
+                .replace('kl', 'KL')
+                .replace('top1', 'top-1')} figure`;
         throw recipeError(recipe.file, { stage, key: `gate.${gate}` }, `${o.pass} produces no ${figure} here${def.gateHint ?? ''}`);
       }
     }

@@ -28,7 +28,9 @@ export function listFiles(dir: string, prefix = ''): Array<{ path: string; bytes
  * (reading gigabytes of weights on every run would cost more than it protects).
  */
 export function sourceFingerprint(dir: string): string {
-  const files = listFiles(dir).map((f) => (f.path === 'config.json' ? { path: f.path, sha256: sha256(readFileSync(join(dir, f.path))) } : f));
+  const files = listFiles(dir).map((f) =>
+    f.path === 'config.json' ? { path: f.path, sha256: sha256(readFileSync(join(dir, f.path))) } : f,
+  );
   return sha256(JSON.stringify(files));
 }
 
@@ -36,6 +38,7 @@ export function sourceFingerprint(dir: string): string {
 export function stageHash(inputs: Record<string, string>, options: StageOptions, device: string): string {
   const { gate: _gate, name: _name, ...resolved } = options as Record<string, unknown>;
   // Gates are checked again on every run from the recorded figures: changing one re-runs nothing.
-  for (const k of PATH_KEYS) if (typeof resolved[k] === 'string') resolved[k] = { file: resolved[k], sha256: sha256(readFileSync(resolved[k] as string)) };
+  for (const k of PATH_KEYS)
+    if (typeof resolved[k] === 'string') resolved[k] = { file: resolved[k], sha256: sha256(readFileSync(resolved[k] as string)) };
   return sha256(JSON.stringify({ tool: TOOL_VERSION, inputs, options: resolved, device }));
 }

@@ -49,13 +49,19 @@ export function recipeError(file: string, where: { stage?: { index: number; name
 
 /** The names of the shipped recipes. */
 export function shippedRecipes(): string[] {
-  return existsSync(SHIPPED_RECIPES) ? readdirSync(SHIPPED_RECIPES).filter((f) => f.endsWith('.yaml')).map((f) => f.slice(0, -5)).sort() : [];
+  return existsSync(SHIPPED_RECIPES)
+    ? readdirSync(SHIPPED_RECIPES)
+        .filter((f) => f.endsWith('.yaml'))
+        .map((f) => f.slice(0, -5))
+        .sort()
+    : [];
 }
 
 /** A recipe argument as a file: an existing path, else the name of a shipped recipe. */
 export function findRecipe(arg: string): string {
   if (existsSync(arg)) {
-    if (statSync(arg).isDirectory()) throw new InputError(`${arg}: is a folder; give a recipe file (.yaml) or a shipped recipe's name (${shippedRecipes().join(', ')})`);
+    if (statSync(arg).isDirectory())
+      throw new InputError(`${arg}: is a folder; give a recipe file (.yaml) or a shipped recipe's name (${shippedRecipes().join(', ')})`);
     return arg;
   }
   const shipped = join(SHIPPED_RECIPES, `${arg}.yaml`);
@@ -79,7 +85,8 @@ function firstIssue(error: z.ZodError, schema?: { shape: Record<string, unknown>
 /** Applies `stage.key=value` or `stage.gate.max_kl=value` (the value parsed as YAML, so 64 is a number and true a boolean). */
 function applySet(file: string, stages: Raw[], names: string[], top: Raw, set: string): void {
   const m = /^(?:([^.=\s]+)\.)?([a-z_]+(?:\.[a-z0-9_]+)*)=(.*)$/s.exec(set);
-  if (!m) throw new InputError(`--set ${set}: expected stage.key=value (e.g. quantize.block_size=64) or key=value for the recipe's own keys`);
+  if (!m)
+    throw new InputError(`--set ${set}: expected stage.key=value (e.g. quantize.block_size=64) or key=value for the recipe's own keys`);
   const [, stageName, keyPath, text] = m;
   let value: unknown;
   try {
@@ -120,7 +127,8 @@ export function loadRecipe(file: string, sets: string[] = []): Recipe {
   const doc = parseDocument(readText(file));
   if (doc.errors.length) throw new InputError(`${file}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]!.replace(/:$/, '')}`);
   const raw = doc.toJS() as unknown;
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError(`${file}: a recipe is a YAML mapping with a stages: list`);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new InputError(`${file}: a recipe is a YAML mapping with a stages: list`);
   const top = raw as Raw;
   const here = dirname(path);
   const fromRecipe = (v: unknown) => (typeof v === 'string' && !isAbsolute(v) ? resolve(here, v) : v);
@@ -130,10 +138,12 @@ export function loadRecipe(file: string, sets: string[] = []): Recipe {
   const rawStages = Array.isArray(top.stages) ? (top.stages as unknown[]) : [];
   const names = rawStages.map((s, i) => {
     const stage = { index: i, name: '' };
-    if (s === null || typeof s !== 'object' || Array.isArray(s)) throw recipeError(file, { stage }, 'a stage is a mapping with a pass: key');
+    if (s === null || typeof s !== 'object' || Array.isArray(s))
+      throw recipeError(file, { stage }, 'a stage is a mapping with a pass: key');
     const r = s as Raw;
     if (r.pass === undefined) throw recipeError(file, { stage, key: 'pass' }, `missing (choose one of ${PASS_NAMES.join(', ')})`);
-    if (!PASS_NAMES.includes(r.pass as PassName)) throw recipeError(file, { stage, key: 'pass' }, `unknown pass "${String(r.pass)}" (choose one of ${PASS_NAMES.join(', ')})`);
+    if (!PASS_NAMES.includes(r.pass as PassName))
+      throw recipeError(file, { stage, key: 'pass' }, `unknown pass "${String(r.pass)}" (choose one of ${PASS_NAMES.join(', ')})`);
     for (const k of PATH_KEYS) if (k in r) r[k] = fromRecipe(r[k]);
     return typeof r.name === 'string' ? r.name : String(r.pass);
   });
@@ -162,19 +172,28 @@ export function loadRecipe(file: string, sets: string[] = []): Recipe {
       const { key, message } = firstIssue(parsed.error, schema);
       throw recipeError(file, { stage, key }, message);
     }
-    if (stage.name === 'source') throw recipeError(file, { stage, key: 'name' }, '"source" names the model the run starts from; choose another name');
+    if (stage.name === 'source')
+      throw recipeError(file, { stage, key: 'name' }, '"source" names the model the run starts from; choose another name');
     const first = names.indexOf(stage.name);
-    if (first !== index) throw recipeError(file, { stage, key: 'name' }, `stage ${first + 1} has the same name; give one of them a name: key`);
+    if (first !== index)
+      throw recipeError(file, { stage, key: 'name' }, `stage ${first + 1} has the same name; give one of them a name: key`);
     const options = parsed.data as StageOptions;
     const def = passDefinition(options.pass);
     // Text options some settings need (a calibrated method's calib) read the recipe's data unless the stage names its own.
-    for (const key of def.dataDefaults?.(passValues(options) as never) ?? []) if (options[recipeKeyOf(key)] === undefined) options[recipeKeyOf(key)] = true;
+    for (const key of def.dataDefaults?.(passValues(options) as never) ?? [])
+      if (options[recipeKeyOf(key)] === undefined) options[recipeKeyOf(key)] = true;
     for (const k of PATH_KEYS) {
       if (options[k] === true) {
-        if (data === undefined) throw recipeError(file, { stage, key: k }, `missing ${k === 'calib' ? 'calibration data' : 'text'}: give ${k}: <file> here, or data: <file> at the top of the recipe`);
+        if (data === undefined)
+          throw recipeError(
+            file,
+            { stage, key: k },
+            `missing ${k === 'calib' ? 'calibration data' : 'text'}: give ${k}: <file> here, or data: <file> at the top of the recipe`,
+          );
         options[k] = data;
       }
-      if (typeof options[k] === 'string' && !existsSync(options[k] as string)) throw recipeError(file, { stage, key: k }, `${options[k]}: file not found`);
+      if (typeof options[k] === 'string' && !existsSync(options[k] as string))
+        throw recipeError(file, { stage, key: k }, `${options[k]}: file not found`);
     }
     const given = Object.keys(def.options).filter((k) => recipeKeyOf(k) in r);
     recipe.stages.push({ index, name: stage.name, dir: `${String(index + 1).padStart(2, '0')}-${options.pass}`, options, given });

@@ -24,7 +24,8 @@ export interface RunOptions {
 function fromIndex(recipe: Recipe, from: string | undefined): number {
   if (from === undefined) return Infinity;
   const i = /^\d+$/.test(from) ? Number(from) - 1 : recipe.stages.findIndex((s) => s.name === from || s.dir === from);
-  if (!recipe.stages[i]) throw new InputError(`--from ${from}: ${recipe.file} has no such stage (stages: ${recipe.stages.map((s) => s.name).join(', ')})`);
+  if (!recipe.stages[i])
+    throw new InputError(`--from ${from}: ${recipe.file} has no such stage (stages: ${recipe.stages.map((s) => s.name).join(', ')})`);
   return i;
 }
 
@@ -60,7 +61,15 @@ export async function runRecipe(recipe: Recipe, source: string, output: string, 
         device: recipe.device,
         onProgress: (done, total) => opts.onProgress?.(stage, done, total),
       });
-      record = { index: stage.index, name: stage.name, pass: stage.options.pass, dir: stage.dir, hash, figures, finishedAt: new Date().toISOString() };
+      record = {
+        index: stage.index,
+        name: stage.name,
+        pass: stage.options.pass,
+        dir: stage.dir,
+        hash,
+        figures,
+        finishedAt: new Date().toISOString(),
+      };
       opts.onStage?.(stage, 'done');
     }
     state.stages.push(record);
@@ -69,7 +78,15 @@ export async function runRecipe(recipe: Recipe, source: string, output: string, 
     if (writes) folders.set(stage.name, dir);
     const { report: _, ...figures } = record.figures;
     const gates = checkGates(stage.options.gate, record.figures);
-    stages.push({ index: stage.index, name: stage.name, pass: stage.options.pass, dir: stage.dir, status: record === previous ? 'skipped' : 'ran', ...figures, gates });
+    stages.push({
+      index: stage.index,
+      name: stage.name,
+      pass: stage.options.pass,
+      dir: stage.dir,
+      status: record === previous ? 'skipped' : 'ran',
+      ...figures,
+      gates,
+    });
     const failed = gates.find((g) => !g.passed);
     if (failed) {
       failedGate = { ...failed, stage: stage.dir };
@@ -77,7 +94,21 @@ export async function runRecipe(recipe: Recipe, source: string, output: string, 
     }
   }
   for (const stage of recipe.stages.slice(stages.length)) {
-    stages.push({ index: stage.index, name: stage.name, pass: stage.options.pass, dir: stage.dir, status: 'not run', seconds: 0, bytes: null, kl: null, top1: null, perplexity: null, pplRatio: null, tokensPerSecond: null, gates: [] });
+    stages.push({
+      index: stage.index,
+      name: stage.name,
+      pass: stage.options.pass,
+      dir: stage.dir,
+      status: 'not run',
+      seconds: 0,
+      bytes: null,
+      kl: null,
+      top1: null,
+      perplexity: null,
+      pplRatio: null,
+      tokensPerSecond: null,
+      gates: [],
+    });
   }
   // Stage folders of an earlier run that this recipe no longer has (its stages were renumbered or removed).
   const current = new Set(recipe.stages.map((s) => s.dir));

@@ -52,11 +52,15 @@ export function readRunFolder(dir: string, recipeName: string, force: boolean): 
       throw new InputError(`${join(dir, RUN_FILE)}: unreadable run record (${(e as Error).message}); choose another -o`);
     }
     if (state.recipe?.name === recipeName) return { state, replace: false };
-    if (!force) throw new InputError(`${dir}: holds a run of recipe "${state.recipe?.name}", not "${recipeName}"; choose another -o, or add --force to replace it`);
+    if (!force)
+      throw new InputError(
+        `${dir}: holds a run of recipe "${state.recipe?.name}", not "${recipeName}"; choose another -o, or add --force to replace it`,
+      );
     return { state: null, replace: true };
   }
   if (entries.includes(MANIFEST_FILE)) {
-    if (!force) throw new InputError(`${dir}: holds another llmopt output, not a recipe run; choose another -o, or add --force to replace it`);
+    if (!force)
+      throw new InputError(`${dir}: holds another llmopt output, not a recipe run; choose another -o, or add --force to replace it`);
     return { state: null, replace: true };
   }
   throw new InputError(`${dir}: exists and is not an llmopt output folder; choose another -o or remove it`);

@@ -21,7 +21,10 @@ export type GateKey = keyof Gate;
 
 /** Keys every stage may carry. */
 const common = {
-  name: z.string().regex(/^[a-z][a-z0-9_-]*$/, 'lower-case letters, digits, - and _, starting with a letter').optional(),
+  name: z
+    .string()
+    .regex(/^[a-z][a-z0-9_-]*$/, 'lower-case letters, digits, - and _, starting with a letter')
+    .optional(),
   /** The stage whose output this stage reads (default: the last stage that wrote a model, else the source). */
   input: stageRef.optional(),
   gate: gateSchema.optional(),
@@ -41,26 +44,39 @@ function stageSchema(pass: PassName) {
 }
 
 export { PASS_NAMES, type PassName };
-export const PASS_SCHEMAS = Object.fromEntries(PASS_NAMES.map((p) => [p, stageSchema(p)])) as Record<PassName, ReturnType<typeof stageSchema>>;
+export const PASS_SCHEMAS = Object.fromEntries(PASS_NAMES.map((p) => [p, stageSchema(p)])) as Record<
+  PassName,
+  ReturnType<typeof stageSchema>
+>;
 
 /** A stage as validated: its pass's recipe keys (snake_case), with defaults filled in. */
 export type StageOptions = { pass: PassName; name?: string; input?: string; gate?: Gate } & Record<string, unknown>;
 
 /** Keys naming a text file: resolved against the recipe's folder when read from it. */
 export const PATH_KEYS: readonly string[] = [
-  ...new Set(PASS_NAMES.flatMap((p) => Object.entries(passDefinition(p).options).filter(([, o]) => o.kind === 'textFile' && o.only !== 'cli').map(([k]) => recipeKeyOf(k)))),
+  ...new Set(
+    PASS_NAMES.flatMap((p) =>
+      Object.entries(passDefinition(p).options)
+        .filter(([, o]) => o.kind === 'textFile' && o.only !== 'cli')
+        .map(([k]) => recipeKeyOf(k)),
+    ),
+  ),
 ];
 
 /** A stage's options as its pass's (camelCase) option values; command-line-only options take their defaults. */
 export function passValues(options: StageOptions): Record<string, unknown> {
   const values: Record<string, unknown> = {};
-  for (const [key, opt] of Object.entries(passDefinition(options.pass).options)) values[key] = opt.only === 'cli' ? opt.default : options[recipeKeyOf(key)];
+  for (const [key, opt] of Object.entries(passDefinition(options.pass).options))
+    values[key] = opt.only === 'cli' ? opt.default : options[recipeKeyOf(key)];
   return values;
 }
 
 /** The recipe's own keys; `stages` are parsed one by one so that an error names its stage. */
 export const recipeSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ., - and _').optional(),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ., - and _')
+    .optional(),
   description: z.string().optional(),
   /** The model a bare `llmopt run <recipe>` starts from, relative to the recipe file. */
   model: z.string().min(1).optional(),

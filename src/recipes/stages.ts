@@ -54,5 +54,11 @@ export async function runStage(stage: Stage, ctx: StageContext): Promise<StageFi
   const report = await def.run(values, { ...ctx, onProgress: (done, total) => ctx.onProgress?.(done, total) });
   const writesModel = def.writes(values) !== null;
   if (!writesModel) await writeResult(output, stage.options.pass, report);
-  return { seconds: (performance.now() - started) / 1000, ...NO_FIGURES, bytes: writesModel ? folderBytes(output) : null, ...def.measured(report), report };
+  return {
+    seconds: (performance.now() - started) / 1000,
+    ...NO_FIGURES,
+    bytes: writesModel ? folderBytes(output) : null,
+    ...def.measured(report),
+    report,
+  };
 }

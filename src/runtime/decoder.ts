@@ -70,7 +70,8 @@ export class DecoderModel implements CausalLM<KvCache> {
     if (capacity > this.spec.maxPositions) {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     }
-    if (kind === 'shared' && this.form !== 'fused') throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
+    if (kind === 'shared' && this.form !== 'fused')
+      throw new Error('a shared past/present buffer needs the fused (GroupQueryAttention) graph');
     const runtimeOwned = ATTENTION[this.form].cacheOwner === 'runtime';
     if ((kind === 'inplace') !== runtimeOwned) throw new Error(`a ${kind} cache does not fit the ${this.form} graph`);
     return createKvCache(kind, layout, capacity);
@@ -95,7 +96,9 @@ export class DecoderModel implements CausalLM<KvCache> {
     const kept = selects && opts.logits === 'last' ? counts.map((n) => Math.max(0, n - 1)) : null;
     if (selects) {
       // Flat positions into [B * S]: each row's last, or all of them.
-      const index = kept ? BigInt64Array.from(kept, (s, b) => BigInt(b * S + s)) : BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i));
+      const index = kept
+        ? BigInt64Array.from(kept, (s, b) => BigInt(b * S + s))
+        : BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i));
       feeds[io.logitsIndex] = new Tensor('int64', index, [B, kept ? 1 : S]);
     }
     const outputs = await this.session.run(feeds, fetches ? { [io.logits]: null, ...fetches } : undefined);

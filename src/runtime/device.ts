@@ -16,7 +16,8 @@ export function parseDevice(value: string): Device {
 
 const HINTS: Record<Device, string> = {
   cpu: '',
-  webgpu: 'the WebGPU provider needs a GPU adapter reachable through Vulkan (Linux), Metal or D3D12; check that a Vulkan loader and GPU driver are installed',
+  webgpu:
+    'the WebGPU provider needs a GPU adapter reachable through Vulkan (Linux), Metal or D3D12; check that a Vulkan loader and GPU driver are installed',
   cuda: 'install the CUDA provider: see the README section "GPU: the CUDA provider"',
 };
 
@@ -28,7 +29,9 @@ export function executionProviders(device: Device): string[] {
   if (!entry) throw new DeviceError(`--device ${device}: this onnxruntime-node build has no ${device} provider; ${HINTS[device]}`);
   // The CUDA provider is a separate library that onnxruntime-node's install step downloads (skipped here by .npmrc).
   if (device === 'cuda' && !existsSync(join(nativeDir(), 'libonnxruntime_providers_cuda.so')) && process.platform === 'linux') {
-    throw new DeviceError(`--device cuda: the CUDA provider is not installed (${nativeDir()} has no libonnxruntime_providers_cuda.so); ${HINTS.cuda}`);
+    throw new DeviceError(
+      `--device cuda: the CUDA provider is not installed (${nativeDir()} has no libonnxruntime_providers_cuda.so); ${HINTS.cuda}`,
+    );
   }
   return [device];
 }
@@ -42,6 +45,9 @@ function nativeDir(): string {
 /** Rewrites a provider failure from onnxruntime into a one-line DeviceError. */
 export function deviceFailure(device: Device, error: unknown): DeviceError {
   // onnxruntime prefixes messages with its source location and check expression; keep the reason.
-  const first = String((error as Error)?.message ?? error).split('\n')[0]!.split(/ was false\. | : FAIL : /).pop();
+  const first = String((error as Error)?.message ?? error)
+    .split('\n')[0]!
+    .split(/ was false\. | : FAIL : /)
+    .pop();
   return new DeviceError(`--device ${device}: the ${device} execution provider could not start (${first}); ${HINTS[device]}`);
 }

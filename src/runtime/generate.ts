@@ -31,8 +31,16 @@ export interface GenerateResult {
 }
 
 export async function generate(model: CausalLM, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
-  const requests = prompts.map((prompt, b) => ({ prompt, maxNewTokens: opts.maxNewTokens, sampling: { ...opts.sampling, seed: opts.sampling.seed + b } }));
-  const r = await serve(model, requests, { slots: opts.maxBatch ?? Math.max(1, prompts.length), stopTokens: opts.stopTokens, onToken: opts.onToken });
+  const requests = prompts.map((prompt, b) => ({
+    prompt,
+    maxNewTokens: opts.maxNewTokens,
+    sampling: { ...opts.sampling, seed: opts.sampling.seed + b },
+  }));
+  const r = await serve(model, requests, {
+    slots: opts.maxBatch ?? Math.max(1, prompts.length),
+    stopTokens: opts.stopTokens,
+    onToken: opts.onToken,
+  });
   return {
     tokens: r.completions.map((c) => c.tokens),
     stopReasons: r.completions.map((c) => c.stopReason),

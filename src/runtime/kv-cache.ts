@@ -145,7 +145,11 @@ abstract class SlotCache implements KvCache {
   readonly lengths: number[];
   protected readonly slots: SlotBuffers;
 
-  constructor(readonly layout: CacheLayout, maxCapacity: number, slotsLast: (name: string) => boolean = () => false) {
+  constructor(
+    readonly layout: CacheLayout,
+    maxCapacity: number,
+    slotsLast: (name: string) => boolean = () => false,
+  ) {
     this.lengths = new Array(layout.batch).fill(0);
     this.slots = new SlotBuffers(layout, maxCapacity, slotsLast);
   }
@@ -239,7 +243,8 @@ export class InPlaceCache extends SlotCache {
   commit(outputs: Record<string, Tensor>, newCounts: number[]): void {
     for (const name of this.slots.tensors.keys()) {
       const fresh = outputs[this.layout.presentOf(name)]!; // [B, kvH, S, D]
-      for (let b = 0; b < this.batch; b++) this.slots.writeEntries(name, b, this.lengths[b]!, fresh.data as Float32Array, fresh.dims[2]!, newCounts[b]!);
+      for (let b = 0; b < this.batch; b++)
+        this.slots.writeEntries(name, b, this.lengths[b]!, fresh.data as Float32Array, fresh.dims[2]!, newCounts[b]!);
     }
     for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
   }
@@ -339,5 +344,9 @@ export function defaultCacheKind(form: AttentionForm): CacheKind {
 
 /** A fresh cache of `kind`; `maxCapacity` bounds the tokens a row may hold (the buffer kinds grow up to it). */
 export function createKvCache(kind: CacheKind, layout: CacheLayout, maxCapacity: number): KvCache {
-  return kind === 'shared' ? new SharedBufferCache(layout, maxCapacity) : kind === 'inplace' ? new InPlaceCache(layout, maxCapacity) : new ConcatCache(layout);
+  return kind === 'shared'
+    ? new SharedBufferCache(layout, maxCapacity)
+    : kind === 'inplace'
+      ? new InPlaceCache(layout, maxCapacity)
+      : new ConcatCache(layout);
 }

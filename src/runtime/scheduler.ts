@@ -57,7 +57,10 @@ export function checkPrompts(model: CausalLM, prompts: number[][]): void {
   if (prompts.length === 0) throw new InputError('no prompt given');
   prompts.forEach((p, i) => {
     if (p.length === 0) throw new InputError(`prompt ${i + 1} is empty`);
-    if (p.length >= context) throw new InputError(`prompt ${i + 1} is ${p.length} tokens, longer than the model's context of ${context} allows (at most ${context - 1}, leaving room to generate)`);
+    if (p.length >= context)
+      throw new InputError(
+        `prompt ${i + 1} is ${p.length} tokens, longer than the model's context of ${context} allows (at most ${context - 1}, leaving room to generate)`,
+      );
   });
 }
 
@@ -69,7 +72,11 @@ class Tracker {
   private readonly rules: StopRule[];
   private readonly start = performance.now();
 
-  constructor(model: CausalLM, readonly requests: Request[], private readonly opts: ServeOptions) {
+  constructor(
+    model: CausalLM,
+    readonly requests: Request[],
+    private readonly opts: ServeOptions,
+  ) {
     const stop = new Set(opts.stopTokens ?? model.spec.eosTokenIds);
     this.rules = requests.map((r) => new StopRule(stop, r.maxNewTokens, r.prompt.length, model.spec.maxPositions));
     this.budgets = this.rules.map((r) => r.budget);
@@ -83,7 +90,10 @@ class Tracker {
 
   /** Requests with something to generate, in arrival order (stable). */
   order(): number[] {
-    return this.requests.map((_, i) => i).filter((i) => this.budgets[i]! > 0).sort((a, b) => this.completions[a]!.arrival - this.completions[b]!.arrival || a - b);
+    return this.requests
+      .map((_, i) => i)
+      .filter((i) => this.budgets[i]! > 0)
+      .sort((a, b) => this.completions[a]!.arrival - this.completions[b]!.arrival || a - b);
   }
 
   /** Chooses request i's next token from its logits; true when the request is finished. */
@@ -113,11 +123,22 @@ class Tracker {
 /** Runs every request to completion under the chosen policy and reports per-token timings. */
 export async function serve(model: CausalLM, requests: Request[], opts: ServeOptions): Promise<ServeResult> {
   if (!Number.isInteger(opts.slots) || opts.slots < 1) throw new InputError(`batch size ${opts.slots}: expected a positive integer`);
-  checkPrompts(model, requests.map((r) => r.prompt));
+  checkPrompts(
+    model,
+    requests.map((r) => r.prompt),
+  );
   const track = new Tracker(model, requests, opts);
   const slots = Math.min(opts.slots, requests.length);
   const capacity = Math.max(...requests.map((r, i) => r.prompt.length + track.budgets[i]!));
-  const result: ServeResult = { completions: track.completions, policy: 'static', seconds: 0, prefillSeconds: 0, decodeSeconds: 0, decodeSteps: 0, decodeTokens: 0 };
+  const result: ServeResult = {
+    completions: track.completions,
+    policy: 'static',
+    seconds: 0,
+    prefillSeconds: 0,
+    decodeSeconds: 0,
+    decodeSteps: 0,
+    decodeTokens: 0,
+  };
   if ((opts.policy ?? 'continuous') === 'continuous' && model.capabilities.adoptRows) {
     result.policy = 'continuous';
     await continuous(model, track, slots, capacity, result);
@@ -146,7 +167,11 @@ async function decodeSlots(model: CausalLM, track: Tracker, cache: SequenceState
   let next = 0;
   while (next < order.length || slot.some((i) => i >= 0)) {
     // Admit every arrived request there is a free slot for, each prefilled alone.
-    for (let b = slot.indexOf(-1); b >= 0 && next < order.length && track.completions[order[next]!]!.arrival <= track.now(); b = slot.indexOf(-1)) {
+    for (
+      let b = slot.indexOf(-1);
+      b >= 0 && next < order.length && track.completions[order[next]!]!.arrival <= track.now();
+      b = slot.indexOf(-1)
+    ) {
       const i = order[next++]!;
       const prompt = track.requests[i]!.prompt;
       prefill.truncate(0, 0);
@@ -164,7 +189,10 @@ async function decodeSlots(model: CausalLM, track: Tracker, cache: SequenceState
     // A free slot decodes a dummy token at position 0 and is emptied again: its row holds nothing
     // another row attends to (GroupQueryAttention masks each row by its own length).
     const t0 = performance.now();
-    const logits = await model.forward(cache, slot.map((i) => [i >= 0 ? track.last(i) : 0]));
+    const logits = await model.forward(
+      cache,
+      slot.map((i) => [i >= 0 ? track.last(i) : 0]),
+    );
     result.decodeSeconds += (performance.now() - t0) / 1000;
     result.decodeSteps++;
     slot.forEach((i, b) => {
@@ -184,7 +212,8 @@ async function staticBatches(model: CausalLM, track: Tracker, slots: number, res
     await track.arrivalOf(order[next]!);
     // Everything waiting (up to the batch size) goes in; later arrivals wait for the whole batch.
     const batch: number[] = [];
-    while (next < order.length && batch.length < slots && (batch.length === 0 || track.completions[order[next]!]!.arrival <= track.now())) batch.push(order[next++]!);
+    while (next < order.length && batch.length < slots && (batch.length === 0 || track.completions[order[next]!]!.arrival <= track.now()))
+      batch.push(order[next++]!);
     await staticBatch(model, track, batch, result);
   }
 }
@@ -210,7 +239,10 @@ async function decodeBatch(model: CausalLM, track: Tracker, batch: number[], cac
     // Finished rows keep stepping on their last token so the batch stays rectangular; they are cut
     // back after each step so that they never outgrow the cache.
     t0 = performance.now();
-    logits = await model.forward(cache, batch.map((i) => [track.last(i)]));
+    logits = await model.forward(
+      cache,
+      batch.map((i) => [track.last(i)]),
+    );
     result.decodeSeconds += (performance.now() - t0) / 1000;
     result.decodeSteps++;
     batch.forEach((i, b) => {

@@ -38,7 +38,9 @@ export interface SpeculativeResult {
 /** Refuses a draft that cannot propose the target's tokens. */
 export function checkDraft(target: CausalLM, draft: CausalLM): void {
   if (draft.spec.vocabSize !== target.spec.vocabSize) {
-    throw new InputError(`the draft's vocabulary has ${draft.spec.vocabSize} tokens, the target's ${target.spec.vocabSize}: a draft must share the target's tokenizer`);
+    throw new InputError(
+      `the draft's vocabulary has ${draft.spec.vocabSize} tokens, the target's ${target.spec.vocabSize}: a draft must share the target's tokenizer`,
+    );
   }
 }
 
@@ -56,16 +58,33 @@ export function verifyProposal(x: number, p: Float64Array, q: Float64Array, rand
 }
 
 /** Generates from `prompt` with the target, the draft proposing; see the file header. */
-export async function speculativeGenerate(target: CausalLM, draft: CausalLM, prompt: number[], opts: SpeculativeOptions): Promise<SpeculativeResult> {
+export async function speculativeGenerate(
+  target: CausalLM,
+  draft: CausalLM,
+  prompt: number[],
+  opts: SpeculativeOptions,
+): Promise<SpeculativeResult> {
   checkDraft(target, draft);
-  if (!Number.isInteger(opts.draftTokens) || opts.draftTokens < 1) throw new InputError(`--draft-tokens ${opts.draftTokens}: expected a positive integer`);
+  if (!Number.isInteger(opts.draftTokens) || opts.draftTokens < 1)
+    throw new InputError(`--draft-tokens ${opts.draftTokens}: expected a positive integer`);
   if (prompt.length === 0) throw new InputError('the prompt is empty');
   const context = Math.min(target.spec.maxPositions, draft.spec.maxPositions);
   if (prompt.length >= context) throw new InputError(`the prompt is ${prompt.length} tokens, longer than the context of ${context} allows`);
   const rule = new StopRule(new Set(opts.stopTokens ?? target.spec.eosTokenIds), opts.maxNewTokens, prompt.length, context);
   const budget = rule.budget;
   const sampler = new Sampler(opts.sampling);
-  const r: SpeculativeResult = { tokens: [], stopReason: 'length', targetPasses: 0, draftPasses: 0, proposed: 0, accepted: 0, prefillSeconds: 0, decodeSeconds: 0, targetSeconds: 0, draftSeconds: 0 };
+  const r: SpeculativeResult = {
+    tokens: [],
+    stopReason: 'length',
+    targetPasses: 0,
+    draftPasses: 0,
+    proposed: 0,
+    accepted: 0,
+    prefillSeconds: 0,
+    decodeSeconds: 0,
+    targetSeconds: 0,
+    draftSeconds: 0,
+  };
   if (budget <= 0) return r;
   // Neither cache ever holds more than the prompt and the budget (see the proposal bound below).
   const targetCache = target.createCache(1, prompt.length + budget);
@@ -156,9 +175,24 @@ export async function generateWithDraft(
   opts: GenerateOptions & { draftTokens: number },
 ): Promise<GenerateResult & { proposed: number; accepted: number; targetPasses: number }> {
   checkPrompts(target, prompts);
-  const r = { tokens: [] as number[][], stopReasons: [] as StopReason[], promptTokens: 0, prefillSeconds: 0, decodeSeconds: 0, decodeSteps: 0, decodeTokens: 0, proposed: 0, accepted: 0, targetPasses: 0 };
+  const r = {
+    tokens: [] as number[][],
+    stopReasons: [] as StopReason[],
+    promptTokens: 0,
+    prefillSeconds: 0,
+    decodeSeconds: 0,
+    decodeSteps: 0,
+    decodeTokens: 0,
+    proposed: 0,
+    accepted: 0,
+    targetPasses: 0,
+  };
   for (const [b, prompt] of prompts.entries()) {
-    const s = await speculativeGenerate(target, draft, prompt, { ...opts, sampling: { ...opts.sampling, seed: opts.sampling.seed + b }, onToken: opts.onToken && ((id) => opts.onToken!(b, id)) });
+    const s = await speculativeGenerate(target, draft, prompt, {
+      ...opts,
+      sampling: { ...opts.sampling, seed: opts.sampling.seed + b },
+      onToken: opts.onToken && ((id) => opts.onToken!(b, id)),
+    });
     r.tokens.push(s.tokens);
     r.stopReasons.push(s.stopReason);
     r.promptTokens += prompt.length;

@@ -17,7 +17,14 @@ test('percentiles interpolate between order statistics; stats give median and ra
 });
 
 test('request traces are seeded, mixed in length and arrive as a Poisson process', () => {
-  const o = { requests: 2000, arrivalRate: 8, promptLen: [16, 128] as [number, number], genLen: [8, 64] as [number, number], vocab: 320, seed: 3 };
+  const o = {
+    requests: 2000,
+    arrivalRate: 8,
+    promptLen: [16, 128] as [number, number],
+    genLen: [8, 64] as [number, number],
+    vocab: 320,
+    seed: 3,
+  };
   const a = requestTrace(o);
   assert.deepEqual(a, requestTrace(o));
   assert.notDeepEqual(a.slice(0, 5), requestTrace({ ...o, seed: 4 }).slice(0, 5));
@@ -34,7 +41,19 @@ test('the chart is one SVG with a panel per measurement', () => {
   const report = {
     machine: { cpu: 'cpu <x>', cores: 2, memoryGiB: 1, node: 'v20', onnxruntime: '1.30.0', device: 'cpu' },
     artifacts: [{ path: 'out/a', description: '', vocab: 1, context: 1, layers: 1, hidden: 1 }],
-    batching: [1, 8].map((batch) => ({ artifact: 'out/a', batch, prefillTokensPerSecond: s, decodeTokensPerSecond: s, perSequenceTokensPerSecond: s, timeToFirstTokenMs: s, interTokenLatencyMs: p, peakRssMiB: 1, decodeRatioToFirst: s, decodeScaling: s, scalingBase: 1 })),
+    batching: [1, 8].map((batch) => ({
+      artifact: 'out/a',
+      batch,
+      prefillTokensPerSecond: s,
+      decodeTokensPerSecond: s,
+      perSequenceTokensPerSecond: s,
+      timeToFirstTokenMs: s,
+      interTokenLatencyMs: p,
+      peakRssMiB: 1,
+      decodeRatioToFirst: s,
+      decodeScaling: s,
+      scalingBase: 1,
+    })),
     serving: [],
     speculative: [],
   } as unknown as BenchReport;

@@ -37,11 +37,17 @@ test('export: a missing model folder', () => {
 });
 
 test('export: a folder without config.json', () => {
-  exportFails(brokenCopy((d) => writeFileSync(join(d, 'config.json'), '')), /config\.json: not valid JSON/);
+  exportFails(
+    brokenCopy((d) => writeFileSync(join(d, 'config.json'), '')),
+    /config\.json: not valid JSON/,
+  );
 });
 
 test('export: config.json that is not JSON', () => {
-  exportFails(brokenCopy((d) => writeFileSync(join(d, 'config.json'), '{"model_type": "llama",')), /config\.json: not valid JSON/);
+  exportFails(
+    brokenCopy((d) => writeFileSync(join(d, 'config.json'), '{"model_type": "llama",')),
+    /config\.json: not valid JSON/,
+  );
 });
 
 test('export: a corrupt safetensors header', () => {
@@ -67,23 +73,40 @@ test('export: a truncated safetensors file names the tensor that runs past the e
 });
 
 test('export: a tensor whose dtype disagrees with config.json', () => {
-  exportFails(brokenCopy((d) => editConfig(d, (c) => (c.torch_dtype = 'bfloat16'))), /model\.safetensors: tensor "[^"]+" is F32, config\.json says torch_dtype bfloat16/);
+  exportFails(
+    brokenCopy((d) => editConfig(d, (c) => (c.torch_dtype = 'bfloat16'))),
+    /model\.safetensors: tensor "[^"]+" is F32, config\.json says torch_dtype bfloat16/,
+  );
 });
 
 test('export: a tensor whose shape disagrees with config.json', () => {
-  exportFails(brokenCopy((d) => editConfig(d, (c) => (c.intermediate_size = 96))), /tensor "model\.layers\.0\.mlp\.(gate|up|down)_proj\.weight" has shape \[\d+,\d+\], config\.json implies/);
+  exportFails(
+    brokenCopy((d) => editConfig(d, (c) => (c.intermediate_size = 96))),
+    /tensor "model\.layers\.0\.mlp\.(gate|up|down)_proj\.weight" has shape \[\d+,\d+\], config\.json implies/,
+  );
 });
 
 test('export: an unsupported architecture lists what is supported', () => {
-  exportFails(brokenCopy((d) => editConfig(d, (c) => (c.model_type = 'gpt2'))), /model_type "gpt2" is not supported \(supported: llama, mistral/);
+  exportFails(
+    brokenCopy((d) => editConfig(d, (c) => (c.model_type = 'gpt2'))),
+    /model_type "gpt2" is not supported \(supported: llama, mistral/,
+  );
 });
 
 test('export: an unsupported rope type lists what is supported', () => {
-  exportFails(brokenCopy((d) => editConfig(d, (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 }))), /rope_scaling type "yarn" is not supported \(supported: default, linear, llama3\)/);
+  exportFails(
+    brokenCopy((d) => editConfig(d, (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 }))),
+    /rope_scaling type "yarn" is not supported \(supported: default, linear, llama3\)/,
+  );
 });
 
 test('export: the inplace attention form with the transformers.js layout', () => {
-  exportFails(MHA, /--attention inplace: .*transformers\.js runs --attention fused or standard/, ['--attention', 'inplace', '--layout', 'transformers.js']);
+  exportFails(MHA, /--attention inplace: .*transformers\.js runs --attention fused or standard/, [
+    '--attention',
+    'inplace',
+    '--layout',
+    'transformers.js',
+  ]);
 });
 
 test('export: an existing folder that is not an llmopt output is refused and left untouched', () => {

@@ -19,22 +19,69 @@ test('bench: batch sweep, request trace and speculative decoding on two fixtures
   const dir = tempDir();
   const json = join(dir, 'bench.json');
   const chart = join(dir, 'bench.svg');
-  const r = runCli(['bench', gqa, mha, '--batch', '1,2', '--prompt-len', '8', '--gen-len', '6', '--reps', '2', '--requests', '6', '--arrival-rate', '200', '--slots', '2', '--draft', mha, '--draft-tokens', '3', '--json', json, '--chart', chart]);
+  const r = runCli([
+    'bench',
+    gqa,
+    mha,
+    '--batch',
+    '1,2',
+    '--prompt-len',
+    '8',
+    '--gen-len',
+    '6',
+    '--reps',
+    '2',
+    '--requests',
+    '6',
+    '--arrival-rate',
+    '200',
+    '--slots',
+    '2',
+    '--draft',
+    mha,
+    '--draft-tokens',
+    '3',
+    '--json',
+    json,
+    '--chart',
+    chart,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /static batching/);
   assert.match(r.stdout, /request trace/);
   assert.match(r.stdout, /speculative decoding/);
   const report = JSON.parse(readFileSync(json, 'utf8'));
-  assert.ok(report.machine.cpu && report.machine.cores > 0 && report.machine.memoryGiB > 0 && report.machine.onnxruntime && report.machine.device === 'cpu');
+  assert.ok(
+    report.machine.cpu &&
+      report.machine.cores > 0 &&
+      report.machine.memoryGiB > 0 &&
+      report.machine.onnxruntime &&
+      report.machine.device === 'cpu',
+  );
   assert.equal(report.batching.length, 4);
   assert.equal(report.batching[0].decodeRatioToFirst.median, 1);
   // Scaling is each artifact's decode over its own at batch 1, per repetition: exactly 1 at batch 1.
-  assert.deepEqual(report.batching.map((b: any) => [b.batch, b.scalingBase]), [[1, 1], [1, 1], [2, 1], [2, 1]]);
+  assert.deepEqual(
+    report.batching.map((b: any) => [b.batch, b.scalingBase]),
+    [
+      [1, 1],
+      [1, 1],
+      [2, 1],
+      [2, 1],
+    ],
+  );
   for (const b of report.batching.slice(0, 2)) assert.deepEqual([b.decodeScaling.min, b.decodeScaling.max], [1, 1]);
   for (const b of report.batching.slice(2)) assert.ok(b.decodeScaling.median > 0);
   assert.match(r.stdout, /decode vs batch 1/);
-  assert.ok(report.batching.every((b: any) => b.decodeTokensPerSecond.median > 0 && b.interTokenLatencyMs.p99.median >= b.interTokenLatencyMs.p50.median));
-  assert.deepEqual(report.serving.map((s: any) => s.policy), ['static', 'static', 'continuous', 'continuous']);
+  assert.ok(
+    report.batching.every(
+      (b: any) => b.decodeTokensPerSecond.median > 0 && b.interTokenLatencyMs.p99.median >= b.interTokenLatencyMs.p50.median,
+    ),
+  );
+  assert.deepEqual(
+    report.serving.map((s: any) => s.policy),
+    ['static', 'static', 'continuous', 'continuous'],
+  );
   assert.equal(report.speculative.length, 2);
   assert.equal(report.speculative[0].identical, true);
   assert.equal(report.speculative[1].acceptanceRate.median, 1, 'a draft identical to the target accepts everything');
@@ -59,7 +106,10 @@ test('bench: bad input exits 2 with one line', async () => {
   const gqa = await exportedArtifact(GQA, 'fused');
   failsWithInput(['bench', gqa, '--batch', '1,0'], /--batch 1,0: batch size "0" is not a positive integer/);
   failsWithInput(['bench', gqa, '--batch', '2.5'], /not a positive integer/);
-  failsWithInput(['bench', gqa, '--prompt-len', '200', '--gen-len', '100'], /prompt of 200 tokens plus 100 new tokens exceeds the context of 256/);
+  failsWithInput(
+    ['bench', gqa, '--prompt-len', '200', '--gen-len', '100'],
+    /prompt of 200 tokens plus 100 new tokens exceeds the context of 256/,
+  );
   failsWithInput(['bench', join(tempDir(), 'missing')], /missing: folder not found/);
 });
 

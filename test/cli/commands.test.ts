@@ -21,7 +21,15 @@ test('export --json writes a complete artifact folder and reports it', () => {
   assert.equal(r.stderr, '');
   const report = JSON.parse(r.stdout);
   assert.equal(report.attention, 'fused');
-  for (const f of ['model.onnx', 'model.onnx.data', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'llmopt.json']) {
+  for (const f of [
+    'model.onnx',
+    'model.onnx.data',
+    'config.json',
+    'generation_config.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'llmopt.json',
+  ]) {
     assert.ok(existsSync(join(out, f)), f);
   }
   const manifest = JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8'));
@@ -41,7 +49,10 @@ test('generate --json: greedy ids are reproducible and batched prompts are repor
   assert.equal(ra.outputs[0].ids.length, 8);
   assert.deepEqual(JSON.parse(runCli(args).stdout).outputs, ra.outputs);
   const sampled = runCli(['generate', artifact, '-p', 'the', '-n', '8', '--temperature', '1', '--seed', '3', '--json']);
-  assert.deepEqual(JSON.parse(sampled.stdout).outputs, JSON.parse(runCli(['generate', artifact, '-p', 'the', '-n', '8', '--temperature', '1', '--seed', '3', '--json']).stdout).outputs);
+  assert.deepEqual(
+    JSON.parse(sampled.stdout).outputs,
+    JSON.parse(runCli(['generate', artifact, '-p', 'the', '-n', '8', '--temperature', '1', '--seed', '3', '--json']).stdout).outputs,
+  );
 });
 
 test('generate streams text to stdout', async () => {
@@ -86,7 +97,10 @@ test('run: the quick start (a bare `llmopt run`) runs recipes/quickstart.yaml on
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.recipe.name, 'quickstart');
-  assert.deepEqual(report.stages.map((s: { dir: string; status: string }) => `${s.dir} ${s.status}`), ['01-prune ran', '02-distill ran', '03-quantize ran', '04-eval ran', '05-bench ran']);
+  assert.deepEqual(
+    report.stages.map((s: { dir: string; status: string }) => `${s.dir} ${s.status}`),
+    ['01-prune ran', '02-distill ran', '03-quantize ran', '04-eval ran', '05-bench ran'],
+  );
   assert.equal(report.failedGate, null);
   for (const f of ['report.md', 'report.json', '03-quantize/model.onnx']) assert.ok(existsSync(join(cwd, 'out', 'quickstart', f)), f);
 });

@@ -20,7 +20,10 @@ test('quantize: unknown --to, bad block size, gptq without --calib, missing or e
   failsCleanly(['quantize', MHA, '--to', 'int3'], /--to int3: choose one of fp16, int8, int4, w8a8/);
   failsCleanly(['quantize', MHA, '--to', 'int4', '--block-size', '48'], /--block-size 48: choose one of 16, 32, 64, 128/);
   failsCleanly(['quantize', MHA, '--to', 'int4', '--method', 'gptq'], /--method gptq needs calibration text: give --calib/);
-  failsCleanly(['quantize', MHA, '--to', 'int4', '--method', 'gptq', '--calib', join(tempDir(), 'absent.txt')], /absent\.txt: file not found/);
+  failsCleanly(
+    ['quantize', MHA, '--to', 'int4', '--method', 'gptq', '--calib', join(tempDir(), 'absent.txt')],
+    /absent\.txt: file not found/,
+  );
   const empty = join(tempDir(), 'empty.txt');
   writeFileSync(empty, '\n\n');
   failsCleanly(['quantize', MHA, '--to', 'int4', '--method', 'gptq', '--calib', empty], /empty\.txt: calibration file has no text/);
@@ -48,7 +51,10 @@ test('prune: N >= M, N < 1, a fraction outside (0, 1), an input dimension not di
   // gqa: hidden 48 and ffn 72; 72 is not a multiple of 16.
   failsCleanly(['prune', GQA, '--sparsity', '8:16'], /model\.layers\.0\.mlp\.down_proj\.weight: in_features 72 is not divisible by M=16/);
   failsCleanly(['prune', MHA, '--sparsity', '2:4', '--method', 'wanda'], /--method wanda needs calibration text: give --calib/);
-  failsCleanly(['prune', MHA, '--sparsity', '0.5', '--method', 'sparsegpt', '--calib', SAMPLE_TEXT, '--scope', 'layer'], /--scope layer works with --method magnitude or wanda/);
+  failsCleanly(
+    ['prune', MHA, '--sparsity', '0.5', '--method', 'sparsegpt', '--calib', SAMPLE_TEXT, '--scope', 'layer'],
+    /--scope layer works with --method magnitude or wanda/,
+  );
 });
 
 test('prune --json reports per kind and per tensor; inspect --nm checks any checkpoint', () => {

@@ -17,7 +17,11 @@ function withTokenizer(text: string): string {
 
 const CORRUPT = [
   { what: 'not JSON', text: '{"model": {"type": "BPE",', message: /tokenizer\.json: not valid JSON/ },
-  { what: 'JSON the tokenizer library refuses', text: '{"version": "1.0", "model": {}}', message: /tokenizer\.json: cannot build the tokenizer/ },
+  {
+    what: 'JSON the tokenizer library refuses',
+    text: '{"version": "1.0", "model": {}}',
+    message: /tokenizer\.json: cannot build the tokenizer/,
+  },
 ];
 
 const COMMANDS: Array<{ name: string; args: string[] }> = [
@@ -44,7 +48,9 @@ for (const c of CORRUPT) {
   });
 }
 
-test('an export killed with SIGKILL mid-write leaves no output folder; the next write removes its temp folder', { skip: NEEDS_SHARED }, async () => {
+test('an export killed with SIGKILL mid-write leaves no output folder; the next write removes its temp folder', {
+  skip: NEEDS_SHARED,
+}, async () => {
   const parent = tempDir();
   const out = join(parent, 'out');
   const child = spawn(process.execPath, [join(ROOT, 'bin', 'llmopt.js'), 'export', AIDREAMS, '-o', out, '-q'], { stdio: 'ignore' });
@@ -67,9 +73,12 @@ test('an export killed with SIGKILL mid-write leaves no output folder; the next 
   const code = await exited;
   assert.equal(code, null, 'killed before it finished');
   assert.ok(!existsSync(out), 'no output folder');
-  assert.ok(readdirSync(parent).some((n) => n.startsWith(temp)), 'only the hidden temp folder is left');
+  assert.ok(
+    readdirSync(parent).some((n) => n.startsWith(temp)),
+    'only the hidden temp folder is left',
+  );
 
   const r = runCli(['export', AIDREAMS, '-o', join(parent, 'next'), '-q']);
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(readdirSync(parent), ['next'], 'the dead export\'s temp folder is gone');
+  assert.deepEqual(readdirSync(parent), ['next'], "the dead export's temp folder is gone");
 });

@@ -11,7 +11,15 @@ const SMALL_BENCH = ['--set', 'bench.reps=1', '--set', 'bench.prompt_len=8', '--
 const SMALL_DISTILL = (stage: string) => ['--set', `${stage}.steps=8`, '--set', `${stage}.batch=2`, '--set', `${stage}.seq_len=16`];
 
 interface Report {
-  stages: Array<{ dir: string; status: string; kl: number | null; top1: number | null; tokensPerSecond: number | null; bytes: number | null; gates: Array<{ gate: string; passed: boolean }> }>;
+  stages: Array<{
+    dir: string;
+    status: string;
+    kl: number | null;
+    top1: number | null;
+    tokensPerSecond: number | null;
+    bytes: number | null;
+    gates: Array<{ gate: string; passed: boolean }>;
+  }>;
   failedGate: { gate: string; value: number } | null;
 }
 
@@ -38,19 +46,54 @@ test('quickstart: a finished run is skipped, --from re-runs from a stage, --set 
   const base = ['-o', out, ...SMALL_DISTILL('distill'), ...SMALL_BENCH];
   const first = run(['quickstart', ...base]);
   assert.deepEqual(statuses(first), ['01-prune ran', '02-distill ran', '03-quantize ran', '04-eval ran', '05-bench ran']);
-  for (const f of ['01-prune/llmopt.json', '02-distill/model.safetensors', '03-quantize/model.onnx', '04-eval/result.json', '05-bench/result.json', 'report.json', 'report.md', 'llmopt-run.json']) assert.ok(existsSync(join(out, f)), f);
+  for (const f of [
+    '01-prune/llmopt.json',
+    '02-distill/model.safetensors',
+    '03-quantize/model.onnx',
+    '04-eval/result.json',
+    '05-bench/result.json',
+    'report.json',
+    'report.md',
+    'llmopt-run.json',
+  ])
+    assert.ok(existsSync(join(out, f)), f);
   const [prune, , quantize, evaluated, bench] = first.stages;
   assert.ok(quantize!.bytes! < prune!.bytes! / 1.5, 'int4 is smaller than the pruned float checkpoint');
   assert.ok(evaluated!.kl! > 0 && evaluated!.top1! > 0 && bench!.tokensPerSecond! > 0);
   assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /\| 04-eval \| ran \| .* \| max_kl 2: pass, min_top1 0.05: pass \|/);
 
   const again = run(['quickstart', ...base]);
-  assert.deepEqual(statuses(again), ['01-prune skipped', '02-distill skipped', '03-quantize skipped', '04-eval skipped', '05-bench skipped']);
-  assert.deepEqual(again.stages.map((s) => s.kl), first.stages.map((s) => s.kl), 'a skipped stage reports its recorded figures');
-  assert.deepEqual(statuses(run(['quickstart', ...base, '--from', 'quantize'])), ['01-prune skipped', '02-distill skipped', '03-quantize ran', '04-eval ran', '05-bench ran']);
-  assert.deepEqual(statuses(run(['quickstart', ...base, '--set', 'distill.steps=4'])), ['01-prune skipped', '02-distill ran', '03-quantize ran', '04-eval ran', '05-bench ran']);
+  assert.deepEqual(statuses(again), [
+    '01-prune skipped',
+    '02-distill skipped',
+    '03-quantize skipped',
+    '04-eval skipped',
+    '05-bench skipped',
+  ]);
+  assert.deepEqual(
+    again.stages.map((s) => s.kl),
+    first.stages.map((s) => s.kl),
+    'a skipped stage reports its recorded figures',
+  );
+  assert.deepEqual(statuses(run(['quickstart', ...base, '--from', 'quantize'])), [
+    '01-prune skipped',
+    '02-distill skipped',
+    '03-quantize ran',
+    '04-eval ran',
+    '05-bench ran',
+  ]);
+  assert.deepEqual(statuses(run(['quickstart', ...base, '--set', 'distill.steps=4'])), [
+    '01-prune skipped',
+    '02-distill ran',
+    '03-quantize ran',
+    '04-eval ran',
+    '05-bench ran',
+  ]);
   // A gate is checked again from the recorded figures: editing one re-runs nothing.
-  assert.deepEqual(statuses(run(['quickstart', ...base, '--set', 'distill.steps=4', '--set', 'eval.gate.max_kl=3'])).filter((s) => s.endsWith('ran')), []);
+  assert.deepEqual(
+    statuses(run(['quickstart', ...base, '--set', 'distill.steps=4', '--set', 'eval.gate.max_kl=3'])).filter((s) => s.endsWith('ran')),
+    [],
+  );
 });
 
 test('int8, int4-gptq and sparse24-distill-int4 on the fixture', () => {
@@ -60,15 +103,37 @@ test('int8, int4-gptq and sparse24-distill-int4 on the fixture', () => {
   const gptq = run(['int4-gptq', MHA, '-o', join(dir, 'gptq'), '--set', 'quantize.calib_samples=8', ...SMALL_BENCH]);
   assert.deepEqual(statuses(gptq), ['01-quantize ran', '02-eval ran', '03-bench ran']);
   assert.equal(JSON.parse(readFileSync(join(dir, 'gptq', '01-quantize', 'llmopt.json'), 'utf8')).passes.at(-2).options.method, 'gptq');
-  const s24 = run(['sparse24-distill-int4', MHA, '-o', join(dir, 's24'), '--set', 'prune.calib_samples=8', ...SMALL_DISTILL('distill'), ...SMALL_BENCH]);
+  const s24 = run([
+    'sparse24-distill-int4',
+    MHA,
+    '-o',
+    join(dir, 's24'),
+    '--set',
+    'prune.calib_samples=8',
+    ...SMALL_DISTILL('distill'),
+    ...SMALL_BENCH,
+  ]);
   assert.deepEqual(statuses(s24), ['01-prune ran', '02-distill ran', '03-quantize ran', '04-eval ran', '05-bench ran']);
-  const passes = JSON.parse(readFileSync(join(dir, 's24', '03-quantize', 'llmopt.json'), 'utf8')).passes.map((p: { pass: string }) => p.pass);
+  const passes = JSON.parse(readFileSync(join(dir, 's24', '03-quantize', 'llmopt.json'), 'utf8')).passes.map(
+    (p: { pass: string }) => p.pass,
+  );
   assert.deepEqual(passes, ['prune', 'distill', 'quantize', 'export'], 'the manifest keeps the chain of passes');
 });
 
 test('draft-for-speculative and tp2 on the fixtures', () => {
   const dir = tempDir();
-  const draft = run(['draft-for-speculative', MHA, '-o', join(dir, 'draft'), ...SMALL_DISTILL('student'), '--set', 'student.student_layers=1', '--set', 'bench.draft_tokens=2', ...SMALL_BENCH]);
+  const draft = run([
+    'draft-for-speculative',
+    MHA,
+    '-o',
+    join(dir, 'draft'),
+    ...SMALL_DISTILL('student'),
+    '--set',
+    'student.student_layers=1',
+    '--set',
+    'bench.draft_tokens=2',
+    ...SMALL_BENCH,
+  ]);
   assert.deepEqual(statuses(draft), ['01-export ran', '02-distill ran', '03-export ran', '04-eval ran', '05-bench ran']);
   const spec = JSON.parse(readFileSync(join(dir, 'draft', '05-bench', 'result.json'), 'utf8')).speculative[0];
   assert.equal(spec.draft, join(dir, 'draft', '03-export'));
@@ -106,9 +171,18 @@ test("bad input: one line, exit 2, and an earlier run is left as it was; another
     [[unreadable, MHA], /folder.yaml: is a folder; give a recipe file/],
     [[file('bad.yaml', 'stages:\n  - pass: export\n  attention: [fused\n'), MHA], /bad.yaml: invalid YAML: /],
     [[file('pass.yaml', 'name: int8\nstages:\n  - pass: compress\n'), MHA], /pass.yaml: stage 1: pass: unknown pass "compress"/],
-    [[file('key.yaml', 'name: int8\nstages:\n  - pass: quantize\n    to: int8\n    blok_size: 64\n'), MHA], /key.yaml: stage 1 \(quantize\): blok_size: unknown key/],
-    [[file('gate.yaml', 'name: int8\nstages:\n  - pass: export\n    gate: { min_top1: 0.9 }\n'), MHA], /gate.yaml: stage 1 \(export\): gate.min_top1: export produces no top-1 figure here/],
-    [[file('order.yaml', 'name: int8\nstages:\n  - pass: quantize\n    to: int4\n  - pass: prune\n    sparsity: "2:4"\n'), MHA], /order.yaml: stage 2 \(prune\): pass: prune cannot follow quantize/],
+    [
+      [file('key.yaml', 'name: int8\nstages:\n  - pass: quantize\n    to: int8\n    blok_size: 64\n'), MHA],
+      /key.yaml: stage 1 \(quantize\): blok_size: unknown key/,
+    ],
+    [
+      [file('gate.yaml', 'name: int8\nstages:\n  - pass: export\n    gate: { min_top1: 0.9 }\n'), MHA],
+      /gate.yaml: stage 1 \(export\): gate.min_top1: export produces no top-1 figure here/,
+    ],
+    [
+      [file('order.yaml', 'name: int8\nstages:\n  - pass: quantize\n    to: int4\n  - pass: prune\n    sparsity: "2:4"\n'), MHA],
+      /order.yaml: stage 2 \(prune\): pass: prune cannot follow quantize/,
+    ],
     [['int8', MHA, '--set', 'quantize.block_size=12'], /int8.yaml: stage 1 \(quantize\): block_size 12: choose one of 16, 32, 64, 128/],
     [['int8', MHA, '--from', 'nothing'], /--from nothing: .*int8.yaml has no such stage \(stages: quantize, eval, bench\)/],
     [['int8', join(dir, 'no-model')], /no-model: model folder not found/],
@@ -132,5 +206,8 @@ test("bad input: one line, exit 2, and an earlier run is left as it was; another
 
   const forced = run(['quickstart', '-o', out, '--force', ...SMALL_DISTILL('distill'), ...SMALL_BENCH]);
   assert.equal(forced.stages.length, 5);
-  assert.deepEqual(readdirSync(out).filter((f) => /^\d\d-/.test(f)), ['01-prune', '02-distill', '03-quantize', '04-eval', '05-bench']);
+  assert.deepEqual(
+    readdirSync(out).filter((f) => /^\d\d-/.test(f)),
+    ['01-prune', '02-distill', '03-quantize', '04-eval', '05-bench'],
+  );
 });

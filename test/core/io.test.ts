@@ -24,7 +24,10 @@ for (const form of ATTENTION_FORMS) {
       data.close();
     }
     const L = model.spec.numLayers;
-    assert.deepEqual(g.inputs.map((v) => v.name), decoderInputs(form, L));
+    assert.deepEqual(
+      g.inputs.map((v) => v.name),
+      decoderInputs(form, L),
+    );
     const outputs = [io.logits, ...Array.from({ length: L }, (_, i) => cacheOutputs(form, i)).flat()];
     assert.deepEqual(g.outputs.map((v) => v.name).sort(), outputs.sort());
     assert.equal(attentionFormOf('model.onnx', decoderInputs(form, L), L, null), form);
@@ -32,7 +35,10 @@ for (const form of ATTENTION_FORMS) {
 }
 
 test('a graph that fits no form is bad input naming the file', () => {
-  assert.throws(() => attentionFormOf('/a/model.onnx', [io.inputIds], 2, null), (e: unknown) => e instanceof InputError && /\/a\/model\.onnx: not a 2-layer/.test(e.message));
+  assert.throws(
+    () => attentionFormOf('/a/model.onnx', [io.inputIds], 2, null),
+    (e: unknown) => e instanceof InputError && /\/a\/model\.onnx: not a 2-layer/.test(e.message),
+  );
 });
 
 test('a manifest whose attention form disagrees with the graph is bad input naming the file', async () => {

@@ -38,19 +38,33 @@ test('windows: one per line with <s>, split at the context length', () => {
 });
 
 test('gates pass and fail on the figures', () => {
-  const report = { windows: 1, tokens: 10, perplexity: 5, meanNll: 1, seconds: 0, reference: { perplexity: 4, kl: 0.02, klMax: 0.1, top1: 0.9, pplRatio: 1.25 } };
+  const report = {
+    windows: 1,
+    tokens: 10,
+    perplexity: 5,
+    meanNll: 1,
+    seconds: 0,
+    reference: { perplexity: 4, kl: 0.02, klMax: 0.1, top1: 0.9, pplRatio: 1.25 },
+  };
   const results = checkGates(report, { maxKl: 0.01, minTop1: 0.8, maxPplRatio: 1.3 });
-  assert.deepEqual(results.map((r) => r.passed), [false, true, true]);
+  assert.deepEqual(
+    results.map((r) => r.passed),
+    [false, true, true],
+  );
 });
 
-test('aidreams-260k dense: perplexity 4.500 over 4,499 tokens, KL 0 and top-1 1 against its own checkpoint', { skip: NEEDS_SHARED }, async () => {
+test('aidreams-260k dense: perplexity 4.500 over 4,499 tokens, KL 0 and top-1 1 against its own checkpoint', {
+  skip: NEEDS_SHARED,
+}, async () => {
   const dir = await exportedArtifact(AIDREAMS, 'fused');
   const model = await DecoderModel.open(dir, { device: 'cpu' });
   const reference = await openReference(AIDREAMS, { device: 'cpu' });
   const windows = loadEvalWindows(DREAMS_EVAL, loadTokenizer(dir), model.spec.maxPositions);
   const r = await evaluate(model, windows, reference.model, { batchSize: 8 });
   await reference.close();
-  console.log(`# aidreams dense: ppl ${r.perplexity.toFixed(4)}, tokens ${r.tokens}, KL ${r.reference!.kl.toExponential(2)}, top-1 ${r.reference!.top1}`);
+  console.log(
+    `# aidreams dense: ppl ${r.perplexity.toFixed(4)}, tokens ${r.tokens}, KL ${r.reference!.kl.toExponential(2)}, top-1 ${r.reference!.top1}`,
+  );
   assert.equal(r.windows, 40);
   assert.equal(r.tokens, 4499);
   assert.ok(Math.abs(r.perplexity - 4.5) < 0.0005, `perplexity ${r.perplexity}`);

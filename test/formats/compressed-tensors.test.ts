@@ -128,7 +128,8 @@ for (const cfg of [
         assert.deepEqual(ckpt.info(`${module}.weight_scale`).shape, [q.rows, q.cols / cfg.blockSize]);
         assert.equal(ckpt.info(`${module}.weight_shape`).dtype, 'I64');
         assert.equal(ckpt.has(`${module}.weight_zero_point`), !cfg.symmetric);
-        if (!cfg.symmetric) assert.deepEqual(ckpt.info(`${module}.weight_zero_point`).shape, [Math.ceil(q.rows / 8), q.cols / cfg.blockSize]);
+        if (!cfg.symmetric)
+          assert.deepEqual(ckpt.info(`${module}.weight_zero_point`).shape, [Math.ceil(q.rows / 8), q.cols / cfg.blockSize]);
         assert.ok(!ckpt.has(`${module}.weight`));
       }
     } finally {
@@ -158,7 +159,18 @@ test('config.json keeps the source fields and gains the quantization_config vLLM
   assert.equal(group.output_activations, null);
   assert.deepEqual(
     { ...group.weights },
-    { num_bits: 4, type: 'int', symmetric: false, strategy: 'group', group_size: 32, block_structure: null, dynamic: false, actorder: null, observer: 'minmax', observer_kwargs: {} },
+    {
+      num_bits: 4,
+      type: 'int',
+      symmetric: false,
+      strategy: 'group',
+      group_size: 32,
+      block_structure: null,
+      dynamic: false,
+      actorder: null,
+      observer: 'minmax',
+      observer_kwargs: {},
+    },
   );
   assert.ok(!isCompressedTensors(SOURCE_CONFIG));
 });
@@ -167,12 +179,31 @@ test('packed int32 words match compressed-tensors pack_to_int32 on hand-made cod
   // Row 0 holds codes 0..15, row 1 codes 15..0: value i of a word sits at bits [4i, 4i+4), lowest first.
   const codes = new Uint8Array(32);
   for (let c = 0; c < 16; c++) [codes[c], codes[16 + c]] = [c, 15 - c];
-  const int4: BlockQuantized = { bits: 4, blockSize: 16, symmetric: false, rows: 2, cols: 16, blocksPerRow: 1, codes, scales: new Float32Array([0.5, 0.25]), zeroPoints: new Uint8Array([3, 12]) };
+  const int4: BlockQuantized = {
+    bits: 4,
+    blockSize: 16,
+    symmetric: false,
+    rows: 2,
+    cols: 16,
+    blocksPerRow: 1,
+    codes,
+    scales: new Float32Array([0.5, 0.25]),
+    zeroPoints: new Uint8Array([3, 12]),
+  };
   // 9 rows of zero points force padding of the second word along dim 0.
   const zp = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]);
   const tall: BlockQuantized = { ...int4, rows: 9, codes: new Uint8Array(9 * 16), scales: new Float32Array(9).fill(1), zeroPoints: zp };
   const dir = freshDir();
-  await writeCompressedTensorsCheckpoint(dir, { ...options(new Map([['a', int4], ['b', tall]])), floatTensors: [], ignore: [] });
+  await writeCompressedTensorsCheckpoint(dir, {
+    ...options(
+      new Map([
+        ['a', int4],
+        ['b', tall],
+      ]),
+    ),
+    floatTensors: [],
+    ignore: [],
+  });
   const file = await SafetensorsFile.open(path.join(dir, 'model.safetensors'));
   try {
     const words = async (name: string) => {
@@ -213,14 +244,36 @@ test('scales stored as F16 dequantize exactly when the quantizer used F16-repres
 
 test('the writer refuses layouts vLLM cannot load, naming the tensor and the fix', async () => {
   const ragged = quantizeRtn(randomMatrix(8, 72, 5), 8, 72, { bits: 4, blockSize: 32, symmetric: true });
-  await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['m.ragged', ragged]]))), 'm.ragged.weight', '72', 'block size 32');
+  await rejectsInput(
+    () => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['m.ragged', ragged]]))),
+    'm.ragged.weight',
+    '72',
+    'block size 32',
+  );
   const asym8 = quantizeRtn(randomMatrix(8, 64, 5), 8, 64, { bits: 8, blockSize: 32, symmetric: false });
   await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['m.a', asym8]]))), 'asymmetric 8-bit');
   const g32 = quantizeRtn(randomMatrix(8, 64, 5), 8, 64, { bits: 4, blockSize: 32, symmetric: true });
   const g64 = quantizeRtn(randomMatrix(8, 64, 5), 8, 64, { bits: 4, blockSize: 64, symmetric: true });
-  await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['m.x', g32], ['m.y', g64]]))), 'one scheme', 'm.y');
+  await rejectsInput(
+    () =>
+      writeCompressedTensorsCheckpoint(
+        freshDir(),
+        options(
+          new Map([
+            ['m.x', g32],
+            ['m.y', g64],
+          ]),
+        ),
+      ),
+    'one scheme',
+    'm.y',
+  );
   await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['lm_head', g32]]))), 'ignore');
-  await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['model.norm', g32]]), { floatTensors: FLOATS })), 'model.norm.weight', 'twice');
+  await rejectsInput(
+    () => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['model.norm', g32]]), { floatTensors: FLOATS })),
+    'model.norm.weight',
+    'twice',
+  );
   await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map())), 'no quantized layers');
 });
 
@@ -237,7 +290,10 @@ async function withQuantizationConfig(edit: (qc: Record<string, any>) => void): 
 
 test('the reader refuses activation quantization, float types, sparse formats and unmatched tensors', async () => {
   const cases: Array<[(qc: Record<string, any>) => void, string]> = [
-    [(qc) => (qc.config_groups.group_0.input_activations = { num_bits: 8, type: 'int', strategy: 'token', dynamic: true }), 'activation quantization'],
+    [
+      (qc) => (qc.config_groups.group_0.input_activations = { num_bits: 8, type: 'int', strategy: 'token', dynamic: true }),
+      'activation quantization',
+    ],
     [(qc) => (qc.config_groups.group_0.weights.type = 'float'), 'weight type "float"'],
     [(qc) => (qc.format = 'marlin-24'), 'format "marlin-24"'],
     [(qc) => (qc.sparsity_config = { format: 'sparse-24-bitmask', sparsity_structure: '2:4' }), 'sparsity format'],
@@ -271,7 +327,12 @@ test('the reader takes unpacked int-quantized weights with signed int8 codes and
   ];
   await writeSafetensors(path.join(dir, 'model.safetensors'), entries, (name) => tensors.get(name)!);
   const weights = { num_bits: 8, type: 'int', symmetric: false, strategy: 'group', group_size: 8 };
-  const quantization_config = { quant_method: 'compressed-tensors', format: 'int-quantized', quantization_status: 'compressed', config_groups: { g: { targets: ['Linear'], weights } } };
+  const quantization_config = {
+    quant_method: 'compressed-tensors',
+    format: 'int-quantized',
+    quantization_status: 'compressed',
+    config_groups: { g: { targets: ['Linear'], weights } },
+  };
   await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...SOURCE_CONFIG, quantization_config }));
   const source = await openCompressedTensors(dir);
   try {

@@ -19,7 +19,17 @@ function bytesOf(view: ArrayBufferView): Uint8Array {
 
 test('dtype byte widths', () => {
   assert.deepEqual(DTYPE_BYTES, {
-    F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+    F64: 8,
+    F32: 4,
+    F16: 2,
+    BF16: 2,
+    F8_E4M3: 1,
+    I64: 8,
+    I32: 4,
+    I16: 2,
+    I8: 1,
+    U8: 1,
+    BOOL: 1,
   });
 });
 

@@ -34,7 +34,11 @@ test('Llama 3.1: grouped-query heads, llama3 rope scaling, bf16, several eos ids
 });
 
 test('generation_config.json eos ids take precedence; head_dim and biases are read', () => {
-  const s = specFromConfig({ ...llama3, head_dim: 64, attention_bias: true, mlp_bias: true, rope_scaling: { type: 'linear', factor: 2 } }, 'config.json', { eos_token_id: 7 });
+  const s = specFromConfig(
+    { ...llama3, head_dim: 64, attention_bias: true, mlp_bias: true, rope_scaling: { type: 'linear', factor: 2 } },
+    'config.json',
+    { eos_token_id: 7 },
+  );
   assert.equal(s.headDim, 64);
   assert.ok(s.attentionBias && s.mlpBias);
   assert.deepEqual(s.eosTokenIds, [7]);
@@ -42,13 +46,22 @@ test('generation_config.json eos ids take precedence; head_dim and biases are re
 });
 
 test('Mistral without a sliding window is accepted; with one it is refused', () => {
-  assert.equal(specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json').architecture, 'llama');
-  assert.throws(() => specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json'), /mistral with sliding_window is not supported \(supported: llama/);
+  assert.equal(
+    specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json').architecture,
+    'llama',
+  );
+  assert.throws(
+    () => specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json'),
+    /mistral with sliding_window is not supported \(supported: llama/,
+  );
 });
 
 test('missing and malformed fields are named', () => {
   const { hidden_size: _h, ...noHidden } = llama3;
-  assert.throws(() => specFromConfig(noHidden, 'x/config.json'), (e: Error) => e instanceof InputError && /x\/config\.json: "hidden_size" is missing/.test(e.message));
+  assert.throws(
+    () => specFromConfig(noHidden, 'x/config.json'),
+    (e: Error) => e instanceof InputError && /x\/config\.json: "hidden_size" is missing/.test(e.message),
+  );
   assert.throws(() => specFromConfig({ ...llama3, num_key_value_heads: 5 }, 'c.json'), /not a multiple of num_key_value_heads 5/);
   assert.throws(() => specFromConfig({ ...llama3, hidden_act: 'gelu' }, 'c.json'), /hidden_act" gelu is not supported/);
   assert.throws(() => specFromConfig({ ...llama3, torch_dtype: 'int8' }, 'c.json'), /torch_dtype" int8 is not supported/);

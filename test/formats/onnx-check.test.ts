@@ -160,12 +160,15 @@ test('assertGraphValid lists every problem; undecodable bytes are an InputError'
   const g = smallGraph();
   g.output('z', Elem.FLOAT, [2]);
   g.input('unused', Elem.FLOAT, [2]);
-  assert.throws(() => assertGraphValid(encodeModel(g, 'test', OPTS)), (e: Error) => {
-    assert.match(e.message, /2 structural problem/);
-    assert.match(e.message, /graph output "z" is not produced/);
-    assert.match(e.message, /graph input "unused" is not used/);
-    return true;
-  });
+  assert.throws(
+    () => assertGraphValid(encodeModel(g, 'test', OPTS)),
+    (e: Error) => {
+      assert.match(e.message, /2 structural problem/);
+      assert.match(e.message, /graph output "z" is not produced/);
+      assert.match(e.message, /graph input "unused" is not used/);
+      return true;
+    },
+  );
   assert.throws(() => checkGraph(new Uint8Array([0xff, 0xff, 0xff, 0xff])), InputError);
 });
 
@@ -199,11 +202,17 @@ test('readOnnxInitializers reads external and in-line data and refuses bad locat
   await assert.rejects(readOnnxInitializers(await writeModel('../elsewhere.data')), /outside the model's folder/);
   await writeModel('model.onnx.data');
   await fs.truncate(join(dir, 'model.onnx.data'), 1000);
-  await assert.rejects(readOnnxInitializers(join(dir, 'model.onnx')), (e: Error) => e instanceof InputError && /runs past the end/.test(e.message));
+  await assert.rejects(
+    readOnnxInitializers(join(dir, 'model.onnx')),
+    (e: Error) => e instanceof InputError && /runs past the end/.test(e.message),
+  );
   await assert.rejects(readOnnxInitializers(join(dir, 'absent.onnx')), InputError);
 });
 
-for (const [name, source] of [['tiny-llama-mha', MHA], ['tiny-llama-gqa', GQA]] as const) {
+for (const [name, source] of [
+  ['tiny-llama-mha', MHA],
+  ['tiny-llama-gqa', GQA],
+] as const) {
   for (const attention of ['fused', 'standard', 'inplace'] as const) {
     test(`${name} exported with ${attention} attention passes the check and loads in onnxruntime`, async () => {
       const modelPath = join(await exportedArtifact(source, attention), 'model.onnx');

@@ -7,13 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { InputError } from '../../src/core/errors.js';
 import { DTYPE_BYTES, fromFloat32, type DType } from '../../src/formats/dtype.js';
-import {
-  Checkpoint,
-  SafetensorsFile,
-  writeSafetensors,
-  writeShardedCheckpoint,
-  type TensorEntry,
-} from '../../src/formats/safetensors.js';
+import { Checkpoint, SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorEntry } from '../../src/formats/safetensors.js';
 
 let tmp: string;
 before(async () => {
@@ -53,9 +47,7 @@ test('every dtype round trips through the writer and reader', async () => {
   const dtypes = Object.keys(DTYPE_BYTES) as DType[];
   const entries: TensorEntry[] = dtypes.map((dtype, i) => ({ name: `t.${dtype}`, dtype, shape: [2, i + 1] }));
   entries.push({ name: 'empty', dtype: 'F32', shape: [0, 4] }, { name: 'scalar', dtype: 'I32', shape: [] });
-  const contents = new Map(
-    entries.map((e, i) => [e.name, patternBytes(DTYPE_BYTES[e.dtype] * e.shape.reduce((a, b) => a * b, 1), i)]),
-  );
+  const contents = new Map(entries.map((e, i) => [e.name, patternBytes(DTYPE_BYTES[e.dtype] * e.shape.reduce((a, b) => a * b, 1), i)]));
   const file = path.join(tmp, 'all-dtypes.safetensors');
   await writeSafetensors(file, entries, (name) => contents.get(name)!);
 
@@ -65,7 +57,10 @@ test('every dtype round trips through the writer and reader', async () => {
   const st = await SafetensorsFile.open(file);
   try {
     assert.deepEqual(st.metadata, {});
-    assert.deepEqual([...st.tensors.keys()], entries.map((e) => e.name));
+    assert.deepEqual(
+      [...st.tensors.keys()],
+      entries.map((e) => e.name),
+    );
     for (const entry of entries) {
       const info = st.tensors.get(entry.name)!;
       assert.equal(info.dtype, entry.dtype);
@@ -128,7 +123,10 @@ test('single-file checkpoint', async () => {
     assert.deepEqual(ckpt.names(), ['x', 'y']);
     assert.equal(ckpt.totalBytes, 20);
     assert.ok(ckpt.has('x') && !ckpt.has('z'));
-    assert.throws(() => ckpt.info('z'), (e: unknown) => e instanceof InputError && e.message.includes('"z"'));
+    assert.throws(
+      () => ckpt.info('z'),
+      (e: unknown) => e instanceof InputError && e.message.includes('"z"'),
+    );
   } finally {
     await ckpt.close();
   }
@@ -146,11 +144,7 @@ test('sharded checkpoint round trips through the index', async () => {
     maxShardBytes: 200,
     metadata: { format: 'pt' },
   });
-  assert.deepEqual(files, [
-    'model-00001-of-00002.safetensors',
-    'model-00002-of-00002.safetensors',
-    'model.safetensors.index.json',
-  ]);
+  assert.deepEqual(files, ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
   const index = JSON.parse(await fs.readFile(path.join(dir, 'model.safetensors.index.json'), 'utf8'));
   assert.equal(index.metadata.total_size, 128 + 64 + 128 + 64);
   assert.deepEqual(Object.keys(index.weight_map), ['a.weight', 'b.weight', 'c.weight', 'd.bias']);

@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { GOLDEN_CASES, hashFolder } from './cases.js';
 import { NEEDS_SHARED, ROOT, runCli, tempDir } from '../support.js';
 
-const golden: Record<string, Record<string, string>> = JSON.parse(readFileSync(join(ROOT, 'test', 'golden', 'artifact-hashes.json'), 'utf8'));
+const golden: Record<string, Record<string, string>> = JSON.parse(
+  readFileSync(join(ROOT, 'test', 'golden', 'artifact-hashes.json'), 'utf8'),
+);
 
 for (const c of GOLDEN_CASES) {
   test(`byte-identical output: ${c.name}`, { skip: c.shared ? NEEDS_SHARED : undefined }, () => {

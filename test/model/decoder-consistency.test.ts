@@ -22,7 +22,10 @@ async function fullLogits(model: DecoderModel, ids: number[]): Promise<StepLogit
   return model.forward(model.createCache(1, ids.length), [ids]);
 }
 
-for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, llama3 rope, sharded)', GQA]] as const) {
+for (const [name, dir] of [
+  ['mha (tied, f32)', MHA],
+  ['gqa (untied, bf16, bias, llama3 rope, sharded)', GQA],
+] as const) {
   for (const other of ['standard', 'inplace'] as const) {
     test(`${name}: fused and ${other} logits agree within 1e-4`, async () => {
       const fused = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
@@ -42,7 +45,10 @@ for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, 
     const tails = PROMPTS.map((p) => p.slice(3));
     await model.forward(cache, heads);
     const rest = await model.forward(cache, tails);
-    assert.deepEqual(cache.lengths, PROMPTS.map((p) => p.length));
+    assert.deepEqual(
+      cache.lengths,
+      PROMPTS.map((p) => p.length),
+    );
     for (let b = 0; b < PROMPTS.length; b++) {
       const alone = await fullLogits(model, PROMPTS[b]!);
       for (let t = 3; t < PROMPTS[b]!.length; t++) assert.ok(maxDiff(rest.at(b, t - 3), alone.at(0, t)) < 1e-4, `row ${b} position ${t}`);
@@ -87,7 +93,7 @@ for (const [name, dir] of [['mha (tied, f32)', MHA], ['gqa (untied, bf16, bias, 
       fed[0]!.push(5);
       fed[1]!.push(6);
       for (let t = 1; t < steps; t++) {
-        const next = [[(t * 7) % 250 + 3], [(t * 13) % 250 + 3]];
+        const next = [[((t * 7) % 250) + 3], [((t * 13) % 250) + 3]];
         step = await model.forward(cache, next);
         fed[0]!.push(next[0]![0]!);
         fed[1]!.push(next[1]![0]!);

@@ -17,7 +17,16 @@ test('the mha fixture: parameters equal the spec formula, and the architecture i
   assert.equal(r.kind, 'huggingface');
   assert.equal(r.parameters, parameterCount(spec));
   assert.deepEqual(r.architecture, {
-    layers: 2, hidden: 64, heads: 4, kvHeads: 4, headDim: 16, intermediate: 80, vocab: 320, context: 128, tied: true, ropeScaling: null,
+    layers: 2,
+    hidden: 64,
+    heads: 4,
+    kvHeads: 4,
+    headDim: 16,
+    intermediate: 80,
+    vocab: 320,
+    context: 128,
+    tied: true,
+    ropeScaling: null,
   });
   assert.deepEqual(r.dtypes, { F32: { tensors: r.tensors.length, bytes: r.parameters * 4 } });
   assert.equal(r.bytes, r.parameters * 4);
@@ -69,7 +78,14 @@ test('statistics and zero fractions of a hand-made checkpoint are exact', async 
 
 test('tensorStatistics leaves NaN and infinities out of min, max, mean and std', () => {
   const s = tensorStatistics(new Float32Array([NaN, 1, 3, Infinity, 0]));
-  assert.deepEqual(s, { min: 0, max: 3, mean: 4 / 3, std: Math.sqrt(((4 / 3) ** 2 + (1 / 3) ** 2 + (5 / 3) ** 2) / 3), zeros: 1, nonFinite: 2 });
+  assert.deepEqual(s, {
+    min: 0,
+    max: 3,
+    mean: 4 / 3,
+    std: Math.sqrt(((4 / 3) ** 2 + (1 / 3) ** 2 + (5 / 3) ** 2) / 3),
+    zeros: 1,
+    nonFinite: 2,
+  });
 });
 
 for (const attention of ['fused', 'standard'] as const) {
@@ -80,13 +96,22 @@ for (const attention of ['fused', 'standard'] as const) {
     assert.equal(r.kind, 'artifact');
     assert.equal(r.parameters, hf.parameters);
     assert.deepEqual(r.architecture, hf.architecture);
-    assert.deepEqual(r.manifest?.map((p) => p.pass), ['export']);
+    assert.deepEqual(
+      r.manifest?.map((p) => p.pass),
+      ['export'],
+    );
     // The rotary caches and graph constants are listed but are not parameters.
     assert.ok(r.tensors.some((t) => t.name === 'cos_cache') && r.tensors.some((t) => t.name.startsWith('/const/')));
     const listed = r.tensors.filter((t) => t.name !== 'cos_cache' && t.name !== 'sin_cache' && !t.name.startsWith('/'));
-    assert.equal(listed.reduce((n, t) => n + t.numel, 0), hf.parameters);
+    assert.equal(
+      listed.reduce((n, t) => n + t.numel, 0),
+      hf.parameters,
+    );
     assert.ok(r.dtypes['I64']!.tensors > 0 && r.dtypes['F32']!.bytes >= hf.parameters * 4);
-    assert.equal(r.bytes, Object.values(r.dtypes).reduce((n, d) => n + d.bytes, 0));
+    assert.equal(
+      r.bytes,
+      Object.values(r.dtypes).reduce((n, d) => n + d.bytes, 0),
+    );
     // Same weights, same statistics (the exporter transposes, which keeps every summary).
     const downProj = (x: typeof r) => x.tensors.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')!;
     for (const k of ['min', 'max', 'zeroFraction'] as const) assert.equal(downProj(r)[k], downProj(hf)[k]);

@@ -35,10 +35,15 @@ test('calibrateLayerwise: order, statistics, token count and the sequential choi
     const hessians = new Map<string, LayerInputs>();
     const done: number[] = [];
     const progress: number[] = [];
-    const r = await calibrateLayerwise(spec, weights, set, targets, recorder('hessian', hessians, done), { onProgress: (d) => progress.push(d) });
+    const r = await calibrateLayerwise(spec, weights, set, targets, recorder('hessian', hessians, done), {
+      onProgress: (d) => progress.push(d),
+    });
     assert.equal(r.tokens, tokens);
     assert.deepEqual(done, [...Array(spec.numLayers).keys()]);
-    assert.deepEqual(progress, [...Array(spec.numLayers).keys()].map((l) => l + 1));
+    assert.deepEqual(
+      progress,
+      [...Array(spec.numLayers).keys()].map((l) => l + 1),
+    );
     assert.deepEqual([...hessians.keys()].sort(), targets.map((t) => t.module).sort());
     for (const t of targets) {
       const s = hessians.get(t.module)!;
@@ -53,10 +58,16 @@ test('calibrateLayerwise: order, statistics, token count and the sequential choi
     const first = targets.find((t) => t.layer === 0)!;
     const diag = (h: Float64Array, F: number) => Float64Array.from({ length: F }, (_, j) => h[j * F + j]!);
     const close = (a: Float64Array, b: Float64Array) => a.every((x, i) => Math.abs(x - b[i]!) <= 1e-4 * (1 + Math.abs(x)));
-    assert.ok(close(dense.get(first.module)!.norms!, diag(hessians.get(first.module)!.hessian!, first.cols)), 'layer 0: same inputs either way');
+    assert.ok(
+      close(dense.get(first.module)!.norms!, diag(hessians.get(first.module)!.hessian!, first.cols)),
+      'layer 0: same inputs either way',
+    );
     const later = targets.find((t) => t.layer === 1)!;
     // Sequential: layer 0 zeroed, so layer 1 sees different inputs than on the dense model.
-    assert.ok(!close(dense.get(later.module)!.norms!, diag(hessians.get(later.module)!.hessian!, later.cols)), 'layer 1: sequential differs');
+    assert.ok(
+      !close(dense.get(later.module)!.norms!, diag(hessians.get(later.module)!.hessian!, later.cols)),
+      'layer 1: sequential differs',
+    );
   } finally {
     await model.close();
   }

@@ -14,7 +14,10 @@ import { LayerwiseCalibration, loadCalibration } from '../../src/passes/calibrat
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { ModelSession, Tensor } from '../../src/runtime/session.js';
 
-for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
+for (const [name, dir] of [
+  ['mha', MHA],
+  ['gqa', GQA],
+] as const) {
   test(`${name}: layer-by-layer Gram matrices equal those of a plain forward pass`, async () => {
     const model = await openHfModel(dir);
     const { spec } = model;
@@ -35,9 +38,15 @@ for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
       const feeds: Record<string, Tensor> = {
         input_ids: new Tensor('int64', BigInt64Array.from(ids, BigInt), [1, S]),
         attention_mask: new Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]),
-        position_ids: new Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(i)), [1, S]),
+        position_ids: new Tensor(
+          'int64',
+          BigInt64Array.from(ids, (_, i) => BigInt(i)),
+          [1, S],
+        ),
       };
-      for (let i = 0; i < spec.numLayers; i++) for (const kv of ['key', 'value']) feeds[`past_key_values.${i}.${kv}`] = new Tensor('float32', new Float32Array(0), [1, spec.kvHeads, 0, spec.headDim]);
+      for (let i = 0; i < spec.numLayers; i++)
+        for (const kv of ['key', 'value'])
+          feeds[`past_key_values.${i}.${kv}`] = new Tensor('float32', new Float32Array(0), [1, spec.kvHeads, 0, spec.headDim]);
       const r = await session.run(feeds);
       for (let layer = 0; layer < spec.numLayers; layer++) {
         for (const c of CAPTURE_NAMES) {
@@ -46,7 +55,8 @@ for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
           const F = t.dims[2]!;
           const key = `${layer}.${c}`;
           const gram = expected.get(key) ?? new Float64Array(F * F);
-          for (let s = 0; s < S; s++) for (let a = 0; a < F; a++) for (let b = 0; b < F; b++) gram[a * F + b]! += x[s * F + a]! * x[s * F + b]!;
+          for (let s = 0; s < S; s++)
+            for (let a = 0; a < F; a++) for (let b = 0; b < F; b++) gram[a * F + b]! += x[s * F + a]! * x[s * F + b]!;
           expected.set(key, gram);
         }
       }
@@ -60,7 +70,10 @@ for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
       const stats = await calib.statistics(layer, model.weights);
       for (const c of CAPTURE_NAMES) {
         const got = stats.get(c)!;
-        assert.equal(got.tokens, set.windows.reduce((a, w) => a + w.length, 0));
+        assert.equal(
+          got.tokens,
+          set.windows.reduce((a, w) => a + w.length, 0),
+        );
         const want = expected.get(`${layer}.${c}`)!;
         for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got.gram[i]! - want[i]!) / (1 + Math.abs(want[i]!)));
       }

@@ -11,7 +11,13 @@ export function normal(rand: () => number): () => number {
  * A layer W [rows, cols] and the Gram matrix H [cols, cols] of inputs X [tokens, cols] with correlated
  * columns (a `latent`-dimensional latent mixed into every column, plus noise) and uneven column scales.
  */
-export function correlatedLayer(seed: number, rows: number, cols: number, tokens: number, latent: number): { w: Float32Array; h: Float64Array } {
+export function correlatedLayer(
+  seed: number,
+  rows: number,
+  cols: number,
+  tokens: number,
+  latent: number,
+): { w: Float32Array; h: Float64Array } {
   const g = normal(seededRandom(seed));
   const w = Float32Array.from({ length: rows * cols }, () => g() * 0.05); // [rows, cols]
   const mix = Float64Array.from({ length: latent * cols }, g); // [latent, cols]

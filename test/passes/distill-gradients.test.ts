@@ -12,10 +12,19 @@ import { seededRandom } from '../../src/runtime/sampling.js';
 /** B x S random token ids and labels (ids 3..302) with the loss mask `mask(i)` at flat position i. */
 function randomBatch(rand: () => number, B: number, S: number, mask: (i: number) => number): TrainBatch {
   const token = () => BigInt(3 + Math.floor(rand() * 300));
-  return { B, S, ids: BigInt64Array.from({ length: B * S }, token), labels: BigInt64Array.from({ length: B * S }, token), mask: Float32Array.from({ length: B * S }, (_, i) => mask(i)) };
+  return {
+    B,
+    S,
+    ids: BigInt64Array.from({ length: B * S }, token),
+    labels: BigInt64Array.from({ length: B * S }, token),
+    mask: Float32Array.from({ length: B * S }, (_, i) => mask(i)),
+  };
 }
 
-for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 6 heads / 2 kv heads)', GQA]] as const) {
+for (const [label, dir] of [
+  ['mha (tied lm_head)', MHA],
+  ['gqa (untied, biases, 6 heads / 2 kv heads)', GQA],
+] as const) {
   test(`${label}: gradients match finite differences for every parameter kind`, async () => {
     const model = await openHfModel(dir);
     const { spec } = model;
@@ -44,7 +53,9 @@ for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 
       'model.layers.0.mlp.down_proj.weight',
       'model.norm.weight',
       ...(spec.tiedEmbeddings ? [] : ['lm_head.weight']),
-      ...(spec.attentionBias ? ['model.layers.0.self_attn.q_proj.bias', 'model.layers.1.self_attn.o_proj.bias', 'model.layers.0.self_attn.k_proj.bias'] : []),
+      ...(spec.attentionBias
+        ? ['model.layers.0.self_attn.q_proj.bias', 'model.layers.1.self_attn.o_proj.bias', 'model.layers.0.self_attn.k_proj.bias']
+        : []),
     ];
     const eps = 1e-2;
     for (const name of kinds) {
@@ -75,8 +86,15 @@ for (const [label, dir] of [['mha (tied lm_head)', MHA], ['gqa (untied, biases, 
 test('with the hidden-state loss, gradients still match finite differences', async () => {
   const model = await openHfModel(GQA);
   const { spec } = model;
-  const pairs: Array<[number, number]> = [[0, 0], [2, 2]];
-  const graph = await buildTrainingGraph(tempDir(), spec, model.weights, () => true, { temperature: 1, alpha: 0, hidden: { weight: 0.5, pairs } });
+  const pairs: Array<[number, number]> = [
+    [0, 0],
+    [2, 2],
+  ];
+  const graph = await buildTrainingGraph(tempDir(), spec, model.weights, () => true, {
+    temperature: 1,
+    alpha: 0,
+    hidden: { weight: 0.5, pairs },
+  });
   await model.close();
   const session = await TrainingSession.open(graph, 'cpu');
   const rand = seededRandom(9);

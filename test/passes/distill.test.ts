@@ -9,7 +9,19 @@ import { distill, type DistillOptions } from '../../src/passes/distill/distill.j
 import { prune, parseSparsity } from '../../src/passes/prune/prune.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 
-const base = { teacher: MHA, data: SAMPLE_TEXT, steps: 6, batch: 2, seqLen: 16, lr: 1e-3, temperature: 2, alpha: 0.1, seed: 3, keepSparsity: false, device: 'cpu' as const };
+const base = {
+  teacher: MHA,
+  data: SAMPLE_TEXT,
+  steps: 6,
+  batch: 2,
+  seqLen: 16,
+  lr: 1e-3,
+  temperature: 2,
+  alpha: 0.1,
+  seed: 3,
+  keepSparsity: false,
+  device: 'cpu' as const,
+};
 
 async function weightsOf(dir: string): Promise<Map<string, Uint8Array>> {
   const c = await Checkpoint.open(dir);
@@ -37,7 +49,11 @@ test('--keep-sparsity: every pruned weight is still exactly zero, the 2:4 patter
     }
   }
   assert.ok(changed > 0, 'training changed the kept weights');
-  assert.ok(readFileSync(join(dir, 'd', 'train-log.jsonl'), 'utf8').trim().split('\n').length === 6);
+  assert.ok(
+    readFileSync(join(dir, 'd', 'train-log.jsonl'), 'utf8')
+      .trim()
+      .split('\n').length === 6,
+  );
 });
 
 test('a seed reproduces a run; an interrupted run resumes to the same weights', async () => {
@@ -49,7 +65,12 @@ test('a seed reproduces a run; an interrupted run resumes to the same weights', 
   assert.deepEqual(await weightsOf(join(dir, 'b')), a);
 
   const abort = new AbortController();
-  const stopped = await distill(join(dir, 'c'), { ...opts, checkpointDir: join(dir, 'ckpt'), signal: abort.signal, onStep: (s) => s.step === 3 && abort.abort() });
+  const stopped = await distill(join(dir, 'c'), {
+    ...opts,
+    checkpointDir: join(dir, 'ckpt'),
+    signal: abort.signal,
+    onStep: (s) => s.step === 3 && abort.abort(),
+  });
   assert.equal(stopped.stoppedEarly, 'interrupted');
   assert.equal(stopped.steps, 3);
   const resumed = await distill(join(dir, 'c'), { ...opts, checkpointDir: join(dir, 'ckpt'), resume: true });
@@ -60,7 +81,9 @@ test('a seed reproduces a run; an interrupted run resumes to the same weights', 
 test('a shallow student (1 of 2 layers) gets closer to its teacher', async () => {
   const r = await distill(join(tempDir(), 's'), { ...base, studentLayers: 1, steps: 30, lr: 3e-3, evalData: SAMPLE_TEXT });
   assert.deepEqual(r.layerIds, [1]);
-  console.log(`# shallow student: KL ${r.before!.kl.toFixed(4)} -> ${r.after!.kl.toFixed(4)}, perplexity ${r.before!.perplexity.toFixed(2)} -> ${r.after!.perplexity.toFixed(2)}`);
+  console.log(
+    `# shallow student: KL ${r.before!.kl.toFixed(4)} -> ${r.after!.kl.toFixed(4)}, perplexity ${r.before!.perplexity.toFixed(2)} -> ${r.after!.perplexity.toFixed(2)}`,
+  );
   assert.ok(r.after!.kl < r.before!.kl * 0.9);
 });
 
@@ -76,7 +99,10 @@ test('a bfloat16 teacher: the student keeps bf16 tensors and evaluates through f
 test('--hidden-loss: a shallow student is matched to its teacher layers and the hidden MSE falls', async () => {
   const out = join(tempDir(), 'h');
   await distill(out, { ...base, studentLayers: 1, steps: 12, lr: 3e-3, hiddenLoss: 1 });
-  const log = readFileSync(join(out, 'train-log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const log = readFileSync(join(out, 'train-log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.ok(log.every((e) => typeof e.hiddenMse === 'number'));
   assert.ok(log[log.length - 1].hiddenMse < log[0].hiddenMse, `${log[0].hiddenMse} -> ${log[log.length - 1].hiddenMse}`);
 });
@@ -84,9 +110,27 @@ test('--hidden-loss: a shallow student is matched to its teacher layers and the 
 test('bad input: different vocabularies, empty data, short sequences, bad numbers, missing student; a diverging loss stops', () => {
   const dir = tempDir();
   const other = join(dir, 'other');
-  assert.equal(runCli(['synth', '--hidden', '64', '--layers', '1', '--heads', '4', '--kv-heads', '4', '--vocab', '400', '-o', other]).code, 0);
+  assert.equal(
+    runCli(['synth', '--hidden', '64', '--layers', '1', '--heads', '4', '--kv-heads', '4', '--vocab', '400', '-o', other]).code,
+    0,
+  );
   const fails = (args: string[], message: RegExp, code = 2) => {
-    const r = runCli(['distill', '--teacher', MHA, '--data', SAMPLE_TEXT, '--steps', '2', '--batch', '2', '--seq-len', '8', '-o', join(dir, 'out'), ...args]);
+    const r = runCli([
+      'distill',
+      '--teacher',
+      MHA,
+      '--data',
+      SAMPLE_TEXT,
+      '--steps',
+      '2',
+      '--batch',
+      '2',
+      '--seq-len',
+      '8',
+      '-o',
+      join(dir, 'out'),
+      ...args,
+    ]);
     assert.equal(r.code, code, r.stderr);
     assert.match(r.stderr, message);
   };
@@ -99,5 +143,9 @@ test('bad input: different vocabularies, empty data, short sequences, bad number
   fails(['--student-layers', '1', '--steps', '0'], /--steps 0: expected an integer >= 1/);
   fails([], /give --student <folder> or --student-layers N/);
   fails(['--student-layers', '3'], /--student-layers 3: choose 1 to 2/);
-  fails(['--student-layers', '1', '--steps', '4', '--lr', '1e30', '--clip-norm', '0'], /the loss is (NaN|Infinity|-Infinity); training stopped/, 1);
+  fails(
+    ['--student-layers', '1', '--steps', '4', '--lr', '1e30', '--clip-norm', '0'],
+    /the loss is (NaN|Infinity|-Infinity); training stopped/,
+    1,
+  );
 });

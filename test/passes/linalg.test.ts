@@ -122,8 +122,7 @@ test('lazyBatchUpdate equals W[:, i2:] -= Err U[i1:i2, i2:]', () => {
   err[3] = 0;
   const expected = Float64Array.from(work);
   for (let r = 0; r < rows; r++)
-    for (let k = 0; k < i2 - i1; k++)
-      for (let c = i2; c < n; c++) expected[r * n + c] -= err[r * (i2 - i1) + k]! * u[(i1 + k) * n + c]!;
+    for (let k = 0; k < i2 - i1; k++) for (let c = i2; c < n; c++) expected[r * n + c] -= err[r * (i2 - i1) + k]! * u[(i1 + k) * n + c]!;
   lazyBatchUpdate(work, rows, err, u, n, i1, i2);
   assert.ok(maxAbsDiff(work, expected) < 1e-12);
 });

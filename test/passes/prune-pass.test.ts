@@ -66,9 +66,22 @@ test('a pruned folder feeds export and quantize unchanged', async () => {
   const dir = tempDir();
   await prune(MHA, join(dir, 'p'), { structure: parseSparsity('2:4'), method: 'magnitude' });
   await exportModel(join(dir, 'p'), join(dir, 'onnx'), { attention: 'fused', layout: 'llmopt' });
-  await quantize(join(dir, 'p'), join(dir, 'q'), { to: 'int4', method: 'rtn', blockSize: 16, symmetric: true, accuracyLevel: 0, exclude: [], quantizeEmbeddings: false, format: 'onnx', attention: 'fused' });
+  await quantize(join(dir, 'p'), join(dir, 'q'), {
+    to: 'int4',
+    method: 'rtn',
+    blockSize: 16,
+    symmetric: true,
+    accuracyLevel: 0,
+    exclude: [],
+    quantizeEmbeddings: false,
+    format: 'onnx',
+    attention: 'fused',
+  });
   const manifest = JSON.parse(readFileSync(join(dir, 'q', 'llmopt.json'), 'utf8'));
-  assert.deepEqual(manifest.passes.map((p: { pass: string }) => p.pass), ['prune', 'quantize', 'export']);
+  assert.deepEqual(
+    manifest.passes.map((p: { pass: string }) => p.pass),
+    ['prune', 'quantize', 'export'],
+  );
 });
 
 async function quality(structure: string, method: PruneOptions['method'], extra: Partial<PruneOptions> = {}) {
@@ -82,7 +95,9 @@ test('aidreams-260k: magnitude and dense-calibrated Wanda reproduce the independ
   const mag24 = await quality('2:4', 'magnitude');
   const mag50 = await quality('0.5', 'magnitude');
   const wanda24 = await quality('2:4', 'wanda', { sequential: false });
-  console.log(`# 2:4 magnitude KL ${mag24.kl.toFixed(3)} top-1 ${mag24.top1.toFixed(3)} ppl ${mag24.ppl.toFixed(2)}; 50% magnitude KL ${mag50.kl.toFixed(3)}; 2:4 wanda (dense calibration) KL ${wanda24.kl.toFixed(3)} ppl ${wanda24.ppl.toFixed(2)}`);
+  console.log(
+    `# 2:4 magnitude KL ${mag24.kl.toFixed(3)} top-1 ${mag24.top1.toFixed(3)} ppl ${mag24.ppl.toFixed(2)}; 50% magnitude KL ${mag50.kl.toFixed(3)}; 2:4 wanda (dense calibration) KL ${wanda24.kl.toFixed(3)} ppl ${wanda24.ppl.toFixed(2)}`,
+  );
   // ../shared/README.md: 1.020 / 0.443 / 13.49; 0.420 / 0.657 / 7.19; 1.010 / 0.469 / 13.04.
   assert.ok(Math.abs(mag24.kl - 1.02) < 0.001 && Math.abs(mag24.top1 - 0.443) < 0.001 && Math.abs(mag24.ppl - 13.49) < 0.01);
   assert.ok(Math.abs(mag50.kl - 0.42) < 0.001 && Math.abs(mag50.top1 - 0.657) < 0.001 && Math.abs(mag50.ppl - 7.19) < 0.01);

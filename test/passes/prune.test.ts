@@ -21,7 +21,11 @@ function zerosIn(mask: Uint8Array, start: number, len: number): number {
   return z;
 }
 
-for (const [n, m] of [[2, 4], [1, 4], [4, 8]] as const) {
+for (const [n, m] of [
+  [2, 4],
+  [1, 4],
+  [4, 8],
+] as const) {
   test(`nmMask ${n}:${m} keeps the ${n} highest of every ${m}: exactly ${m - n} zeros per group`, () => {
     const [rows, cols] = [8, 32];
     const s = randomScores(rows * cols, n * 10 + m);
@@ -54,7 +58,8 @@ test('unstructured per row: exactly round(sparsity * cols) lowest pruned in ever
       assert.equal(zerosIn(mask, r * cols, cols), Math.round(0.3 * cols));
       let minKept = Infinity;
       let maxPruned = -Infinity;
-      for (let i = r * cols; i < (r + 1) * cols; i++) mask[i] ? (minKept = Math.min(minKept, scores[i]!)) : (maxPruned = Math.max(maxPruned, scores[i]!));
+      for (let i = r * cols; i < (r + 1) * cols; i++)
+        mask[i] ? (minKept = Math.min(minKept, scores[i]!)) : (maxPruned = Math.max(maxPruned, scores[i]!));
       assert.ok(maxPruned <= minKept);
     }
   }
@@ -112,7 +117,9 @@ test('SparseGPT 2:4: output error below magnitude and Wanda, exact zeros, patter
   const errSparse = outputError(w, res.pruned, h);
   const errMag = outputError(w, masked(w, nmMask(magnitudeScores(w), ROWS, COLS, 2, 4)), h);
   const errWanda = outputError(w, masked(w, nmMask(wandaScores(w, ROWS, COLS, norms), ROWS, COLS, 2, 4)), h);
-  console.log(`# 2:4 ||W X^T - W' X^T||^2: SparseGPT ${errSparse.toFixed(1)}, Wanda ${errWanda.toFixed(1)}, magnitude ${errMag.toFixed(1)}`);
+  console.log(
+    `# 2:4 ||W X^T - W' X^T||^2: SparseGPT ${errSparse.toFixed(1)}, Wanda ${errWanda.toFixed(1)}, magnitude ${errMag.toFixed(1)}`,
+  );
   assert.ok(errSparse < errWanda && errSparse < errMag);
   assert.equal(res.dampeningUsed, 0.01);
   for (let i = 0; i < w.length; i++) if (!res.mask[i]) assert.ok(Object.is(res.pruned[i], 0), `position ${i} is ${res.pruned[i]}`);
@@ -126,7 +133,9 @@ test('SparseGPT 50% unstructured: output error below magnitude and Wanda, exact 
   const errSparse = outputError(w, res.pruned, h);
   const errMag = outputError(w, masked(w, unstructuredMask(magnitudeScores(w), ROWS, COLS, 0.5, 'row')), h);
   const errWanda = outputError(w, masked(w, unstructuredMask(wandaScores(w, ROWS, COLS, norms), ROWS, COLS, 0.5, 'row')), h);
-  console.log(`# 50% ||W X^T - W' X^T||^2: SparseGPT ${errSparse.toFixed(1)}, Wanda ${errWanda.toFixed(1)}, magnitude ${errMag.toFixed(1)}`);
+  console.log(
+    `# 50% ||W X^T - W' X^T||^2: SparseGPT ${errSparse.toFixed(1)}, Wanda ${errWanda.toFixed(1)}, magnitude ${errMag.toFixed(1)}`,
+  );
   assert.ok(errSparse < errWanda && errSparse < errMag);
   for (let r = 0; r < ROWS; r++) assert.equal(zerosIn(res.mask, r * COLS, COLS), 100);
   for (let i = 0; i < w.length; i++) if (!res.mask[i]) assert.ok(Object.is(res.pruned[i], 0));

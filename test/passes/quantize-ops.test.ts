@@ -44,11 +44,12 @@ function values(n: number, seed: number): Float32Array {
 /** y[m, n] = sum_k x[m, k] w[n, k], accumulated in float64. */
 function matmulT(x: Float32Array, w: Float32Array, M: number, N: number, K: number): Float64Array {
   const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
-    let acc = 0;
-    for (let k = 0; k < K; k++) acc += x[m * K + k]! * w[n * K + k]!;
-    y[m * N + n] = acc;
-  }
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += x[m * K + k]! * w[n * K + k]!;
+      y[m * N + n] = acc;
+    }
   return y;
 }
 
@@ -84,8 +85,7 @@ async function runGraph(g: GraphBuilder, feeds: Record<string, ort.Tensor>): Pro
 const CONFIGS: { bits: 4 | 8; blockSize: number; symmetric: boolean; cols: number }[] = [];
 for (const bits of [4, 8] as const)
   for (const blockSize of [16, 32, 64, 128])
-    for (const symmetric of [true, false])
-      for (const cols of [172, 72, 128]) CONFIGS.push({ bits, blockSize, symmetric, cols });
+    for (const symmetric of [true, false]) for (const cols of [172, 72, 128]) CONFIGS.push({ bits, blockSize, symmetric, cols });
 const describe = (c: (typeof CONFIGS)[number]) => `bits ${c.bits} block ${c.blockSize} ${c.symmetric ? 'sym' : 'asym'} K ${c.cols}`;
 const ROWS = 24;
 
@@ -93,8 +93,15 @@ test('packing follows the spec: low nibble first, zero points two per byte, ragg
   // One row, K 20, block 16: block 0 full, block 1 holds 4 codes and 12 padding.
   const codes = Uint8Array.from({ length: 20 }, (_, i) => i % 16);
   const q: BlockQuantized = {
-    bits: 4, blockSize: 16, symmetric: false, rows: 1, cols: 20, blocksPerRow: 2, codes,
-    scales: new Float32Array([0.5, 0.25]), zeroPoints: new Uint8Array([3, 9]),
+    bits: 4,
+    blockSize: 16,
+    symmetric: false,
+    rows: 1,
+    cols: 20,
+    blocksPerRow: 2,
+    codes,
+    scales: new Float32Array([0.5, 0.25]),
+    zeroPoints: new Uint8Array([3, 9]),
   };
   const p = packMatMulNBits(q);
   assert.equal(p.weight.length, 2 * 8);
@@ -146,7 +153,9 @@ test('MatMulNBits in onnxruntime equals x times the dequantized weight, ragged l
       assert.ok(err < LEVEL_TOLERANCE[level], `${describe(c)} accuracy_level ${level}: relative error ${err}`);
     }
   }
-  console.log(`# MatMulNBits worst relative error by accuracy_level: ${JSON.stringify(Object.fromEntries(Object.entries(worst).map(([k, v]) => [k, v.toExponential(2)])))}`);
+  console.log(
+    `# MatMulNBits worst relative error by accuracy_level: ${JSON.stringify(Object.fromEntries(Object.entries(worst).map(([k, v]) => [k, v.toExponential(2)])))}`,
+  );
 });
 
 /** An in-memory WeightSource. */
@@ -160,44 +169,66 @@ function memoryWeights(tensors: Record<string, { shape: number[]; data: Float32A
 
 function tinySpec(vocabSize: number, hiddenSize: number, tiedEmbeddings: boolean): DecoderSpec {
   return {
-    architecture: 'llama', hiddenSize, numLayers: 1, numHeads: 1, kvHeads: 1, headDim: hiddenSize, intermediateSize: hiddenSize,
-    vocabSize, maxPositions: 16, rmsNormEps: 1e-5, ropeTheta: 1e4, ropeScaling: null, tiedEmbeddings, attentionBias: false,
-    mlpBias: false, weightDtype: 'float32', bosTokenId: null, eosTokenIds: [], padTokenId: null,
+    architecture: 'llama',
+    hiddenSize,
+    numLayers: 1,
+    numHeads: 1,
+    kvHeads: 1,
+    headDim: hiddenSize,
+    intermediateSize: hiddenSize,
+    vocabSize,
+    maxPositions: 16,
+    rmsNormEps: 1e-5,
+    ropeTheta: 1e4,
+    ropeScaling: null,
+    tiedEmbeddings,
+    attentionBias: false,
+    mlpBias: false,
+    weightDtype: 'float32',
+    bosTokenId: null,
+    eosTokenIds: [],
+    padTokenId: null,
   };
 }
 
 test('GatherBlockQuantized rows equal the dequantized rows exactly; the tied head equals the float matmul', async () => {
   const V = 40;
   const ids = [0, 7, 39, 7, 12, 1];
-  for (const bits of [4, 8] as const) for (const symmetric of [true, false]) for (const h of [64, 72]) {
-    const cfg: BlockQuantConfig = { bits, blockSize: 32, symmetric };
-    const name = `bits ${bits} ${symmetric ? 'sym' : 'asym'} h ${h}`;
-    const table = values(V * h, h + bits);
-    const spec = tinySpec(V, h, true);
-    const emitter = quantizedEmbedding(cfg);
-    const g = new GraphBuilder(null);
-    g.input('ids', Elem.INT64, [2, 3]);
-    g.input('x', Elem.FLOAT, [2, 3, h]);
-    const rows = await emitter.gather(g, memoryWeights({ 'model.embed_tokens.weight': { shape: [V, h], data: table } }), spec, 'ids');
-    const logits = emitter.tiedHead(g, spec, 'x');
-    g.node('Identity', [rows], { name: '/rows', outputs: ['rows'] });
-    g.node('Identity', [logits], { name: '/logits', outputs: ['logits'] });
-    g.output('rows', Elem.FLOAT, [2, 3, h]);
-    g.output('logits', Elem.FLOAT, [2, 3, V]);
-    // Aligned hidden sizes store the codes once (B, read by the gather through a Reshape).
-    const codeTensors = g.initializers.filter((t) => t.dataType === Elem.UINT8 && t.dims!.length >= 2 && Number(t.dims![0]) === V && !t.name!.endsWith('_zp'));
-    assert.equal(codeTensors.length, h % 32 === 0 ? 1 : 2, `${name}: code tensors ${codeTensors.map((t) => t.name).join(', ')}`);
-    const x = values(6 * h, 5);
-    const out = await runGraph(g, {
-      ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [2, 3]),
-      x: new ort.Tensor('float32', x, [2, 3, h]),
-    });
-    const deq = dequantize(quantizeRtn(table, V, h, cfg));
-    const got = out['rows']!.data as Float32Array;
-    ids.forEach((id, i) => assert.deepEqual(got.subarray(i * h, (i + 1) * h), deq.subarray(id * h, (id + 1) * h), `${name}: row ${id}`));
-    const err = relError(out['logits']!.data as Float32Array, matmulT(x, deq, 6, V, h));
-    assert.ok(err < 1e-4, `${name}: tied head relative error ${err}`);
-  }
+  for (const bits of [4, 8] as const)
+    for (const symmetric of [true, false])
+      for (const h of [64, 72]) {
+        const cfg: BlockQuantConfig = { bits, blockSize: 32, symmetric };
+        const name = `bits ${bits} ${symmetric ? 'sym' : 'asym'} h ${h}`;
+        const table = values(V * h, h + bits);
+        const spec = tinySpec(V, h, true);
+        const emitter = quantizedEmbedding(cfg);
+        const g = new GraphBuilder(null);
+        g.input('ids', Elem.INT64, [2, 3]);
+        g.input('x', Elem.FLOAT, [2, 3, h]);
+        const rows = await emitter.gather(g, memoryWeights({ 'model.embed_tokens.weight': { shape: [V, h], data: table } }), spec, 'ids');
+        const logits = emitter.tiedHead(g, spec, 'x');
+        g.node('Identity', [rows], { name: '/rows', outputs: ['rows'] });
+        g.node('Identity', [logits], { name: '/logits', outputs: ['logits'] });
+        g.output('rows', Elem.FLOAT, [2, 3, h]);
+        g.output('logits', Elem.FLOAT, [2, 3, V]);
+        // Aligned hidden sizes store the codes once (B, read by the gather through a Reshape).
+        const codeTensors = g.initializers.filter(
+          (t) => t.dataType === Elem.UINT8 && t.dims!.length >= 2 && Number(t.dims![0]) === V && !t.name!.endsWith('_zp'),
+        );
+        assert.equal(codeTensors.length, h % 32 === 0 ? 1 : 2, `${name}: code tensors ${codeTensors.map((t) => t.name).join(', ')}`);
+        const x = values(6 * h, 5);
+        const out = await runGraph(g, {
+          ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [2, 3]),
+          x: new ort.Tensor('float32', x, [2, 3, h]),
+        });
+        const deq = dequantize(quantizeRtn(table, V, h, cfg));
+        const got = out['rows']!.data as Float32Array;
+        ids.forEach((id, i) =>
+          assert.deepEqual(got.subarray(i * h, (i + 1) * h), deq.subarray(id * h, (id + 1) * h), `${name}: row ${id}`),
+        );
+        const err = relError(out['logits']!.data as Float32Array, matmulT(x, deq, 6, V, h));
+        assert.ok(err < 1e-4, `${name}: tied head relative error ${err}`);
+      }
 });
 
 test('GatherBlockQuantized data is the MatMulNBits weight byte for byte when hidden_size is a multiple of the block size', () => {
@@ -255,37 +286,58 @@ function worstRel(a: Float32Array[], b: Float32Array[]): number {
 
 const INT4: BlockQuantConfig = { bits: 4, blockSize: 32, symmetric: false };
 
-for (const [name, dir] of [['mha (tied, hidden 64, intermediate 80)', MHA], ['gqa (untied, hidden 48, intermediate 72)', GQA]] as const) {
+for (const [name, dir] of [
+  ['mha (tied, hidden 64, intermediate 80)', MHA],
+  ['gqa (untied, hidden 48, intermediate 72)', GQA],
+] as const) {
   test(`${name}: an int4 MatMulNBits + GatherBlockQuantized export equals a float export of the dequantized weights`, async () => {
     const layers: QuantizedLayerBytes[] = [];
     const rtn = (level: AccuracyLevel) =>
-      matMulNBitsLinear({ quantize: (l, w) => quantizeRtn(w, l.outFeatures, l.inFeatures, INT4), accuracyLevel: level, onLayer: (r) => layers.push(r) });
+      matMulNBitsLinear({
+        quantize: (l, w) => quantizeRtn(w, l.outFeatures, l.inFeatures, INT4),
+        accuracyLevel: level,
+        onLayer: (r) => layers.push(r),
+      });
     const reference = await allLogits(
-      await exportWith(
-        dir,
-        (g, weights, layer, x) => floatLinear(g, dequantizedWeights(weights, INT4), layer, x),
-        { gather: (g, weights, spec, ids) => floatEmbedding.gather(g, dequantizedWeights(weights, INT4), spec, ids), tiedHead: floatEmbedding.tiedHead },
-      ),
+      await exportWith(dir, (g, weights, layer, x) => floatLinear(g, dequantizedWeights(weights, INT4), layer, x), {
+        gather: (g, weights, spec, ids) => floatEmbedding.gather(g, dequantizedWeights(weights, INT4), spec, ids),
+        tiedHead: floatEmbedding.tiedHead,
+      }),
     );
     const diff = worstDiff(await allLogits(await exportWith(dir, rtn(0), quantizedEmbedding(INT4))), reference);
-    assert.ok(layers.length > 0 && layers.every((l) => l.quantizedBytes < l.floatBytes / 4), 'int4 layers take under a quarter of their float bytes');
+    assert.ok(
+      layers.length > 0 && layers.every((l) => l.quantizedBytes < l.floatBytes / 4),
+      'int4 layers take under a quarter of their float bytes',
+    );
     // accuracy_level 4 quantizes activations to int8, so it drifts further from the float reference.
     const int8 = await allLogits(await exportWith(dir, rtn(4), quantizedEmbedding(INT4, { accuracyLevel: 4 })));
     const int8Rel = worstRel(int8, reference);
-    console.log(`# ${name}: max |int4 - dequantized float| logits = ${diff.toExponential(3)} (accuracy_level 0); ${worstDiff(int8, reference).toExponential(3)}, ${int8Rel.toExponential(2)} of the largest logit (accuracy_level 4)`);
+    console.log(
+      `# ${name}: max |int4 - dequantized float| logits = ${diff.toExponential(3)} (accuracy_level 0); ${worstDiff(int8, reference).toExponential(3)}, ${int8Rel.toExponential(2)} of the largest logit (accuracy_level 4)`,
+    );
     assert.ok(diff < 1e-4, `accuracy_level 0: max diff ${diff}`);
     assert.ok(int8Rel < 5e-2, `accuracy_level 4: relative error ${int8Rel}`);
   });
 }
 
 test('matMulNBitsLinear falls back to float MatMul for excluded modules', async () => {
-  const q = await exportWith(MHA, matMulNBitsLinear({ quantize: (l, w) => quantizeRtn(w, l.outFeatures, l.inFeatures, INT4), accuracyLevel: 0, exclude: (m) => m.endsWith('down_proj') }));
+  const q = await exportWith(
+    MHA,
+    matMulNBitsLinear({
+      quantize: (l, w) => quantizeRtn(w, l.outFeatures, l.inFeatures, INT4),
+      accuracyLevel: 0,
+      exclude: (m) => m.endsWith('down_proj'),
+    }),
+  );
   const ops = decodeModel(readFileSync(join(q, 'model.onnx'))).graph!.node!.map((n) => `${n.name}:${n.opType}`);
   assert.ok(ops.includes('/model/layers.0/mlp/down_proj/MatMul:MatMul'));
   assert.ok(ops.includes('/model/layers.0/mlp/up_proj/MatMulNBits:MatMulNBits'));
 });
 
-for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
+for (const [name, dir] of [
+  ['mha', MHA],
+  ['gqa', GQA],
+] as const) {
   test(`${name}: fp16 export logits are within 1e-2 of float and its weights take about half the bytes`, async () => {
     const fp16 = await exportWith(dir, fp16Linear, fp16Embedding);
     const float = await exportedArtifact(dir, 'fused');
@@ -302,7 +354,9 @@ for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
     const a = await allLogits(w8a8);
     const b = await allLogits(float);
     const rel = worstRel(a, b);
-    console.log(`# ${name} w8a8: max |w8a8 - float| logits = ${worstDiff(a, b).toExponential(3)} (${rel.toExponential(2)} of the largest logit)`);
+    console.log(
+      `# ${name} w8a8: max |w8a8 - float| logits = ${worstDiff(a, b).toExponential(3)} (${rel.toExponential(2)} of the largest logit)`,
+    );
     // Measured 6.5e-2 (mha) and 9.7e-2 (gqa) on an AVX2 machine: per-tensor 8-bit activations and 7-bit
     // weight codes on these random-weight fixtures, two and three layers deep; the single operator
     // alone is within 4e-3 (test below).
@@ -311,7 +365,9 @@ for (const [name, dir] of [['mha', MHA], ['gqa', GQA]] as const) {
 }
 
 test('DynamicQuantizeMatMul equals x times the int8 weight within the error of 8-bit activations', async () => {
-  const M = 6, K = 96, N = 40;
+  const M = 6,
+    K = 96,
+    N = 40;
   const w = values(N * K, 21);
   const x = values(M * K, 22);
   const { codes, scales } = quantizePerChannelInt8(w, N, K);
@@ -333,7 +389,11 @@ test('DynamicQuantizeMatMul equals x times the int8 weight within the error of 8
 test('onnxruntime CPU folds Cast(float16 initializer) into float32 weights at session creation', async () => {
   const fp16 = await exportWith(MHA, fp16Linear, fp16Embedding);
   const optimized = join(tempDir(), 'optimized.onnx');
-  const session = await ort.InferenceSession.create(join(fp16, 'model.onnx'), { graphOptimizationLevel: 'all', optimizedModelFilePath: optimized, logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(join(fp16, 'model.onnx'), {
+    graphOptimizationLevel: 'all',
+    optimizedModelFilePath: optimized,
+    logSeverityLevel: 3,
+  });
   await session.release();
   const graph = decodeModel(readFileSync(optimized)).graph!;
   const weightCasts = graph.node!.filter((n) => n.opType === 'Cast' && n.name!.endsWith('/WeightCast'));
@@ -341,5 +401,8 @@ test('onnxruntime CPU folds Cast(float16 initializer) into float32 weights at se
   console.log(`# optimized fp16 model: ${weightCasts.length} weight Casts left, float16 initializers: ${f16.join(', ') || 'none'}`);
   assert.equal(weightCasts.length, 0, 'weight Casts are folded away');
   // Only the embedding table, read by Gather, may stay float16 (when the tied head's Cast was folded into a copy).
-  assert.ok(f16.every((n) => n === 'model.embed_tokens.weight'), `float16 initializers left: ${f16.join(', ')}`);
+  assert.ok(
+    f16.every((n) => n === 'model.embed_tokens.weight'),
+    `float16 initializers left: ${f16.join(', ')}`,
+  );
 });

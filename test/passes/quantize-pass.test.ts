@@ -16,7 +16,17 @@ import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 
 const DREAMS_TRAIN = join(SHARED, 'data', 'dreams-train.txt');
-const base: QuantizeOptions = { to: 'int4', method: 'rtn', blockSize: 32, symmetric: true, accuracyLevel: 0, exclude: [], quantizeEmbeddings: false, format: 'onnx', attention: 'fused' };
+const base: QuantizeOptions = {
+  to: 'int4',
+  method: 'rtn',
+  blockSize: 32,
+  symmetric: true,
+  accuracyLevel: 0,
+  exclude: [],
+  quantizeEmbeddings: false,
+  format: 'onnx',
+  attention: 'fused',
+};
 
 async function quality(opts: Partial<QuantizeOptions>) {
   const out = join(tempDir(), 'q');
@@ -28,7 +38,9 @@ async function quality(opts: Partial<QuantizeOptions>) {
 test('aidreams-260k int4 RTN, blocks of 32: the independent figures (sym KL 0.0317, asym 0.0220)', { skip: NEEDS_SHARED }, async () => {
   const sym = await quality({});
   const asym = await quality({ symmetric: false });
-  console.log(`# int4 sym: KL ${sym.kl.toFixed(5)} top-1 ${sym.top1.toFixed(3)} ppl ${sym.ppl.toFixed(3)}; asym: KL ${asym.kl.toFixed(5)} top-1 ${asym.top1.toFixed(3)} ppl ${asym.ppl.toFixed(3)}`);
+  console.log(
+    `# int4 sym: KL ${sym.kl.toFixed(5)} top-1 ${sym.top1.toFixed(3)} ppl ${sym.ppl.toFixed(3)}; asym: KL ${asym.kl.toFixed(5)} top-1 ${asym.top1.toFixed(3)} ppl ${asym.ppl.toFixed(3)}`,
+  );
   assert.ok(Math.abs(sym.kl - 0.0317) < 0.0005 && Math.abs(sym.top1 - 0.896) < 0.001 && Math.abs(sym.ppl - 4.653) < 0.001);
   assert.ok(Math.abs(asym.kl - 0.022) < 0.0005 && Math.abs(asym.top1 - 0.918) < 0.001 && Math.abs(asym.ppl - 4.593) < 0.001);
 });
@@ -37,7 +49,9 @@ test('aidreams-260k GPTQ beats round-to-nearest at int4, symmetric and asymmetri
   for (const symmetric of [true, false]) {
     const rtn = await quality({ symmetric });
     const gptq = await quality({ symmetric, method: 'gptq', calib: DREAMS_TRAIN });
-    console.log(`# int4 ${symmetric ? 'sym' : 'asym'}: RTN KL ${rtn.kl.toFixed(5)}, GPTQ KL ${gptq.kl.toFixed(5)} (top-1 ${gptq.top1.toFixed(3)}, ppl ${gptq.ppl.toFixed(3)})`);
+    console.log(
+      `# int4 ${symmetric ? 'sym' : 'asym'}: RTN KL ${rtn.kl.toFixed(5)}, GPTQ KL ${gptq.kl.toFixed(5)} (top-1 ${gptq.top1.toFixed(3)}, ppl ${gptq.ppl.toFixed(3)})`,
+    );
     assert.ok(gptq.kl < rtn.kl * 0.9, `GPTQ ${gptq.kl} vs RTN ${rtn.kl}`);
     assert.ok(gptq.ppl < rtn.ppl);
   }
@@ -55,7 +69,10 @@ test('the manifest records method, bits, block size, symmetry and excluded layer
   const report = await quantize(MHA, out, { ...base, symmetric: false, blockSize: 16, exclude: ['*down_proj'] });
   assert.deepEqual(report.excluded, ['model.layers.0.mlp.down_proj', 'model.layers.1.mlp.down_proj']);
   const manifest = JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8'));
-  assert.deepEqual(manifest.passes.map((p: { pass: string }) => p.pass), ['quantize', 'export']);
+  assert.deepEqual(
+    manifest.passes.map((p: { pass: string }) => p.pass),
+    ['quantize', 'export'],
+  );
   const q = manifest.passes[0].options;
   assert.equal(q.method, 'rtn');
   assert.equal(q.bits, 4);
@@ -90,7 +107,7 @@ test('compressed-tensors: llmopt reads its own checkpoint back to the same model
   await b.release();
 });
 
-test('the artifact holds exactly the reference quantizer\'s codes, scales and zero points (ragged last block included)', async () => {
+test("the artifact holds exactly the reference quantizer's codes, scales and zero points (ragged last block included)", async () => {
   const out = join(tempDir(), 'q');
   // mha fixture: the down projections have in_features 80, two blocks of 32 and a ragged one of 16.
   await quantize(MHA, out, { ...base, symmetric: false });
@@ -102,7 +119,11 @@ test('the artifact holds exactly the reference quantizer\'s codes, scales and ze
     const raw = async (n: string) => inits.get(n)!.read();
     const scaleBytes = await raw(`${module}.weight_scales`);
     const got = unpackMatMulNBits(
-      { weight: await raw(`${module}.weight_Q4`), scales: new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.byteLength / 4), zeroPoints: await raw(`${module}.weight_zp`) },
+      {
+        weight: await raw(`${module}.weight_Q4`),
+        scales: new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.byteLength / 4),
+        zeroPoints: await raw(`${module}.weight_zp`),
+      },
       { bits: 4, blockSize: 32, rows, cols },
     );
     assert.deepEqual(got.codes, want.codes, module);
@@ -112,21 +133,26 @@ test('the artifact holds exactly the reference quantizer\'s codes, scales and ze
   await ckpt.close();
 });
 
-test('int4 with the inplace attention form gives the fused int4 artifact\'s logits, through prefill and decode', async () => {
+test("int4 with the inplace attention form gives the fused int4 artifact's logits, through prefill and decode", async () => {
   const dir = tempDir();
   await quantize(MHA, join(dir, 'fused'), base);
   await quantize(MHA, join(dir, 'inplace'), { ...base, attention: 'inplace' });
   const a = await DecoderModel.open(join(dir, 'fused'), { device: 'cpu' });
   const b = await DecoderModel.open(join(dir, 'inplace'), { device: 'cpu' });
   assert.equal(b.form, 'inplace');
-  const prompts = [[1, 300, 261, 270, 5, 290], [1, 44]];
+  const prompts = [
+    [1, 300, 261, 270, 5, 290],
+    [1, 44],
+  ];
   const ca = a.createCache(2, 12);
   const cb = b.createCache(2, 12);
   let worst = 0;
   for (const rows of [prompts, [[7], [8]], [[9], [10]]]) {
     const la = await a.forward(ca, rows);
     const lb = await b.forward(cb, rows);
-    rows.forEach((r, row) => r.forEach((_, s) => la.at(row, s).forEach((v, i) => (worst = Math.max(worst, Math.abs(v - lb.at(row, s)[i]!))))));
+    rows.forEach((r, row) =>
+      r.forEach((_, s) => la.at(row, s).forEach((v, i) => (worst = Math.max(worst, Math.abs(v - lb.at(row, s)[i]!))))),
+    );
   }
   assert.ok(worst < 1e-4, `max diff ${worst}`);
   await a.release();

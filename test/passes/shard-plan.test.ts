@@ -19,18 +19,33 @@ test('tp 2 on grouped-query heads splits q, kv heads and MLP columns; ranks are 
   assert.deepEqual(r3.heads, { from: 3, to: 6 });
   assert.deepEqual(r3.kvHeads, { from: 1, to: 2 });
   assert.deepEqual(r3.ffn, { from: 36, to: 72 });
-  assert.deepEqual(plan.stages, [{ from: 0, to: 1 }, { from: 1, to: 2 }, { from: 2, to: 3 }]);
+  assert.deepEqual(plan.stages, [
+    { from: 0, to: 1 },
+    { from: 1, to: 2 },
+    { from: 2, to: 3 },
+  ]);
 });
 
 test('tp larger than the kv heads replicates one kv head per rank, the one its query heads use', () => {
   const plan = planShard(gqa, { tp: 6, vocab: 'replicated' });
   assert.equal(plan.kv, 'replicated');
-  assert.deepEqual(plan.ranks.map((r) => r.kvHeads.from), [0, 0, 0, 1, 1, 1]);
+  assert.deepEqual(
+    plan.ranks.map((r) => r.kvHeads.from),
+    [0, 0, 0, 1, 1, 1],
+  );
 });
 
 test('vocabulary split gives each tp rank its rows', () => {
   const plan = planShard(mha, { tp: 4, vocab: 'split' });
-  assert.deepEqual(plan.ranks.map((r) => [r.vocab.from, r.vocab.to]), [[0, 80], [80, 160], [160, 240], [240, 320]]);
+  assert.deepEqual(
+    plan.ranks.map((r) => [r.vocab.from, r.vocab.to]),
+    [
+      [0, 80],
+      [80, 160],
+      [160, 240],
+      [240, 320],
+    ],
+  );
 });
 
 test('stages are balanced by parameter bytes: the embedding stage gets fewer layers', () => {
@@ -40,16 +55,37 @@ test('stages are balanced by parameter bytes: the embedding stage gets fewer lay
   assert.equal(stages[1]!.to, 12);
   assert.equal(stages[0]!.to, 6, 'tied: embedding and lm_head copy weigh the same, so the split is even');
   const untied = balanceStages({ ...spec, tiedEmbeddings: false, vocabSize: 32000 }, 3);
-  assert.deepEqual(untied.map((s) => s.to - s.from).reduce((a, b) => a + b, 0), 12);
+  assert.deepEqual(
+    untied.map((s) => s.to - s.from).reduce((a, b) => a + b, 0),
+    12,
+  );
 });
 
 test('--stages parses ranges and refuses overlap and gaps', () => {
-  assert.deepEqual(parseStages('0-5,6-11', 12), [{ from: 0, to: 6 }, { from: 6, to: 12 }]);
-  assert.deepEqual(parseStages('0,1', 2), [{ from: 0, to: 1 }, { from: 1, to: 2 }]);
-  assert.throws(() => parseStages('0-5,5-11', 12), (e: Error) => e instanceof InputError && /overlap at layer 5/.test(e.message));
-  assert.throws(() => parseStages('0-5,7-11', 12), (e: Error) => e instanceof InputError && /layers 6-6 are in no stage/.test(e.message));
-  assert.throws(() => parseStages('0-5', 12), (e: Error) => e instanceof InputError && /layers 6-11 are in no stage/.test(e.message));
-  assert.throws(() => parseStages('0-12', 12), (e: Error) => e instanceof InputError && /layer 12 does not exist/.test(e.message));
+  assert.deepEqual(parseStages('0-5,6-11', 12), [
+    { from: 0, to: 6 },
+    { from: 6, to: 12 },
+  ]);
+  assert.deepEqual(parseStages('0,1', 2), [
+    { from: 0, to: 1 },
+    { from: 1, to: 2 },
+  ]);
+  assert.throws(
+    () => parseStages('0-5,5-11', 12),
+    (e: Error) => e instanceof InputError && /overlap at layer 5/.test(e.message),
+  );
+  assert.throws(
+    () => parseStages('0-5,7-11', 12),
+    (e: Error) => e instanceof InputError && /layers 6-6 are in no stage/.test(e.message),
+  );
+  assert.throws(
+    () => parseStages('0-5', 12),
+    (e: Error) => e instanceof InputError && /layers 6-11 are in no stage/.test(e.message),
+  );
+  assert.throws(
+    () => parseStages('0-12', 12),
+    (e: Error) => e instanceof InputError && /layer 12 does not exist/.test(e.message),
+  );
   assert.throws(() => parseStages('a-b', 12), InputError);
 });
 
@@ -63,5 +99,10 @@ test('bad tp / pp are refused with a message naming the option and the model fig
     [{ tp: 1, pp: 1, stages: '0,1', vocab: 'replicated' }, /2 stages, but --pp is 1/, mha],
     [{ tp: 3, vocab: 'split' }, /does not divide the vocabulary/, { ...gqa, kvHeads: 3, numHeads: 6, vocabSize: 320 }],
   ];
-  for (const [opts, re, spec] of bad) assert.throws(() => planShard(spec, opts), (e: Error) => e instanceof InputError && re.test(e.message), String(re));
+  for (const [opts, re, spec] of bad)
+    assert.throws(
+      () => planShard(spec, opts),
+      (e: Error) => e instanceof InputError && re.test(e.message),
+      String(re),
+    );
 });

@@ -30,7 +30,7 @@ function concatCols(blocks: Float32Array[], rows: number): Float32Array {
 const cat = (parts: Float32Array[]) => {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
   let off = 0;
-  for (const p of parts) (out.set(p, off), (off += p.length));
+  for (const p of parts) out.set(p, off), (off += p.length);
   return out;
 };
 
@@ -87,7 +87,11 @@ async function reassemble(dir: string, spec: DecoderSpec, tp: number, pp: number
   return out;
 }
 
-for (const [name, dir, tp, pp] of [['mha', MHA, 2, 2], ['gqa', GQA, 2, 3], ['gqa', GQA, 6, 1]] as const) {
+for (const [name, dir, tp, pp] of [
+  ['mha', MHA, 2, 2],
+  ['gqa', GQA, 2, 3],
+  ['gqa', GQA, 6, 1],
+] as const) {
   test(`${name} tp ${tp} pp ${pp}: TensorRT-LLM rank files reassemble to the source weights exactly`, async () => {
     const out = join(tempDir(), 'trtllm');
     await shardModel(dir, out, { tp, pp, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });

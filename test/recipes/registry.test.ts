@@ -32,43 +32,229 @@ test('every flag of a pass has a recipe key with the same default, or is declare
       const cliDefault = flag.defaultValue ?? (flag.negate ? true : d.opt.kind === 'boolean' ? false : undefined);
       assert.deepEqual(recipeDefault(pass, key), flag.mandatory ? 'required' : cliDefault, `${pass} ${flag.long} / ${key}`);
     }
-    const keys = new Set(Object.entries(def.options).filter(([, o]) => o.only !== 'cli').map(([k]) => recipeKeyOf(k)));
-    for (const key of Object.keys(PASS_SCHEMAS[pass].shape)) assert.ok(keys.has(key) || STAGE_KEYS.includes(key), `${pass}.${key}: undeclared`);
+    const keys = new Set(
+      Object.entries(def.options)
+        .filter(([, o]) => o.only !== 'cli')
+        .map(([k]) => recipeKeyOf(k)),
+    );
+    for (const key of Object.keys(PASS_SCHEMAS[pass].shape))
+      assert.ok(keys.has(key) || STAGE_KEYS.includes(key), `${pass}.${key}: undeclared`);
   }
 });
 
 // Today's flags and recipe keys with their defaults, listed by hand from the code before the registry:
 // a refactor that drops one or changes a default fails here.
 const FLAGS: Record<string, string[]> = {
-  export: ["--output (required)","--attention=\"fused\"","--layout=\"llmopt\"","--json","--quiet"],
-  quantize: ["--output (required)","--to (required)","--method=\"rtn\"","--block-size=32","--asymmetric","--accuracy-level=0","--exclude=[]","--quantize-embeddings","--format=\"onnx\"","--attention=\"fused\"","--calib","--calib-samples=128","--calib-seq-len","--act-order","--dampening=0.01","--eval","--json","--quiet"],
-  prune: ["--output (required)","--sparsity (required)","--method=\"magnitude\"","--scope=\"row\"","--calib","--calib-samples=128","--calib-seq-len","--exclude=[]","--dampening=0.01","--no-sequential","--eval","--json","--quiet"],
-  distill: ["--device=\"cpu\"","--threads","--teacher (required)","--student","--student-layers","--student-layer-ids","--data (required)","--eval-data","--eval-every","--eval-limit","--steps=800","--batch=16","--seq-len","--lr=0.0003","--warmup","--temperature=2","--alpha=0.1","--hidden-loss","--weight-decay=0.01","--clip-norm=1","--seed=0","--keep-sparsity","--max-minutes","--checkpoint-every","--checkpoint-dir","--resume","--output (required)","--json","--quiet"],
-  shard: ["--output (required)","--tp=1","--pp","--stages","--vocab=\"replicated\"","--attention=\"fused\"","--format=\"onnx\"","--json","--quiet"],
-  eval: ["--device=\"cpu\"","--rank-devices","--threads","--data (required)","--reference","--max-kl","--min-top1","--max-ppl-ratio","--batch-size=8","--limit","--json","--quiet"],
-  bench: ["--device=\"cpu\"","--rank-devices","--threads","--batch","--prompt-len=128","--gen-len=128","--prompt","--reps=3","--requests","--arrival-rate=8","--trace-input","--trace-output","--slots","--seed=0","--draft","--draft-tokens=4","--temperature=0","--top-k=0","--top-p=1","--json","--chart","--quiet"],
+  export: ['--output (required)', '--attention="fused"', '--layout="llmopt"', '--json', '--quiet'],
+  quantize: [
+    '--output (required)',
+    '--to (required)',
+    '--method="rtn"',
+    '--block-size=32',
+    '--asymmetric',
+    '--accuracy-level=0',
+    '--exclude=[]',
+    '--quantize-embeddings',
+    '--format="onnx"',
+    '--attention="fused"',
+    '--calib',
+    '--calib-samples=128',
+    '--calib-seq-len',
+    '--act-order',
+    '--dampening=0.01',
+    '--eval',
+    '--json',
+    '--quiet',
+  ],
+  prune: [
+    '--output (required)',
+    '--sparsity (required)',
+    '--method="magnitude"',
+    '--scope="row"',
+    '--calib',
+    '--calib-samples=128',
+    '--calib-seq-len',
+    '--exclude=[]',
+    '--dampening=0.01',
+    '--no-sequential',
+    '--eval',
+    '--json',
+    '--quiet',
+  ],
+  distill: [
+    '--device="cpu"',
+    '--threads',
+    '--teacher (required)',
+    '--student',
+    '--student-layers',
+    '--student-layer-ids',
+    '--data (required)',
+    '--eval-data',
+    '--eval-every',
+    '--eval-limit',
+    '--steps=800',
+    '--batch=16',
+    '--seq-len',
+    '--lr=0.0003',
+    '--warmup',
+    '--temperature=2',
+    '--alpha=0.1',
+    '--hidden-loss',
+    '--weight-decay=0.01',
+    '--clip-norm=1',
+    '--seed=0',
+    '--keep-sparsity',
+    '--max-minutes',
+    '--checkpoint-every',
+    '--checkpoint-dir',
+    '--resume',
+    '--output (required)',
+    '--json',
+    '--quiet',
+  ],
+  shard: [
+    '--output (required)',
+    '--tp=1',
+    '--pp',
+    '--stages',
+    '--vocab="replicated"',
+    '--attention="fused"',
+    '--format="onnx"',
+    '--json',
+    '--quiet',
+  ],
+  eval: [
+    '--device="cpu"',
+    '--rank-devices',
+    '--threads',
+    '--data (required)',
+    '--reference',
+    '--max-kl',
+    '--min-top1',
+    '--max-ppl-ratio',
+    '--batch-size=8',
+    '--limit',
+    '--json',
+    '--quiet',
+  ],
+  bench: [
+    '--device="cpu"',
+    '--rank-devices',
+    '--threads',
+    '--batch',
+    '--prompt-len=128',
+    '--gen-len=128',
+    '--prompt',
+    '--reps=3',
+    '--requests',
+    '--arrival-rate=8',
+    '--trace-input',
+    '--trace-output',
+    '--slots',
+    '--seed=0',
+    '--draft',
+    '--draft-tokens=4',
+    '--temperature=0',
+    '--top-k=0',
+    '--top-p=1',
+    '--json',
+    '--chart',
+    '--quiet',
+  ],
 };
 const KEYS: Record<string, string[]> = {
-  prune: ["sparsity (required)","method=\"magnitude\"","scope=\"row\"","calib","calib_samples=128","calib_seq_len","exclude=[]","dampening=0.01","sequential=true","eval"],
-  distill: ["teacher=\"source\"","student_layers","student_layer_ids","data=true","eval_data","eval_every","eval_limit","steps=800","batch=16","seq_len","lr=0.0003","warmup","temperature=2","alpha=0.1","hidden_loss","weight_decay=0.01","clip_norm=1","seed=0","keep_sparsity=false","max_minutes","checkpoint_every","threads"],
-  quantize: ["to (required)","method=\"rtn\"","block_size=32","asymmetric=false","accuracy_level=0","exclude=[]","quantize_embeddings=false","format=\"onnx\"","attention=\"fused\"","calib","calib_samples=128","calib_seq_len","act_order=false","dampening=0.01","eval"],
-  export: ["attention=\"fused\"","layout=\"llmopt\""],
-  shard: ["tp=1","pp","stages","vocab=\"replicated\"","attention=\"fused\"","format=\"onnx\""],
-  eval: ["data=true","reference=\"source\"","batch_size=8","limit"],
-  bench: ["batch=[1]","prompt_len=128","gen_len=128","prompt","reps=3","requests","arrival_rate=8","trace_input","trace_output","slots","seed=0","draft","draft_tokens=4","temperature=0","top_k=0","top_p=1","threads"],
+  prune: [
+    'sparsity (required)',
+    'method="magnitude"',
+    'scope="row"',
+    'calib',
+    'calib_samples=128',
+    'calib_seq_len',
+    'exclude=[]',
+    'dampening=0.01',
+    'sequential=true',
+    'eval',
+  ],
+  distill: [
+    'teacher="source"',
+    'student_layers',
+    'student_layer_ids',
+    'data=true',
+    'eval_data',
+    'eval_every',
+    'eval_limit',
+    'steps=800',
+    'batch=16',
+    'seq_len',
+    'lr=0.0003',
+    'warmup',
+    'temperature=2',
+    'alpha=0.1',
+    'hidden_loss',
+    'weight_decay=0.01',
+    'clip_norm=1',
+    'seed=0',
+    'keep_sparsity=false',
+    'max_minutes',
+    'checkpoint_every',
+    'threads',
+  ],
+  quantize: [
+    'to (required)',
+    'method="rtn"',
+    'block_size=32',
+    'asymmetric=false',
+    'accuracy_level=0',
+    'exclude=[]',
+    'quantize_embeddings=false',
+    'format="onnx"',
+    'attention="fused"',
+    'calib',
+    'calib_samples=128',
+    'calib_seq_len',
+    'act_order=false',
+    'dampening=0.01',
+    'eval',
+  ],
+  export: ['attention="fused"', 'layout="llmopt"'],
+  shard: ['tp=1', 'pp', 'stages', 'vocab="replicated"', 'attention="fused"', 'format="onnx"'],
+  eval: ['data=true', 'reference="source"', 'batch_size=8', 'limit'],
+  bench: [
+    'batch=[1]',
+    'prompt_len=128',
+    'gen_len=128',
+    'prompt',
+    'reps=3',
+    'requests',
+    'arrival_rate=8',
+    'trace_input',
+    'trace_output',
+    'slots',
+    'seed=0',
+    'draft',
+    'draft_tokens=4',
+    'temperature=0',
+    'top_k=0',
+    'top_p=1',
+    'threads',
+  ],
 };
 
 test("today's flags, recipe keys and their defaults are unchanged", () => {
   for (const [pass, expected] of Object.entries(FLAGS)) {
-    const got = flags(pass).map((o) => o.long + (o.defaultValue === undefined ? '' : '=' + JSON.stringify(o.defaultValue)) + (o.mandatory ? ' (required)' : ''));
+    const got = flags(pass).map(
+      (o) => o.long + (o.defaultValue === undefined ? '' : '=' + JSON.stringify(o.defaultValue)) + (o.mandatory ? ' (required)' : ''),
+    );
     assert.deepEqual(got, expected, pass);
   }
   for (const [pass, expected] of Object.entries(KEYS)) {
     const shape = PASS_SCHEMAS[pass as keyof typeof PASS_SCHEMAS].shape;
-    const got = Object.keys(shape).filter((k) => !STAGE_KEYS.includes(k)).map((k) => {
-      const d = recipeDefault(pass as keyof typeof PASS_SCHEMAS, k);
-      return k + (d === 'required' ? ' (required)' : d === undefined ? '' : '=' + JSON.stringify(d));
-    });
+    const got = Object.keys(shape)
+      .filter((k) => !STAGE_KEYS.includes(k))
+      .map((k) => {
+        const d = recipeDefault(pass as keyof typeof PASS_SCHEMAS, k);
+        return k + (d === 'required' ? ' (required)' : d === undefined ? '' : '=' + JSON.stringify(d));
+      });
     assert.deepEqual(got.sort(), [...expected].sort(), pass);
   }
 });

@@ -39,7 +39,9 @@ test('sampling frequencies follow softmax(logits / T)', () => {
   const n = 20000;
   for (let i = 0; i < n; i++) counts[s.next(l)]!++;
   // Each frequency within 5 standard errors of its probability.
-  [0.6, 0.3, 0.1].forEach((p, i) => assert.ok(Math.abs(counts[i]! / n - p) < 5 * Math.sqrt((p * (1 - p)) / n), `token ${i}: ${counts[i]! / n}`));
+  [0.6, 0.3, 0.1].forEach((p, i) =>
+    assert.ok(Math.abs(counts[i]! / n - p) < 5 * Math.sqrt((p * (1 - p)) / n), `token ${i}: ${counts[i]! / n}`),
+  );
 });
 
 test('seededRandom is uniform on [0, 1)', () => {

@@ -21,7 +21,11 @@ async function alone(model: DecoderModel, r: Request): Promise<number[]> {
   return (await serve(model, [{ ...r, arrival: 0 }], { slots: 1, policy: 'static', stopTokens: [] })).completions[0]!.tokens;
 }
 
-for (const [name, dir, form] of [['mha', MHA, 'fused'], ['gqa', GQA, 'fused'], ['gqa', GQA, 'inplace']] as const) {
+for (const [name, dir, form] of [
+  ['mha', MHA, 'fused'],
+  ['gqa', GQA, 'fused'],
+  ['gqa', GQA, 'inplace'],
+] as const) {
   test(`${name} ${form}: continuous batching with 2 slots gives each request's greedy tokens alone`, async () => {
     const model = await DecoderModel.open(await exportedArtifact(dir, form), { device: 'cpu' });
     const r = await serve(model, REQUESTS, { slots: 2, stopTokens: [] });
@@ -32,7 +36,10 @@ for (const [name, dir, form] of [['mha', MHA, 'fused'], ['gqa', GQA, 'fused'], [
       const c = r.completions[i]!;
       assert.ok(c.tokenTimes[0]! >= c.arrival, 'no token before its request arrives');
     }
-    assert.equal(r.decodeTokens, REQUESTS.reduce((a, q) => a + q.maxNewTokens - 1, 0));
+    assert.equal(
+      r.decodeTokens,
+      REQUESTS.reduce((a, q) => a + q.maxNewTokens - 1, 0),
+    );
   });
 }
 
@@ -41,7 +48,10 @@ test('static batching steps until the longest row; continuous refills a finished
   const requests: Request[] = [2, 20, 2, 20].map((n, i) => ({ prompt: [1, 10 + i, 20 + i], maxNewTokens: n }));
   const continuous = await serve(model, requests, { slots: 2, stopTokens: [] });
   const batched = await serve(model, requests, { slots: 2, policy: 'static', stopTokens: [] });
-  assert.deepEqual(continuous.completions.map((c) => c.tokens), batched.completions.map((c) => c.tokens));
+  assert.deepEqual(
+    continuous.completions.map((c) => c.tokens),
+    batched.completions.map((c) => c.tokens),
+  );
   // static: two batches of 19 steps; continuous: the short requests leave after one step and the long ones run together.
   assert.equal(batched.decodeSteps, 38);
   assert.ok(continuous.decodeSteps <= 21, `continuous took ${continuous.decodeSteps} steps`);
@@ -53,7 +63,10 @@ test('standard form: several prompts fall back to static batching with the same 
   const r = await serve(standard, REQUESTS, { slots: 2, stopTokens: [] });
   assert.equal(r.policy, 'static');
   const f = await serve(fused, REQUESTS, { slots: 2, stopTokens: [] });
-  assert.deepEqual(r.completions.map((c) => c.tokens), f.completions.map((c) => c.tokens));
+  assert.deepEqual(
+    r.completions.map((c) => c.tokens),
+    f.completions.map((c) => c.tokens),
+  );
 });
 
 test('generate: several prompts, fewer slots, and zero new tokens', async () => {
@@ -63,7 +76,10 @@ test('generate: several prompts, fewer slots, and zero new tokens', async () => 
   const two = await generate(model, prompts, { maxNewTokens: 5, sampling: GREEDY, stopTokens: [], maxBatch: 2 });
   assert.deepEqual(two.tokens, all.tokens);
   const none = await generate(model, prompts, { maxNewTokens: 0, sampling: GREEDY });
-  assert.deepEqual(none.tokens, prompts.map(() => []));
+  assert.deepEqual(
+    none.tokens,
+    prompts.map(() => []),
+  );
 });
 
 test('a batch size that is not a positive integer is bad input', async () => {
@@ -75,7 +91,10 @@ test('the model states whether its caches adopt rows; serving releases every cac
   const fused = await DecoderModel.open(await exportedArtifact(GQA, 'fused'), { device: 'cpu' });
   const inplace = await DecoderModel.open(await exportedArtifact(GQA, 'inplace'), { device: 'cpu' });
   const standard = await DecoderModel.open(await exportedArtifact(GQA, 'standard'), { device: 'cpu' });
-  assert.deepEqual([fused, inplace, standard].map((m) => m.capabilities.adoptRows), [true, true, false]);
+  assert.deepEqual(
+    [fused, inplace, standard].map((m) => m.capabilities.adoptRows),
+    [true, true, false],
+  );
   assert.throws(() => standard.createCache(1, 4).adoptRow(0, standard.createCache(1, 4), 0), /cannot take over rows/);
   for (const model of [fused, standard]) {
     // Count the caches the scheduler creates and releases through the model's own createCache.

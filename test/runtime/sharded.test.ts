@@ -72,7 +72,12 @@ for (const [name, dir, opts] of CASES) {
   });
 }
 
-for (const [tp, pp] of [[2, 1], [4, 1], [1, 2], [2, 2]] as const) {
+for (const [tp, pp] of [
+  [2, 1],
+  [4, 1],
+  [1, 2],
+  [2, 2],
+] as const) {
   test(`aidreams-260k tp ${tp} pp ${pp}: logits and greedy generation equal the unsharded model's`, { skip: NEEDS_SHARED }, async () => {
     const reference = await DecoderModel.open(await exportedArtifact(AIDREAMS, 'fused'), { device: 'cpu' });
     const model = await ShardedModel.open(await sharded(AIDREAMS, { tp, pp }), { device: 'cpu' });
@@ -115,10 +120,19 @@ test('opening refuses a missing rank folder and one from another shard run', asy
   const mixed = join(tempDir(), 'mixed');
   cpSync(a, mixed, { recursive: true });
   rmSync(join(mixed, 'rank1'), { recursive: true });
-  await assert.rejects(ShardedModel.open(mixed, { device: 'cpu' }), (e: Error) => e instanceof InputError && /rank 1 folder is missing/.test(e.message));
+  await assert.rejects(
+    ShardedModel.open(mixed, { device: 'cpu' }),
+    (e: Error) => e instanceof InputError && /rank 1 folder is missing/.test(e.message),
+  );
   cpSync(join(b, 'rank1'), join(mixed, 'rank1'), { recursive: true });
-  await assert.rejects(ShardedModel.open(mixed, { device: 'cpu' }), (e: Error) => e instanceof InputError && /comes from another shard run/.test(e.message));
+  await assert.rejects(
+    ShardedModel.open(mixed, { device: 'cpu' }),
+    (e: Error) => e instanceof InputError && /comes from another shard run/.test(e.message),
+  );
   cpSync(join(a, 'rank1'), join(mixed, 'rank1'), { recursive: true });
   writeFileSync(join(mixed, 'rank1', 'head.onnx.data'), 'tampered');
-  await assert.rejects(ShardedModel.open(mixed, { device: 'cpu' }), (e: Error) => e instanceof InputError && /sha256 does not match/.test(e.message));
+  await assert.rejects(
+    ShardedModel.open(mixed, { device: 'cpu' }),
+    (e: Error) => e instanceof InputError && /sha256 does not match/.test(e.message),
+  );
 });

@@ -36,7 +36,17 @@ const critical = (df: number) => df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (
 /** An int4 (round-to-nearest) artifact of a checkpoint: a draft that often agrees with it. */
 async function int4(source: string, blockSize: number): Promise<string> {
   const dir = join(tempDir(), 'int4');
-  await quantize(source, dir, { to: 'int4', method: 'rtn', blockSize, symmetric: true, accuracyLevel: 0, exclude: [], quantizeEmbeddings: false, format: 'onnx', attention: 'fused' });
+  await quantize(source, dir, {
+    to: 'int4',
+    method: 'rtn',
+    blockSize,
+    symmetric: true,
+    accuracyLevel: 0,
+    exclude: [],
+    quantizeEmbeddings: false,
+    format: 'onnx',
+    attention: 'fused',
+  });
   return dir;
 }
 
@@ -44,7 +54,10 @@ async function targetAlone(model: CausalLM, prompt: number[], n: number): Promis
   return (await generate(model, [prompt], { maxNewTokens: n, sampling: GREEDY, stopTokens: [] })).tokens[0]!;
 }
 
-for (const [targetDir, draftDir] of [[GQA, MHA], [MHA, GQA]] as const) {
+for (const [targetDir, draftDir] of [
+  [GQA, MHA],
+  [MHA, GQA],
+] as const) {
   test(`greedy: ${targetDir.split('/').pop()} drafted by ${draftDir.split('/').pop()} equals the target alone, for K = 1, 3, 6`, async () => {
     for (const form of ['fused', 'standard', 'inplace'] as const) {
       const target = await DecoderModel.open(await exportedArtifact(targetDir, form), { device: 'cpu' });
@@ -84,7 +97,9 @@ test('the verification rule turns draft proposals into samples of the target dis
     if (v.accepted) accepted++;
   }
   const { chi2, df } = chiSquare(counts, p, n);
-  console.log(`# rule: chi2 ${chi2.toFixed(2)} (df ${df}, critical ${critical(df).toFixed(1)}), acceptance ${(accepted / n).toFixed(3)} (expected ${(1 - 0.5 * p.reduce((a, v, i) => a + Math.abs(v - q[i]!), 0)).toFixed(3)})`);
+  console.log(
+    `# rule: chi2 ${chi2.toFixed(2)} (df ${df}, critical ${critical(df).toFixed(1)}), acceptance ${(accepted / n).toFixed(3)} (expected ${(1 - 0.5 * p.reduce((a, v, i) => a + Math.abs(v - q[i]!), 0)).toFixed(3)})`,
+  );
   assert.ok(chi2 < critical(df));
   assert.ok(Math.abs(accepted / n - 0.5) < 0.01); // sum of min(p, q) = 0.5
 });
@@ -98,7 +113,12 @@ test('sampling end to end: the first speculated token follows the target distrib
   const byFirst = new Map<number, number[]>();
   let accepted = 0;
   for (let seed = 0; seed < runs; seed++) {
-    const r = await speculativeGenerate(target, draft, PROMPT, { draftTokens: 1, maxNewTokens: 3, sampling: { ...sampling, seed }, stopTokens: [] });
+    const r = await speculativeGenerate(target, draft, PROMPT, {
+      draftTokens: 1,
+      maxNewTokens: 3,
+      sampling: { ...sampling, seed },
+      stopTokens: [],
+    });
     const counts = byFirst.get(r.tokens[0]!) ?? [];
     counts[r.tokens[1]!] = (counts[r.tokens[1]!] ?? 0) + 1;
     byFirst.set(r.tokens[0]!, counts);
@@ -113,7 +133,9 @@ test('sampling end to end: the first speculated token follows the target distrib
     chi2 += c.chi2;
     df += c.df;
   }
-  console.log(`# end to end: chi2 ${chi2.toFixed(2)} (df ${df}, critical ${critical(df).toFixed(1)}), ${byFirst.size} first tokens, acceptance ${(accepted / runs).toFixed(3)}`);
+  console.log(
+    `# end to end: chi2 ${chi2.toFixed(2)} (df ${df}, critical ${critical(df).toFixed(1)}), ${byFirst.size} first tokens, acceptance ${(accepted / runs).toFixed(3)}`,
+  );
   assert.ok(chi2 < critical(df));
   assert.ok(accepted > 0 && accepted < runs, 'both branches of the rule ran');
 });
@@ -128,7 +150,14 @@ test('aidreams-260k: greedy with its int4 quantization as the draft equals llama
   const target = await DecoderModel.open(await exportedArtifact(AIDREAMS, 'fused'), { device: 'cpu' });
   const draft = await DecoderModel.open(await int4(AIDREAMS, 32), { device: 'cpu' });
   const { prompt_ids, ids } = ref.greedy_from_prompt;
-  const r = await speculativeGenerate(target, draft, prompt_ids, { draftTokens: 4, maxNewTokens: ids.length, sampling: GREEDY, stopTokens: [] });
-  console.log(`# aidreams int4 draft: acceptance ${(r.accepted / r.proposed).toFixed(3)}, ${(r.tokens.length - 1) / r.targetPasses} tokens per target pass`);
+  const r = await speculativeGenerate(target, draft, prompt_ids, {
+    draftTokens: 4,
+    maxNewTokens: ids.length,
+    sampling: GREEDY,
+    stopTokens: [],
+  });
+  console.log(
+    `# aidreams int4 draft: acceptance ${(r.accepted / r.proposed).toFixed(3)}, ${(r.tokens.length - 1) / r.targetPasses} tokens per target pass`,
+  );
   assert.deepEqual(r.tokens, ids);
 });

@@ -28,9 +28,12 @@ export function evalCommand() {
         const windows = loadEvalWindows(o.data, loadTokenizer(artifact), model.spec.maxPositions, o.limit);
         if (o.reference) reference = await openReference(o.reference, { device: o.device, threads: o.threads });
         const bar = out.progress('eval');
-        const report = await evaluate(model, windows, reference?.model ?? null, { batchSize: o.batchSize, onProgress: bar.update }).finally(bar.stop);
+        const report = await evaluate(model, windows, reference?.model ?? null, { batchSize: o.batchSize, onProgress: bar.update }).finally(
+          bar.stop,
+        );
         const results = checkGates(report, gates);
-        if (o.json) out.json({ artifact, data: o.data, referenceModel: o.reference ?? null, device: model.device, ...report, gates: results });
+        if (o.json)
+          out.json({ artifact, data: o.data, referenceModel: o.reference ?? null, device: model.device, ...report, gates: results });
         else {
           const rows: Array<Array<string | number>> = [
             ['windows', report.windows],
@@ -39,13 +42,22 @@ export function evalCommand() {
           ];
           if (report.reference) {
             const r = report.reference;
-            rows.push(['reference perplexity', r.perplexity.toFixed(4)], ['perplexity ratio', r.pplRatio.toFixed(5)], ['KL (nats/token)', r.kl.toExponential(4)], ['KL max', r.klMax.toExponential(4)], ['top-1 agreement', r.top1.toFixed(4)]);
+            rows.push(
+              ['reference perplexity', r.perplexity.toFixed(4)],
+              ['perplexity ratio', r.pplRatio.toFixed(5)],
+              ['KL (nats/token)', r.kl.toExponential(4)],
+              ['KL max', r.klMax.toExponential(4)],
+              ['top-1 agreement', r.top1.toFixed(4)],
+            );
           }
           for (const g of results) rows.push([`gate ${g.gate} ${g.limit}`, g.passed ? 'pass' : `FAIL (${g.value.toPrecision(6)})`]);
           out.result(table(rows));
         }
         const failed = results.filter((g) => !g.passed);
-        if (failed.length) throw new GateError(`quality gate failed: ${failed.map((g) => `${g.gate} ${g.limit} (measured ${g.value.toPrecision(6)})`).join(', ')}`);
+        if (failed.length)
+          throw new GateError(
+            `quality gate failed: ${failed.map((g) => `${g.gate} ${g.limit} (measured ${g.value.toPrecision(6)})`).join(', ')}`,
+          );
       } finally {
         await reference?.close();
         await model.release();

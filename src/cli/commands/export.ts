@@ -6,7 +6,10 @@ export function exportCommand() {
   return passCommand('export')
     .description('export a Hugging Face Llama checkpoint to an ONNX artifact folder with a KV cache')
     .argument('<model>', 'Hugging Face model folder (config.json, safetensors, tokenizer.json)')
-    .addHelpText('after', '\nExample:\n  $ llmopt export path/to/hf-model -o out/m\n  $ llmopt export path/to/hf-model -o out/m-web --attention standard --layout transformers.js')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ llmopt export path/to/hf-model -o out/m\n  $ llmopt export path/to/hf-model -o out/m-web --attention standard --layout transformers.js',
+    )
     .action(
       passAction('export', {
         print: (report, o, out) => {

@@ -41,17 +41,27 @@ export function generateCommand(): Command {
     .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
     .option('--json', 'print ids, text and timings as JSON')
     .option('-q, --quiet', 'no logs')
-    .addHelpText('after', '\nExample:\n  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"',
+    )
     .action(async (artifact: string, o: GenerateCliOptions) => {
       const out = new Output(o);
       const texts = [...o.prompt];
-      if (o.promptFile) texts.push(...readUtf8File(o.promptFile).split(/\r?\n/).filter((l) => l.length > 0));
+      if (o.promptFile)
+        texts.push(
+          ...readUtf8File(o.promptFile)
+            .split(/\r?\n/)
+            .filter((l) => l.length > 0),
+        );
       if (texts.length === 0) throw new InputError('no prompt: give --prompt or --prompt-file');
       const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
-      const draft = o.draft ? await openModel(o.draft, { device: o.device, threads: o.threads }).catch(async (e) => {
-        await model.release();
-        throw e;
-      }) : null;
+      const draft = o.draft
+        ? await openModel(o.draft, { device: o.device, threads: o.threads }).catch(async (e) => {
+            await model.release();
+            throw e;
+          })
+        : null;
       try {
         if (draft) checkDraft(model, draft);
         const tokenizer = loadTokenizer(artifact);
@@ -67,7 +77,13 @@ export function generateCommand(): Command {
         };
         const drafted = draft ? await generateWithDraft(model, draft, prompts, { ...options, draftTokens: o.draftTokens }) : null;
         const result = drafted ?? (await generate(model, prompts, options));
-        const speculative = drafted ? { draftTokens: o.draftTokens, acceptanceRate: drafted.accepted / drafted.proposed, tokensPerTargetPass: drafted.decodeTokens / drafted.targetPasses } : null;
+        const speculative = drafted
+          ? {
+              draftTokens: o.draftTokens,
+              acceptanceRate: drafted.accepted / drafted.proposed,
+              tokensPerTargetPass: drafted.decodeTokens / drafted.targetPasses,
+            }
+          : null;
         const generated = result.tokens.reduce((a, t) => a + t.length, 0);
         const timing = {
           promptTokens: result.promptTokens,
@@ -95,7 +111,9 @@ export function generateCommand(): Command {
         out.log(
           `${generated} tokens; prefill ${timing.prefillTokensPerSecond.toFixed(1)} tok/s` +
             (timing.decodeTokensPerSecond ? `, decode ${timing.decodeTokensPerSecond.toFixed(1)} tok/s` : '') +
-            (speculative ? `, draft acceptance ${speculative.acceptanceRate.toFixed(3)}, ${speculative.tokensPerTargetPass.toFixed(2)} tokens per target pass` : '') +
+            (speculative
+              ? `, draft acceptance ${speculative.acceptanceRate.toFixed(3)}, ${speculative.tokensPerTargetPass.toFixed(2)} tokens per target pass`
+              : '') +
             ` (${model.device}, ${model.description})`,
         );
       } finally {

@@ -12,13 +12,17 @@ export function inspectCommand(): Command {
     .option('--tensors', 'list every tensor with its statistics')
     .option('--nm <N:M>', 'check the linear weights against this N:M pattern (default: the one a pruned checkpoint declares)')
     .option('--json', 'print the full report as JSON (tensors included)')
-    .addHelpText('after', '\nExample:\n  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction',
+    )
     .action(async (dir: string, o: { tensors?: boolean; nm?: string; json?: boolean }) => {
       const out = new Output({ json: o.json });
       let nm: { n: number; m: number } | undefined;
       if (o.nm) {
         const match = /^(\d+):(\d+)$/.exec(o.nm);
-        if (!match || Number(match[1]) < 1 || Number(match[1]) >= Number(match[2])) throw new InputError(`--nm ${o.nm}: expected N:M with 1 <= N < M, such as 2:4`);
+        if (!match || Number(match[1]) < 1 || Number(match[1]) >= Number(match[2]))
+          throw new InputError(`--nm ${o.nm}: expected N:M with 1 <= N < M, such as 2:4`);
         nm = { n: Number(match[1]), m: Number(match[2]) };
       }
       const r = await inspectModel(dir, { nm });
@@ -26,15 +30,28 @@ export function inspectCommand(): Command {
       const a = r.architecture;
       const rows: Array<Array<string | number>> = [
         ['kind', r.kind],
-        ['architecture', `llama: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`],
+        [
+          'architecture',
+          `llama: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`,
+        ],
         ['parameters', r.parameters.toLocaleString('en-US')],
         ['bytes', formatBytes(r.bytes)],
-        ['dtypes', Object.entries(r.dtypes).map(([d, v]) => `${d}: ${v.tensors} tensors, ${formatBytes(v.bytes)}`).join('; ')],
+        [
+          'dtypes',
+          Object.entries(r.dtypes)
+            .map(([d, v]) => `${d}: ${v.tensors} tensors, ${formatBytes(v.bytes)}`)
+            .join('; '),
+        ],
         ['zeros', `${(r.zeroFraction * 100).toFixed(2)}%`],
       ];
       if (r.manifest) rows.push(['passes', r.manifest.map((p) => p.pass).join(' -> ')]);
       if (r.nm) {
-        rows.push([`${r.nm.n}:${r.nm.m} pattern`, r.nm.violatingTensors.length === 0 ? `holds in all ${r.nm.tensors} linear weights` : `BROKEN in ${r.nm.violatingTensors.length} of ${r.nm.tensors}: ${r.nm.violatingTensors.slice(0, 3).join(', ')}${r.nm.violatingTensors.length > 3 ? ', ...' : ''}`]);
+        rows.push([
+          `${r.nm.n}:${r.nm.m} pattern`,
+          r.nm.violatingTensors.length === 0
+            ? `holds in all ${r.nm.tensors} linear weights`
+            : `BROKEN in ${r.nm.violatingTensors.length} of ${r.nm.tensors}: ${r.nm.violatingTensors.slice(0, 3).join(', ')}${r.nm.violatingTensors.length > 3 ? ', ...' : ''}`,
+        ]);
       }
       out.result(table(rows));
       if (o.tensors) {

@@ -7,7 +7,10 @@ export function pruneCommand() {
   return passCommand('prune')
     .description('prune the q/k/v/o/gate/up/down projections to N:M (2:4) or unstructured sparsity')
     .argument('<model>', 'Hugging Face model folder')
-    .addHelpText('after', '\nExample:\n  $ llmopt prune path/to/hf-model --sparsity 2:4 --method wanda --calib train.txt -o out/m-24\n  $ llmopt prune path/to/hf-model --sparsity 0.5 --method sparsegpt --calib train.txt --eval eval.txt -o out/m-50')
+    .addHelpText(
+      'after',
+      '\nExample:\n  $ llmopt prune path/to/hf-model --sparsity 2:4 --method wanda --calib train.txt -o out/m-24\n  $ llmopt prune path/to/hf-model --sparsity 0.5 --method sparsegpt --calib train.txt --eval eval.txt -o out/m-50',
+    )
     .action(
       passAction('prune', {
         labels: { '': 'prune layers', eval: 'eval' },
@@ -28,7 +31,11 @@ export function pruneCommand() {
           rows.push(['time', `${report.seconds.toFixed(1)} s`]);
           if (quality?.reference) {
             const r = quality.reference;
-            rows.push(['perplexity', `${quality.perplexity.toFixed(3)} (dense ${r.perplexity.toFixed(3)})`], ['KL vs dense', r.kl.toFixed(5)], ['top-1 vs dense', r.top1.toFixed(4)]);
+            rows.push(
+              ['perplexity', `${quality.perplexity.toFixed(3)} (dense ${r.perplexity.toFixed(3)})`],
+              ['KL vs dense', r.kl.toFixed(5)],
+              ['top-1 vs dense', r.top1.toFixed(4)],
+            );
           }
           out.result(table(rows));
         },

@@ -5,7 +5,9 @@ import { formatBytes, table } from '../output.js';
 
 export function quantizeCommand() {
   return passCommand('quantize')
-    .description('quantize weights (fp16, int8, int4 round-to-nearest or GPTQ, w8a8) into an ONNX artifact or a compressed-tensors checkpoint')
+    .description(
+      'quantize weights (fp16, int8, int4 round-to-nearest or GPTQ, w8a8) into an ONNX artifact or a compressed-tensors checkpoint',
+    )
     .argument('<model>', 'Hugging Face model folder (any float dtype; a pruned model too)')
     .addHelpText(
       'after',
@@ -17,7 +19,9 @@ export function quantizeCommand() {
         print: (report, o, out) => {
           if (o.json) return out.json(report);
           const quality = report.eval;
-          const scheme = report.bits ? `int${report.bits}, blocks of ${report.blockSize}, ${report.symmetric ? 'symmetric' : 'asymmetric'}, ${report.method}` : report.to;
+          const scheme = report.bits
+            ? `int${report.bits}, blocks of ${report.blockSize}, ${report.symmetric ? 'symmetric' : 'asymmetric'}, ${report.method}`
+            : report.to;
           const rows: Array<Array<string | number>> = [
             ['output', `${report.output} (${report.format})`],
             ['scheme', scheme],
@@ -25,12 +29,19 @@ export function quantizeCommand() {
             ...(report.excluded.length ? [['kept float', report.excluded.join(', ')]] : []),
             ['', 'before -> after'],
             ...Object.entries(report.bytes).map(([k, v]) => [`  ${k}`, `${formatBytes(v!.before)} -> ${formatBytes(v!.after)}`]),
-            ['total', `${formatBytes(report.bytesBefore)} -> ${formatBytes(report.bytesAfter)} (${report.compression.toFixed(2)}x smaller)`],
+            [
+              'total',
+              `${formatBytes(report.bytesBefore)} -> ${formatBytes(report.bytesAfter)} (${report.compression.toFixed(2)}x smaller)`,
+            ],
             ['time', `${report.seconds.toFixed(1)} s`],
           ];
           if (quality?.reference) {
             const r = quality.reference;
-            rows.push(['perplexity', `${quality.perplexity.toFixed(3)} (source ${r.perplexity.toFixed(3)})`], ['KL vs source', r.kl.toFixed(5)], ['top-1 vs source', r.top1.toFixed(4)]);
+            rows.push(
+              ['perplexity', `${quality.perplexity.toFixed(3)} (source ${r.perplexity.toFixed(3)})`],
+              ['KL vs source', r.kl.toFixed(5)],
+              ['top-1 vs source', r.top1.toFixed(4)],
+            );
           }
           out.result(table(rows));
         },

@@ -25,7 +25,12 @@ export function runCommand(): Command {
     .argument('[recipe]', `a recipe file, or a shipped recipe's name (${shippedRecipes().join(', ')})`, 'quickstart')
     .argument('[model]', "model folder (default: the recipe's model:, the bundled fixture for quickstart)")
     .option('-o, --output <dir>', 'run folder: a stage folder NN-<pass> each, report.json, report.md (default: out/<recipe name>)')
-    .option('--set <stage.key=value>', 'override a stage option, e.g. quantize.block_size=64 (the value read as YAML; repeatable)', collect, [])
+    .option(
+      '--set <stage.key=value>',
+      'override a stage option, e.g. quantize.block_size=64 (the value read as YAML; repeatable)',
+      collect,
+      [],
+    )
     .option('--from <stage>', 'run again from this stage (a name or a number), even where an earlier run finished it')
     .option('--force', "replace an output folder that holds another recipe's run")
     .option('--json', 'print the report as JSON')

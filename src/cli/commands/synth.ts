@@ -65,6 +65,15 @@ export function synthCommand(): Command {
       const spec = readModelSpec(target);
       const report = { output: o.output, parameters: parameterCount(spec), spec };
       if (o.json) return out.json(report);
-      out.result(table([['output', `${basename(target)} in ${dirname(target)}`], ['parameters', report.parameters.toLocaleString('en-US')], ['shape', `hidden ${o.hidden}, ${o.layers} layers, heads ${o.heads}/${o.kvHeads} kv, ffn ${ffn}, vocab ${o.vocab}, context ${o.context}, ${o.dtype}`]]));
+      out.result(
+        table([
+          ['output', `${basename(target)} in ${dirname(target)}`],
+          ['parameters', report.parameters.toLocaleString('en-US')],
+          [
+            'shape',
+            `hidden ${o.hidden}, ${o.layers} layers, heads ${o.heads}/${o.kvHeads} kv, ffn ${ffn}, vocab ${o.vocab}, context ${o.context}, ${o.dtype}`,
+          ],
+        ]),
+      );
     });
 }

@@ -10,7 +10,10 @@ export class ExternalDataWriter {
   private position = 0;
 
   /** `path` is where bytes go; `location` is the name model.onnx records (relative to it). */
-  constructor(path: string, readonly location: string) {
+  constructor(
+    path: string,
+    readonly location: string,
+  ) {
     this.fd = openSync(path, 'w');
   }
 

@@ -66,10 +66,16 @@ function attribute(name: string, a: Attr): onnxProto.onnx.IAttributeProto {
 }
 
 /** An in-line tensor for small constants (shapes, axes, scalars). */
-export function constTensor(name: string, elem: ElemType, dims: number[], values: ArrayLike<number> | bigint[]): onnxProto.onnx.ITensorProto {
+export function constTensor(
+  name: string,
+  elem: ElemType,
+  dims: number[],
+  values: ArrayLike<number> | bigint[],
+): onnxProto.onnx.ITensorProto {
   const t: onnxProto.onnx.ITensorProto = { name, dataType: elem, dims };
   if (elem === Elem.FLOAT) t.rawData = new Uint8Array(Float32Array.from(values as ArrayLike<number>).buffer);
-  else if (elem === Elem.INT64) t.rawData = new Uint8Array(BigInt64Array.from(Array.from(values as ArrayLike<number>, (v) => BigInt(v))).buffer);
+  else if (elem === Elem.INT64)
+    t.rawData = new Uint8Array(BigInt64Array.from(Array.from(values as ArrayLike<number>, (v) => BigInt(v))).buffer);
   else if (elem === Elem.INT32) t.rawData = new Uint8Array(Int32Array.from(values as ArrayLike<number>).buffer);
   else if (elem === Elem.BOOL || elem === Elem.UINT8) t.rawData = Uint8Array.from(values as ArrayLike<number>);
   else throw new Error(`constTensor: element type ${elem} not supported`);

@@ -9,7 +9,13 @@ const RUNNABLE: ModelKindName[] = ['artifact', 'sharded'];
 export const BENCH_OPTIONS = {
   ...deviceOptions({ rankDevices: true }),
   // A recipe's bench is one batch size unless it asks for more; the command line sweeps 1 and 8.
-  batch: intList({ arg: '<sizes>', min: 1, what: 'batch size', recipeDefault: [1], help: 'comma-separated batch sizes for static batching (default 1,8 when nothing else is asked)' }),
+  batch: intList({
+    arg: '<sizes>',
+    min: 1,
+    what: 'batch size',
+    recipeDefault: [1],
+    help: 'comma-separated batch sizes for static batching (default 1,8 when nothing else is asked)',
+  }),
   promptLen: int({ min: 1, default: 128, help: 'prompt tokens (synthetic ids)' }),
   genLen: int({ min: 1, default: 128, help: 'tokens to generate per sequence' }),
   prompt: string({ arg: '<text>', help: 'use this text (tokenized) as the prompt instead of synthetic ids' }),
@@ -33,7 +39,12 @@ export const BENCH_OPTIONS = {
 
 /** The headline speed of a bench: with the draft when there is one, else decode at the first batch size, else the trace's continuous batching. */
 function benchSpeed(r: BenchReport): number | null {
-  return r.speculative[0]?.speculativeTokensPerSecond.median ?? r.batching[0]?.decodeTokensPerSecond.median ?? r.serving.find((s) => s.policy === 'continuous')?.throughput.median ?? null;
+  return (
+    r.speculative[0]?.speculativeTokensPerSecond.median ??
+    r.batching[0]?.decodeTokensPerSecond.median ??
+    r.serving.find((s) => s.policy === 'continuous')?.throughput.median ??
+    null
+  );
 }
 
 export const benchPass = definePass({
@@ -56,7 +67,16 @@ export const benchPass = definePass({
         }
       : undefined;
     const sampling = { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed };
-    return runBench({ ...o, artifacts: ctx.inputs ?? [ctx.reads.input!], batches, trace, draft: ctx.reads.draft, sampling, device: ctx.device, onProgress: ctx.onLog });
+    return runBench({
+      ...o,
+      artifacts: ctx.inputs ?? [ctx.reads.input!],
+      batches,
+      trace,
+      draft: ctx.reads.draft,
+      sampling,
+      device: ctx.device,
+      onProgress: ctx.onLog,
+    });
   },
   measured: (r) => ({ tokensPerSecond: benchSpeed(r) }),
 });

@@ -54,7 +54,8 @@ export function addGradients(g: GraphBuilder, seeds: Map<string, string>, wrt: r
   for (const [t, grad] of seeds) contributions.set(t, [grad]);
   let counter = 0;
   const name = (hint: string) => `/grad/${hint}_${counter++}`;
-  const op = (type: string, inputs: string[], hint: string, attrs?: Parameters<GraphBuilder['op']>[3], domain?: string) => g.op(type, inputs, name(`${hint}/${type}`), attrs, domain);
+  const op = (type: string, inputs: string[], hint: string, attrs?: Parameters<GraphBuilder['op']>[3], domain?: string) =>
+    g.op(type, inputs, name(`${hint}/${type}`), attrs, domain);
   const i64 = (v: number[]) => g.constant(`/grad/const/i64_${v.join('_')}`, Elem.INT64, [v.length], v);
   const zero = g.constant('/grad/const/zero', Elem.FLOAT, [], [0]);
 
@@ -78,7 +79,11 @@ export function addGradients(g: GraphBuilder, seeds: Map<string, string>, wrt: r
     const xs = op('Shape', [x], hint);
     const gs = op('Shape', [grad], hint);
     const extra = op('Sub', [op('Size', [gs], hint), op('Size', [xs], hint)], hint);
-    const lead = op('Range', [g.constant('/grad/const/i64_0', Elem.INT64, [], [0]), extra, g.constant('/grad/const/i64_1', Elem.INT64, [], [1])], hint);
+    const lead = op(
+      'Range',
+      [g.constant('/grad/const/i64_0', Elem.INT64, [], [0]), extra, g.constant('/grad/const/i64_1', Elem.INT64, [], [1])],
+      hint,
+    );
     const summed = op('ReduceSum', [grad, lead], hint, { keepdims: { int: 0 }, noop_with_empty_axes: { int: 1 } });
     const ss = op('Shape', [summed], hint);
     const one = i64([1]);
@@ -154,7 +159,8 @@ export function addGradients(g: GraphBuilder, seeds: Map<string, string>, wrt: r
         break;
       case 'Gemm': {
         // 2-D Y = A op(B) with transB = 1 (the tied lm_head): dA = dY B, dB = dY^T A.
-        if (attrInt(n, 'transA', 0) !== 0 || attrInt(n, 'transB', 0) !== 1 || (n.input?.length ?? 0) > 2) throw new Error(`autodiff: Gemm form not supported (${h})`);
+        if (attrInt(n, 'transA', 0) !== 0 || attrInt(n, 'transB', 0) !== 1 || (n.input?.length ?? 0) > 2)
+          throw new Error(`autodiff: Gemm form not supported (${h})`);
         if (needs.has(a)) add(a, op('MatMul', [dy, b], h));
         if (needs.has(b)) add(b, op('FusedMatMul', [dy, a], h, { transA: { int: 1 } }, MS_DOMAIN));
         break;
@@ -180,21 +186,40 @@ export function addGradients(g: GraphBuilder, seeds: Map<string, string>, wrt: r
       case 'Gather': {
         // Embedding rows: scatter-add the rows' gradients back into a zero table.
         if (attrInt(n, 'axis', 0) !== 0) throw new Error(`autodiff: Gather on axis != 0 (${h})`);
-        const zeros = op('ConstantOfShape', [op('Shape', [a], h)], h, { value: { tensor: { dataType: Elem.FLOAT, dims: [1], rawData: new Uint8Array(4) } } });
+        const zeros = op('ConstantOfShape', [op('Shape', [a], h)], h, {
+          value: { tensor: { dataType: Elem.FLOAT, dims: [1], rawData: new Uint8Array(4) } },
+        });
         const idx = op('Unsqueeze', [b, i64([-1])], h);
         add(a, op('ScatterND', [zeros, idx, dy], h, { reduction: { string: 'add' } }));
         break;
       }
       case 'Split': {
         const axis = attrInt(n, 'axis', 0);
-        const parts = outs.map((o, i) => dys[i] ?? op('ConstantOfShape', [op('Shape', [o!], h)], h, { value: { tensor: { dataType: Elem.FLOAT, dims: [1], rawData: new Uint8Array(4) } } }));
+        const parts = outs.map(
+          (o, i) =>
+            dys[i] ??
+            op('ConstantOfShape', [op('Shape', [o!], h)], h, {
+              value: { tensor: { dataType: Elem.FLOAT, dims: [1], rawData: new Uint8Array(4) } },
+            }),
+        );
         add(a, op('Concat', parts, h, { axis: { int: axis } }));
         break;
       }
       case 'Concat': {
         const axis = attrInt(n, 'axis', 0);
         const ins = n.input!;
-        const sizes = op('Concat', ins.map((x) => op('Gather', [op('Shape', [x], h), g.constant(`/grad/const/scalar_${axis}`, Elem.INT64, [], [axis])], h, { axis: { int: 0 } })).map((s) => op('Unsqueeze', [s, i64([0])], h)), h, { axis: { int: 0 } });
+        const sizes = op(
+          'Concat',
+          ins
+            .map((x) =>
+              op('Gather', [op('Shape', [x], h), g.constant(`/grad/const/scalar_${axis}`, Elem.INT64, [], [axis])], h, {
+                axis: { int: 0 },
+              }),
+            )
+            .map((s) => op('Unsqueeze', [s, i64([0])], h)),
+          h,
+          { axis: { int: 0 } },
+        );
         const pieces = g.node('Split', [dy, sizes], { name: name(`${h}/Split`), outputs: ins.length, attrs: { axis: { int: axis } } });
         ins.forEach((x, i) => add(x, pieces[i]!));
         break;
@@ -206,7 +231,13 @@ export function addGradients(g: GraphBuilder, seeds: Map<string, string>, wrt: r
   const grads = new Map<string, string>();
   for (const w of wrt) {
     const grad = gradOf(w);
-    grads.set(w, grad ?? op('ConstantOfShape', [op('Shape', [w], 'unused')], 'unused', { value: { tensor: { dataType: Elem.FLOAT, dims: [1], rawData: new Uint8Array(4) } } }));
+    grads.set(
+      w,
+      grad ??
+        op('ConstantOfShape', [op('Shape', [w], 'unused')], 'unused', {
+          value: { tensor: { dataType: Elem.FLOAT, dims: [1], rawData: new Uint8Array(4) } },
+        }),
+    );
   }
   return grads;
 }

@@ -25,7 +25,12 @@ export async function writeCheckpoint(
   mkdirSync(tmp, { recursive: true });
   // One file: weights as w.NAME, AdamW's moments as m.NAME and v.NAME, all float32, flat.
   const all = new Map<string, Float32Array>();
-  for (const [prefix, m] of [['w.', weights], ['m.', opt.m], ['v.', opt.v]] as const) for (const [n, w] of m) all.set(`${prefix}${n}`, w);
+  for (const [prefix, m] of [
+    ['w.', weights],
+    ['m.', opt.m],
+    ['v.', opt.v],
+  ] as const)
+    for (const [n, w] of m) all.set(`${prefix}${n}`, w);
   const entries = [...all].map(([name, w]) => ({ name, dtype: 'F32' as const, shape: [w.length] }));
   await writeSafetensors(join(tmp, 'state.safetensors'), entries, (n) => new Uint8Array(all.get(n)!.buffer));
   writeFileSync(join(tmp, 'state.json'), JSON.stringify({ ...state, optimizerStep: opt.step }, null, 2));

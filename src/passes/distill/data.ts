@@ -15,7 +15,9 @@ export interface PackedData {
 
 /** Tokenizes `path` (each document with <s>, ending with </s> when the tokenizer has one) and packs it. */
 export function packText(path: string, tokenizer: TextTokenizer, seqLen: number, eos: number | null): PackedData {
-  const docs = readUtf8File(path).split(/\r?\n/).filter((l) => l.trim() !== '');
+  const docs = readUtf8File(path)
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '');
   if (docs.length === 0) throw new InputError(`${path}: no text (one document per line)`);
   const stream: number[] = [];
   for (const d of docs) {
@@ -36,14 +38,21 @@ export class BatchSchedule {
   private order: number[] = [];
   private epoch = -1;
 
-  constructor(readonly data: PackedData, readonly batchSize: number, readonly seed: number) {}
+  constructor(
+    readonly data: PackedData,
+    readonly batchSize: number,
+    readonly seed: number,
+  ) {}
 
   /** The k-th batch (0-based) of the run. */
   batch(k: number): TrainBatch {
     const perEpoch = Math.max(1, Math.floor(this.data.sequences.length / this.batchSize));
     const epoch = Math.floor(k / perEpoch);
     if (epoch !== this.epoch) this.shuffle(epoch);
-    const rows = Array.from({ length: Math.min(this.batchSize, this.data.sequences.length) }, (_, i) => this.data.sequences[this.order[((k % perEpoch) * this.batchSize + i) % this.order.length]!]!);
+    const rows = Array.from(
+      { length: Math.min(this.batchSize, this.data.sequences.length) },
+      (_, i) => this.data.sequences[this.order[((k % perEpoch) * this.batchSize + i) % this.order.length]!]!,
+    );
     const S = Math.max(...rows.map((r) => r.length)) - 1;
     const B = rows.length;
     const ids = new BigInt64Array(B * S);

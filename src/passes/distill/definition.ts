@@ -1,6 +1,18 @@
 // distill's declaration: trains a student (a pruned folder, or a subset of the teacher's layers) to match
 // its teacher, and writes it as a Hugging Face folder; with eval_data, KL / top-1 / perplexity after.
-import { boolean, deviceOptions, int, intList, number, OptionError, outputFolder, printOptions, stageRef, string, textFile } from '../options.js';
+import {
+  boolean,
+  deviceOptions,
+  int,
+  intList,
+  number,
+  OptionError,
+  outputFolder,
+  printOptions,
+  stageRef,
+  string,
+  textFile,
+} from '../options.js';
 import { definePass, QUALITY_GATES } from '../pass.js';
 import { distill } from './distill.js';
 
@@ -22,7 +34,11 @@ export const DISTILL_OPTIONS = {
   warmup: int({ min: 0, help: 'linear warmup steps (default: 5% of --steps)' }),
   temperature: number({ arg: '<t>', positive: true, default: 2, help: 'distillation temperature T (loss: T^2 KL at T)' }),
   alpha: number({ arg: '<a>', min: 0, default: 0.1, help: 'weight of next-token cross-entropy on the data' }),
-  hiddenLoss: number({ arg: '<w>', min: 0, help: "add w x the mean squared difference between each student layer's output and its teacher layer's" }),
+  hiddenLoss: number({
+    arg: '<w>',
+    min: 0,
+    help: "add w x the mean squared difference between each student layer's output and its teacher layer's",
+  }),
   weightDecay: number({ arg: '<f>', min: 0, default: 0.01, help: 'AdamW weight decay (not on norms and biases)' }),
   clipNorm: number({ arg: '<f>', min: 0, default: 1, help: 'clip the global gradient norm (0: off)' }),
   seed: int({ min: 0, default: 0, help: 'data order seed' }),
@@ -36,7 +52,8 @@ export const DISTILL_OPTIONS = {
   ...printOptions('no progress bar'),
 };
 
-const shallow = (o: { studentLayers?: number; studentLayerIds?: number[] }) => o.studentLayers !== undefined || o.studentLayerIds !== undefined;
+const shallow = (o: { studentLayers?: number; studentLayerIds?: number[] }) =>
+  o.studentLayers !== undefined || o.studentLayerIds !== undefined;
 
 export const distillPass = definePass({
   name: 'distill',

@@ -76,7 +76,8 @@ export interface DistillReport {
 function validate(o: DistillOptions): void {
   const positive = (v: number | undefined, flag: string, integer = false) => {
     if (v === undefined) return;
-    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) throw new InputError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
+    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v)))
+      throw new InputError(`${flag} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
   };
   positive(o.steps, '--steps', true);
   positive(o.batch, '--batch', true);
@@ -85,8 +86,10 @@ function validate(o: DistillOptions): void {
   positive(o.seqLen, '--seq-len', true);
   if (o.seqLen !== undefined && o.seqLen < 2) throw new InputError(`--seq-len ${o.seqLen}: sequences need at least 2 tokens`);
   if (o.alpha < 0 || !Number.isFinite(o.alpha)) throw new InputError(`--alpha ${o.alpha}: expected a number >= 0`);
-  if (!o.student && o.studentLayers === undefined && !o.studentLayerIds) throw new InputError('give --student <folder> or --student-layers N');
-  if (o.student && (o.studentLayers !== undefined || o.studentLayerIds)) throw new InputError('--student and --student-layers are alternatives: give one');
+  if (!o.student && o.studentLayers === undefined && !o.studentLayerIds)
+    throw new InputError('give --student <folder> or --student-layers N');
+  if (o.student && (o.studentLayers !== undefined || o.studentLayerIds))
+    throw new InputError('--student and --student-layers are alternatives: give one');
   if (!existsSync(o.data)) throw new InputError(`${o.data}: file not found`);
 }
 
@@ -94,7 +97,12 @@ function validate(o: DistillOptions): void {
 function sparsityMasks(weights: Map<string, Float32Array>): Map<string, Uint8Array> {
   const masks = new Map<string, Uint8Array>();
   const linear = new RegExp(`\\.(${LINEAR_KINDS.join('|')})_proj\\.weight$`);
-  for (const [name, w] of weights) if (linear.test(name)) masks.set(name, Uint8Array.from(w, (x) => (x === 0 ? 0 : 1)));
+  for (const [name, w] of weights)
+    if (linear.test(name))
+      masks.set(
+        name,
+        Uint8Array.from(w, (x) => (x === 0 ? 0 : 1)),
+      );
   return masks;
 }
 
@@ -120,15 +128,37 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
     const graphDir = join(work, 'graph');
     mkdirSync(graphDir);
     // Student layer i is matched to the teacher layer it started from (the same layer for a full-depth student).
-    const pairs: Array<[number, number]> = Array.from({ length: student.spec.numLayers }, (_, i) => [i, student.layerIds ? student.layerIds[i]! : i]);
-    if (o.hiddenLoss && student.spec.hiddenSize !== teacherSpec.hiddenSize) throw new InputError(`--hidden-loss: student hidden size ${student.spec.hiddenSize} differs from the teacher's ${teacherSpec.hiddenSize}`);
-    if (o.hiddenLoss && !student.layerIds && student.spec.numLayers !== teacherSpec.numLayers) throw new InputError(`--hidden-loss: the student has ${student.spec.numLayers} layers and the teacher ${teacherSpec.numLayers}; the hidden loss matches layers one to one (a shallow student: --student-layers)`);
+    const pairs: Array<[number, number]> = Array.from({ length: student.spec.numLayers }, (_, i) => [
+      i,
+      student.layerIds ? student.layerIds[i]! : i,
+    ]);
+    if (o.hiddenLoss && student.spec.hiddenSize !== teacherSpec.hiddenSize)
+      throw new InputError(
+        `--hidden-loss: student hidden size ${student.spec.hiddenSize} differs from the teacher's ${teacherSpec.hiddenSize}`,
+      );
+    if (o.hiddenLoss && !student.layerIds && student.spec.numLayers !== teacherSpec.numLayers)
+      throw new InputError(
+        `--hidden-loss: the student has ${student.spec.numLayers} layers and the teacher ${teacherSpec.numLayers}; the hidden loss matches layers one to one (a shallow student: --student-layers)`,
+      );
     const hidden = o.hiddenLoss ? { weight: o.hiddenLoss, pairs } : undefined;
-    const graph = await buildTrainingGraph(graphDir, student.spec, { has: (n) => student.weights.has(n), shape: () => [], readFloat32: async (n) => student.weights.get(n)!.slice() }, () => true, { temperature: o.temperature, alpha: o.alpha, hidden });
+    const graph = await buildTrainingGraph(
+      graphDir,
+      student.spec,
+      { has: (n) => student.weights.has(n), shape: () => [], readFloat32: async (n) => student.weights.get(n)!.slice() },
+      () => true,
+      { temperature: o.temperature, alpha: o.alpha, hidden },
+    );
     if (hidden) {
       const t = await openHfModel(o.teacher);
       try {
-        teacherHidden = await TeacherForward.open(graphDir, t.spec, t.weights, pairs.map(([, tl]) => tl), o.device, o.threads);
+        teacherHidden = await TeacherForward.open(
+          graphDir,
+          t.spec,
+          t.weights,
+          pairs.map(([, tl]) => tl),
+          o.device,
+          o.threads,
+        );
       } finally {
         await t.close();
       }
@@ -146,7 +176,11 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       mkdirSync(dir);
       for (const [n, w] of weights) student.weights.set(n, w);
       // Saved in float32 (no rounding of the weights being measured), so config.json says float32 too.
-      await saveStudent(dir, { ...student, dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])), config: { ...student.config, torch_dtype: 'float32' } });
+      await saveStudent(dir, {
+        ...student,
+        dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])),
+        config: { ...student.config, torch_dtype: 'float32' },
+      });
       copyModelFiles(student.filesFrom, dir);
       await exportModel(dir, join(dir, 'onnx'), { attention: 'fused', layout: 'llmopt' });
       const model = await DecoderModel.open(join(dir, 'onnx'), { device: o.device, threads: o.threads });
@@ -170,10 +204,27 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       seconds = ckpt.state.seconds;
       tokens = ckpt.state.tokens;
     }
-    const optimizer = new AdamW({ ...ADAMW_DEFAULTS, lr: o.lr, steps: o.steps, warmupSteps: o.warmup ?? Math.floor(o.steps / 20), weightDecay: o.weightDecay ?? ADAMW_DEFAULTS.weightDecay, clipNorm: o.clipNorm ?? ADAMW_DEFAULTS.clipNorm }, weights, masks, optState);
+    const optimizer = new AdamW(
+      {
+        ...ADAMW_DEFAULTS,
+        lr: o.lr,
+        steps: o.steps,
+        warmupSteps: o.warmup ?? Math.floor(o.steps / 20),
+        weightDecay: o.weightDecay ?? ADAMW_DEFAULTS.weightDecay,
+        clipNorm: o.clipNorm ?? ADAMW_DEFAULTS.clipNorm,
+      },
+      weights,
+      masks,
+      optState,
+    );
     const schedule = new BatchSchedule(data, o.batch, o.seed);
     const before = startStep === 0 ? await evalNow('before') : null;
-    const ckptState = (step: number): CheckpointState => ({ step, seconds, tokens, options: { teacher: resolve(o.teacher), data: resolve(o.data), seed: o.seed, batch: o.batch, seqLen, steps: o.steps } });
+    const ckptState = (step: number): CheckpointState => ({
+      step,
+      seconds,
+      tokens,
+      options: { teacher: resolve(o.teacher), data: resolve(o.data), seed: o.seed, batch: o.batch, seqLen, steps: o.steps },
+    });
 
     let step = startStep;
     let stoppedEarly: DistillReport['stoppedEarly'] = null;
@@ -198,7 +249,10 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       }
       const r = await trainer.step(batch, teacherLogits, weights, student.spec.vocabSize, teacherStates);
       if (!Number.isFinite(r.loss)) {
-        const kept = lastGood > 0 ? `the last good checkpoint, step ${lastGood}, is in ${checkpointDir}` : 'no checkpoint was written (--checkpoint-every)';
+        const kept =
+          lastGood > 0
+            ? `the last good checkpoint, step ${lastGood}, is in ${checkpointDir}`
+            : 'no checkpoint was written (--checkpoint-every)';
         throw new LlmoptError(`step ${step + 1}: the loss is ${r.loss}; training stopped and ${kept}; try a lower --lr`);
       }
       const { gradNorm, lr } = optimizer.update(r.grads);
@@ -207,7 +261,18 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       seconds += dt;
       const batchTokens = batch.mask.reduce((a, b) => a + b, 0);
       tokens += batchTokens;
-      const entry: StepLog = { step, steps: o.steps, loss: r.loss, kl: r.kl, ce: r.ce, hiddenMse: r.hiddenMse, lr, gradNorm, tokensPerSecond: batchTokens / dt, seconds };
+      const entry: StepLog = {
+        step,
+        steps: o.steps,
+        loss: r.loss,
+        kl: r.kl,
+        ce: r.ce,
+        hiddenMse: r.hiddenMse,
+        lr,
+        gradNorm,
+        tokensPerSecond: batchTokens / dt,
+        seconds,
+      };
       if (o.evalEvery && step % o.evalEvery === 0 && step < o.steps) entry.eval = (await evalNow(`step${step}`)) ?? undefined;
       appendFileSync(log, JSON.stringify(entry) + '\n');
       o.onStep?.(entry);
@@ -227,7 +292,25 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       }
     }
     for (const [n, w] of weights) student.weights.set(n, w);
-    const record = { pass: 'distill', options: { teacher: resolve(o.teacher), student: o.student ? resolve(o.student) : null, layerIds: student.layerIds, data: resolve(o.data), steps: step, batch: o.batch, seqLen, lr: o.lr, temperature: o.temperature, alpha: o.alpha, hiddenLoss: o.hiddenLoss ?? 0, seed: o.seed, keepSparsity: o.keepSparsity }, at: new Date().toISOString() };
+    const record = {
+      pass: 'distill',
+      options: {
+        teacher: resolve(o.teacher),
+        student: o.student ? resolve(o.student) : null,
+        layerIds: student.layerIds,
+        data: resolve(o.data),
+        steps: step,
+        batch: o.batch,
+        seqLen,
+        lr: o.lr,
+        temperature: o.temperature,
+        alpha: o.alpha,
+        hiddenLoss: o.hiddenLoss ?? 0,
+        seed: o.seed,
+        keepSparsity: o.keepSparsity,
+      },
+      at: new Date().toISOString(),
+    };
     const folder = { format: 'llmopt-checkpoint' as const, source: o.student ?? o.teacher, filesFrom: student.filesFrom, passes: [record] };
     await writeModelFolder(output, folder, async (tmp) => {
       await saveStudent(tmp, student, { llmopt_distill: { ...record.options, before, after } });

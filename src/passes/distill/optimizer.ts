@@ -16,7 +16,15 @@ export interface AdamWOptions {
   clipNorm: number;
 }
 
-export const ADAMW_DEFAULTS: Omit<AdamWOptions, 'lr' | 'steps'> = { warmupSteps: 0, minLrRatio: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01, clipNorm: 1 };
+export const ADAMW_DEFAULTS: Omit<AdamWOptions, 'lr' | 'steps'> = {
+  warmupSteps: 0,
+  minLrRatio: 0.1,
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0.01,
+  clipNorm: 1,
+};
 
 /** Norm scales and biases take no weight decay. */
 export function decays(name: string): boolean {
@@ -79,7 +87,7 @@ export class AdamW {
         const gi = g[i]! * scale;
         m[i] = beta1 * m[i]! + (1 - beta1) * gi;
         v[i] = beta2 * v[i]! + (1 - beta2) * gi * gi;
-        w[i] = w[i]! - lr * ((m[i]! / c1) / (Math.sqrt(v[i]! / c2) + eps) + wd * w[i]!);
+        w[i] = w[i]! - lr * (m[i]! / c1 / (Math.sqrt(v[i]! / c2) + eps) + wd * w[i]!);
       }
       if (mask) for (let i = 0; i < w.length; i++) if (!mask[i]) w[i] = 0;
     }

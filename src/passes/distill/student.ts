@@ -43,7 +43,10 @@ async function readAll(dir: string): Promise<{ spec: DecoderSpec; weights: Map<s
 /** A checkpoint of the teacher's architecture family as the student. */
 export async function loadStudent(dir: string, teacher: DecoderSpec): Promise<Student> {
   const { spec, weights, dtypes } = await readAll(dir);
-  if (spec.vocabSize !== teacher.vocabSize) throw new InputError(`${dir}: student vocabulary ${spec.vocabSize} differs from the teacher's ${teacher.vocabSize}; the logit loss needs them equal`);
+  if (spec.vocabSize !== teacher.vocabSize)
+    throw new InputError(
+      `${dir}: student vocabulary ${spec.vocabSize} differs from the teacher's ${teacher.vocabSize}; the logit loss needs them equal`,
+    );
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   // A quantized student is trained (and saved) in float.
   delete config.quantization_config;
@@ -60,9 +63,13 @@ export function evenlySpacedLayers(teacherLayers: number, studentLayers: number)
 export async function shallowStudent(teacherDir: string, layerIds: number[]): Promise<Student> {
   const t = await readAll(teacherDir);
   const L = t.spec.numLayers;
-  if (layerIds.length === 0 || layerIds.length > L) throw new InputError(`--student-layers ${layerIds.length}: choose 1 to ${L} (the teacher has ${L} layers)`);
-  for (const id of layerIds) if (!Number.isInteger(id) || id < 0 || id >= L) throw new InputError(`--student-layer-ids: layer ${id} does not exist (the teacher has layers 0 to ${L - 1})`);
-  if (new Set(layerIds).size !== layerIds.length) throw new InputError(`--student-layer-ids ${layerIds.join(',')}: a layer is listed twice`);
+  if (layerIds.length === 0 || layerIds.length > L)
+    throw new InputError(`--student-layers ${layerIds.length}: choose 1 to ${L} (the teacher has ${L} layers)`);
+  for (const id of layerIds)
+    if (!Number.isInteger(id) || id < 0 || id >= L)
+      throw new InputError(`--student-layer-ids: layer ${id} does not exist (the teacher has layers 0 to ${L - 1})`);
+  if (new Set(layerIds).size !== layerIds.length)
+    throw new InputError(`--student-layer-ids ${layerIds.join(',')}: a layer is listed twice`);
   const spec: DecoderSpec = { ...t.spec, numLayers: layerIds.length };
   const weights = new Map<string, Float32Array>();
   const dtypes = new Map<string, DType>();
@@ -79,7 +86,16 @@ export async function shallowStudent(teacherDir: string, layerIds: number[]): Pr
 
 /** Writes the student's weights and config.json into `dir` (which exists; tokenizer files: copyModelFiles). */
 export async function saveStudent(dir: string, student: Student, extraConfig: Record<string, unknown> = {}): Promise<void> {
-  const entries: TensorEntry[] = [...expectedTensors(student.spec)].map(([name, shape]) => ({ name, dtype: student.dtypes.get(name)!, shape }));
-  await writeSafetensors(join(dir, 'model.safetensors'), entries, (name) => fromFloat32(student.weights.get(name)!, student.dtypes.get(name) as 'F32' | 'F16' | 'BF16'), { format: 'pt' });
+  const entries: TensorEntry[] = [...expectedTensors(student.spec)].map(([name, shape]) => ({
+    name,
+    dtype: student.dtypes.get(name)!,
+    shape,
+  }));
+  await writeSafetensors(
+    join(dir, 'model.safetensors'),
+    entries,
+    (name) => fromFloat32(student.weights.get(name)!, student.dtypes.get(name) as 'F32' | 'F16' | 'BF16'),
+    { format: 'pt' },
+  );
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...student.config, ...extraConfig }, null, 2) + '\n');
 }

@@ -14,10 +14,20 @@ import type { Device } from '../../runtime/device.js';
 import { tokenFeeds, type TrainBatch } from './trainer.js';
 
 export class TeacherForward {
-  private constructor(private readonly session: ModelSession, readonly layers: number[]) {}
+  private constructor(
+    private readonly session: ModelSession,
+    readonly layers: number[],
+  ) {}
 
   /** Builds the graph into `dir` and opens it; `layers` are the teacher layers whose outputs are returned. */
-  static async open(dir: string, spec: DecoderSpec, weights: WeightSource, layers: number[], device: Device, threads?: number): Promise<TeacherForward> {
+  static async open(
+    dir: string,
+    spec: DecoderSpec,
+    weights: WeightSource,
+    layers: number[],
+    device: Device,
+    threads?: number,
+  ): Promise<TeacherForward> {
     const data = new ExternalDataWriter(join(dir, 'teacher.onnx.data'), 'teacher.onnx.data');
     const g = new GraphBuilder(data);
     try {

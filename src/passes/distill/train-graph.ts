@@ -16,7 +16,10 @@ import { addGradients } from './autodiff.js';
 class TrainingGraphBuilder extends GraphBuilder {
   readonly parameters = new Map<string, { dims: number[]; values: Float32Array }>();
 
-  constructor(data: ExternalDataWriter, private readonly trainable: (name: string) => boolean) {
+  constructor(
+    data: ExternalDataWriter,
+    private readonly trainable: (name: string) => boolean,
+  ) {
     super(data);
   }
 
@@ -32,7 +35,12 @@ class TrainingGraphBuilder extends GraphBuilder {
 /** Linear layers keep the Hugging Face [out, in] weight as the parameter: y = x W^T + b. */
 const trainableLinear: LinearEmitter = async (g, weights, layer, x) => {
   const w = await weights.readFloat32(`${layer.module}.weight`);
-  const name = g.initializer(`${layer.module}.weight`, Elem.FLOAT, [layer.outFeatures, layer.inFeatures], new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
+  const name = g.initializer(
+    `${layer.module}.weight`,
+    Elem.FLOAT,
+    [layer.outFeatures, layer.inFeatures],
+    new Uint8Array(w.buffer, w.byteOffset, w.byteLength),
+  );
   const wT = g.op('Transpose', [name], `${layer.path}/WeightT`, { perm: { ints: [1, 0] } });
   return addBias(g, weights, layer, g.op('MatMul', [x, wT], `${layer.path}/MatMul`));
 };
@@ -80,7 +88,15 @@ function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossO
   const logq = g.op('LogSoftmax', [g.op('Mul', [logits, invT], `${p}/s_T`)], `${p}/logq_T`, { axis: { int: -1 } });
   const logp = g.op('LogSoftmax', [g.op('Mul', [TRAIN_IO.teacherLogits, invT], `${p}/t_T`)], `${p}/logp_T`, { axis: { int: -1 } });
   const pT = g.op('Exp', [logp], `${p}/p_T`);
-  const klTok = g.op('ReduceSum', [g.op('Mul', [pT, g.op('Sub', [logp, logq], `${p}/logratio`)], `${p}/plogratio`), g.constant('/loss/const/axes_-1', Elem.INT64, [1], [-1])], `${p}/kl_tok`, { keepdims: { int: 1 } });
+  const klTok = g.op(
+    'ReduceSum',
+    [
+      g.op('Mul', [pT, g.op('Sub', [logp, logq], `${p}/logratio`)], `${p}/plogratio`),
+      g.constant('/loss/const/axes_-1', Elem.INT64, [1], [-1]),
+    ],
+    `${p}/kl_tok`,
+    { keepdims: { int: 1 } },
+  );
   const klSum = g.op('ReduceSum', [g.op('Mul', [klTok, mask3], `${p}/kl_masked`)], `${p}/kl_sum`, { keepdims: { int: 0 } });
   g.node('Mul', [g.op('Div', [klSum, count], `${p}/kl_mean`), f('T2', loss.temperature ** 2)], { name: `${p}/kl`, outputs: [TRAIN_IO.kl] });
   const logsm = g.op('LogSoftmax', [logits], `${p}/logsm`, { axis: { int: -1 } });
@@ -103,29 +119,54 @@ function addLoss(g: GraphBuilder, spec: DecoderSpec, logits: string, loss: LossO
     });
     const mse = g.op('Div', [terms.length > 1 ? g.op('Sum', terms, `${p}/hidden/sum`) : terms[0]!, scale], `${p}/hidden/mean`);
     g.node('Identity', [mse], { name: `${p}/hidden_mse`, outputs: [TRAIN_IO.hiddenMse] });
-    g.node('Add', [logitLoss, g.op('Mul', [mse, f('hidden_w', weight)], `${p}/hidden/weighted`)], { name: `${p}/total`, outputs: [TRAIN_IO.loss] });
+    g.node('Add', [logitLoss, g.op('Mul', [mse, f('hidden_w', weight)], `${p}/hidden/weighted`)], {
+      name: `${p}/total`,
+      outputs: [TRAIN_IO.loss],
+    });
   } else g.node('Identity', [logitLoss], { name: `${p}/total`, outputs: [TRAIN_IO.loss] });
 
   // dL/ds = [T (softmax(s/T) - softmax(t/T)) + alpha (softmax(s) - onehot(label))] * mask / count
   const dKl = g.op('Mul', [g.op('Sub', [g.op('Exp', [logq], `${p}/q_T`), pT], `${p}/q_minus_p`), f('T', loss.temperature)], `${p}/dkl`);
-  const onehot = g.op('OneHot', [TRAIN_IO.labels, g.constant('/loss/const/depth', Elem.INT64, [], [spec.vocabSize]), g.constant('/loss/const/onehot_values', Elem.FLOAT, [2], [0, 1])], `${p}/onehot`, { axis: { int: -1 } });
-  const dCe = g.op('Mul', [g.op('Sub', [g.op('Exp', [logsm], `${p}/sm`), onehot], `${p}/sm_minus_onehot`), f('alpha_grad', loss.alpha)], `${p}/dce`);
+  const onehot = g.op(
+    'OneHot',
+    [
+      TRAIN_IO.labels,
+      g.constant('/loss/const/depth', Elem.INT64, [], [spec.vocabSize]),
+      g.constant('/loss/const/onehot_values', Elem.FLOAT, [2], [0, 1]),
+    ],
+    `${p}/onehot`,
+    { axis: { int: -1 } },
+  );
+  const dCe = g.op(
+    'Mul',
+    [g.op('Sub', [g.op('Exp', [logsm], `${p}/sm`), onehot], `${p}/sm_minus_onehot`), f('alpha_grad', loss.alpha)],
+    `${p}/dce`,
+  );
   return g.op('Div', [g.op('Mul', [g.op('Add', [dKl, dCe], `${p}/dsum`), mask3], `${p}/dmasked`), count], `${p}/dlogits`);
 }
 
 /** Builds the training graph of `spec` with `weights` as initial values into `dir`/train.onnx. */
-export async function buildTrainingGraph(dir: string, spec: DecoderSpec, weights: WeightSource, trainable: (name: string) => boolean, loss: LossOptions): Promise<TrainingGraph> {
+export async function buildTrainingGraph(
+  dir: string,
+  spec: DecoderSpec,
+  weights: WeightSource,
+  trainable: (name: string) => boolean,
+  loss: LossOptions,
+): Promise<TrainingGraph> {
   const data = new ExternalDataWriter(join(dir, 'train.onnx.data'), 'train.onnx.data');
   const g = new TrainingGraphBuilder(data, trainable);
   try {
     await buildCachelessGraph(g, spec, weights, { linear: trainableLinear, hiddenStates: Boolean(loss.hidden) });
     g.input(TRAIN_IO.teacherLogits, Elem.FLOAT, ['batch_size', 'sequence_length', spec.vocabSize]);
-    loss.hidden?.pairs.forEach((_, k) => g.input(TRAIN_IO.teacherHidden(k), Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]));
+    loss.hidden?.pairs.forEach((_, k) =>
+      g.input(TRAIN_IO.teacherHidden(k), Elem.FLOAT, ['batch_size', 'sequence_length', spec.hiddenSize]),
+    );
     g.input(TRAIN_IO.labels, Elem.INT64, ['batch_size', 'sequence_length']);
     g.input(TRAIN_IO.lossMask, Elem.FLOAT, ['batch_size', 'sequence_length']);
     const hiddenSeeds = new Map<string, string>();
     const dlogits = addLoss(g, spec, io.logits, loss, hiddenSeeds);
-    for (const name of [TRAIN_IO.loss, TRAIN_IO.kl, TRAIN_IO.ce, ...(loss.hidden ? [TRAIN_IO.hiddenMse] : [])]) g.output(name, Elem.FLOAT, []);
+    for (const name of [TRAIN_IO.loss, TRAIN_IO.kl, TRAIN_IO.ce, ...(loss.hidden ? [TRAIN_IO.hiddenMse] : [])])
+      g.output(name, Elem.FLOAT, []);
     const names = [...g.parameters.keys()];
     const grads = addGradients(g, new Map([[io.logits, dlogits], ...hiddenSeeds]), names);
     for (const name of names) {

@@ -49,7 +49,13 @@ export class TrainingSession {
   }
 
   /** Forward, loss and backward for one batch with the given weights. */
-  async step(batch: TrainBatch, teacherLogits: Float32Array, weights: Map<string, Float32Array>, vocab: number, teacherHidden: Float32Array[] = []): Promise<StepResult> {
+  async step(
+    batch: TrainBatch,
+    teacherLogits: Float32Array,
+    weights: Map<string, Float32Array>,
+    vocab: number,
+    teacherHidden: Float32Array[] = [],
+  ): Promise<StepResult> {
     const { B, S } = batch;
     const feeds: Record<string, Tensor> = {
       ...tokenFeeds(batch),
@@ -66,7 +72,13 @@ export class TrainingSession {
     const scalar = (n: string) => (out[n]!.data as Float32Array)[0]!;
     const grads = new Map<string, Float32Array>();
     for (const name of this.graph.parameters.keys()) grads.set(name, out[TRAIN_IO.grad(name)]!.data as Float32Array);
-    return { loss: scalar(TRAIN_IO.loss), kl: scalar(TRAIN_IO.kl), ce: scalar(TRAIN_IO.ce), hiddenMse: teacherHidden.length ? scalar(TRAIN_IO.hiddenMse) : null, grads };
+    return {
+      loss: scalar(TRAIN_IO.loss),
+      kl: scalar(TRAIN_IO.kl),
+      ce: scalar(TRAIN_IO.ce),
+      hiddenMse: teacherHidden.length ? scalar(TRAIN_IO.hiddenMse) : null,
+      grads,
+    };
   }
 
   async release(): Promise<void> {

@@ -10,7 +10,11 @@ const gate = (arg: string, help: string, max = Infinity) => number({ arg, help, 
 export const EVAL_OPTIONS = {
   ...deviceOptions({ threads: 'cli', rankDevices: true }),
   data: textFile({ required: true, recipeDefault: true, help: 'UTF-8 text, one document per line (windows of at most the model context)' }),
-  reference: stageRef({ arg: '<model>', recipeDefault: 'source', help: 'reference: a Hugging Face folder (exported to float32 on the fly) or another artifact' }),
+  reference: stageRef({
+    arg: '<model>',
+    recipeDefault: 'source',
+    help: 'reference: a Hugging Face folder (exported to float32 on the fly) or another artifact',
+  }),
   maxKl: gate('<nats>', 'fail (exit 1) when the mean KL divergence exceeds this'),
   minTop1: gate('<fraction>', 'fail (exit 1) when top-1 agreement is below this', 1),
   maxPplRatio: gate('<ratio>', 'fail (exit 1) when perplexity / reference perplexity exceeds this'),
@@ -26,6 +30,11 @@ export const evalPass = definePass({
   writes: () => null,
   figures: () => QUALITY_GATES,
   run: (o, ctx) =>
-    compareModels(ctx.reads.input!, ctx.reads.reference!, o.data, { device: ctx.device, batchSize: o.batchSize, limit: o.limit, onProgress: ctx.onProgress }),
+    compareModels(ctx.reads.input!, ctx.reads.reference!, o.data, {
+      device: ctx.device,
+      batchSize: o.batchSize,
+      limit: o.limit,
+      onProgress: ctx.onProgress,
+    }),
   measured: quality,
 });

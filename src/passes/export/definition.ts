@@ -11,7 +11,11 @@ const options = {
     default: 'fused',
     help: "fused: com.microsoft GroupQueryAttention (onnxruntime CPU/WebGPU/CUDA, onnxruntime-genai I/O); standard: ai.onnx ops only; inplace: the cache stays in llmopt's runtime, fastest batched decoding on CPU (llmopt only)",
   }),
-  layout: choice(LAYOUTS, { arg: '<layout>', default: 'llmopt', help: `folder layout: ${LAYOUTS.join(' | ')} (onnx/model.onnx + model.onnx_data, as transformers.js loads it)` }),
+  layout: choice(LAYOUTS, {
+    arg: '<layout>',
+    default: 'llmopt',
+    help: `folder layout: ${LAYOUTS.join(' | ')} (onnx/model.onnx + model.onnx_data, as transformers.js loads it)`,
+  }),
   ...printOptions('no progress bar'),
 };
 export type ExportCliOptions = OptionValues<typeof options>;
@@ -24,7 +28,10 @@ export const exportPass = definePass({
   figures: () => [],
   validate: (o) => {
     if (o.attention === 'inplace' && o.layout === 'transformers.js') {
-      throw new OptionError('attention', (n) => `${n('attention')} inplace: its cache inputs are llmopt's own; transformers.js runs ${n('attention')} fused or standard`);
+      throw new OptionError(
+        'attention',
+        (n) => `${n('attention')} inplace: its cache inputs are llmopt's own; transformers.js runs ${n('attention')} fused or standard`,
+      );
     }
   },
   run: (o, ctx) => exportModel(ctx.reads.input!, ctx.output, { attention: o.attention, layout: o.layout, onProgress: ctx.onProgress }),

@@ -14,8 +14,16 @@ export const PRUNE_OPTIONS = {
     schema: z.union([z.string(), z.number()]),
     parse: (_flag, v): string | number => v,
   }),
-  method: choice(PRUNE_METHODS, { arg: '<method>', default: 'magnitude', help: `${PRUNE_METHODS.join(' | ')} (wanda and sparsegpt need --calib)` }),
-  scope: choice(['row', 'layer'], { arg: '<scope>', default: 'row', help: 'unstructured ranking: per output row or over the whole tensor (layer)' }),
+  method: choice(PRUNE_METHODS, {
+    arg: '<method>',
+    default: 'magnitude',
+    help: `${PRUNE_METHODS.join(' | ')} (wanda and sparsegpt need --calib)`,
+  }),
+  scope: choice(['row', 'layer'], {
+    arg: '<scope>',
+    default: 'row',
+    help: 'unstructured ranking: per output row or over the whole tensor (layer)',
+  }),
   calib: textFile({ help: 'calibration text, one document per line' }),
   calibSamples: int({ min: 1, default: 128, help: 'calibration windows' }),
   calibSeqLen: int({ min: 2, help: 'tokens per calibration window (default: min(128, context))' }),
@@ -39,12 +47,20 @@ export const prunePass = definePass({
     const structure = parseSparsity(String(o.sparsity), o.scope);
     // SparseGPT compensates each row's error as it prunes it, so every row ends at the same sparsity.
     if (o.method === 'sparsegpt' && structure.kind === 'unstructured' && structure.scope === 'layer') {
-      throw new OptionError('scope', (n) => `${n('scope')} layer works with ${n('method')} magnitude or wanda; sparsegpt prunes each output row to the same sparsity`);
+      throw new OptionError(
+        'scope',
+        (n) => `${n('scope')} layer works with ${n('method')} magnitude or wanda; sparsegpt prunes each output row to the same sparsity`,
+      );
     }
-    if (o.method !== 'magnitude' && !o.calib) throw new OptionError('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
+    if (o.method !== 'magnitude' && !o.calib)
+      throw new OptionError('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
   },
   run: async (o, ctx) => {
-    const report = await prune(ctx.reads.input!, ctx.output, { ...o, structure: parseSparsity(String(o.sparsity), o.scope), onProgress: ctx.onProgress });
+    const report = await prune(ctx.reads.input!, ctx.output, {
+      ...o,
+      structure: parseSparsity(String(o.sparsity), o.scope),
+      onProgress: ctx.onProgress,
+    });
     return { ...report, eval: await evalAfter(o.eval, ctx) };
   },
   measured: (r) => quality(r.eval),

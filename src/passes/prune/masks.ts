@@ -104,8 +104,6 @@ export function checkNm(w: Scores, rows: number, cols: number, n: number, m: num
   return countNmViolations(w, rows, cols, n, m);
 }
 
-
-
 /** Zeroes `w` where `mask` is 0, in place (exact +0). */
 export function applyMask(w: Float32Array, mask: Uint8Array): Float32Array {
   for (let i = 0; i < w.length; i++) if (!mask[i]) w[i] = 0;

@@ -53,7 +53,8 @@ export function parseSparsity(value: string, scope: 'row' | 'layer' = 'row'): Sp
   if (nm) {
     const n = Number(nm[1]);
     const m = Number(nm[2]);
-    if (n < 1 || n >= m) throw new OptionError('sparsity', (k) => `${k('sparsity')} ${value}: N:M needs 1 <= N < M (N weights kept of every M)`);
+    if (n < 1 || n >= m)
+      throw new OptionError('sparsity', (k) => `${k('sparsity')} ${value}: N:M needs 1 <= N < M (N weights kept of every M)`);
     return { kind: 'nm', n, m };
   }
   const f = Number(value);
@@ -79,12 +80,16 @@ export async function prune(source: string, output: string, opts: PruneOptions):
   const { spec } = model;
   try {
     const checkpoint = model.checkpoint;
-    if (!checkpoint) throw new InputError(`${source}: already quantized (${model.quantization}); prune the float checkpoint, then quantize`);
+    if (!checkpoint)
+      throw new InputError(`${source}: already quantized (${model.quantization}); prune the float checkpoint, then quantize`);
     const targets = selectTargets(spec, opts.exclude ?? []);
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to prune');
     if (structure.kind === 'nm') {
       const bad = targets.find((t) => t.cols % structure.m !== 0);
-      if (bad) throw new InputError(`${bad.module}.weight: in_features ${bad.cols} is not divisible by M=${structure.m} for --sparsity ${structure.n}:${structure.m}; exclude such modules with --exclude "*${bad.kind}_proj" or choose an M that divides ${bad.cols}`);
+      if (bad)
+        throw new InputError(
+          `${bad.module}.weight: in_features ${bad.cols} is not divisible by M=${structure.m} for --sparsity ${structure.n}:${structure.m}; exclude such modules with --exclude "*${bad.kind}_proj" or choose an M that divides ${bad.cols}`,
+        );
     }
     if (method === 'sparsegpt' && structure.kind === 'unstructured' && structure.scope === 'layer') {
       throw new InputError('--scope layer works with --method magnitude or wanda; sparsegpt prunes each output row to the same sparsity');
@@ -94,7 +99,17 @@ export async function prune(source: string, output: string, opts: PruneOptions):
     const calibSet = calibrated ? loadModelCalibration(opts.calib!, source, spec, opts.calibSamples, opts.calibSeqLen) : null;
 
     const byModule = new Map(targets.map((t) => [`${t.module}.weight`, t]));
-    const report: PruneReport = { output, method, structure, targets: targets.length, sparsity: 0, byKind: {}, tensors: [], calibrationTokens: 0, seconds: 0 };
+    const report: PruneReport = {
+      output,
+      method,
+      structure,
+      targets: targets.length,
+      sparsity: 0,
+      byKind: {},
+      tensors: [],
+      calibrationTokens: 0,
+      seconds: 0,
+    };
 
     // The record holds the resolved options the write computes (sparsity, calibration tokens).
     const passes: PassRecord[] = [];
@@ -149,8 +164,13 @@ export async function prune(source: string, output: string, opts: PruneOptions):
         count += w.length;
         return fromFloat32(w, checkpoint.info(name).dtype as 'F32' | 'F16' | 'BF16');
       };
-      if (existsSync(join(source, 'model.safetensors'))) await writeSafetensors(join(tmp, 'model.safetensors'), entries, produce, { format: 'pt' });
-      else await writeShardedCheckpoint(tmp, entries, produce, { maxShardBytes: largestShardBytes(checkpoint.totalBytes, source), metadata: { format: 'pt' } });
+      if (existsSync(join(source, 'model.safetensors')))
+        await writeSafetensors(join(tmp, 'model.safetensors'), entries, produce, { format: 'pt' });
+      else
+        await writeShardedCheckpoint(tmp, entries, produce, {
+          maxShardBytes: largestShardBytes(checkpoint.totalBytes, source),
+          metadata: { format: 'pt' },
+        });
       for (const f of staged.values()) await f.close().catch(() => {});
       rmSync(staging, { recursive: true, force: true });
 
@@ -165,7 +185,14 @@ export async function prune(source: string, output: string, opts: PruneOptions):
         targets: [...new Set(targets.map((t) => t.kind))].map((k) => `${k}_proj`),
         excluded: opts.exclude ?? [],
         sparsity: +report.sparsity.toFixed(6),
-        calibration: calibSet ? { file: resolve(calibSet.path), windows: calibSet.windows.length, tokens: report.calibrationTokens, sequential: opts.sequential !== false } : null,
+        calibration: calibSet
+          ? {
+              file: resolve(calibSet.path),
+              windows: calibSet.windows.length,
+              tokens: report.calibrationTokens,
+              sequential: opts.sequential !== false,
+            }
+          : null,
       };
       writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
       passes.push(passRecord('prune', config.llmopt_pruning));
@@ -176,9 +203,19 @@ export async function prune(source: string, output: string, opts: PruneOptions):
   }
 }
 
-function recordTensor(report: PruneReport, t: LinearModule, w: Float32Array, s: SparsityStructure, kinds: Map<LinearKind, { tensors: number; zeros: number; count: number }>): void {
+function recordTensor(
+  report: PruneReport,
+  t: LinearModule,
+  w: Float32Array,
+  s: SparsityStructure,
+  kinds: Map<LinearKind, { tensors: number; zeros: number; count: number }>,
+): void {
   const sparsity = sparsityOf(w);
-  report.tensors.push({ name: `${t.module}.weight`, sparsity, nmViolations: s.kind === 'nm' ? checkNm(w, t.rows, t.cols, s.n, s.m) : null });
+  report.tensors.push({
+    name: `${t.module}.weight`,
+    sparsity,
+    nmViolations: s.kind === 'nm' ? checkNm(w, t.rows, t.cols, s.n, s.m) : null,
+  });
   const k = kinds.get(t.kind) ?? { tensors: 0, zeros: 0, count: 0 };
   k.tensors++;
   k.zeros += Math.round(sparsity * w.length);
@@ -192,4 +229,3 @@ function largestShardBytes(totalBytes: number, source: string): number {
   const shards = new Set(Object.values(index.weight_map as Record<string, string>)).size;
   return Math.ceil((totalBytes * 1.1) / shards);
 }
-

@@ -19,7 +19,8 @@ export function wandaScores(w: Float32Array, rows: number, cols: number, inputSq
   const norms = new Float64Array(cols); // [cols]
   for (let j = 0; j < cols; j++) {
     const s = inputSqNorms[j]!;
-    if (!(s >= 0) || !Number.isFinite(s)) throw new InputError('calibration statistics (input norms) contain negative or non-finite values');
+    if (!(s >= 0) || !Number.isFinite(s))
+      throw new InputError('calibration statistics (input norms) contain negative or non-finite values');
     norms[j] = Math.sqrt(s);
   }
   const out = new Float32Array(rows * cols); // [rows, cols]

@@ -43,7 +43,14 @@ const ROW_CHUNK = 32;
  *   loses exactly round(sparsity * cols) weights;
  * - N:M: chosen per group of m columns as the loop reaches the group, keeping n.
  */
-export function sparseGptPrune(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number, opts: SparseGptOptions): SparseGptResult {
+export function sparseGptPrune(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  H: Float64Array,
+  nSamples: number,
+  opts: SparseGptOptions,
+): SparseGptResult {
   if (w.length !== rows * cols) throw new InputError(`weight has ${w.length} values, expected ${rows}x${cols}`);
   if (H.length !== cols * cols) throw new InputError(`Hessian has ${H.length} values, expected ${cols}x${cols}`);
   if (!(nSamples > 0)) throw new InputError(`SparseGPT needs calibration tokens, got ${nSamples}`);

@@ -9,13 +9,21 @@ import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantize
 export const QUANTIZE_OPTIONS = {
   ...outputFolder('output folder'),
   to: choice(QUANT_TARGETS, { arg: '<precision>', required: true, help: QUANT_TARGETS.join(' | ') }),
-  method: choice(QUANT_METHODS, { arg: '<method>', default: 'rtn', help: 'rtn (round-to-nearest) | gptq (error-compensated, needs --calib)' }),
+  method: choice(QUANT_METHODS, {
+    arg: '<method>',
+    default: 'rtn',
+    help: 'rtn (round-to-nearest) | gptq (error-compensated, needs --calib)',
+  }),
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
   asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
   accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
   quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
-  format: choice(QUANT_FORMATS, { arg: '<format>', default: 'onnx', help: 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads' }),
+  format: choice(QUANT_FORMATS, {
+    arg: '<format>',
+    default: 'onnx',
+    help: 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads',
+  }),
   attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
   calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
   calibSamples: int({ min: 1, default: 128, help: 'calibration windows' }),
@@ -39,7 +47,10 @@ export const quantizePass = definePass({
     validateQuantizeOptions(o);
     // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
     if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
-      throw new OptionError('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: ${n('to')} ${o.to} has no blocks (block sizes apply to int4 and int8)`);
+      throw new OptionError(
+        'blockSize',
+        (n) => `${n('blockSize')} ${o.blockSize}: ${n('to')} ${o.to} has no blocks (block sizes apply to int4 and int8)`,
+      );
     }
   },
   run: async (o, ctx) => {

@@ -37,7 +37,8 @@ export interface MatMulNBitsShape {
 function checkConfig(bits: number, blockSize: number): void {
   if (bits !== 4 && bits !== 8) throw new Error(`MatMulNBits: bits ${bits} not supported (4 or 8)`);
   // The operator's own requirement: a power of two, at least 16.
-  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) throw new Error(`MatMulNBits: block_size ${blockSize} is not a power of two >= 16`);
+  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0)
+    throw new Error(`MatMulNBits: block_size ${blockSize} is not a power of two >= 16`);
 }
 
 /** Bytes per block of B. */
@@ -102,7 +103,8 @@ export function unpackMatMulNBits(packed: MatMulNBitsPacked, shape: MatMulNBitsS
   checkConfig(bits, blockSize);
   const nb = blocksPerRow(cols, blockSize);
   const blob = blobSize(bits, blockSize);
-  if (packed.weight.length !== rows * nb * blob) throw new Error(`MatMulNBits: ${packed.weight.length} weight bytes, expected ${rows * nb * blob}`);
+  if (packed.weight.length !== rows * nb * blob)
+    throw new Error(`MatMulNBits: ${packed.weight.length} weight bytes, expected ${rows * nb * blob}`);
   if (packed.scales.length !== rows * nb) throw new Error(`MatMulNBits: ${packed.scales.length} scales, expected ${rows * nb}`);
   const codes = new Uint8Array(rows * cols);
   for (let r = 0; r < rows; r++) {
@@ -117,7 +119,17 @@ export function unpackMatMulNBits(packed: MatMulNBitsPacked, shape: MatMulNBitsS
     zeroPoints = new Uint8Array(rows * nb);
     for (let r = 0; r < rows; r++) for (let b = 0; b < nb; b++) zeroPoints[r * nb + b] = getCode(packed.zeroPoints, r * zpRow, b, bits);
   }
-  return { bits, blockSize, symmetric: zeroPoints === null, rows, cols, blocksPerRow: nb, codes, scales: packed.scales.slice(), zeroPoints };
+  return {
+    bits,
+    blockSize,
+    symmetric: zeroPoints === null,
+    rows,
+    cols,
+    blocksPerRow: nb,
+    codes,
+    scales: packed.scales.slice(),
+    zeroPoints,
+  };
 }
 
 /**
@@ -126,7 +138,8 @@ export function unpackMatMulNBits(packed: MatMulNBitsPacked, shape: MatMulNBitsS
  * size these are the very bytes of {@link packMatMulNBits}'s weight.
  */
 export function packGatherData(q: BlockQuantized): Uint8Array {
-  if ((q.cols * q.bits) % 8 !== 0) throw new Error(`GatherBlockQuantized: a row of ${q.cols} ${q.bits}-bit codes is not a whole number of bytes`);
+  if ((q.cols * q.bits) % 8 !== 0)
+    throw new Error(`GatherBlockQuantized: a row of ${q.cols} ${q.bits}-bit codes is not a whole number of bytes`);
   const out = new Uint8Array((q.rows * q.cols * q.bits) / 8);
   for (let i = 0; i < q.codes.length; i++) putCode(out, 0, i, q.codes[i]!, q.bits);
   return out;
@@ -153,7 +166,9 @@ function writeScales(g: GraphBuilder, prefix: string, q: BlockQuantized, packed:
   const nb = q.blocksPerRow;
   return {
     scales: g.initializer(`${prefix}_scales`, Elem.FLOAT, [q.rows, nb], f32bytes(packed.scales)),
-    zeroPoints: packed.zeroPoints ? g.initializer(`${prefix}_zp`, Elem.UINT8, [q.rows, zeroPointBytesPerRow(q.bits, nb)], packed.zeroPoints) : null,
+    zeroPoints: packed.zeroPoints
+      ? g.initializer(`${prefix}_zp`, Elem.UINT8, [q.rows, zeroPointBytesPerRow(q.bits, nb)], packed.zeroPoints)
+      : null,
   };
 }
 
@@ -163,15 +178,28 @@ export function writeMatMulNBits(g: GraphBuilder, prefix: string, q: BlockQuanti
 }
 
 /** A MatMulNBits node: x [..., K] -> [..., N]. */
-export function matMulNBitsNode(g: GraphBuilder, names: MatMulNBitsNames, shape: MatMulNBitsShape, x: string, path: string, accuracyLevel: AccuracyLevel): string {
+export function matMulNBitsNode(
+  g: GraphBuilder,
+  names: MatMulNBitsNames,
+  shape: MatMulNBitsShape,
+  x: string,
+  path: string,
+  accuracyLevel: AccuracyLevel,
+): string {
   const inputs = [x, names.weight, names.scales, ...(names.zeroPoints ? [names.zeroPoints] : [])];
-  return g.op('MatMulNBits', inputs, `${path}/MatMulNBits`, {
-    K: { int: shape.cols },
-    N: { int: shape.rows },
-    bits: { int: shape.bits },
-    block_size: { int: shape.blockSize },
-    accuracy_level: { int: accuracyLevel },
-  }, MS_DOMAIN);
+  return g.op(
+    'MatMulNBits',
+    inputs,
+    `${path}/MatMulNBits`,
+    {
+      K: { int: shape.cols },
+      N: { int: shape.rows },
+      bits: { int: shape.bits },
+      block_size: { int: shape.blockSize },
+      accuracy_level: { int: accuracyLevel },
+    },
+    MS_DOMAIN,
+  );
 }
 
 /** Stored bytes of a packed weight (B, scales and zero points). */
@@ -239,7 +267,8 @@ export function quantizedEmbedding(cfg: BlockQuantConfig, opts: QuantizedEmbeddi
     async gather(g, weights, spec, inputIds) {
       const V = spec.vocabSize;
       const h = spec.hiddenSize;
-      if ((h * cfg.bits) % 8 !== 0) throw new Error(`GatherBlockQuantized: hidden_size ${h} is odd, which ${cfg.bits}-bit packed rows cannot hold`);
+      if ((h * cfg.bits) % 8 !== 0)
+        throw new Error(`GatherBlockQuantized: hidden_size ${h} is odd, which ${cfg.bits}-bit packed rows cannot hold`);
       const w = await weights.readFloat32(EMBED_TOKENS);
       const q = quantizeRtn(w, V, h, cfg);
       const packed = packMatMulNBits(q);
@@ -269,12 +298,18 @@ export function quantizedEmbedding(cfg: BlockQuantConfig, opts: QuantizedEmbeddi
       if (head) stored.set(g, { head, shape });
       opts.onLayer?.({ module: 'model.embed_tokens', floatBytes: w.byteLength, quantizedBytes: bytes });
       const inputs = [data, inputIds, shared.scales, ...(shared.zeroPoints ? [shared.zeroPoints] : [])];
-      return g.op('GatherBlockQuantized', inputs, '/model/embed_tokens/GatherBlockQuantized', {
-        gather_axis: { int: 0 },
-        quantize_axis: { int: 1 },
-        block_size: { int: cfg.blockSize },
-        bits: { int: cfg.bits },
-      }, MS_DOMAIN);
+      return g.op(
+        'GatherBlockQuantized',
+        inputs,
+        '/model/embed_tokens/GatherBlockQuantized',
+        {
+          gather_axis: { int: 0 },
+          quantize_axis: { int: 1 },
+          block_size: { int: cfg.blockSize },
+          bits: { int: cfg.bits },
+        },
+        MS_DOMAIN,
+      );
     },
     tiedHead(g, _spec, x) {
       const s = stored.get(g);

@@ -57,7 +57,8 @@ export function quantizePerChannelInt8(w: Float32Array, out: number, inFeatures:
     for (let k = 0; k < inFeatures; k++) absmax = Math.max(absmax, Math.abs(w[n * inFeatures + k]!));
     const scale = Math.fround(absmax === 0 ? 1 : absmax / W8A8_QMAX);
     scales[n] = scale;
-    for (let k = 0; k < inFeatures; k++) codes[k * out + n] = Math.max(-W8A8_QMAX, Math.min(W8A8_QMAX, Math.round(w[n * inFeatures + k]! / scale)));
+    for (let k = 0; k < inFeatures; k++)
+      codes[k * out + n] = Math.max(-W8A8_QMAX, Math.min(W8A8_QMAX, Math.round(w[n * inFeatures + k]! / scale)));
   }
   return { codes, scales };
 }

@@ -81,10 +81,12 @@ export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'symmetric' | '
   const fail = (key: string, render: (n: (key: string) => string) => string) => {
     throw new OptionError(key, render);
   };
-  if (integer && !(BLOCK_SIZES as readonly number[]).includes(o.blockSize)) fail('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
+  if (integer && !(BLOCK_SIZES as readonly number[]).includes(o.blockSize))
+    fail('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
   if (o.method === 'gptq' && !integer) fail('method', (n) => `${n('method')} gptq works with ${n('to')} int4 or int8, not ${o.to}`);
   if (o.method === 'gptq' && !o.calib) fail('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
-  if (o.format === 'compressed-tensors' && !integer) fail('format', (n) => `${n('format')} compressed-tensors writes int4 or int8 weights, not ${o.to}`);
+  if (o.format === 'compressed-tensors' && !integer)
+    fail('format', (n) => `${n('format')} compressed-tensors writes int4 or int8 weights, not ${o.to}`);
   if (o.quantizeEmbeddings && !integer) fail('quantizeEmbeddings', (n) => `${n('quantizeEmbeddings')} needs ${n('to')} int4 or int8`);
   if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) fail('accuracyLevel', (n) => `${n('accuracyLevel')} ${o.accuracyLevel}: choose 0 to 4`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
@@ -114,7 +116,9 @@ export async function quantize(source: string, output: string, o: QuantizeOption
   const started = performance.now();
   validateQuantizeOptions(o);
   if (findModelFile(source)) {
-    throw new InputError(`${source}: an ONNX artifact; quantize reads Hugging Face folders (the output of prune, or the checkpoint the artifact was exported from)`);
+    throw new InputError(
+      `${source}: an ONNX artifact; quantize reads Hugging Face folders (the output of prune, or the checkpoint the artifact was exported from)`,
+    );
   }
   const model = await openHfModel(source);
   try {
@@ -123,7 +127,13 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     const targets = selectTargets(spec, o.exclude);
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to quantize');
     const targetSet = new Set(targets.map((t) => t.module));
-    const excluded = [...new Set([...selectTargets(spec, []).map((t) => t.module).filter((m) => !targetSet.has(m))])];
+    const excluded = [
+      ...new Set([
+        ...selectTargets(spec, [])
+          .map((t) => t.module)
+          .filter((m) => !targetSet.has(m)),
+      ]),
+    ];
     const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
     const cfg: BlockQuantConfig | null = bits ? { bits: bits as 4 | 8, blockSize: o.blockSize, symmetric: o.symmetric } : null;
     // Read (and checked) once, before any work: an empty file is bad input whatever the method.
@@ -134,7 +144,19 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfg!);
     const record: PassRecord = {
       pass: 'quantize',
-      options: { to: o.to, method: o.method, bits, blockSize: cfg ? o.blockSize : null, symmetric: cfg ? o.symmetric : null, accuracyLevel: o.accuracyLevel, quantizeEmbeddings: o.quantizeEmbeddings, excluded, format: o.format, actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null, calibration: o.calib ? resolve(o.calib) : null },
+      options: {
+        to: o.to,
+        method: o.method,
+        bits,
+        blockSize: cfg ? o.blockSize : null,
+        symmetric: cfg ? o.symmetric : null,
+        accuracyLevel: o.accuracyLevel,
+        quantizeEmbeddings: o.quantizeEmbeddings,
+        excluded,
+        format: o.format,
+        actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null,
+        calibration: o.calib ? resolve(o.calib) : null,
+      },
       at: new Date().toISOString(),
     };
 
@@ -145,7 +167,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
 
     if (o.format === 'compressed-tensors') {
       const layers = new Map<string, BlockQuantized>();
-      for (const t of targets) layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
+      for (const t of targets)
+        layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
       const quantizedNames = new Set(targets.map((t) => `${t.module}.weight`));
       await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, async (tmp) => {
         await writeCompressedTensorsCheckpoint(tmp, {
@@ -153,7 +176,10 @@ export async function quantize(source: string, output: string, o: QuantizeOption
           layers,
           // float32 scales keep llmopt's reader exact; vLLM casts scales to the model dtype on load.
           scaleDtype: 'F32',
-          floatTensors: source_.names().filter((n) => !quantizedNames.has(n)).map((name) => ({ name, dtype: source_.info(name).dtype, shape: source_.info(name).shape })),
+          floatTensors: source_
+            .names()
+            .filter((n) => !quantizedNames.has(n))
+            .map((name) => ({ name, dtype: source_.info(name).dtype, shape: source_.info(name).shape })),
           readFloat: (name) => source_.readRaw(name),
           ignore: [...excluded, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
         });
@@ -179,7 +205,12 @@ export async function quantize(source: string, output: string, o: QuantizeOption
                 exclude: (module) => !quantizes(module),
                 quantize: (layer, w) => quantizeLayer(layer.module, w, layer.outFeatures, layer.inFeatures),
               });
-      const embedding = o.to === 'fp16' ? fp16Embedding : o.quantizeEmbeddings && cfg ? quantizedEmbedding(cfg, { accuracyLevel: o.accuracyLevel }) : undefined;
+      const embedding =
+        o.to === 'fp16'
+          ? fp16Embedding
+          : o.quantizeEmbeddings && cfg
+            ? quantizedEmbedding(cfg, { accuracyLevel: o.accuracyLevel })
+            : undefined;
       await exportModel(source, output, {
         attention: o.attention,
         layout: 'llmopt',

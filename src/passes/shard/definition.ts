@@ -10,9 +10,17 @@ export const SHARD_OPTIONS = {
   tp: int({ min: 1, default: 1, help: 'tensor-parallel ranks: attention split by heads, MLP by columns' }),
   pp: int({ min: 1, help: 'pipeline stages: contiguous layer ranges balanced by parameter bytes' }),
   stages: string({ arg: '<ranges>', help: 'explicit layer ranges per stage, e.g. 0-5,6-11 (sets --pp)' }),
-  vocab: choice(VOCAB_MODES, { arg: '<mode>', default: 'replicated', help: 'embedding and lm_head: replicated on every rank, or split over the vocabulary across tp ranks' }),
+  vocab: choice(VOCAB_MODES, {
+    arg: '<mode>',
+    default: 'replicated',
+    help: 'embedding and lm_head: replicated on every rank, or split over the vocabulary across tp ranks',
+  }),
   attention: choice(SHARD_ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the rank graphs' }),
-  format: choice(SHARD_FORMATS, { arg: '<format>', default: 'onnx', help: 'onnx: rank folders llmopt runs; tensorrt-llm: a TensorRT-LLM checkpoint (config.json + rank{r}.safetensors)' }),
+  format: choice(SHARD_FORMATS, {
+    arg: '<format>',
+    default: 'onnx',
+    help: 'onnx: rank folders llmopt runs; tensorrt-llm: a TensorRT-LLM checkpoint (config.json + rank{r}.safetensors)',
+  }),
   ...printOptions('no progress bar'),
 };
 
@@ -25,7 +33,11 @@ export const shardPass = definePass({
   figures: () => [],
   validate: (o) => {
     if (o.format === 'tensorrt-llm' && o.stages !== undefined) {
-      throw new OptionError('stages', (n) => `${n('stages')} does not apply to ${n('format')} tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)`);
+      throw new OptionError(
+        'stages',
+        (n) =>
+          `${n('stages')} does not apply to ${n('format')} tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)`,
+      );
     }
   },
   run: (o, ctx) => shardModel(ctx.reads.input!, ctx.output, { ...o, onProgress: ctx.onProgress }),

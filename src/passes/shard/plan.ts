@@ -63,11 +63,16 @@ export function parseStages(text: string, numLayers: number): Range[] {
   });
   let next = 0;
   for (const r of ranges) {
-    if (r.from < next) throw new InputError(`--stages ${text}: stages overlap at layer ${r.from} (each layer belongs to exactly one stage, in order)`);
-    if (r.from > next) throw new InputError(`--stages ${text}: layers ${next}-${r.from - 1} are in no stage (stages must cover 0-${numLayers - 1} without gaps)`);
+    if (r.from < next)
+      throw new InputError(`--stages ${text}: stages overlap at layer ${r.from} (each layer belongs to exactly one stage, in order)`);
+    if (r.from > next)
+      throw new InputError(
+        `--stages ${text}: layers ${next}-${r.from - 1} are in no stage (stages must cover 0-${numLayers - 1} without gaps)`,
+      );
     next = r.to;
   }
-  if (next < numLayers) throw new InputError(`--stages ${text}: layers ${next}-${numLayers - 1} are in no stage (stages must cover 0-${numLayers - 1})`);
+  if (next < numLayers)
+    throw new InputError(`--stages ${text}: layers ${next}-${numLayers - 1} are in no stage (stages must cover 0-${numLayers - 1})`);
   return ranges;
 }
 
@@ -127,13 +132,18 @@ export function planShard(spec: DecoderSpec, opts: ShardPlanOptions): ShardPlan 
   let kv: KvMode;
   if (KV % tp === 0) kv = 'split';
   else if (tp % KV === 0) kv = 'replicated';
-  else throw new InputError(`--tp ${tp}: the ${KV} key/value heads can neither be divided by it nor replicated across it (tp must divide ${KV} or be a multiple of it)`);
-  if (vocab === 'split' && V % tp !== 0) throw new InputError(`--vocab split: --tp ${tp} does not divide the vocabulary of ${V} (use --vocab replicated)`);
+  else
+    throw new InputError(
+      `--tp ${tp}: the ${KV} key/value heads can neither be divided by it nor replicated across it (tp must divide ${KV} or be a multiple of it)`,
+    );
+  if (vocab === 'split' && V % tp !== 0)
+    throw new InputError(`--vocab split: --tp ${tp} does not divide the vocabulary of ${V} (use --vocab replicated)`);
 
   const stages = opts.stages !== undefined ? parseStages(opts.stages, spec.numLayers) : null;
   const pp = opts.pp ?? stages?.length ?? 1;
   if (!Number.isInteger(pp) || pp < 1) throw new InputError(`--pp ${pp}: expected an integer >= 1`);
-  if (pp > spec.numLayers) throw new InputError(`--pp ${pp} is larger than the model's ${spec.numLayers} layers (each stage needs at least one)`);
+  if (pp > spec.numLayers)
+    throw new InputError(`--pp ${pp} is larger than the model's ${spec.numLayers} layers (each stage needs at least one)`);
   if (stages && stages.length !== pp) throw new InputError(`--stages ${opts.stages}: ${stages.length} stages, but --pp is ${pp}`);
   const ranges = stages ?? balanceStages(spec, pp);
 
@@ -144,7 +154,10 @@ export function planShard(spec: DecoderSpec, opts: ShardPlanOptions): ShardPlan 
   for (let stage = 0; stage < pp; stage++) {
     for (let tpRank = 0; tpRank < tp; tpRank++) {
       // Replicated KV: the rank's query heads all fall in one KV group (tp is a multiple of kv_heads).
-      const kvHeads = kv === 'split' ? { from: (tpRank * KV) / tp, to: ((tpRank + 1) * KV) / tp } : { from: Math.floor((tpRank * KV) / tp), to: Math.floor((tpRank * KV) / tp) + 1 };
+      const kvHeads =
+        kv === 'split'
+          ? { from: (tpRank * KV) / tp, to: ((tpRank + 1) * KV) / tp }
+          : { from: Math.floor((tpRank * KV) / tp), to: Math.floor((tpRank * KV) / tp) + 1 };
       ranks.push({
         rank: stage * tp + tpRank,
         stage,

@@ -6,7 +6,8 @@ import type { SegmentRecord } from '../../runtime/sharded/manifest.js';
 import type { RankPlan, ShardPlan } from './plan.js';
 
 export function rankSegments(plan: ShardPlan, r: RankPlan): SegmentRecord[] {
-  const past = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => [io.pastKey(from + k), io.pastValue(from + k)]).flat();
+  const past = (from: number, to: number) =>
+    Array.from({ length: to - from }, (_, k) => [io.pastKey(from + k), io.pastValue(from + k)]).flat();
   const file = (id: string) => `${id}.onnx`;
   const { from, to } = r.layers;
   if (plan.tp === 1) {

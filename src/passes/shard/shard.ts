@@ -66,7 +66,16 @@ export function rankTensorNames(spec: DecoderSpec, r: RankPlan): string[] {
 
 const pair = (r: { from: number; to: number }): [number, number] => [r.from, r.to];
 
-async function writeOnnxRank(tmp: string, spec: DecoderSpec, weights: Parameters<typeof rankWeights>[0], plan: ShardPlan, r: RankPlan, runId: string, opts: ShardOptions, tick: () => void): Promise<RankRecord> {
+async function writeOnnxRank(
+  tmp: string,
+  spec: DecoderSpec,
+  weights: Parameters<typeof rankWeights>[0],
+  plan: ShardPlan,
+  r: RankPlan,
+  runId: string,
+  opts: ShardOptions,
+  tick: () => void,
+): Promise<RankRecord> {
   const dir = `rank${r.rank}`;
   const rankDir = join(tmp, dir);
   mkdirSync(rankDir);
@@ -88,35 +97,72 @@ async function writeOnnxRank(tmp: string, spec: DecoderSpec, weights: Parameters
   }
   writeFileSync(join(rankDir, RANK_FILE), JSON.stringify({ runId, rank: r.rank }) + '\n');
   const files: RankRecord['files'] = {};
-  for (const f of readdirSync(rankDir).sort()) files[f] = { bytes: statSync(join(rankDir, f)).size, sha256: await sha256File(join(rankDir, f)) };
+  for (const f of readdirSync(rankDir).sort())
+    files[f] = { bytes: statSync(join(rankDir, f)).size, sha256: await sha256File(join(rankDir, f)) };
   const tensors: Record<string, number[]> = {};
   for (const name of rankTensorNames(spec, r)) tensors[name] = sliced.shape(name);
-  return { rank: r.rank, stage: r.stage, tpRank: r.tpRank, dir, layers: pair(r.layers), heads: pair(r.heads), kvHeads: pair(r.kvHeads), ffn: pair(r.ffn), vocab: pair(r.vocab), segments, tensors, files };
+  return {
+    rank: r.rank,
+    stage: r.stage,
+    tpRank: r.tpRank,
+    dir,
+    layers: pair(r.layers),
+    heads: pair(r.heads),
+    kvHeads: pair(r.kvHeads),
+    ffn: pair(r.ffn),
+    vocab: pair(r.vocab),
+    segments,
+    tensors,
+    files,
+  };
 }
 
 /** Shards `source` into `output`; validates everything before writing anything. */
 export async function shardModel(source: string, output: string, opts: ShardOptions): Promise<ShardReport> {
   const started = Date.now();
-  if (isArtifact(source)) throw new InputError(`${source}: is an ONNX artifact; shard takes a float Hugging Face checkpoint (quantized artifacts cannot be sharded: shard first, quantize is not supported on shards yet)`);
+  if (isArtifact(source))
+    throw new InputError(
+      `${source}: is an ONNX artifact; shard takes a float Hugging Face checkpoint (quantized artifacts cannot be sharded: shard first, quantize is not supported on shards yet)`,
+    );
   const model = await openHfModel(source);
   const { spec } = model;
   try {
-    if (model.quantization) throw new InputError(`${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`);
-    if (opts.format === 'tensorrt-llm' && opts.stages !== undefined) throw new InputError('--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)');
+    if (model.quantization)
+      throw new InputError(
+        `${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`,
+      );
+    if (opts.format === 'tensorrt-llm' && opts.stages !== undefined)
+      throw new InputError(
+        '--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)',
+      );
     checkAttentionForm(spec, opts.attention, source);
     if (!ATTENTION[opts.attention].shardable) {
       throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     }
-    const plan = planShard(spec, { tp: opts.tp, pp: opts.pp, stages: opts.format === 'tensorrt-llm' ? undefined : opts.stages, vocab: opts.vocab });
+    const plan = planShard(spec, {
+      tp: opts.tp,
+      pp: opts.pp,
+      stages: opts.format === 'tensorrt-llm' ? undefined : opts.stages,
+      vocab: opts.vocab,
+    });
     if (opts.format === 'tensorrt-llm') {
       const stages = tensorRtLlmStages(spec.numLayers, plan.pp);
       plan.stages = stages;
       for (const r of plan.ranks) r.layers = stages[r.stage]!;
     }
     const configBytes = readFileSync(join(source, 'config.json'));
-    const trtRanks: TensorRtLlmRank[] = plan.ranks.map((r) => ({ rank: r.rank, tpRank: r.tpRank, layers: r.layers, first: r.embedding, last: r.head, weights: rankWeights(model.weights, spec, r, 'every') }));
+    const trtRanks: TensorRtLlmRank[] = plan.ranks.map((r) => ({
+      rank: r.rank,
+      tpRank: r.tpRank,
+      layers: r.layers,
+      first: r.embedding,
+      last: r.head,
+      weights: rankWeights(model.weights, spec, r, 'every'),
+    }));
     const total =
-      opts.format === 'tensorrt-llm' ? trtRanks.reduce((a, r) => a + tensorRtLlmRankTensors(spec, plan.tp, r).length, 0) : plan.ranks.reduce((a, r) => a + rankTensorNames(spec, r).length, 0);
+      opts.format === 'tensorrt-llm'
+        ? trtRanks.reduce((a, r) => a + tensorRtLlmRankTensors(spec, plan.tp, r).length, 0)
+        : plan.ranks.reduce((a, r) => a + rankTensorNames(spec, r).length, 0);
     let done = 0;
     const tick = () => opts.onProgress?.(++done, total);
     const trt = opts.format === 'tensorrt-llm';
@@ -159,4 +205,3 @@ function shardRecord(opts: ShardOptions, plan: ShardPlan) {
   const { tp, pp, vocab } = plan;
   return passRecord('shard', { tp, pp, stages: plan.stages.map(pair), vocab, attention: opts.attention, format: opts.format });
 }
-

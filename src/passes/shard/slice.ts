@@ -27,7 +27,8 @@ export type SplitKind = 'rows' | 'cols' | 'rowParallelBias' | 'whole';
 export function tensorSplit(spec: DecoderSpec, r: RankPlan, name: string): { kind: SplitKind; range: Range } {
   const d = spec.headDim;
   const all = { from: 0, to: 0 };
-  if (name === EMBED_TOKENS || name === LM_HEAD) return r.vocab.to - r.vocab.from === spec.vocabSize ? { kind: 'whole', range: all } : { kind: 'rows', range: r.vocab };
+  if (name === EMBED_TOKENS || name === LM_HEAD)
+    return r.vocab.to - r.vocab.from === spec.vocabSize ? { kind: 'whole', range: all } : { kind: 'rows', range: r.vocab };
   const m = /^model\.layers\.(\d+)\./.exec(name);
   if (!m) return { kind: 'whole', range: all };
   const n = layerTensorNames(Number(m[1]));

@@ -84,15 +84,19 @@ export async function readShardManifest(dir: string): Promise<ShardManifest> {
   const path = join(dir, MANIFEST_FILE);
   const m = readJsonFile(path) as unknown as ShardManifest;
   if (m.format !== SHARD_FORMAT || m.formatVersion !== 1) throw new InputError(`${path}: not an llmopt sharded-model manifest`);
-  if (!Array.isArray(m.ranks) || m.ranks.length !== m.layout.worldSize) throw new InputError(`${path}: lists ${m.ranks?.length} ranks for a world size of ${m.layout?.worldSize}`);
+  if (!Array.isArray(m.ranks) || m.ranks.length !== m.layout.worldSize)
+    throw new InputError(`${path}: lists ${m.ranks?.length} ranks for a world size of ${m.layout?.worldSize}`);
   for (const r of m.ranks) {
     const rankDir = join(dir, r.dir);
-    if (!existsSync(rankDir)) throw new InputError(`${rankDir}: rank ${r.rank} folder is missing (the manifest lists ${m.ranks.length} ranks)`);
+    if (!existsSync(rankDir))
+      throw new InputError(`${rankDir}: rank ${r.rank} folder is missing (the manifest lists ${m.ranks.length} ranks)`);
     const rankFile = join(rankDir, RANK_FILE);
     if (!existsSync(rankFile)) throw new InputError(`${rankFile}: missing; ${r.dir} is not a rank folder of this shard run`);
     const id = readJsonFile(rankFile) as { runId?: string; rank?: number };
     if (id.runId !== m.runId || id.rank !== r.rank) {
-      throw new InputError(`${r.dir}: rank folder comes from another shard run (run ${id.runId} rank ${id.rank}; the manifest expects run ${m.runId} rank ${r.rank}); re-run llmopt shard`);
+      throw new InputError(
+        `${r.dir}: rank folder comes from another shard run (run ${id.runId} rank ${id.rank}; the manifest expects run ${m.runId} rank ${r.rank}); re-run llmopt shard`,
+      );
     }
     for (const [rel, want] of Object.entries(r.files)) {
       const file = join(rankDir, rel);

@@ -21,14 +21,26 @@ class RankWorker {
   private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   readonly ready: Promise<WorkerReply>;
 
-  constructor(readonly record: RankRecord, private readonly worker: Worker) {
+  constructor(
+    readonly record: RankRecord,
+    private readonly worker: Worker,
+  ) {
     this.ready = new Promise((res, rej) => this.pending.set(0, { resolve: res, reject: rej }));
     worker.on('message', (r: WorkerReply) => {
       const p = this.pending.get(r.id);
       this.pending.delete(r.id);
       if (!p) return;
       if (r.ok) p.resolve(r);
-      else p.reject(r.kind === 'input' ? new InputError(r.message) : r.kind === 'device' ? new DeviceError(r.message) : r.kind === 'run' ? new RunError(r.message) : new Error(r.message));
+      else
+        p.reject(
+          r.kind === 'input'
+            ? new InputError(r.message)
+            : r.kind === 'device'
+              ? new DeviceError(r.message)
+              : r.kind === 'run'
+                ? new RunError(r.message)
+                : new Error(r.message),
+        );
     });
     const fail = (e: Error) => {
       for (const p of this.pending.values()) p.reject(e);
@@ -86,7 +98,7 @@ class ShardedCache implements SequenceState {
 
   /** Each rank's graphs hold their own rows: moving one in would take a transfer between workers. */
   adoptRow(): void {
-    throw new Error('adoptRow: a sharded model\'s caches cannot take over rows');
+    throw new Error("adoptRow: a sharded model's caches cannot take over rows");
   }
 
   /** Frees the cache in every rank (a worker that has exited holds nothing to free). */
@@ -129,7 +141,9 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     const threads = opts.threads ?? Math.max(1, Math.floor(availableParallelism() / tp));
     const ranks: RankWorker[][] = Array.from({ length: pp }, () => []);
     if (opts.rankDevices && opts.rankDevices.length !== manifest.ranks.length) {
-      throw new InputError(`--rank-devices: ${opts.rankDevices.length} devices for ${manifest.ranks.length} ranks (tp ${tp} x pp ${pp}) in ${dir}`);
+      throw new InputError(
+        `--rank-devices: ${opts.rankDevices.length} devices for ${manifest.ranks.length} ranks (tp ${tp} x pp ${pp}) in ${dir}`,
+      );
     }
     for (const r of manifest.ranks) {
       const init: WorkerInit = {
@@ -168,12 +182,16 @@ export class ShardedModel implements CausalLM<ShardedCache> {
   }
 
   createCache(batch: number, capacity: number): ShardedCache {
-    if (capacity > this.spec.maxPositions) throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
+    if (capacity > this.spec.maxPositions)
+      throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     // One micro-batch per stage where the rows allow: while stage s works on group g, stage s-1 takes g+1.
     const count = Math.min(batch, this.manifest.layout.pp);
-    const groups = Array.from({ length: count }, (_, g) => Array.from({ length: batch }, (_, b) => b).filter((b) => Math.floor((b * count) / batch) === g));
+    const groups = Array.from({ length: count }, (_, g) =>
+      Array.from({ length: batch }, (_, b) => b).filter((b) => Math.floor((b * count) / batch) === g),
+    );
     const cache = new ShardedCache(this.nextCache++, groups, this.ranks.flat());
-    for (const r of this.ranks.flat()) void r.request({ op: 'cache', cache: cache.id, groups: groups.map((g) => ({ batch: g.length, capacity })) });
+    for (const r of this.ranks.flat())
+      void r.request({ op: 'cache', cache: cache.id, groups: groups.map((g) => ({ batch: g.length, capacity })) });
     return cache;
   }
 
@@ -183,7 +201,15 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     if (rows.length !== B) throw new Error(`forward: ${rows.length} rows for a cache of batch ${B}`);
     const S = Math.max(...rows.map((r) => r.length));
     // Each group is padded to its own longest row (the caches' convention), then laid out at [b, 0..Sg).
-    const parts = await Promise.all(cache.groups.map((g, k) => this.forwardGroup(cache.id, k, g.map((b) => rows[b]!))));
+    const parts = await Promise.all(
+      cache.groups.map((g, k) =>
+        this.forwardGroup(
+          cache.id,
+          k,
+          g.map((b) => rows[b]!),
+        ),
+      ),
+    );
     const V = this.spec.vocabSize;
     const logits = new Float32Array(B * S * V);
     cache.groups.forEach((g, k) => {
@@ -217,7 +243,8 @@ export class ShardedModel implements CausalLM<ShardedCache> {
       for (const seg of segs) {
         const input = seg.input === io.inputIds ? { ids } : { hidden: hidden! };
         const req = { ...base, segment: seg.id, ...input };
-        if (seg.head) return vocab === 'split' ? concatVocab(await Promise.all(ranks.map((r) => r.run(req))), rows.length * S) : ranks[0]!.run(req);
+        if (seg.head)
+          return vocab === 'split' ? concatVocab(await Promise.all(ranks.map((r) => r.run(req))), rows.length * S) : ranks[0]!.run(req);
         if (seg.id === 'embed' && vocab === 'replicated') {
           hidden = await ranks[0]!.run(req);
           continue;
@@ -244,4 +271,3 @@ function concatVocab(slices: Float32Array[], n: number): Float32Array {
   for (let i = 0; i < n; i++) slices.forEach((s, k) => out.set(s.subarray(i * w, (i + 1) * w), (i * slices.length + k) * w));
   return out;
 }
-

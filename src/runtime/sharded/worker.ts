@@ -16,7 +16,15 @@ const caches = new Map<number, Array<Map<string, KvCache>>>();
 
 function layout(batch: number, pastNames: string[]): CacheLayout {
   const positionIds = ATTENTION[init.attention].positionIds;
-  return { batch, kvHeads: init.kvHeads, headDim: init.headDim, pastNames, presentOf: cacheOutputOf, positionIds, maxPositions: init.maxPositions };
+  return {
+    batch,
+    kvHeads: init.kvHeads,
+    headDim: init.headDim,
+    pastNames,
+    presentOf: cacheOutputOf,
+    positionIds,
+    maxPositions: init.maxPositions,
+  };
 }
 
 /** What a request answers besides ok: a run's output, or a rank's statistics. */
@@ -88,9 +96,16 @@ function reply(id: number, result: Promise<Result>): Promise<void> {
 }
 
 const opened = (async () => {
-  for (const s of init.segments) sessions.set(s.id, { session: await ModelSession.open(s.path, { device: init.device, threads: init.threads, spinning: false }), pastNames: s.pastNames });
+  for (const s of init.segments)
+    sessions.set(s.id, {
+      session: await ModelSession.open(s.path, { device: init.device, threads: init.threads, spinning: false }),
+      pastNames: s.pastNames,
+    });
 })();
-void reply(0, opened.then(() => ({})));
+void reply(
+  0,
+  opened.then(() => ({})),
+);
 // Requests run one at a time, in order: a rank's caches change with every run. A failed start is
 // reported above; later requests (close) must still be answered.
 let queue: Promise<void> = opened.catch(() => undefined);
