@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     ]),
   );
   const out = textFlag('json');
-  if (out) writeFileSync(out, JSON.stringify({ machine: m, settings: { steps, batch, seqLen }, results }, null, 2) + '\n');
+  if (out) writeFileSync(out, `${JSON.stringify({ machine: m, settings: { steps, batch, seqLen }, results }, null, 2)}\n`);
 }
 
 if (args[0] === '--child') await child(args[1]!, args[2]!, args[3]!, Number(args[4]), Number(args[5]), Number(args[6]));

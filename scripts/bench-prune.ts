@@ -58,7 +58,7 @@ function calibrationText(tokenizer: TextTokenizer, tokens: number, seed = 0): st
     sentences.push(sentence);
     count += tokenizer.encode(sentence, false).length;
   }
-  return sentences.join(' ') + '\n';
+  return `${sentences.join(' ')}\n`;
 }
 
 /** Child: one prune, timed, with its own peak RSS. */
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     };
     await checkpoint.close();
     const out = textFlag('json');
-    if (out) writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+    if (out) writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
 
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));

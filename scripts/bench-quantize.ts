@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       })),
     };
     const out = textFlag('json');
-    if (out) writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+    if (out) writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
 
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));

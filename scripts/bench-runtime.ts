@@ -116,7 +116,7 @@ async function main(): Promise<void> {
       settings: { reps, promptLen, genLen, longSteps, batch: 1, threads: 'onnxruntime default (all cores)' },
     };
     const out = textFlag('json');
-    if (out) writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+    if (out) writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
     const f = formatStats;
     console.log(describeMachine(report.machine));
     console.log(describeModel(report.model.parameters));

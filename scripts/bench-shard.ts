@@ -80,7 +80,7 @@ async function main(): Promise<void> {
       }
     }
     await Promise.all(models.map((m) => m.release()));
-    const base = decode['unsharded']!;
+    const base = decode.unsharded!;
     const report = {
       model: 'llmopt synth defaults (hidden 768, 12 layers, 12/4 heads, ffn 2048, vocab 32000, float32)',
       promptLen,
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
       ),
     };
     console.log(JSON.stringify(report, null, 2));
-    if (args.json) writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
+    if (args.json) writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`);
   } finally {
     if (!args.keep && existsSync(work)) rmSync(work, { recursive: true, force: true });
     else console.error(`kept ${work}`);

@@ -14,4 +14,4 @@ for (const c of GOLDEN_CASES) {
   hashes[c.name] = hashFolder(out);
   process.stderr.write(`${c.name}: ${Object.keys(hashes[c.name]!).length} files\n`);
 }
-writeFileSync(join(ROOT, 'test', 'golden', 'artifact-hashes.json'), JSON.stringify(hashes, null, 2) + '\n');
+writeFileSync(join(ROOT, 'test', 'golden', 'artifact-hashes.json'), `${JSON.stringify(hashes, null, 2)}\n`);

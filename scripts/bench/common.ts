@@ -10,7 +10,7 @@ import { describeMachine as describeMachineLine, machineInfo, peakRssMiB, type M
 /** The process's peak RSS so far, in MiB. */
 export const maxRssMiB = peakRssMiB;
 import { writeSyntheticLlama, type SyntheticSpec } from '../../src/model/synthetic.js';
-import { DecoderModel, type CacheKind } from '../../src/runtime/decoder.js';
+import type { DecoderModel, CacheKind } from '../../src/runtime/decoder.js';
 import { argmax } from '../../src/runtime/sampling.js';
 
 export const args = process.argv.slice(2);
@@ -26,7 +26,7 @@ export function textFlag(name: string): string | null {
 }
 
 /** Progress goes to stderr, so that stdout holds only the results. */
-export const log = (s: string) => process.stderr.write(s + '\n');
+export const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** A realistic width (about Llama-style 110M) that stays quick to generate; the weights are random. */
 export const SYNTHETIC: SyntheticSpec = {

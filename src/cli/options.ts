@@ -1,13 +1,13 @@
 // Option parsers for the commands that are not passes (generate, inspect, synth, run): each rejects a bad
 // value with an InputError naming the option, with the same rules as the passes' declared options.
 import type { Command } from 'commander';
-import { parseChoice, parseInt, parseNumber, rankDevices } from '../passes/options.js';
+import { parseChoice, parseInteger, parseNumber, rankDevices } from '../passes/options.js';
 import { DEVICES } from '../runtime/device.js';
 
 export const intOption =
   (flag: string, min = 0) =>
   (value: string) =>
-    parseInt(flag, value, min);
+    parseInteger(flag, value, min);
 export const numberOption =
   (flag: string, min = -Infinity, max = Infinity) =>
   (value: string) =>

@@ -16,17 +16,17 @@ export class Output {
 
   /** A result line (stdout). */
   result(text: string): void {
-    process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+    process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
   }
 
   /** A machine-readable result (stdout). */
   json(value: unknown): void {
-    process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+    process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   }
 
   /** A log line: stderr, terminals only. */
   log(text: string): void {
-    if (this.interactive) process.stderr.write(text + '\n');
+    if (this.interactive) process.stderr.write(`${text}\n`);
   }
 
   /** A progress bar on stderr (a no-op off a terminal or with --quiet); call the result to update. */

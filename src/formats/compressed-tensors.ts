@@ -69,8 +69,8 @@ export interface CompressedTensorsWriteOptions {
 
 /** Whether a config.json object declares a compressed-tensors checkpoint. */
 export function isCompressedTensors(config: Json): boolean {
-  const qc = config['quantization_config'];
-  return isObject(qc) && qc['quant_method'] === 'compressed-tensors';
+  const qc = config.quantization_config;
+  return isObject(qc) && qc.quant_method === 'compressed-tensors';
 }
 
 /**
@@ -184,7 +184,7 @@ export async function writeCompressedTensorsCheckpoint(outDir: string, opts: Com
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   await writeShardedCheckpoint(outDir, entries, (name) => producers.get(name)!(), { maxShardBytes: opts.maxShardBytes ?? 5e9 });
   const config = { ...opts.sourceConfig, quantization_config: quantizationConfig(scheme, opts.ignore, opts.version) };
-  await fs.writeFile(path.join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  await fs.writeFile(path.join(outDir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
 
 // One config group covers every layer, so all layers must share bits, symmetry and group size.
@@ -257,41 +257,40 @@ function parseSchemes(qc: Json, file: string): WeightScheme[] {
   const refuse = (what: string): never => {
     throw new InputError(`${file}: quantization_config ${what} is not supported (${SUPPORTED})`);
   };
-  if (qc['quantization_status'] !== undefined && qc['quantization_status'] !== 'compressed')
-    refuse(`quantization_status ${JSON.stringify(qc['quantization_status'])}`);
-  if (qc['kv_cache_scheme'] != null) refuse('kv_cache_scheme (KV-cache quantization)');
-  const sparsity = qc['sparsity_config'];
-  if (isObject(sparsity) && Object.keys(sparsity).length > 0 && sparsity['format'] !== 'dense')
-    refuse(`sparsity format ${JSON.stringify(sparsity['format'])}`);
-  const transform = qc['transform_config'];
+  if (qc.quantization_status !== undefined && qc.quantization_status !== 'compressed')
+    refuse(`quantization_status ${JSON.stringify(qc.quantization_status)}`);
+  if (qc.kv_cache_scheme != null) refuse('kv_cache_scheme (KV-cache quantization)');
+  const sparsity = qc.sparsity_config;
+  if (isObject(sparsity) && Object.keys(sparsity).length > 0 && sparsity.format !== 'dense')
+    refuse(`sparsity format ${JSON.stringify(sparsity.format)}`);
+  const transform = qc.transform_config;
   if (isObject(transform) && Object.keys(transform).length > 0) refuse('transform_config (rotated weights)');
-  const groups = qc['config_groups'];
+  const groups = qc.config_groups;
   if (!isObject(groups) || Object.keys(groups).length === 0) refuse('without config_groups');
   const schemes: WeightScheme[] = [];
   for (const [name, group] of Object.entries(groups as Json)) {
     if (!isObject(group)) refuse(`config group "${name}" that is not an object`);
     const g = group as Json;
-    if (g['input_activations'] != null || g['output_activations'] != null) refuse(`config group "${name}" with activation quantization`);
-    const format = g['format'] ?? qc['format'];
+    if (g.input_activations != null || g.output_activations != null) refuse(`config group "${name}" with activation quantization`);
+    const format = g.format ?? qc.format;
     if (typeof format !== 'string' || !READABLE_FORMATS.includes(format))
       refuse(`format ${JSON.stringify(format)} in config group "${name}"`);
-    const w = g['weights'];
+    const w = g.weights;
     if (!isObject(w)) refuse(`config group "${name}" without weights`);
     const args = w as Json;
-    if ((args['type'] ?? 'int') !== 'int') refuse(`weight type ${JSON.stringify(args['type'])} (e.g. fp8/fp4) in config group "${name}"`);
-    if (args['num_bits'] !== 4 && args['num_bits'] !== 8) refuse(`num_bits ${JSON.stringify(args['num_bits'])} in config group "${name}"`);
-    if (args['dynamic'] === true || args['dynamic'] === 'local') refuse(`dynamic weights in config group "${name}"`);
-    if (args['actorder'] === 'group' || args['actorder'] === 'dynamic' || args['actorder'] === true)
+    if ((args.type ?? 'int') !== 'int') refuse(`weight type ${JSON.stringify(args.type)} (e.g. fp8/fp4) in config group "${name}"`);
+    if (args.num_bits !== 4 && args.num_bits !== 8) refuse(`num_bits ${JSON.stringify(args.num_bits)} in config group "${name}"`);
+    if (args.dynamic === true || args.dynamic === 'local') refuse(`dynamic weights in config group "${name}"`);
+    if (args.actorder === 'group' || args.actorder === 'dynamic' || args.actorder === true)
       refuse(`actorder "group" (weight_g_idx) in config group "${name}"`);
-    const groupSize = args['group_size'];
-    const strategy =
-      args['strategy'] ?? (typeof groupSize === 'number' && groupSize > 0 ? 'group' : groupSize === -1 ? 'channel' : 'tensor');
+    const groupSize = args.group_size;
+    const strategy = args.strategy ?? (typeof groupSize === 'number' && groupSize > 0 ? 'group' : groupSize === -1 ? 'channel' : 'tensor');
     if (strategy === 'group' && !(typeof groupSize === 'number' && Number.isInteger(groupSize) && groupSize > 0))
       refuse(`group strategy without a positive group_size in config group "${name}"`);
     if (strategy !== 'group' && strategy !== 'channel') refuse(`strategy ${JSON.stringify(strategy)} in config group "${name}"`);
     schemes.push({
-      bits: args['num_bits'] as 4 | 8,
-      symmetric: args['symmetric'] !== false,
+      bits: args.num_bits as 4 | 8,
+      symmetric: args.symmetric !== false,
       groupSize: strategy === 'group' ? (groupSize as number) : null,
       format: format as string,
     });
@@ -337,7 +336,7 @@ export async function openCompressedTensors(dir: string): Promise<CompressedTens
   const configPath = path.join(dir, 'config.json');
   const config = readJsonFile(configPath);
   if (!isCompressedTensors(config)) throw new InputError(`${configPath}: quantization_config.quant_method is not "compressed-tensors"`);
-  const schemes = parseSchemes(config['quantization_config'] as Json, configPath);
+  const schemes = parseSchemes(config.quantization_config as Json, configPath);
   const ckpt = await Checkpoint.open(dir);
   try {
     const layouts = await discover(ckpt, schemes, configPath);

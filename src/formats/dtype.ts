@@ -23,7 +23,7 @@ export const DTYPE_BYTES: Record<DType, number> = {
 
 /** Whether `name` is one of the dtypes in {@link DTYPE_BYTES}. */
 export function isDType(name: unknown): name is DType {
-  return typeof name === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, name);
+  return typeof name === 'string' && Object.hasOwn(DTYPE_BYTES, name);
 }
 
 // Typed-array views read and write the host's byte order; safetensors is little-endian.

@@ -89,7 +89,7 @@ class ConfigReader {
 }
 
 function parseRopeScaling(cfg: ConfigReader): RopeScaling | null {
-  const raw = cfg.json['rope_scaling'];
+  const raw = cfg.json.rope_scaling;
   if (raw === undefined || raw === null) return null;
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new InputError(`${cfg.path}: "rope_scaling" must be an object or null`);
   const r = new ConfigReader(cfg.path, raw as Json);
@@ -118,7 +118,7 @@ function parseDtype(cfg: ConfigReader): WeightDtype {
 export function specFromConfig(json: Json, path: string, generation?: Json): DecoderSpec {
   const cfg = new ConfigReader(path, json);
   const modelType = cfg.str('model_type');
-  const slidingWindow = json['sliding_window'];
+  const slidingWindow = json.sliding_window;
   const mistralFull = modelType === 'mistral' && (slidingWindow === undefined || slidingWindow === null);
   if (modelType !== 'llama' && !mistralFull) {
     const what = modelType === 'mistral' ? 'mistral with sliding_window' : `model_type "${modelType ?? '(missing)'}"`;
@@ -133,7 +133,7 @@ export function specFromConfig(json: Json, path: string, generation?: Json): Dec
   if (numHeads % kvHeads !== 0)
     throw new InputError(`${path}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${kvHeads}`);
   let headDim: number;
-  if (json['head_dim'] !== undefined && json['head_dim'] !== null) headDim = cfg.int('head_dim');
+  if (json.head_dim !== undefined && json.head_dim !== null) headDim = cfg.int('head_dim');
   else {
     if (hiddenSize % numHeads !== 0)
       throw new InputError(

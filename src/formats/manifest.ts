@@ -71,7 +71,7 @@ export function buildManifest(
 }
 
 export function writeManifest(dir: string, manifest: Manifest): void {
-  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  writeFileSync(join(dir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
 /** `dir`'s llmopt.json, or null when it has none. */

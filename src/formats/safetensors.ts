@@ -166,7 +166,7 @@ async function readHeader(
 
   const dataStart = 8 + headerBytes.byteLength;
   const dataSize = size - dataStart;
-  const metadata = parseMetadata(header['__metadata__'], file);
+  const metadata = parseMetadata(header.__metadata__, file);
   const entries: Array<TensorInfo & { begin: number; end: number }> = [];
   for (const [name, value] of Object.entries(header)) {
     if (name === '__metadata__') continue;
@@ -349,7 +349,7 @@ async function readWeightMap(indexPath: string): Promise<Record<string, string>>
   } catch (error) {
     throw new InputError(`${indexPath}: not readable JSON (${(error as Error).message})`);
   }
-  const weightMap = isPlainObject(index) ? index['weight_map'] : undefined;
+  const weightMap = isPlainObject(index) ? index.weight_map : undefined;
   if (!isPlainObject(weightMap)) throw new InputError(`${indexPath}: weight_map is missing or not an object`);
   for (const [name, shard] of Object.entries(weightMap)) {
     // Shards sit beside the index; a path elsewhere is a corrupt or hostile index.
@@ -384,7 +384,7 @@ export async function writeSafetensors(
 ): Promise<void> {
   validateEntries(entries, file);
   const header: Record<string, unknown> = {};
-  if (metadata) header['__metadata__'] = metadata;
+  if (metadata) header.__metadata__ = metadata;
   let offset = 0;
   for (const { name, dtype, shape } of entries) {
     const byteLength = tensorByteLength(dtype, shape);
@@ -483,7 +483,7 @@ export async function writeShardedCheckpoint(
   }
   const sortedMap = Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const index = { metadata: { total_size: totalSize }, weight_map: sortedMap };
-  await fs.writeFile(path.join(dir, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
+  await fs.writeFile(path.join(dir, INDEX_FILE), `${JSON.stringify(index, null, 2)}\n`);
   written.push(INDEX_FILE);
   return written;
 }

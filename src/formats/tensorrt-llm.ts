@@ -138,7 +138,7 @@ export async function writeTensorRtLlmCheckpoint(
   ranks: TensorRtLlmRank[],
   onTensor: () => void,
 ): Promise<number[]> {
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(tensorRtLlmConfig(spec, tp, pp, parallelEmbedding), null, 2) + '\n');
+  writeFileSync(join(dir, 'config.json'), `${JSON.stringify(tensorRtLlmConfig(spec, tp, pp, parallelEmbedding), null, 2)}\n`);
   const dtype = DTYPES[spec.weightDtype];
   const bytes: number[] = [];
   for (const r of ranks) {

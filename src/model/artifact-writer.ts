@@ -91,7 +91,7 @@ export async function writeOnnxArtifact(source: string, output: string, opts: Ar
 
       const config = JSON.parse(readFileSync(join(source, 'config.json'), 'utf8'));
       if (jsLayout) config['transformers.js_config'] = { use_external_data_format: true, dtype: 'fp32' };
-      writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+      writeFileSync(join(tmp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
       return { spec, parameters: parameterCount(spec), modelBytes: bytes.byteLength, dataBytes: statSync(join(onnxDir, dataName)).size };
     });
   } finally {

@@ -42,11 +42,11 @@ export function validateCheckpoint(spec: DecoderSpec, ckpt: Checkpoint): void {
 export async function openHfModel(dir: string): Promise<HfModel> {
   const spec = readModelSpec(dir);
   const config = readJsonFile(join(dir, 'config.json'));
-  const qc = config['quantization_config'] as Record<string, unknown> | undefined;
+  const qc = config.quantization_config as Record<string, unknown> | undefined;
   if (qc && typeof qc === 'object') {
     if (!isCompressedTensors(config)) {
       throw new InputError(
-        `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc['quant_method'])}" is not supported (supported: compressed-tensors)`,
+        `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc.quant_method)}" is not supported (supported: compressed-tensors)`,
       );
     }
     const source = await openCompressedTensors(dir);

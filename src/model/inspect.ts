@@ -75,7 +75,7 @@ export interface InspectOptions {
 
 /** The N:M pattern config.json declares (`llmopt_pruning.structure` such as "2:4"), or null. */
 function declaredNm(config: Record<string, unknown>): { n: number; m: number } | null {
-  const p = config['llmopt_pruning'] as { structure?: unknown } | undefined;
+  const p = config.llmopt_pruning as { structure?: unknown } | undefined;
   const match = typeof p?.structure === 'string' ? /^(\d+):(\d+)$/.exec(p.structure) : null;
   return match ? { n: Number(match[1]), m: Number(match[2]) } : null;
 }

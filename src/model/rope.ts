@@ -8,7 +8,7 @@ const f32 = Math.fround;
 export function inverseFrequencies(spec: DecoderSpec): Float32Array {
   const half = spec.headDim / 2;
   const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) inv[i] = f32(1 / f32(Math.pow(spec.ropeTheta, f32((2 * i) / spec.headDim))));
+  for (let i = 0; i < half; i++) inv[i] = f32(1 / f32(spec.ropeTheta ** f32((2 * i) / spec.headDim)));
   const s = spec.ropeScaling;
   if (!s) return inv;
   if (s.type === 'linear') return inv.map((x) => f32(x / s.factor));

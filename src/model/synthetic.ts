@@ -126,7 +126,7 @@ const FLOAT_FIELDS = ['rope_theta', 'factor', 'low_freq_factor', 'high_freq_fact
 function jsonText(value: unknown): string {
   const text = JSON.stringify(value, null, 2);
   const pattern = new RegExp(`^(\\s*"(?:${FLOAT_FIELDS.join('|')})": -?\\d+)(,?)$`, 'gm');
-  return text.replace(pattern, '$1.0$2') + '\n';
+  return `${text.replace(pattern, '$1.0$2')}\n`;
 }
 
 function sortedKeys(record: Record<string, unknown>): Record<string, unknown> {

@@ -41,7 +41,7 @@ export interface Opt<T = unknown, D extends boolean = boolean> {
   readonly always?: D;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a record of options of any value type
+// biome-ignore lint/suspicious/noExplicitAny: each option keeps its own value type; a union of them cannot be written here
 export type OptionSpecs = Record<string, Opt<any, boolean>>;
 type ValueOf<O> = O extends { default?: infer T; schema: z.ZodType } ? T : never;
 type Always<S extends OptionSpecs> = { [K in keyof S]: S[K] extends { readonly always?: true } ? K : never }[keyof S];
@@ -89,7 +89,7 @@ function opt<T, O extends Common<T>>(kind: OptionKind, o: O, schema: z.ZodType, 
 
 const bounds = (min: number, max: number) => `${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` <= ${max}` : ''}`;
 
-export function parseInt(flag: string, value: string, min = 0, max = Infinity): number {
+export function parseInteger(flag: string, value: string, min = 0, max = Infinity): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min || n > max) throw new InputError(`${flag} ${value}: expected an integer${bounds(min, max)}`);
   return n;
@@ -111,7 +111,7 @@ export function parseChoice<T extends string>(flag: string, value: string, choic
 export function int<const O extends Common<number> & { min?: number; max?: number }>(o: O): Opt<number, Has<O>> {
   const { min = 0, max = Infinity } = o;
   const schema = max < Infinity ? z.number().int().min(min).max(max) : z.number().int().min(min);
-  return opt('int', { arg: '<n>', ...o }, schema, (flag, v) => parseInt(flag, v, min, max));
+  return opt('int', { arg: '<n>', ...o }, schema, (flag, v) => parseInteger(flag, v, min, max));
 }
 
 /** A finite number in [min, max]; `positive` excludes 0 (as a minimum of Number.MIN_VALUE does on the command line). */

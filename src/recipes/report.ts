@@ -71,6 +71,6 @@ export function reportMarkdown(r: RunReport): string {
 
 /** Writes report.json and report.md into the run folder. */
 export function writeReport(dir: string, r: RunReport): void {
-  writeFileAtomic(join(dir, 'report.json'), JSON.stringify(r, null, 2) + '\n');
+  writeFileAtomic(join(dir, 'report.json'), `${JSON.stringify(r, null, 2)}\n`);
   writeFileAtomic(join(dir, 'report.md'), reportMarkdown(r));
 }

@@ -77,5 +77,5 @@ export function newRunState(recipe: { name: string; path: string }, source: stri
 
 export function saveRunState(dir: string, state: RunState): void {
   mkdirSync(dir, { recursive: true });
-  writeFileAtomic(join(dir, RUN_FILE), JSON.stringify(state, null, 2) + '\n');
+  writeFileAtomic(join(dir, RUN_FILE), `${JSON.stringify(state, null, 2)}\n`);
 }

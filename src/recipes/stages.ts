@@ -42,7 +42,7 @@ const folderBytes = (dir: string) => listFiles(dir).reduce((a, f) => a + f.bytes
 /** Eval and bench write their figures (result.json) and a marker so a rerun may replace the folder. */
 async function writeResult(output: string, pass: string, result: unknown): Promise<void> {
   await writeModelFolder(output, { format: 'llmopt-stage-result', source: null, passes: [passRecord(pass, {})] }, async (tmp) => {
-    writeFileSync(join(tmp, 'result.json'), JSON.stringify(result, null, 2) + '\n');
+    writeFileSync(join(tmp, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
   });
 }
 

@@ -70,7 +70,7 @@ test('statistics and zero fractions of a hand-made checkpoint are exact', async 
   assert.equal(t['c.weight']!.std, 0.25);
   assert.deepEqual([t['empty.weight']!.numel, t['empty.weight']!.min, t['empty.weight']!.zeroFraction], [0, null, null]);
   // Integer tensors are counted and sized, without statistics.
-  assert.deepEqual([t['ids']!.numel, t['ids']!.bytes, t['ids']!.mean, t['ids']!.zeroFraction], [3, 24, null, null]);
+  assert.deepEqual([t.ids!.numel, t.ids!.bytes, t.ids!.mean, t.ids!.zeroFraction], [3, 24, null, null]);
   assert.equal(r.parameters, 8 + 6 + 2 + 0 + 3);
   assert.equal(r.zeroFraction, (4 + 6) / (8 + 6 + 2));
   assert.deepEqual(r.dtypes, { F32: { tensors: 4, bytes: 64 }, I64: { tensors: 1, bytes: 24 } });
@@ -107,7 +107,7 @@ for (const attention of ['fused', 'standard'] as const) {
       listed.reduce((n, t) => n + t.numel, 0),
       hf.parameters,
     );
-    assert.ok(r.dtypes['I64']!.tensors > 0 && r.dtypes['F32']!.bytes >= hf.parameters * 4);
+    assert.ok(r.dtypes.I64!.tensors > 0 && r.dtypes.F32!.bytes >= hf.parameters * 4);
     assert.equal(
       r.bytes,
       Object.values(r.dtypes).reduce((n, d) => n + d.bytes, 0),
@@ -125,8 +125,8 @@ test('the bf16 fixture reports BF16 bytes; its float32 artifact the same paramet
   const total = ckpt.totalBytes;
   await ckpt.close();
   assert.deepEqual(Object.keys(r.dtypes), ['BF16']);
-  assert.equal(r.dtypes['BF16']!.bytes, total);
-  assert.equal(r.dtypes['BF16']!.bytes, r.parameters * 2);
+  assert.equal(r.dtypes.BF16!.bytes, total);
+  assert.equal(r.dtypes.BF16!.bytes, r.parameters * 2);
   assert.equal(r.parameters, parameterCount(readModelSpec(GQA)));
   assert.ok(r.architecture.ropeScaling?.type === 'llama3' && r.architecture.kvHeads === 2 && !r.architecture.tied);
   const artifact = await inspectModel(await exportedArtifact(GQA, 'standard'));

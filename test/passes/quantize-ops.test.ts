@@ -133,7 +133,7 @@ async function runMatMulNBits(q: BlockQuantized, x: Float32Array, M: number, lev
   g.node('Identity', [y], { name: '/out', outputs: ['y'] });
   g.output('y', Elem.FLOAT, [M, q.rows]);
   const out = await runGraph(g, { x: new ort.Tensor('float32', x, [M, q.cols]) });
-  return out['y']!.data as Float32Array;
+  return out.y!.data as Float32Array;
 }
 
 // Measured on onnxruntime 1.30 CPU (x86-64): levels 0-3 all take the float32 path (max relative error
@@ -222,11 +222,11 @@ test('GatherBlockQuantized rows equal the dequantized rows exactly; the tied hea
           x: new ort.Tensor('float32', x, [2, 3, h]),
         });
         const deq = dequantize(quantizeRtn(table, V, h, cfg));
-        const got = out['rows']!.data as Float32Array;
+        const got = out.rows!.data as Float32Array;
         ids.forEach((id, i) =>
           assert.deepEqual(got.subarray(i * h, (i + 1) * h), deq.subarray(id * h, (id + 1) * h), `${name}: row ${id}`),
         );
-        const err = relError(out['logits']!.data as Float32Array, matmulT(x, deq, 6, V, h));
+        const err = relError(out.logits!.data as Float32Array, matmulT(x, deq, 6, V, h));
         assert.ok(err < 1e-4, `${name}: tied head relative error ${err}`);
       }
 });
@@ -378,7 +378,7 @@ test('DynamicQuantizeMatMul equals x times the int8 weight within the error of 8
   const y = g.op('DynamicQuantizeMatMul', ['x', b, s], '/dqmm', undefined, 'com.microsoft');
   g.node('Identity', [y], { name: '/out', outputs: ['y'] });
   g.output('y', Elem.FLOAT, [M, N]);
-  const out = (await runGraph(g, { x: new ort.Tensor('float32', x, [M, K]) }))['y']!.data as Float32Array;
+  const out = (await runGraph(g, { x: new ort.Tensor('float32', x, [M, K]) })).y!.data as Float32Array;
   const wq = new Float32Array(N * K);
   for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) wq[n * K + k] = codes[k * N + n]! * scales[n]!;
   const err = relError(out, matmulT(x, wq, M, N, K));

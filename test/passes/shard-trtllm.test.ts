@@ -30,7 +30,10 @@ function concatCols(blocks: Float32Array[], rows: number): Float32Array {
 const cat = (parts: Float32Array[]) => {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
   let off = 0;
-  for (const p of parts) out.set(p, off), (off += p.length);
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
   return out;
 };
 

@@ -68,7 +68,7 @@ test('defaults are filled in, the recipe data stands in for true, paths resolve 
 });
 
 test('--set: values are YAML scalars, nested keys reach a gate, files are relative to the working folder', () => {
-  const file = recipe('stages:\n  - pass: quantize\n    to: int8\n  - name: check\n    pass: eval\n    data: ' + SAMPLE_TEXT + '\n');
+  const file = recipe(`stages:\n  - pass: quantize\n    to: int8\n  - name: check\n    pass: eval\n    data: ${SAMPLE_TEXT}\n`);
   const r = loadRecipe(file, [
     'quantize.to=int4',
     'quantize.block_size=64',
@@ -87,13 +87,13 @@ test('--set: values are YAML scalars, nested keys reach a gate, files are relati
 test('bad recipes name the stage and the key', () => {
   const q = 'stages:\n  - pass: quantize\n    to: int4\n';
   const cases: Array<[string, string[], RegExp]> = [
-    [q + '    blocksize: 64\n', [], /^stage 1 \(quantize\): blocksize: unknown key \(known keys: .*block_size/],
-    [q + '    block_size: "64"\n', [], /^stage 1 \(quantize\): block_size: expected number, received string$/],
-    [q + '    block_size: 48\n', [], /^stage 1 \(quantize\): block_size 48: choose one of 16, 32, 64, 128$/],
-    [q + '    gate: { max_kl: 0.1, max_typo: 1 }\n', [], /^stage 1 \(quantize\): gate.max_typo: unknown key$/],
-    [q + '    gate: { max_kl: 0.1 }\n', [], /^stage 1 \(quantize\): gate.max_kl: quantize produces no KL figure here; set eval: true/],
+    [`${q}    blocksize: 64\n`, [], /^stage 1 \(quantize\): blocksize: unknown key \(known keys: .*block_size/],
+    [`${q}    block_size: "64"\n`, [], /^stage 1 \(quantize\): block_size: expected number, received string$/],
+    [`${q}    block_size: 48\n`, [], /^stage 1 \(quantize\): block_size 48: choose one of 16, 32, 64, 128$/],
+    [`${q}    gate: { max_kl: 0.1, max_typo: 1 }\n`, [], /^stage 1 \(quantize\): gate.max_typo: unknown key$/],
+    [`${q}    gate: { max_kl: 0.1 }\n`, [], /^stage 1 \(quantize\): gate.max_kl: quantize produces no KL figure here; set eval: true/],
     [
-      'stages:\n  - pass: export\n  - pass: eval\n    data: ' + SAMPLE_TEXT + '\n    gate: { min_tokens_per_s: 5 }\n',
+      `stages:\n  - pass: export\n  - pass: eval\n    data: ${SAMPLE_TEXT}\n    gate: { min_tokens_per_s: 5 }\n`,
       [],
       /^stage 2 \(eval\): gate.min_tokens_per_s: eval produces no tokens\/s \(only bench measures it\)/,
     ],
@@ -103,17 +103,17 @@ test('bad recipes name the stage and the key', () => {
     ['stage:\n  - pass: export\n', [], /^stage: unknown key \(known keys: name, description, model, data, device, stages\)$/],
     ['name: x\n', [], /^stages: missing \(expected array\)$/],
     [
-      q + '  - pass: prune\n    sparsity: "2:4"\n',
+      `${q}  - pass: prune\n    sparsity: "2:4"\n`,
       [],
       /^stage 2 \(prune\): pass: prune cannot follow quantize: stage 1 \(quantize\) writes an int4 ONNX artifact/,
     ],
     [
-      'stages:\n  - pass: export\n  - pass: distill\n    data: ' + SAMPLE_TEXT + '\n',
+      `stages:\n  - pass: export\n  - pass: distill\n    data: ${SAMPLE_TEXT}\n`,
       [],
       /^stage 2 \(distill\): pass: distill cannot follow export: stage 1 \(export\) writes a float32 ONNX artifact/,
     ],
     [
-      q + '  - pass: distill\n    data: ' + SAMPLE_TEXT + '\n',
+      `${q}  - pass: distill\n    data: ${SAMPLE_TEXT}\n`,
       [],
       /^stage 2 \(distill\): pass: distill cannot follow quantize: stage 1 \(quantize\) writes an int4 ONNX artifact/,
     ],
@@ -123,7 +123,7 @@ test('bad recipes name the stage and the key', () => {
       /^stage 1 \(bench\): pass: the source .* is a float Hugging Face folder, which bench cannot read; bench runs an ONNX artifact/,
     ],
     [
-      q + '    method: gptq\n',
+      `${q}    method: gptq\n`,
       [],
       /^stage 1 \(quantize\): calib: missing calibration data: give calib: <file> here, or data: <file> at the top/,
     ],

@@ -243,7 +243,7 @@ const KEYS: Record<string, string[]> = {
 test("today's flags, recipe keys and their defaults are unchanged", () => {
   for (const [pass, expected] of Object.entries(FLAGS)) {
     const got = flags(pass).map(
-      (o) => o.long + (o.defaultValue === undefined ? '' : '=' + JSON.stringify(o.defaultValue)) + (o.mandatory ? ' (required)' : ''),
+      (o) => o.long + (o.defaultValue === undefined ? '' : `=${JSON.stringify(o.defaultValue)}`) + (o.mandatory ? ' (required)' : ''),
     );
     assert.deepEqual(got, expected, pass);
   }
@@ -253,7 +253,7 @@ test("today's flags, recipe keys and their defaults are unchanged", () => {
       .filter((k) => !STAGE_KEYS.includes(k))
       .map((k) => {
         const d = recipeDefault(pass as keyof typeof PASS_SCHEMAS, k);
-        return k + (d === 'required' ? ' (required)' : d === undefined ? '' : '=' + JSON.stringify(d));
+        return k + (d === 'required' ? ' (required)' : d === undefined ? '' : `=${JSON.stringify(d)}`);
       });
     assert.deepEqual(got.sort(), [...expected].sort(), pass);
   }

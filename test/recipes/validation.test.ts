@@ -33,7 +33,7 @@ test('conflicting options in a recipe are refused at validation, naming file, st
   refused(quantize('    to: w8a8\n    block_size: 32\n'), /stage 1 \(q\): block_size 32: to w8a8 has no blocks/);
   refused(quantize('    to: int4\n    block_size: 48\n'), /stage 1 \(q\): block_size 48: choose one of 16, 32, 64, 128$/m);
   refused(
-    quantize('    to: fp16\n    method: gptq\n    calib: ' + SAMPLE_TEXT + '\n'),
+    quantize(`    to: fp16\n    method: gptq\n    calib: ${SAMPLE_TEXT}\n`),
     /stage 1 \(q\): method gptq works with to int4 or int8, not fp16$/m,
   );
   refused(

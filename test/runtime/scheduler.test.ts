@@ -104,7 +104,10 @@ test('the model states whether its caches adopt rows; serving releases every cac
       const cache = create(batch, capacity);
       open++;
       const release = cache.release.bind(cache);
-      cache.release = () => (open--, release());
+      cache.release = () => {
+        open--;
+        return release();
+      };
       return cache;
     };
     await serve(model, REQUESTS, { slots: 2, stopTokens: [] });

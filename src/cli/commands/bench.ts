@@ -133,7 +133,7 @@ export function benchCommand() {
     .action(
       passAction('bench', {
         print: (report, o, out) => {
-          if (typeof o.json === 'string') writeFileSync(o.json, JSON.stringify(report, null, 2) + '\n');
+          if (typeof o.json === 'string') writeFileSync(o.json, `${JSON.stringify(report, null, 2)}\n`);
           if (typeof o.chart === 'string') writeFileSync(o.chart, benchChart(report));
           out.result(formatReport(report));
         },

@@ -106,7 +106,7 @@ export function generateCommand(): Command {
             ...(speculative ? { speculative } : {}),
           });
         }
-        if (streaming) process.stdout.write(stream.flush() + '\n');
+        if (streaming) process.stdout.write(`${stream.flush()}\n`);
         else texts.forEach((t, i) => out.result(`[${i + 1}] ${t}${tokenizer.decode(result.tokens[i]!)}`));
         out.log(
           `${generated} tokens; prefill ${timing.prefillTokensPerSecond.toFixed(1)} tok/s` +

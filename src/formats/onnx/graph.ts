@@ -1,7 +1,7 @@
 // A small typed layer over onnx-proto for building graphs: path-named nodes, constants shared by
 // name, and initializers streamed to an external data file as they are added (never held in memory).
 import onnxProto from 'onnx-proto';
-import { ExternalDataWriter } from './external-data.js';
+import type { ExternalDataWriter } from './external-data.js';
 
 export const { onnx } = onnxProto;
 

@@ -274,7 +274,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
         seconds,
       };
       if (o.evalEvery && step % o.evalEvery === 0 && step < o.steps) entry.eval = (await evalNow(`step${step}`)) ?? undefined;
-      appendFileSync(log, JSON.stringify(entry) + '\n');
+      appendFileSync(log, `${JSON.stringify(entry)}\n`);
       o.onStep?.(entry);
       if (o.checkpointEvery && step % o.checkpointEvery === 0) {
         await writeCheckpoint(checkpointDir, weights, optimizer.state, ckptState(step));

@@ -97,5 +97,5 @@ export async function saveStudent(dir: string, student: Student, extraConfig: Re
     (name) => fromFloat32(student.weights.get(name)!, student.dtypes.get(name) as 'F32' | 'F16' | 'BF16'),
     { format: 'pt' },
   );
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...student.config, ...extraConfig }, null, 2) + '\n');
+  writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...student.config, ...extraConfig }, null, 2)}\n`);
 }

@@ -194,7 +194,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
             }
           : null,
       };
-      writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+      writeFileSync(join(tmp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
       passes.push(passRecord('prune', config.llmopt_pruning));
       return report;
     });

@@ -37,7 +37,7 @@ export function blockParams(values: ArrayLike<number>, start: number, end: numbe
 export function quantizeValue(x: number, p: BlockParams, bits: number): number {
   const levels = (1 << bits) - 1;
   const q = Math.round(x / p.scale) + p.zero;
-  return q < 0 ? 0 : q > levels ? levels : q;
+  return q < 0 ? 0 : Math.min(q, levels);
 }
 
 export function dequantizeValue(code: number, p: BlockParams): number {

@@ -95,7 +95,7 @@ async function writeOnnxRank(
     assertGraphValid(bytes);
     writeFileSync(join(rankDir, seg.file), bytes);
   }
-  writeFileSync(join(rankDir, RANK_FILE), JSON.stringify({ runId, rank: r.rank }) + '\n');
+  writeFileSync(join(rankDir, RANK_FILE), `${JSON.stringify({ runId, rank: r.rank })}\n`);
   const files: RankRecord['files'] = {};
   for (const f of readdirSync(rankDir).sort())
     files[f] = { bytes: statSync(join(rankDir, f)).size, sha256: await sha256File(join(rankDir, f)) };
