@@ -123,7 +123,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const longest = Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0) + Math.max(o.genLen, o.trace?.genLen[1] ?? 0);
       if (longest > context)
         throw new InputError(
-          `${o.artifacts[a]}: a prompt of ${Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0)} tokens plus ${Math.max(o.genLen, o.trace?.genLen[1] ?? 0)} new tokens exceeds the context of ${context}`,
+          `${o.artifacts[a]}: a prompt of ${Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0)} tokens plus ` +
+            `${Math.max(o.genLen, o.trace?.genLen[1] ?? 0)} new tokens exceeds the context of ${context}`,
         );
       if (draft) checkDraft(m, draft);
     });

@@ -58,7 +58,8 @@ function frame(
     const lx = x0 + M.left + (i % cols) * ((W - M.left - M.right) / cols);
     const ly = y0 + H - bottom + 34 + Math.floor(i / cols) * 13;
     out.push(
-      `<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="3" stroke-dasharray="${s.dash ?? ''}"/>`,
+      `<line x1="${lx}" x2="${lx + 18}" y1="${ly - 4}" y2="${ly - 4}" ` +
+        `stroke="${s.color}" stroke-width="3" stroke-dasharray="${s.dash ?? ''}"/>`,
     );
     out.push(`<text x="${lx + 22}" y="${ly}" font-size="10">${esc(s.label)}</text>`);
   });
@@ -84,7 +85,8 @@ function barPanel(out: string[], x0: number, y0: number, title: string, yLabel: 
     s.values.forEach((v, i) => {
       const x = xAt(i) - gw * 0.4 + k * bw;
       out.push(
-        `<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(y(0) - y(v)).toFixed(1)}" fill="${s.color}"/>`,
+        `<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 2).toFixed(1)}" ` +
+          `height="${(y(0) - y(v)).toFixed(1)}" fill="${s.color}"/>`,
       );
     }),
   );
@@ -192,9 +194,11 @@ export function benchChart(r: BenchReport): string {
   const height = 40 + rows * H;
   const m = r.machine;
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+      `viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="10" y="24" font-size="12">${esc(`llmopt bench: ${m.cpu}, ${m.cores} cores, ${m.device}, onnxruntime ${m.onnxruntime}`)}</text>`,
+    `<text x="10" y="24" font-size="12">` +
+      `${esc(`llmopt bench: ${m.cpu}, ${m.cores} cores, ${m.device}, onnxruntime ${m.onnxruntime}`)}</text>`,
     ...out,
     '</svg>',
   ].join('\n');

@@ -202,7 +202,8 @@ function commonScheme(layers: Map<string, BlockQuantized>): { bits: 4 | 8; symme
   }
   if (q0.bits === 8 && !q0.symmetric) {
     throw new InputError(
-      `"${name0}": vLLM has no kernel for asymmetric 8-bit weights (Marlin takes zero points with 4 bits only); quantize 8-bit symmetrically or use 4 bits`,
+      `"${name0}": vLLM has no kernel for asymmetric 8-bit weights (Marlin takes zero points with 4 bits only); ` +
+        `quantize 8-bit symmetrically or use 4 bits`,
     );
   }
   return { bits: q0.bits, symmetric: q0.symmetric, blockSize: q0.blockSize };
@@ -216,12 +217,14 @@ function checkLayer(module: string, q: BlockQuantized): void {
       ? `use a block size that divides it (${fits.join(', ')})`
       : 'no power-of-two block size from 16 to 128 divides it';
     throw new InputError(
-      `tensor "${tensor}": in_features ${q.cols} is not a multiple of block size ${q.blockSize}, which compressed-tensors and vLLM require; ${fix}, or leave the module in float (ignore)`,
+      `tensor "${tensor}": in_features ${q.cols} is not a multiple of block size ${q.blockSize}, ` +
+        `which compressed-tensors and vLLM require; ${fix}, or leave the module in float (ignore)`,
     );
   }
   if (q.cols % (32 / q.bits) !== 0) {
     throw new InputError(
-      `tensor "${tensor}": in_features ${q.cols} is not a multiple of ${32 / q.bits}, so ${q.bits}-bit codes do not fill whole int32 words as vLLM requires; leave the module in float (ignore)`,
+      `tensor "${tensor}": in_features ${q.cols} is not a multiple of ${32 / q.bits}, ` +
+        `so ${q.bits}-bit codes do not fill whole int32 words as vLLM requires; leave the module in float (ignore)`,
     );
   }
   // The rest are broken invariants of BlockQuantized, not user input.
@@ -380,7 +383,8 @@ async function layoutOf(
   };
   if (ckpt.has(`${module}.weight_g_idx`))
     throw new InputError(
-      `${ckpt.info(`${module}.weight_g_idx`).file}: tensor "${module}.weight_g_idx" (activation-ordered groups) is not supported (${SUPPORTED})`,
+      `${ckpt.info(`${module}.weight_g_idx`).file}: tensor "${module}.weight_g_idx" (activation-ordered groups) ` +
+        `is not supported (${SUPPORTED})`,
     );
   const codes = need(packed ? 'weight_packed' : 'weight');
   const scale = need('weight_scale');
@@ -417,7 +421,8 @@ async function layoutOf(
   if (distinct.size !== 1) {
     const why = distinct.size === 0 ? 'fits none of' : 'fits more than one of';
     throw new InputError(
-      `${codes.file}: tensor "${codes.name}" ${codes.dtype} [${codes.shape}] with scale [${scale.shape}] ${why} the weight schemes in ${configPath}`,
+      `${codes.file}: tensor "${codes.name}" ${codes.dtype} [${codes.shape}] with scale [${scale.shape}] ` +
+        `${why} the weight schemes in ${configPath}`,
     );
   }
   const scheme = fits[0]!;

@@ -46,7 +46,8 @@ export async function openHfModel(dir: string): Promise<HfModel> {
   if (qc && typeof qc === 'object') {
     if (!isCompressedTensors(config)) {
       throw new InputError(
-        `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc.quant_method)}" is not supported (supported: compressed-tensors)`,
+        `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc.quant_method)}" ` +
+          `is not supported (supported: compressed-tensors)`,
       );
     }
     const source = await openCompressedTensors(dir);

@@ -218,7 +218,10 @@ export const rankDevices = custom<Device[], { help: string; arg: string; only: '
   parse: (flag, value) => value.split(',').map((d) => parseChoice(flag, d.trim(), DEVICES)),
 });
 
-/** --device, --threads and, for passes that open artifacts (sharded ones too), --rank-devices; a recipe names its device once at its top. */
+/**
+ * --device, --threads and, for passes that open artifacts (sharded ones too), --rank-devices;
+ * a recipe names its device once at its top.
+ */
 export function deviceOptions<const O extends { threads?: 'cli'; rankDevices?: true }>(o: O) {
   return {
     device: choice(DEVICES, { help: `execution device: ${DEVICES.join(' | ')}`, arg: '<device>', default: 'cpu', only: 'cli' }),

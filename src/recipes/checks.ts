@@ -87,7 +87,8 @@ export function checkRecipe(recipe: Recipe, source: string): PlannedStage[] {
       const allowed = def.reads[key]!;
       if (!allowed.includes(target.kind.kind)) {
         const what = target.by
-          ? `${o.pass} cannot follow ${target.by.options.pass}: stage ${target.by.index + 1} (${target.by.name}) writes ${describeKind(target.kind)}`
+          ? `${o.pass} cannot follow ${target.by.options.pass}: stage ${target.by.index + 1} (${target.by.name}) ` +
+            `writes ${describeKind(target.kind)}`
           : `the source ${source} is ${describeKind(target.kind)}`;
         throw recipeError(
           recipe.file,

@@ -58,7 +58,8 @@ export function reportMarkdown(r: RunReport): string {
   return [
     `# llmopt run: ${r.recipe.name}`,
     '',
-    `Recipe \`${r.recipe.file}\` on \`${r.source.path}\`, device ${r.device}, ${r.seconds.toFixed(1)} s. KL, top-1 and perplexity are measured against the source (an eval stage's reference).`,
+    `Recipe \`${r.recipe.file}\` on \`${r.source.path}\`, device ${r.device}, ${r.seconds.toFixed(1)} s. ` +
+      `KL, top-1 and perplexity are measured against the source (an eval stage's reference).`,
     '',
     line(head!),
     line(head!.map(() => '---')),

@@ -17,7 +17,8 @@ export function parseDevice(value: string): Device {
 const HINTS: Record<Device, string> = {
   cpu: '',
   webgpu:
-    'the WebGPU provider needs a GPU adapter reachable through Vulkan (Linux), Metal or D3D12; check that a Vulkan loader and GPU driver are installed',
+    'the WebGPU provider needs a GPU adapter reachable through Vulkan (Linux), Metal or D3D12; ' +
+    'check that a Vulkan loader and GPU driver are installed',
   cuda: 'install the CUDA provider: see the README section "GPU: the CUDA provider"',
 };
 

@@ -59,7 +59,8 @@ export function checkPrompts(model: CausalLM, prompts: number[][]): void {
     if (p.length === 0) throw new InputError(`prompt ${i + 1} is empty`);
     if (p.length >= context)
       throw new InputError(
-        `prompt ${i + 1} is ${p.length} tokens, longer than the model's context of ${context} allows (at most ${context - 1}, leaving room to generate)`,
+        `prompt ${i + 1} is ${p.length} tokens, longer than the model's context of ${context} allows ` +
+          `(at most ${context - 1}, leaving room to generate)`,
       );
   });
 }

@@ -39,7 +39,8 @@ export interface SpeculativeResult {
 export function checkDraft(target: CausalLM, draft: CausalLM): void {
   if (draft.spec.vocabSize !== target.spec.vocabSize) {
     throw new InputError(
-      `the draft's vocabulary has ${draft.spec.vocabSize} tokens, the target's ${target.spec.vocabSize}: a draft must share the target's tokenizer`,
+      `the draft's vocabulary has ${draft.spec.vocabSize} tokens, the target's ${target.spec.vocabSize}: ` +
+        `a draft must share the target's tokenizer`,
     );
   }
 }

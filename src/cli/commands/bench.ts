@@ -25,7 +25,8 @@ function formatReport(r: BenchReport): string {
   if (r.batching.length) {
     parts.push(
       '',
-      `static batching, prompt ${r.settings.prompt ? 'text' : r.settings.promptLen}, generate ${r.settings.genLen}, ${r.settings.reps} reps: median (min-max)`,
+      `static batching, prompt ${r.settings.prompt ? 'text' : r.settings.promptLen}, generate ${r.settings.genLen}, ` +
+        `${r.settings.reps} reps: median (min-max)`,
     );
     parts.push(
       table([
@@ -60,7 +61,8 @@ function formatReport(r: BenchReport): string {
     const t = r.settings.trace!;
     parts.push(
       '',
-      `request trace: ${t.requests} requests, ${t.arrivalRate}/s Poisson arrivals, prompts ${t.promptLen.join('-')}, outputs ${t.genLen.join('-')} tokens, ${t.slots} rows, seed ${t.seed}`,
+      `request trace: ${t.requests} requests, ${t.arrivalRate}/s Poisson arrivals, prompts ${t.promptLen.join('-')}, ` +
+        `outputs ${t.genLen.join('-')} tokens, ${t.slots} rows, seed ${t.seed}`,
     );
     parts.push(
       table([
@@ -90,7 +92,8 @@ function formatReport(r: BenchReport): string {
   if (r.speculative.length) {
     parts.push(
       '',
-      `speculative decoding, batch 1, K = ${r.settings.draftTokens}, draft ${r.settings.draft}, ${r.settings.sampling.temperature > 0 ? `sampling at temperature ${r.settings.sampling.temperature}` : 'greedy'}`,
+      `speculative decoding, batch 1, K = ${r.settings.draftTokens}, draft ${r.settings.draft}, ` +
+        `${r.settings.sampling.temperature > 0 ? `sampling at temperature ${r.settings.sampling.temperature}` : 'greedy'}`,
     );
     parts.push(
       table([
@@ -128,7 +131,11 @@ export function benchCommand() {
     .argument('<artifacts...>', 'artifact folders, measured alternately and compared with the first')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt bench out/m --batch 1,4,16,32 --prompt-len 128 --gen-len 128 --json bench.json --chart bench.svg\n  $ llmopt bench out/m --requests 64 --arrival-rate 8 --json cb.json\n  $ llmopt bench out/m --draft out/draft --draft-tokens 4\n  $ llmopt bench out/m-fp32 out/m-int8 out/m-int4 --batch 1,8 --chart compare.svg',
+      '\nExample:\n' +
+        '  $ llmopt bench out/m --batch 1,4,16,32 --prompt-len 128 --gen-len 128 --json bench.json --chart bench.svg\n' +
+        '  $ llmopt bench out/m --requests 64 --arrival-rate 8 --json cb.json\n' +
+        '  $ llmopt bench out/m --draft out/draft --draft-tokens 4\n' +
+        '  $ llmopt bench out/m-fp32 out/m-int8 out/m-int4 --batch 1,8 --chart compare.svg',
     )
     .action(
       passAction('bench', {

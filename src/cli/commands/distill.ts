@@ -8,7 +8,10 @@ export function distillCommand() {
     .description("distill a student (a pruned checkpoint, or a subset of the teacher's layers) to match its teacher")
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt distill --teacher path/to/hf-model --student out/m-24 --data train.txt --eval-data eval.txt \\\n      --steps 800 --batch 16 --seq-len 128 --lr 3e-4 --temperature 2 --keep-sparsity -o out/m-24-distilled\n  $ llmopt distill --teacher path/to/hf-model --student-layers 2 --data train.txt --steps 1500 -o out/draft',
+      '\nExample:\n' +
+        '  $ llmopt distill --teacher path/to/hf-model --student out/m-24 --data train.txt --eval-data eval.txt \\\n' +
+        '      --steps 800 --batch 16 --seq-len 128 --lr 3e-4 --temperature 2 --keep-sparsity -o out/m-24-distilled\n' +
+        '  $ llmopt distill --teacher path/to/hf-model --student-layers 2 --data train.txt --steps 1500 -o out/draft',
     )
     .action(
       passAction('distill', {
@@ -17,7 +20,8 @@ export function distillCommand() {
           if (o.json) return out.json(report);
           const fig = (e: typeof report.before) =>
             e
-              ? `KL ${e.kl.toFixed(4)}, top-1 ${e.top1.toFixed(3)}, perplexity ${e.perplexity.toFixed(3)} (teacher ${e.teacherPerplexity.toFixed(3)})`
+              ? `KL ${e.kl.toFixed(4)}, top-1 ${e.top1.toFixed(3)}, perplexity ${e.perplexity.toFixed(3)} ` +
+                `(teacher ${e.teacherPerplexity.toFixed(3)})`
               : '-';
           out.result(
             table([
@@ -26,7 +30,8 @@ export function distillCommand() {
               ['steps', `${report.steps}${report.stoppedEarly ? ` (stopped: ${report.stoppedEarly})` : ''}`],
               [
                 'tokens',
-                `${report.tokens.toLocaleString('en-US')} in ${report.seconds.toFixed(1)} s (${report.tokensPerSecond.toFixed(0)} tokens/s)`,
+                `${report.tokens.toLocaleString('en-US')} in ${report.seconds.toFixed(1)} s ` +
+                  `(${report.tokensPerSecond.toFixed(0)} tokens/s)`,
               ],
               ['before', fig(report.before)],
               ['after', fig(report.after)],

@@ -8,7 +8,8 @@ export function exportCommand() {
     .argument('<model>', 'Hugging Face model folder (config.json, safetensors, tokenizer.json)')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt export path/to/hf-model -o out/m\n  $ llmopt export path/to/hf-model -o out/m-web --attention standard --layout transformers.js',
+      '\nExample:\n  $ llmopt export path/to/hf-model -o out/m\n' +
+        '  $ llmopt export path/to/hf-model -o out/m-web --attention standard --layout transformers.js',
     )
     .action(
       passAction('export', {

@@ -43,7 +43,10 @@ export function generateCommand(): Command {
     .option('-q, --quiet', 'no logs')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"',
+      '\nExample:\n' +
+        '  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n' +
+        '  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n' +
+        '  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"',
     )
     .action(async (artifact: string, o: GenerateCliOptions) => {
       const out = new Output(o);
@@ -112,7 +115,8 @@ export function generateCommand(): Command {
           `${generated} tokens; prefill ${timing.prefillTokensPerSecond.toFixed(1)} tok/s` +
             (timing.decodeTokensPerSecond ? `, decode ${timing.decodeTokensPerSecond.toFixed(1)} tok/s` : '') +
             (speculative
-              ? `, draft acceptance ${speculative.acceptanceRate.toFixed(3)}, ${speculative.tokensPerTargetPass.toFixed(2)} tokens per target pass`
+              ? `, draft acceptance ${speculative.acceptanceRate.toFixed(3)}, ` +
+                `${speculative.tokensPerTargetPass.toFixed(2)} tokens per target pass`
               : '') +
             ` (${model.device}, ${model.description})`,
         );

@@ -14,7 +14,8 @@ export function inspectCommand(): Command {
     .option('--json', 'print the full report as JSON (tensors included)')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction',
+      '\nExample:\n' +
+        '  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction',
     )
     .action(async (dir: string, o: { tensors?: boolean; nm?: string; json?: boolean }) => {
       const out = new Output({ json: o.json });
@@ -32,7 +33,8 @@ export function inspectCommand(): Command {
         ['kind', r.kind],
         [
           'architecture',
-          `llama: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`,
+          `llama: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ` +
+            `ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`,
         ],
         ['parameters', r.parameters.toLocaleString('en-US')],
         ['bytes', formatBytes(r.bytes)],
@@ -50,7 +52,8 @@ export function inspectCommand(): Command {
           `${r.nm.n}:${r.nm.m} pattern`,
           r.nm.violatingTensors.length === 0
             ? `holds in all ${r.nm.tensors} linear weights`
-            : `BROKEN in ${r.nm.violatingTensors.length} of ${r.nm.tensors}: ${r.nm.violatingTensors.slice(0, 3).join(', ')}${r.nm.violatingTensors.length > 3 ? ', ...' : ''}`,
+            : `BROKEN in ${r.nm.violatingTensors.length} of ${r.nm.tensors}: ` +
+              `${r.nm.violatingTensors.slice(0, 3).join(', ')}${r.nm.violatingTensors.length > 3 ? ', ...' : ''}`,
         ]);
       }
       out.result(table(rows));

@@ -9,7 +9,9 @@ export function pruneCommand() {
     .argument('<model>', 'Hugging Face model folder')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt prune path/to/hf-model --sparsity 2:4 --method wanda --calib train.txt -o out/m-24\n  $ llmopt prune path/to/hf-model --sparsity 0.5 --method sparsegpt --calib train.txt --eval eval.txt -o out/m-50',
+      '\nExample:\n' +
+        '  $ llmopt prune path/to/hf-model --sparsity 2:4 --method wanda --calib train.txt -o out/m-24\n' +
+        '  $ llmopt prune path/to/hf-model --sparsity 0.5 --method sparsegpt --calib train.txt --eval eval.txt -o out/m-50',
     )
     .action(
       passAction('prune', {

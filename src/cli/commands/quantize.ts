@@ -11,7 +11,10 @@ export function quantizeCommand() {
     .argument('<model>', 'Hugging Face model folder (any float dtype; a pruned model too)')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt quantize path/to/hf-model --to int4 --block-size 32 -o out/m-int4\n  $ llmopt quantize path/to/hf-model --to int4 --method gptq --calib train.txt --eval eval.txt -o out/m-gptq\n  $ llmopt quantize path/to/hf-model --to int8 --format compressed-tensors -o out/m-w8-hf',
+      '\nExample:\n' +
+        '  $ llmopt quantize path/to/hf-model --to int4 --block-size 32 -o out/m-int4\n' +
+        '  $ llmopt quantize path/to/hf-model --to int4 --method gptq --calib train.txt --eval eval.txt -o out/m-gptq\n' +
+        '  $ llmopt quantize path/to/hf-model --to int8 --format compressed-tensors -o out/m-w8-hf',
     )
     .action(
       passAction('quantize', {

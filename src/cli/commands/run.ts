@@ -37,7 +37,9 @@ export function runCommand(): Command {
     .option('-q, --quiet', 'no progress')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt run\n  $ llmopt run recipes/sparse24-distill-int4.yaml path/to/hf-model -o out/run1\n  $ llmopt run int4-gptq path/to/hf-model -o out/run2 --set quantize.block_size=64 --json',
+      '\nExample:\n' +
+        '  $ llmopt run\n  $ llmopt run recipes/sparse24-distill-int4.yaml path/to/hf-model -o out/run1\n' +
+        '  $ llmopt run int4-gptq path/to/hf-model -o out/run2 --set quantize.block_size=64 --json',
     )
     .action(async (recipeArg: string, model: string | undefined, o: RunCliOptions) => {
       const out = new Output(o);

@@ -9,7 +9,10 @@ export function shardCommand() {
     .argument('<model>', 'Hugging Face model folder (float weights)')
     .addHelpText(
       'after',
-      '\nExample:\n  $ llmopt shard path/to/hf-model --tp 2 --pp 2 -o out/m-tp2pp2\n  $ llmopt generate out/m-tp2pp2 --prompt "Once upon a time"\n  $ llmopt shard path/to/hf-model --tp 4 --format tensorrt-llm -o out/m-trtllm',
+      '\nExample:\n' +
+        '  $ llmopt shard path/to/hf-model --tp 2 --pp 2 -o out/m-tp2pp2\n' +
+        '  $ llmopt generate out/m-tp2pp2 --prompt "Once upon a time"\n' +
+        '  $ llmopt shard path/to/hf-model --tp 4 --format tensorrt-llm -o out/m-trtllm',
     )
     .action(
       passAction('shard', {

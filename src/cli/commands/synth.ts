@@ -71,7 +71,8 @@ export function synthCommand(): Command {
           ['parameters', report.parameters.toLocaleString('en-US')],
           [
             'shape',
-            `hidden ${o.hidden}, ${o.layers} layers, heads ${o.heads}/${o.kvHeads} kv, ffn ${ffn}, vocab ${o.vocab}, context ${o.context}, ${o.dtype}`,
+            `hidden ${o.hidden}, ${o.layers} layers, heads ${o.heads}/${o.kvHeads} kv, ffn ${ffn}, vocab ${o.vocab}, ` +
+              `context ${o.context}, ${o.dtype}`,
           ],
         ]),
       );

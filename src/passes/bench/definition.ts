@@ -37,7 +37,10 @@ export const BENCH_OPTIONS = {
   quiet: boolean({ short: '-q', only: 'cli', help: 'no progress' }),
 };
 
-/** The headline speed of a bench: with the draft when there is one, else decode at the first batch size, else the trace's continuous batching. */
+/**
+ * The headline speed of a bench: with the draft when there is one, else decode at the first batch size,
+ * else the trace's continuous batching.
+ */
 function benchSpeed(r: BenchReport): number | null {
   return (
     r.speculative[0]?.speculativeTokensPerSecond.median ??

@@ -138,7 +138,8 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       );
     if (o.hiddenLoss && !student.layerIds && student.spec.numLayers !== teacherSpec.numLayers)
       throw new InputError(
-        `--hidden-loss: the student has ${student.spec.numLayers} layers and the teacher ${teacherSpec.numLayers}; the hidden loss matches layers one to one (a shallow student: --student-layers)`,
+        `--hidden-loss: the student has ${student.spec.numLayers} layers and the teacher ${teacherSpec.numLayers}; ` +
+          `the hidden loss matches layers one to one (a shallow student: --student-layers)`,
       );
     const hidden = o.hiddenLoss ? { weight: o.hiddenLoss, pairs } : undefined;
     const graph = await buildTrainingGraph(

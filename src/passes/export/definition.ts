@@ -9,7 +9,9 @@ const options = {
   attention: choice(ATTENTION_FORMS, {
     arg: '<form>',
     default: 'fused',
-    help: "fused: com.microsoft GroupQueryAttention (onnxruntime CPU/WebGPU/CUDA, onnxruntime-genai I/O); standard: ai.onnx ops only; inplace: the cache stays in llmopt's runtime, fastest batched decoding on CPU (llmopt only)",
+    help:
+      'fused: com.microsoft GroupQueryAttention (onnxruntime CPU/WebGPU/CUDA, onnxruntime-genai I/O); ' +
+      "standard: ai.onnx ops only; inplace: the cache stays in llmopt's runtime, fastest batched decoding on CPU (llmopt only)",
   }),
   layout: choice(LAYOUTS, {
     arg: '<layout>',

@@ -88,7 +88,9 @@ export async function prune(source: string, output: string, opts: PruneOptions):
       const bad = targets.find((t) => t.cols % structure.m !== 0);
       if (bad)
         throw new InputError(
-          `${bad.module}.weight: in_features ${bad.cols} is not divisible by M=${structure.m} for --sparsity ${structure.n}:${structure.m}; exclude such modules with --exclude "*${bad.kind}_proj" or choose an M that divides ${bad.cols}`,
+          `${bad.module}.weight: in_features ${bad.cols} is not divisible by M=${structure.m} ` +
+            `for --sparsity ${structure.n}:${structure.m}; ` +
+            `exclude such modules with --exclude "*${bad.kind}_proj" or choose an M that divides ${bad.cols}`,
         );
     }
     if (method === 'sparsegpt' && structure.kind === 'unstructured' && structure.scope === 'layer') {

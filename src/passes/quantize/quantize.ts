@@ -117,7 +117,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
   validateQuantizeOptions(o);
   if (findModelFile(source)) {
     throw new InputError(
-      `${source}: an ONNX artifact; quantize reads Hugging Face folders (the output of prune, or the checkpoint the artifact was exported from)`,
+      `${source}: an ONNX artifact; quantize reads Hugging Face folders ` +
+        `(the output of prune, or the checkpoint the artifact was exported from)`,
     );
   }
   const model = await openHfModel(source);

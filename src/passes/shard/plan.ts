@@ -134,7 +134,8 @@ export function planShard(spec: DecoderSpec, opts: ShardPlanOptions): ShardPlan 
   else if (tp % KV === 0) kv = 'replicated';
   else
     throw new InputError(
-      `--tp ${tp}: the ${KV} key/value heads can neither be divided by it nor replicated across it (tp must divide ${KV} or be a multiple of it)`,
+      `--tp ${tp}: the ${KV} key/value heads can neither be divided by it nor replicated across it ` +
+        `(tp must divide ${KV} or be a multiple of it)`,
     );
   if (vocab === 'split' && V % tp !== 0)
     throw new InputError(`--vocab split: --tp ${tp} does not divide the vocabulary of ${V} (use --vocab replicated)`);

@@ -122,7 +122,8 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
   const started = Date.now();
   if (isArtifact(source))
     throw new InputError(
-      `${source}: is an ONNX artifact; shard takes a float Hugging Face checkpoint (quantized artifacts cannot be sharded: shard first, quantize is not supported on shards yet)`,
+      `${source}: is an ONNX artifact; shard takes a float Hugging Face checkpoint ` +
+        `(quantized artifacts cannot be sharded: shard first, quantize is not supported on shards yet)`,
     );
   const model = await openHfModel(source);
   const { spec } = model;

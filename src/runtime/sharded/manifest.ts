@@ -95,7 +95,8 @@ export async function readShardManifest(dir: string): Promise<ShardManifest> {
     const id = readJsonFile(rankFile) as { runId?: string; rank?: number };
     if (id.runId !== m.runId || id.rank !== r.rank) {
       throw new InputError(
-        `${r.dir}: rank folder comes from another shard run (run ${id.runId} rank ${id.rank}; the manifest expects run ${m.runId} rank ${r.rank}); re-run llmopt shard`,
+        `${r.dir}: rank folder comes from another shard run (run ${id.runId} rank ${id.rank}; ` +
+          `the manifest expects run ${m.runId} rank ${r.rank}); re-run llmopt shard`,
       );
     }
     for (const [rel, want] of Object.entries(r.files)) {
