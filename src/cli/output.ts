@@ -1,6 +1,7 @@
 // Terminal output rules in one place: results to stdout (JSON with --json), logs and progress bars to
 // stderr only when it is a terminal and --quiet is off.
 import cliProgress from 'cli-progress';
+import type { EvalReport } from '../eval/evaluate.js';
 
 export interface OutputOptions {
   json?: boolean;
@@ -56,6 +57,17 @@ export class Output {
       },
     };
   }
+}
+
+/** The quality rows of a pass that ran --eval: perplexity, KL and top-1 against `against` (dense, source). */
+export function qualityRows(e: EvalReport | null | undefined, against: string): Array<[string, string]> {
+  if (!e?.reference) return [];
+  const r = e.reference;
+  return [
+    ['perplexity', `${e.perplexity.toFixed(3)} (${against} ${r.perplexity.toFixed(3)})`],
+    [`KL vs ${against}`, r.kl.toFixed(5)],
+    [`top-1 vs ${against}`, r.top1.toFixed(4)],
+  ];
 }
 
 /** Formats rows as an aligned plain-text table. */

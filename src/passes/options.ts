@@ -18,9 +18,8 @@ export type OptionKind =
   | 'textFile'
   | 'stageRef';
 
-/** One declared option. `T` is its value; `D` is true when it always has one (a default, or required). */
-export interface Opt<T = unknown, D extends boolean = boolean> {
-  kind: OptionKind;
+/** What a declaration of any kind may say. */
+type Common<T> = {
   help: string;
   /** The --help placeholder, e.g. `<n>` (booleans have none). */
   arg?: string;
@@ -33,6 +32,11 @@ export interface Opt<T = unknown, D extends boolean = boolean> {
   only?: 'cli' | 'recipe';
   /** The recipe's default where it differs on purpose from the command line's (`true`: the recipe's data). */
   recipeDefault?: unknown;
+};
+
+/** One declared option. `T` is its value; `D` is true when it always has one (a default, or required). */
+export interface Opt<T = unknown, D extends boolean = boolean> extends Common<T> {
+  kind: OptionKind;
   /** A command-line string to a value; throws InputError naming `flag`. */
   parse?: (flag: string, value: string, previous: T | undefined) => T;
   /** The recipe value's schema, without its default. */
@@ -72,15 +76,6 @@ export class OptionError extends InputError {
   }
 }
 
-type Common<T> = {
-  help: string;
-  arg?: string;
-  default?: T;
-  required?: boolean;
-  short?: string;
-  only?: 'cli' | 'recipe';
-  recipeDefault?: unknown;
-};
 type Has<O> = O extends { default: unknown } ? true : O extends { required: true } ? true : false;
 
 function opt<T, O extends Common<T>>(kind: OptionKind, o: O, schema: z.ZodType, parse?: Opt<T>['parse']): Opt<T, Has<O>> {

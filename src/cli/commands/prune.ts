@@ -1,7 +1,7 @@
 // `llmopt prune`: N:M or unstructured sparsity by magnitude, Wanda or SparseGPT, written as a Hugging
 // Face folder; with --eval, KL / top-1 / perplexity of the result against the dense model.
 import { passAction, passCommand } from '../pass-command.js';
-import { table } from '../output.js';
+import { qualityRows, table } from '../output.js';
 
 export function pruneCommand() {
   return passCommand('prune')
@@ -31,14 +31,7 @@ export function pruneCommand() {
           if (report.structure.kind === 'nm') rows.push(['N:M groups violating', violations]);
           if (report.calibrationTokens) rows.push(['calibration tokens', report.calibrationTokens]);
           rows.push(['time', `${report.seconds.toFixed(1)} s`]);
-          if (quality?.reference) {
-            const r = quality.reference;
-            rows.push(
-              ['perplexity', `${quality.perplexity.toFixed(3)} (dense ${r.perplexity.toFixed(3)})`],
-              ['KL vs dense', r.kl.toFixed(5)],
-              ['top-1 vs dense', r.top1.toFixed(4)],
-            );
-          }
+          rows.push(...qualityRows(quality, 'dense'));
           out.result(table(rows));
         },
       }),

@@ -1,7 +1,7 @@
 // `llmopt quantize`: fp16 / int8 / int4 (RTN or GPTQ) / w8a8 weights as an ONNX artifact or a
 // compressed-tensors checkpoint; a report of bytes per tensor kind, and with --eval the quality cost.
 import { passAction, passCommand } from '../pass-command.js';
-import { formatBytes, table } from '../output.js';
+import { formatBytes, qualityRows, table } from '../output.js';
 
 export function quantizeCommand() {
   return passCommand('quantize')
@@ -38,14 +38,7 @@ export function quantizeCommand() {
             ],
             ['time', `${report.seconds.toFixed(1)} s`],
           ];
-          if (quality?.reference) {
-            const r = quality.reference;
-            rows.push(
-              ['perplexity', `${quality.perplexity.toFixed(3)} (source ${r.perplexity.toFixed(3)})`],
-              ['KL vs source', r.kl.toFixed(5)],
-              ['top-1 vs source', r.top1.toFixed(4)],
-            );
-          }
+          rows.push(...qualityRows(quality, 'source'));
           out.result(table(rows));
         },
       }),
