@@ -48,7 +48,8 @@ for (const name of TINY_MODELS) {
       const prefill = await model.forward(cache, [ids.slice(0, 4)]);
       let worst = 0;
       for (let t = 0; t < 4; t++) worst = Math.max(worst, maxDiff(prefill.at(0, t), whole.at(0, t)));
-      for (let t = 4; t < ids.length; t++) worst = Math.max(worst, maxDiff((await model.forward(cache, [[ids[t]!]])).at(0, 0), whole.at(0, t)));
+      for (let t = 4; t < ids.length; t++)
+        worst = Math.max(worst, maxDiff((await model.forward(cache, [[ids[t]!]])).at(0, 0), whole.at(0, t)));
       assert.ok(worst < 1e-4, `max diff ${worst}`);
       await model.release();
     });
