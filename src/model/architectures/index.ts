@@ -25,7 +25,8 @@ export function architectureOf(json: Json, path: string): Architecture {
   const modelType = cfg.str('model_type');
   const classes = Array.isArray(json.architectures) ? json.architectures.map(String) : [];
   const arch = ARCHITECTURES.find((a) => a.modelType === modelType);
-  const unknown = classes.filter((c) => !arch?.classes.includes(c));
+  // Classes the matched architecture does not build; without a match, those no architecture builds.
+  const unknown = classes.filter((c) => (arch ? !arch.classes.includes(c) : !ARCHITECTURES.some((a) => a.classes.includes(c))));
   if (!arch || unknown.length > 0) {
     const what = [modelType === undefined ? 'no model_type' : `model_type "${modelType}"`, ...unknown].join(', ');
     throw new InputError(`${path}: ${what} is not supported (supported: ${SUPPORTED_MODELS})`);
