@@ -32,7 +32,8 @@ export function inspectCommand(): Command {
         ['kind', r.kind],
         [
           'architecture',
-          `${a.name}: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`,
+          `${a.name}: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ` +
+            `ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`,
         ],
         ['parameters', r.parameters.toLocaleString('en-US')],
         ['bytes', formatBytes(r.bytes)],

@@ -140,10 +140,10 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       throw new InputError(
         '--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)',
       );
-    if (opts.format === 'tensorrt-llm' && !TENSORRT_LLM_ARCHITECTURES.includes(spec.architecture))
-      throw new InputError(
-        `${source}: --format tensorrt-llm writes ${TENSORRT_LLM_ARCHITECTURES.join(' and ')} checkpoints, not ${spec.architecture}; use --format onnx`,
-      );
+    if (opts.format === 'tensorrt-llm' && !TENSORRT_LLM_ARCHITECTURES.includes(spec.architecture)) {
+      const writes = TENSORRT_LLM_ARCHITECTURES.join(' and ');
+      throw new InputError(`${source}: --format tensorrt-llm writes ${writes} checkpoints, not ${spec.architecture}; use --format onnx`);
+    }
     if (!ATTENTION[opts.attention].shardable) {
       throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     }
