@@ -31,6 +31,21 @@ export function aidreamsReference(): Reference {
   return JSON.parse(readFileSync(join(AIDREAMS, 'reference.json'), 'utf8'));
 }
 
+/** The tiny checkpoints of other architectures in ../shared/models, each with llama.cpp's reference.json. */
+export const TINY_MODELS = ['qwen2-tiny', 'qwen3-tiny', 'smollm3-tiny'] as const;
+export const sharedModel = (name: string) => join(SHARED, 'models', name);
+/** A skip message for a test that needs ../shared/models/<name> (undefined when present). */
+export function needsSharedModel(name: string): string | undefined {
+  return existsSync(join(sharedModel(name), 'reference.json')) ? undefined : `../shared/models/${name} is absent: its tests are skipped`;
+}
+export interface TinyReference {
+  logits: { input_ids: number[]; values: number[][] };
+  greedy_from_prompt: { prompt_ids: number[]; ids: number[] };
+}
+export function tinyReference(name: string): TinyReference {
+  return JSON.parse(readFileSync(join(sharedModel(name), 'reference.json'), 'utf8'));
+}
+
 const tempDirs: string[] = [];
 process.on('exit', () => tempDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 

@@ -15,9 +15,18 @@ export type RopeScaling =
 /** Float dtype of a checkpoint's weights (`torch_dtype`). */
 export type WeightDtype = 'float32' | 'float16' | 'bfloat16';
 
-/** A Llama-family decoder: pre-norm RMSNorm blocks, rotary attention with grouped KV heads, SwiGLU MLP. */
+/** The linear layers of a decoder layer, in Hugging Face's module names (q_proj -> q). */
+export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+
+/**
+ * A Llama-family decoder: pre-norm RMSNorm blocks, rotary attention with grouped KV heads, SwiGLU MLP.
+ * The fields past the Llama baseline (biases per projection, q/k norms, layers without rotary) are
+ * architecture-neutral: model/architectures/ says which architecture sets which; the builder only reads them.
+ */
 export interface DecoderSpec {
-  architecture: 'llama';
+  /** The architecture description it was read with (model/architectures/: llama, qwen2, qwen3, smollm3, ...). */
+  architecture: string;
   hiddenSize: number;
   numLayers: number;
   numHeads: number;
@@ -32,8 +41,12 @@ export interface DecoderSpec {
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
   tiedEmbeddings: boolean;
-  attentionBias: boolean;
-  mlpBias: boolean;
+  /** Which linear layers carry a bias (Llama: attention_bias / mlp_bias; Qwen2: q, k and v but not o). */
+  biases: Record<Projection, boolean>;
+  /** RMSNorm over head_dim on every query and key head before the rotary embedding (Qwen3's q_norm, k_norm). */
+  qkNorm: boolean;
+  /** Per layer, whether it applies the rotary embedding (SmolLM3's no_rope_layers); null: every layer does. */
+  ropeLayers: boolean[] | null;
   weightDtype: WeightDtype;
   bosTokenId: number | null;
   eosTokenIds: number[];
@@ -50,6 +63,8 @@ export function layerTensorNames(layer: number) {
     k: `${p}.self_attn.k_proj`,
     v: `${p}.self_attn.v_proj`,
     o: `${p}.self_attn.o_proj`,
+    qNorm: `${p}.self_attn.q_norm.weight`,
+    kNorm: `${p}.self_attn.k_norm.weight`,
     gate: `${p}.mlp.gate_proj`,
     up: `${p}.mlp.up_proj`,
     down: `${p}.mlp.down_proj`,
@@ -62,30 +77,49 @@ export const LM_HEAD = 'lm_head.weight';
 
 /** Every tensor a checkpoint of this spec must hold, with its [out, in] shape. */
 export function expectedTensors(spec: DecoderSpec): Map<string, number[]> {
-  const { hiddenSize: h, headDim: d, numHeads, kvHeads, intermediateSize: f, vocabSize } = spec;
+  const { hiddenSize: h, headDim: d, vocabSize } = spec;
   const out = new Map<string, number[]>();
   out.set(EMBED_TOKENS, [vocabSize, h]);
   for (let i = 0; i < spec.numLayers; i++) {
     const n = layerTensorNames(i);
     out.set(n.inputNorm, [h]);
     out.set(n.postAttentionNorm, [h]);
-    const linears: Array<[string, number, number, boolean]> = [
-      [n.q, numHeads * d, h, spec.attentionBias],
-      [n.k, kvHeads * d, h, spec.attentionBias],
-      [n.v, kvHeads * d, h, spec.attentionBias],
-      [n.o, h, numHeads * d, spec.attentionBias],
-      [n.gate, f, h, spec.mlpBias],
-      [n.up, f, h, spec.mlpBias],
-      [n.down, h, f, spec.mlpBias],
-    ];
-    for (const [name, rows, cols, bias] of linears) {
-      out.set(`${name}.weight`, [rows, cols]);
-      if (bias) out.set(`${name}.bias`, [rows]);
+    for (const proj of PROJECTIONS) {
+      const [rows, cols] = projectionShape(spec, proj);
+      out.set(`${n[proj]}.weight`, [rows, cols]);
+      if (spec.biases[proj]) out.set(`${n[proj]}.bias`, [rows]);
+    }
+    if (spec.qkNorm) {
+      out.set(n.qNorm, [d]);
+      out.set(n.kNorm, [d]);
     }
   }
   out.set(FINAL_NORM, [h]);
   if (!spec.tiedEmbeddings) out.set(LM_HEAD, [vocabSize, h]);
   return out;
+}
+
+/** [out, in] features of a layer's linear layer. */
+export function projectionShape(spec: DecoderSpec, proj: Projection): [number, number] {
+  const { hiddenSize: h, headDim: d, numHeads, kvHeads, intermediateSize: f } = spec;
+  const shapes: Record<Projection, [number, number]> = {
+    q: [numHeads * d, h],
+    k: [kvHeads * d, h],
+    v: [kvHeads * d, h],
+    o: [h, numHeads * d],
+    gate: [f, h],
+    up: [f, h],
+    down: [h, f],
+  };
+  return shapes[proj];
+}
+
+/** Whether layer i applies the rotary embedding. */
+export const layerHasRope = (spec: DecoderSpec, layer: number): boolean => spec.ropeLayers?.[layer] ?? true;
+
+/** Biases of every projection set to one flag each for attention and MLP (Llama's attention_bias / mlp_bias). */
+export function uniformBiases(attention: boolean, mlp: boolean): Record<Projection, boolean> {
+  return { q: attention, k: attention, v: attention, o: attention, gate: mlp, up: mlp, down: mlp };
 }
 
 /** Parameter count of a spec (tied embeddings counted once). */

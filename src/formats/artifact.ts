@@ -1,10 +1,9 @@
 // The llmopt artifact: a complete model folder (model.onnx + model.onnx.data, config, tokenizer) and
 // its manifest llmopt.json (formats/manifest.ts), whose `model` block names the graph and its form.
+// model/artifact.ts opens one (its spec is read through model/architectures/).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../core/errors.js';
-import { readModelSpec } from './hf-config.js';
-import { MANIFEST_FILE, readManifest, type Manifest, type ModelBlock } from './manifest.js';
+import type { Manifest, ModelBlock } from './manifest.js';
 import type { DecoderSpec } from '../core/spec.js';
 import type { AttentionForm } from '../core/io.js';
 
@@ -26,19 +25,6 @@ export interface Artifact {
 export function findModelFile(dir: string): string | null {
   for (const rel of ['model.onnx', join('onnx', 'model.onnx')]) if (existsSync(join(dir, rel))) return join(dir, rel);
   return null;
-}
-
-/** Opens an artifact folder: model.onnx and config.json are required, llmopt.json is read when present. */
-export function openArtifact(dir: string): Artifact {
-  if (!existsSync(dir)) throw new InputError(`${dir}: folder not found`);
-  const modelPath = findModelFile(dir);
-  if (!modelPath) throw new InputError(`${dir}: no model.onnx (not an exported artifact; run \`llmopt export\` first)`);
-  const manifest = readManifest(dir);
-  if (manifest && (manifest.format !== 'llmopt-artifact' || !manifest.model)) {
-    throw new InputError(`${join(dir, MANIFEST_FILE)}: not an llmopt artifact manifest`);
-  }
-  const attention = manifest?.model?.attention ?? null;
-  return { dir, modelPath, manifest: manifest as ArtifactManifest | null, spec: readModelSpec(dir), attention };
 }
 
 /** True when `dir` holds an ONNX artifact rather than a Hugging Face checkpoint. */

@@ -1,14 +1,12 @@
-// Reads a Hugging Face config.json (and generation_config.json) into a DecoderSpec,
-// refusing anything llmopt cannot build faithfully with an error that says what is supported.
+// Reads a Hugging Face config.json (and generation_config.json): typed key access naming the file, and the
+// Llama baseline spec. Which architecture a config is, and what it changes, is model/architectures/.
 import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { InputError } from '../core/errors.js';
-import type { DecoderSpec, RopeScaling, WeightDtype } from '../core/spec.js';
+import { uniformBiases, type DecoderSpec, type RopeScaling, type WeightDtype } from '../core/spec.js';
 
-export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral (without sliding window)'];
 export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3'];
 
-type Json = Record<string, unknown>;
+export type Json = Record<string, unknown>;
 
 /** Parses a JSON file, with an InputError naming the file when it is missing or malformed. */
 export function readJsonFile(path: string): Json {
@@ -32,13 +30,13 @@ export function readJsonFile(path: string): Json {
 }
 
 /** Typed field access that names the file and key in every error. */
-class ConfigReader {
+export class ConfigReader {
   constructor(
     readonly path: string,
     readonly json: Json,
   ) {}
 
-  private fail(key: string, problem: string): never {
+  fail(key: string, problem: string): never {
     throw new InputError(`${this.path}: "${key}" ${problem}`);
   }
 
@@ -114,18 +112,17 @@ function parseDtype(cfg: ConfigReader): WeightDtype {
   throw new InputError(`${cfg.path}: "torch_dtype" ${t} is not supported (supported: float32, float16, bfloat16)`);
 }
 
-/** Builds the spec from a parsed config.json; `path` is only used in messages. */
-export function specFromConfig(json: Json, path: string, generation?: Json): DecoderSpec {
-  const cfg = new ConfigReader(path, json);
-  const modelType = cfg.str('model_type');
-  const slidingWindow = json.sliding_window;
-  const mistralFull = modelType === 'mistral' && (slidingWindow === undefined || slidingWindow === null);
-  if (modelType !== 'llama' && !mistralFull) {
-    const what = modelType === 'mistral' ? 'mistral with sliding_window' : `model_type "${modelType ?? '(missing)'}"`;
-    throw new InputError(`${path}: ${what} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
-  }
+/**
+ * The Llama baseline every architecture starts from (model/architectures/ states the differences):
+ * sizes, rotary, norms, dtype and special tokens, with biases from attention_bias / mlp_bias.
+ * `path` names config.json in messages; `generation` is generation_config.json when present.
+ */
+export function llamaBaseSpec(cfg: ConfigReader, generation?: Json): DecoderSpec {
+  const { path, json } = cfg;
   const act = cfg.str('hidden_act') ?? 'silu';
   if (act !== 'silu') throw new InputError(`${path}: "hidden_act" ${act} is not supported (supported: silu)`);
+  const partial = cfg.num('partial_rotary_factor', 1);
+  if (partial !== 1) throw new InputError(`${path}: "partial_rotary_factor" ${partial} is not supported (supported: 1)`);
 
   const hiddenSize = cfg.int('hidden_size');
   const numHeads = cfg.int('num_attention_heads');
@@ -162,18 +159,12 @@ export function specFromConfig(json: Json, path: string, generation?: Json): Dec
     ropeTheta: cfg.num('rope_theta', 10000),
     ropeScaling: parseRopeScaling(cfg),
     tiedEmbeddings: cfg.bool('tie_word_embeddings', false),
-    attentionBias: cfg.bool('attention_bias', false),
-    mlpBias: cfg.bool('mlp_bias', false),
+    biases: uniformBiases(cfg.bool('attention_bias', false), cfg.bool('mlp_bias', false)),
+    qkNorm: false,
+    ropeLayers: null,
     weightDtype: parseDtype(cfg),
     bosTokenId: bos,
     eosTokenIds: eos,
     padTokenId: pad,
   };
-}
-
-/** Reads `<dir>/config.json` (and generation_config.json when present) into a spec. */
-export function readModelSpec(dir: string): DecoderSpec {
-  const path = join(dir, 'config.json');
-  const genPath = join(dir, 'generation_config.json');
-  return specFromConfig(readJsonFile(path), path, existsSync(genPath) ? readJsonFile(genPath) : undefined);
 }

@@ -1,7 +1,7 @@
 // Reading and writing safetensors files and Hugging Face checkpoint folders (single file or sharded).
 // Readers load only headers up front and fetch each tensor with a positioned read; writers stream one tensor at a time.
 
-import { promises as fs } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fs, readFileSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { InputError } from '../core/errors.js';
@@ -339,6 +339,32 @@ async function exists(file: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * The tensor names of the checkpoint in `dir` from its index or its file header alone, without
+ * validating anything (Checkpoint.open does): what config readers look at to tell which optional
+ * tensors a checkpoint holds. null when there is no readable checkpoint there (an artifact folder).
+ */
+export function tensorNamesIn(dir: string): Set<string> | null {
+  try {
+    const indexPath = path.join(dir, INDEX_FILE);
+    if (existsSync(indexPath)) return new Set(Object.keys(JSON.parse(readFileSync(indexPath, 'utf8')).weight_map ?? {}));
+    const single = path.join(dir, SINGLE_FILE);
+    if (!existsSync(single)) return null;
+    const fd = openSync(single, 'r');
+    try {
+      const len = Buffer.alloc(8);
+      readSync(fd, len, 0, 8, 0);
+      const header = Buffer.alloc(Number(len.readBigUInt64LE(0)));
+      readSync(fd, header, 0, header.length, 8);
+      return new Set(Object.keys(JSON.parse(header.toString('utf8'))).filter((k) => k !== '__metadata__'));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
   }
 }
 

@@ -30,6 +30,9 @@ export function tensorRtLlmStages(numLayers: number, pp: number): Array<{ from: 
   return out;
 }
 
+/** The architectures whose checkpoints TensorRT-LLM's LLaMA format holds (its other formats are not written yet). */
+export const TENSORRT_LLM_ARCHITECTURES = ['llama', 'mistral'];
+
 /** config.json of the checkpoint (LLaMAConfig fields). */
 export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, parallelEmbedding: boolean): Record<string, unknown> {
   const rs = spec.ropeScaling;
@@ -61,8 +64,8 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
               high_freq_factor: rs.highFreqFactor,
               original_max_position_embeddings: rs.originalMaxPositions,
             },
-    attn_bias: spec.attentionBias,
-    mlp_bias: spec.mlpBias,
+    attn_bias: spec.biases.q,
+    mlp_bias: spec.biases.gate,
     tie_word_embeddings: spec.tiedEmbeddings,
     use_parallel_embedding: parallelEmbedding,
     embedding_sharding_dim: 0,
@@ -100,14 +103,14 @@ export function tensorRtLlmRankTensors(
     const p = `transformer.layers.${i - r.layers.from}`;
     add(`${p}.input_layernorm.weight`, [n.inputNorm]);
     add(`${p}.attention.qkv.weight`, [`${n.q}.weight`, `${n.k}.weight`, `${n.v}.weight`]);
-    if (spec.attentionBias) add(`${p}.attention.qkv.bias`, [`${n.q}.bias`, `${n.k}.bias`, `${n.v}.bias`]);
+    if (spec.biases.q) add(`${p}.attention.qkv.bias`, [`${n.q}.bias`, `${n.k}.bias`, `${n.v}.bias`]);
     add(`${p}.attention.dense.weight`, [`${n.o}.weight`]);
-    if (spec.attentionBias) add(`${p}.attention.dense.bias`, [`${n.o}.bias`]);
+    if (spec.biases.o) add(`${p}.attention.dense.bias`, [`${n.o}.bias`]);
     add(`${p}.post_layernorm.weight`, [n.postAttentionNorm]);
     add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
     add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);
     add(`${p}.mlp.proj.weight`, [`${n.down}.weight`]);
-    if (spec.mlpBias) {
+    if (spec.biases.gate) {
       add(`${p}.mlp.fc.bias`, [`${n.gate}.bias`]);
       add(`${p}.mlp.gate.bias`, [`${n.up}.bias`]);
       add(`${p}.mlp.proj.bias`, [`${n.down}.bias`]);

@@ -1,11 +1,12 @@
 // The attention forms of the decoder graph. fused and standard read and write the KV cache in the
 // decoder convention: past_key_values.{i}.key|value and present.{i}.key|value, [B, kvH, T, D].
-//   fused:    com.microsoft GroupQueryAttention with rotary inside the op (what onnxruntime-genai emits)
+//   fused:    com.microsoft GroupQueryAttention, with rotary inside the op (what onnxruntime-genai emits) where the
+//             op can apply it (gqaAppliesRotary); otherwise q/k norms and rotary are applied before it, do_rotary 0.
 //   standard: ai.onnx ops only (any ONNX runtime), rotary and grouped heads spelled out.
 //   inplace:  the runtime owns the cache: the graph reads kv_cache.{i}.* where it lies and returns only
 //             the new entries (kv_new.{i}.*), which the runtime writes into the cache itself.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
-import type { DecoderSpec } from '../core/spec.js';
+import { layerHasRope, type DecoderSpec } from '../core/spec.js';
 
 /** Graph-wide values attention reads, computed once per graph by the decoder builder. */
 export interface AttentionContext {
@@ -14,7 +15,7 @@ export interface AttentionContext {
   totalSeqLen?: string;
   /** standard: [B, 1, 1, S, T] bool — may query s see key slot t. */
   allowed?: string;
-  /** standard: [B, S, 1, D/2] cos and sin at each query's position. */
+  /** standard and inplace, and fused where the rotary is outside the op: [B, S, 1, D/2] cos and sin at each query's position. */
   cos?: string;
   sin?: string;
   /** Rotary caches [maxPositions, D/2] (initializers). */
@@ -33,13 +34,46 @@ export interface AttentionIO {
   pastValue: string | null;
   presentKey: string;
   presentValue: string;
+  /** Whether this layer applies the rotary embedding (SmolLM3's layers without it do not). */
+  rope: boolean;
+  /** q/k RMSNorm weights [D] applied per head before the rotary (Qwen3), or null. */
+  qNorm: string | null;
+  kNorm: string | null;
+  /** The builder's RMSNorm over the last axis (its ops depend on the form). */
+  rmsNorm: (x: string, gamma: string, path: string) => string;
+}
+
+/**
+ * Whether GroupQueryAttention can apply layer i's rotary embedding itself: its rotary kernels need cos/sin
+ * rows of a multiple of 8 (head_dim a multiple of 16), and it rotates the projections as they come, so
+ * nothing may stand between them and the rotary (q/k norms). Elsewhere the graph rotates q and k first.
+ */
+export function gqaAppliesRotary(spec: DecoderSpec, layer: number): boolean {
+  return layerHasRope(spec, layer) && spec.headDim % 16 === 0 && !spec.qkNorm;
+}
+
+/** Whether the fused graph needs the cos/sin at each position itself (some layer rotates outside GroupQueryAttention). */
+export function fusedNeedsPositions(spec: DecoderSpec): boolean {
+  return Array.from({ length: spec.numLayers }, (_, i) => layerHasRope(spec, i) && !gqaAppliesRotary(spec, i)).some(Boolean);
 }
 
 /** GroupQueryAttention: rotary, cache append, grouped heads and the causal/padding mask in one op. */
 export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
+  const inside = gqaAppliesRotary(spec, io.layer);
+  let { q, k } = io;
+  if (!inside && (io.rope || io.qNorm)) {
+    // Norms and rotary on [B, S, heads, D], then back to the [B, S, heads*D] the op takes.
+    const { numHeads: H, kvHeads: KV, headDim: D } = spec;
+    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+    const split = splitHeads(g, spec, io);
+    const heads = preparedHeads(g, spec, ctx, io, split.q4, split.k4);
+    q = g.op('Reshape', [heads.q4, i64(`/const/shape_0_0_${H * D}`, [0, 0, H * D])], `${io.path}/q/Merge`);
+    k = g.op('Reshape', [heads.k4, i64(`/const/shape_0_0_${KV * D}`, [0, 0, KV * D])], `${io.path}/k/Merge`);
+  }
+  const rotaryInputs = inside ? [ctx.cosCache, ctx.sinCache] : [];
   const [out] = g.node(
     'GroupQueryAttention',
-    [io.q, io.k, io.v, io.pastKey ?? '', io.pastValue ?? '', ctx.seqlensK!, ctx.totalSeqLen!, ctx.cosCache, ctx.sinCache],
+    [q, k, io.v, io.pastKey ?? '', io.pastValue ?? '', ctx.seqlensK!, ctx.totalSeqLen!, ...rotaryInputs],
     {
       name: `${io.path}/GroupQueryAttention`,
       outputs: [`${io.path}/GroupQueryAttention/output_0`, io.presentKey, io.presentValue],
@@ -48,7 +82,7 @@ export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attentio
         num_heads: { int: spec.numHeads },
         kv_num_heads: { int: spec.kvHeads },
         scale: { float: 1 / Math.sqrt(spec.headDim) },
-        do_rotary: { int: 1 },
+        do_rotary: { int: inside ? 1 : 0 },
         rotary_interleaved: { int: 0 },
         local_window_size: { int: -1 },
       },
@@ -75,17 +109,36 @@ function rotary(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, x: st
   return g.op('Concat', [a, b], `${path}/Concat`, { axis: { int: -1 } });
 }
 
-/** Rotated queries [B, kvH, G, S, D] and keys [B, S, kvH, D], values [B, S, kvH, D] (ai.onnx ops). */
+/** Queries [B, S, H, D] and keys [B, S, kvH, D] from the projections [B, S, heads*D]. */
+function splitHeads(g: GraphBuilder, spec: DecoderSpec, io: AttentionIO): { q4: string; k4: string } {
+  const { numHeads: H, kvHeads: KV, headDim: D } = spec;
+  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+  const q4 = g.op('Reshape', [io.q, i64(`/const/shape_0_0_${H}_${D}`, [0, 0, H, D])], `${io.path}/q/Reshape`); // [B,S,H,D]
+  const k4 = g.op('Reshape', [io.k, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${io.path}/k/Reshape`); // [B,S,kvH,D]
+  return { q4, k4 };
+}
+
+/** Queries and keys [B, S, heads, D] as attention scores read them: per-head norms, then rotary, where the layer has them. */
+function preparedHeads(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO, q4: string, k4: string) {
+  const p = io.path;
+  if (io.qNorm) q4 = io.rmsNorm(q4, io.qNorm, `${p}/q_norm`);
+  if (io.kNorm) k4 = io.rmsNorm(k4, io.kNorm, `${p}/k_norm`);
+  if (io.rope) {
+    q4 = rotary(g, spec, ctx, q4, `${p}/q/rotary`);
+    k4 = rotary(g, spec, ctx, k4, `${p}/k/rotary`);
+  }
+  return { q4, k4 };
+}
+
+/** Prepared queries [B, kvH, G, S, D] and keys [B, S, kvH, D], values [B, S, kvH, D] (ai.onnx ops). */
 function rotatedHeads(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): { q5: string; kr: string; v4: string } {
   const { numHeads: H, kvHeads: KV, headDim: D } = spec;
   const G = H / KV;
   const p = io.path;
   const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-  const q4 = g.op('Reshape', [io.q, i64(`/const/shape_0_0_${H}_${D}`, [0, 0, H, D])], `${p}/q/Reshape`); // [B,S,H,D]
-  const k4 = g.op('Reshape', [io.k, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/k/Reshape`); // [B,S,kvH,D]
+  const heads = splitHeads(g, spec, io);
   const v4 = g.op('Reshape', [io.v, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/v/Reshape`);
-  const qr = rotary(g, spec, ctx, q4, `${p}/q/rotary`);
-  const kr = rotary(g, spec, ctx, k4, `${p}/k/rotary`);
+  const { q4: qr, k4: kr } = preparedHeads(g, spec, ctx, io, heads.q4, heads.k4);
   const qT = g.op('Transpose', [qr], `${p}/q/Transpose`, { perm: { ints: [0, 2, 1, 3] } }); // [B,H,S,D]
   const q5 = g.op('Reshape', [qT, i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]
   return { q5, kr, v4 };

@@ -4,7 +4,8 @@
 import { join } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { Checkpoint } from '../formats/safetensors.js';
-import { readJsonFile, readModelSpec } from '../formats/hf-config.js';
+import { readJsonFile } from '../formats/hf-config.js';
+import { readModelSpec } from './architectures/index.js';
 import { isCompressedTensors, openCompressedTensors } from '../formats/compressed-tensors.js';
 import type { DType } from '../formats/dtype.js';
 import { expectedTensors, type DecoderSpec, type WeightDtype } from '../core/spec.js';

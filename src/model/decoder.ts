@@ -2,10 +2,10 @@
 // embedding -> layers (RMSNorm, attention, RMSNorm, SwiGLU MLP) -> final norm -> lm_head.
 // Node names are paths (/model/layers.0/attn/...), initializers keep Hugging Face names.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
-import { fusedAttention, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
+import { fusedAttention, fusedNeedsPositions, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
 import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
 import { rotaryCaches } from './rope.js';
-import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorNames, type DecoderSpec } from '../core/spec.js';
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, expectedTensors, layerHasRope, layerTensorNames, type DecoderSpec } from '../core/spec.js';
 import type { WeightSource } from '../core/weights.js';
 import { ATTENTION, cacheInputs, cacheOutputs, captureOutput, gramOutput, io, type AttentionForm, type CaptureName } from '../core/io.js';
 
@@ -25,8 +25,7 @@ export interface DecoderGraphOptions {
 
 /** Number of weight tensors the builder writes (for progress bars). */
 export function weightTensorCount(spec: DecoderSpec): number {
-  const perLayer = 2 + 7 + (spec.attentionBias ? 4 : 0) + (spec.mlpBias ? 3 : 0);
-  return 1 + spec.numLayers * perLayer + 1 + (spec.tiedEmbeddings ? 0 : 1);
+  return expectedTensors(spec).size;
 }
 
 /**
@@ -163,7 +162,21 @@ class DecoderGraph {
       const shape = g.op('Shape', [io.attentionMask], `${p}/Shape`);
       const total = g.op('Gather', [shape, scalar('/const/one_i64', 1)], `${p}/Gather`, { axis: { int: 0 } });
       const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
-      return { seqlensK, totalSeqLen, cosCache, sinCache };
+      if (!fusedNeedsPositions(spec)) return { seqlensK, totalSeqLen, cosCache, sinCache };
+      // Layers that rotate outside the op use the positions the op itself would: with S new tokens, row b's
+      // query s sits at max(0, valid_b - S) + s (s in a first, right-padded prompt; seqlens_k when decoding).
+      const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
+      const past = g.op('Max', [g.op('Sub', [sum, S], `${p}/PastLen`), scalar('/const/zero_i64', 0)], `${p}/PastLen/Max`); // [B]
+      const steps = g.op('Range', [scalar('/const/zero_i64', 0), S, scalar('/const/one_i64', 1)], `${p}/Steps`); // [S]
+      const positions = g.op(
+        'Add',
+        [
+          g.op('Unsqueeze', [past, i64('/const/axes_1', [1])], `${p}/PastLen/Unsqueeze`),
+          g.op('Unsqueeze', [steps, i64('/const/axes_0', [0])], `${p}/Steps/Unsqueeze`),
+        ],
+        `${p}/position_ids`,
+      ); // [B,S]
+      return { seqlensK, totalSeqLen, cosCache, sinCache, ...this.rotaryAt(positions, cosCache, sinCache) };
     }
 
     g.input(io.positionIds, Elem.INT64, ['batch_size', 'sequence_length']);
@@ -189,19 +202,18 @@ class DecoderGraph {
     const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
     const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
 
+    return { allowed, ...this.rotaryAt(io.positionIds, cosCache, sinCache), cosCache, sinCache };
+  }
+
+  /** cos and sin [B, S, 1, D/2] at positions [B, S], gathered from the caches. */
+  private rotaryAt(positions: string, cosCache: string, sinCache: string): { cos: string; sin: string } {
+    const g = this.g;
+    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const r = '/model/rotary';
     const axis2 = i64('/const/axes_2', [2]);
-    const cosAt = g.op(
-      'Unsqueeze',
-      [g.op('Gather', [cosCache, io.positionIds], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2],
-      `${r}/cos`,
-    );
-    const sinAt = g.op(
-      'Unsqueeze',
-      [g.op('Gather', [sinCache, io.positionIds], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2],
-      `${r}/sin`,
-    );
-    return { allowed, cos: cosAt, sin: sinAt, cosCache, sinCache };
+    const cosAt = g.op('Unsqueeze', [g.op('Gather', [cosCache, positions], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2], `${r}/cos`);
+    const sinAt = g.op('Unsqueeze', [g.op('Gather', [sinCache, positions], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2], `${r}/sin`);
+    return { cos: cosAt, sin: sinAt };
   }
 
   /**
@@ -245,16 +257,20 @@ class DecoderGraph {
     const n = layerTensorNames(i);
     const path = `/model/layers.${i}`;
     this.capture(i, normed, 'attn_in');
-    const ab = spec.attentionBias;
-    const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, ab);
-    const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, ab);
-    const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, ab);
+    const b = spec.biases;
+    const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, b.q);
+    const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, b.k);
+    const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, b.v);
+    const qNorm = spec.qkNorm ? await this.floatWeight(n.qNorm, [d]) : null;
+    const kNorm = spec.qkNorm ? await this.floatWeight(n.kNorm, [d]) : null;
     const form = this.opts.attention;
     const inplace = form === 'inplace';
     if (inplace && !cache) throw new Error('the inplace attention form needs a cache');
     const [pastKey, pastValue] = cache ? cacheInputs(form, i) : [null, null];
     const [presentKey, presentValue] = cache ? cacheOutputs(form, i) : [`${path}/attn/present_key`, `${path}/attn/present_value`];
-    const aio = { layer: i, path: `${path}/attn`, q, k, v, pastKey, pastValue, presentKey, presentValue };
+    const rmsNorm = (x: string, gamma: string, normPath: string) => this.norm(x, null, gamma, normPath).normed;
+    const rope = layerHasRope(spec, i);
+    const aio = { layer: i, path: `${path}/attn`, q, k, v, pastKey, pastValue, presentKey, presentValue, rope, qNorm, kNorm, rmsNorm };
     const attn = (form === 'fused' ? fusedAttention : inplace ? inplaceAttention : standardAttention)(g, spec, ctx, aio);
     if (cache) {
       // A graph-owned cache comes back whole; a runtime-owned one gets only the step's new entries.
@@ -263,7 +279,7 @@ class DecoderGraph {
       g.output(aio.presentValue, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
     }
     this.capture(i, attn, 'o_in');
-    return this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, ab);
+    return this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, b.o);
   }
 
   /** SwiGLU MLP block of layer i on its normed input: down(silu(gate(x)) * up(x)). */
@@ -273,13 +289,13 @@ class DecoderGraph {
     const n = layerTensorNames(i);
     const path = `/model/layers.${i}`;
     this.capture(i, normed, 'mlp_in');
-    const mb = spec.mlpBias;
-    const gate = await this.proj(normed, `${path}/mlp/gate_proj`, n.gate, h, f, mb);
-    const up = await this.proj(normed, `${path}/mlp/up_proj`, n.up, h, f, mb);
+    const b = spec.biases;
+    const gate = await this.proj(normed, `${path}/mlp/gate_proj`, n.gate, h, f, b.gate);
+    const up = await this.proj(normed, `${path}/mlp/up_proj`, n.up, h, f, b.up);
     const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
     const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
     this.capture(i, hidden, 'down_in');
-    return this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, mb);
+    return this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, b.down);
   }
 
   /**

@@ -3,9 +3,11 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
-import { isArtifact, openArtifact, priorPasses, type PassRecord } from '../formats/artifact.js';
+import { isArtifact, priorPasses, type PassRecord } from '../formats/artifact.js';
+import { openArtifact } from './artifact.js';
 import { toFloat32, type DType } from '../formats/dtype.js';
-import { readJsonFile, readModelSpec } from '../formats/hf-config.js';
+import { readJsonFile } from '../formats/hf-config.js';
+import { readModelSpec } from './architectures/index.js';
 import { countNmViolations } from './sparsity.js';
 import { readOnnxInitializers } from '../formats/onnx/initializers.js';
 import { Elem } from '../formats/onnx/graph.js';
@@ -14,6 +16,8 @@ import type { DecoderSpec, RopeScaling } from '../core/spec.js';
 
 /** The architecture in the field's usual words. */
 export interface ArchitectureSummary {
+  /** The architecture description the config was read with (model/architectures/). */
+  name: string;
   layers: number;
   hidden: number;
   heads: number;
@@ -111,6 +115,7 @@ const ROTARY_CACHES = new Set(['cos_cache', 'sin_cache']);
 
 function architectureOf(spec: DecoderSpec): ArchitectureSummary {
   return {
+    name: spec.architecture,
     layers: spec.numLayers,
     hidden: spec.hiddenSize,
     heads: spec.numHeads,

@@ -26,20 +26,9 @@ export interface ExportReport {
   seconds: number;
 }
 
-/** Refuses what an attention form cannot express, before anything is written. */
-export function checkAttentionForm(spec: DecoderSpec, form: AttentionForm, source: string): void {
-  // GroupQueryAttention's rotary kernels want cos/sin rows of a multiple of 8 (head_dim a multiple of 16).
-  if (form === 'fused' && spec.headDim % 16 !== 0) {
-    throw new InputError(
-      `${source}: head_dim ${spec.headDim} is not a multiple of 16, which GroupQueryAttention's rotary needs; use --attention standard`,
-    );
-  }
-}
-
 export async function exportModel(source: string, output: string, opts: ExportOptions): Promise<ExportReport> {
   const started = Date.now();
-  const check = (spec: DecoderSpec) => {
-    checkAttentionForm(spec, opts.attention, source);
+  const check = (_spec: DecoderSpec) => {
     if (opts.layout === 'transformers.js' && !ATTENTION[opts.attention].transformersJs) {
       const hint = `transformers.js runs --attention ${ATTENTION_FORMS.filter((f) => ATTENTION[f].transformersJs).join(' or ')}`;
       throw new InputError(`--attention ${opts.attention}: its cache inputs are llmopt's own; ${hint}`);

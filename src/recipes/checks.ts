@@ -4,7 +4,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../core/errors.js';
-import { isArtifact, openArtifact } from '../formats/artifact.js';
+import { isArtifact } from '../formats/artifact.js';
+import { openArtifact } from '../model/artifact.js';
 import { isShardedModel } from '../runtime/sharded/manifest.js';
 import { OptionError, recipeKeyOf } from '../passes/options.js';
 import type { GateKey, ModelKind } from '../passes/pass.js';

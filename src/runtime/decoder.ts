@@ -1,6 +1,7 @@
 // A loaded decoder artifact: its session, spec and cache layout, and forward passes over
 // right-padded rows of new tokens. Generation, eval and bench all run models through this.
-import { openArtifact, type Artifact } from '../formats/artifact.js';
+import type { Artifact } from '../formats/artifact.js';
+import { openArtifact } from '../model/artifact.js';
 import { InputError } from '../core/errors.js';
 import { ATTENTION, attentionFormOf, cacheOutputOf, io, isCacheInput, type AttentionForm } from '../core/io.js';
 import type { DecoderSpec } from '../core/spec.js';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../../src/core/errors.js';
-import { readModelSpec } from '../../src/formats/hf-config.js';
+import { readModelSpec } from '../../src/model/architectures/index.js';
 import { Checkpoint, writeSafetensors } from '../../src/formats/safetensors.js';
 import { inspectModel, tensorStatistics } from '../../src/model/inspect.js';
 import { parameterCount } from '../../src/core/spec.js';
@@ -17,6 +17,7 @@ test('the mha fixture: parameters equal the spec formula, and the architecture i
   assert.equal(r.kind, 'huggingface');
   assert.equal(r.parameters, parameterCount(spec));
   assert.deepEqual(r.architecture, {
+    name: 'llama',
     layers: 2,
     hidden: 64,
     heads: 4,

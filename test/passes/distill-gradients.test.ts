@@ -53,7 +53,7 @@ for (const [label, dir] of [
       'model.layers.0.mlp.down_proj.weight',
       'model.norm.weight',
       ...(spec.tiedEmbeddings ? [] : ['lm_head.weight']),
-      ...(spec.attentionBias
+      ...(spec.biases.q
         ? ['model.layers.0.self_attn.q_proj.bias', 'model.layers.1.self_attn.o_proj.bias', 'model.layers.0.self_attn.k_proj.bias']
         : []),
     ];

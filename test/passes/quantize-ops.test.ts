@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { Elem, GraphBuilder, decodeModel, encodeModel } from '../../src/formats/onnx/graph.js';
 import { floatLinear, type LinearEmitter } from '../../src/model/linear.js';
 import { floatEmbedding, type EmbeddingEmitter } from '../../src/model/decoder.js';
-import type { DecoderSpec } from '../../src/core/spec.js';
+import { uniformBiases, type DecoderSpec } from '../../src/core/spec.js';
 import type { WeightSource } from '../../src/core/weights.js';
 import { exportModel } from '../../src/passes/export.js';
 import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
@@ -182,8 +182,9 @@ function tinySpec(vocabSize: number, hiddenSize: number, tiedEmbeddings: boolean
     ropeTheta: 1e4,
     ropeScaling: null,
     tiedEmbeddings,
-    attentionBias: false,
-    mlpBias: false,
+    biases: uniformBiases(false, false),
+    qkNorm: false,
+    ropeLayers: null,
     weightDtype: 'float32',
     bosTokenId: null,
     eosTokenIds: [],

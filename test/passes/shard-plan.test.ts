@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InputError } from '../../src/core/errors.js';
-import { readModelSpec } from '../../src/formats/hf-config.js';
+import { readModelSpec } from '../../src/model/architectures/index.js';
 import { balanceStages, parseStages, planShard } from '../../src/passes/shard/plan.js';
 import { GQA, MHA } from '../support.js';
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Checkpoint, SafetensorsFile } from '../../src/formats/safetensors.js';
 import { tensorRtLlmStages } from '../../src/formats/tensorrt-llm.js';
-import { readModelSpec } from '../../src/formats/hf-config.js';
+import { readModelSpec } from '../../src/model/architectures/index.js';
 import { layerTensorNames, type DecoderSpec } from '../../src/core/spec.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
 import { sliceCols } from '../../src/passes/shard/slice.js';
@@ -74,7 +74,7 @@ async function reassemble(dir: string, spec: DecoderSpec, tp: number, pp: number
       out.set(`${n.gate}.weight`, cat(await Promise.all(ranks.map((r) => read(r, `${p}.mlp.fc.weight`)))));
       out.set(`${n.up}.weight`, cat(await Promise.all(ranks.map((r) => read(r, `${p}.mlp.gate.weight`)))));
       out.set(`${n.down}.weight`, concatCols(await Promise.all(ranks.map((r) => read(r, `${p}.mlp.proj.weight`))), h));
-      if (spec.attentionBias) {
+      if (spec.biases.q) {
         const qkvb = await Promise.all(ranks.map((r) => read(r, `${p}.attention.qkv.bias`)));
         out.set(`${n.q}.bias`, cat(qkvb.map((b) => b.subarray(0, (H / tp) * d))));
         out.set(`${n.o}.bias`, await read(ranks[0]!, `${p}.attention.dense.bias`));

@@ -33,7 +33,7 @@ export function inspectCommand(): Command {
         ['kind', r.kind],
         [
           'architecture',
-          `llama: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ` +
+          `${a.name}: ${a.layers} layers, hidden ${a.hidden}, heads ${a.heads} (kv ${a.kvHeads}), head_dim ${a.headDim}, ` +
             `ffn ${a.intermediate}, vocab ${a.vocab}, context ${a.context}${a.tied ? ', tied embeddings' : ''}`,
         ],
         ['parameters', r.parameters.toLocaleString('en-US')],

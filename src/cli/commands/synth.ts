@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { writeSyntheticFolder } from '../../model/synthetic.js';
 import { parameterCount } from '../../core/spec.js';
-import { readModelSpec } from '../../formats/hf-config.js';
+import { readModelSpec } from '../../model/architectures/index.js';
 import { choiceOption, intOption } from '../options.js';
 import { Output, table } from '../output.js';
 

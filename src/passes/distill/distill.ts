@@ -10,7 +10,7 @@ import type { OptionValues } from '../options.js';
 import type { DISTILL_OPTIONS } from './definition.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { copyModelFiles, writeModelFolder } from '../../formats/model-folder.js';
-import { readModelSpec } from '../../formats/hf-config.js';
+import { readModelSpec } from '../../model/architectures/index.js';
 import { loadEvalWindows, type EvalWindow } from '../../eval/dataset.js';
 import { evaluate } from '../../eval/evaluate.js';
 import { exportModel } from '../export.js';

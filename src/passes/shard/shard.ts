@@ -12,13 +12,18 @@ import { assertGraphValid } from '../../formats/onnx/check.js';
 import { TOOL_VERSION, isArtifact } from '../../formats/artifact.js';
 import { passRecord } from '../../formats/manifest.js';
 import { writeModelFolder } from '../../formats/model-folder.js';
-import { tensorRtLlmRankTensors, tensorRtLlmStages, writeTensorRtLlmCheckpoint, type TensorRtLlmRank } from '../../formats/tensorrt-llm.js';
+import {
+  TENSORRT_LLM_ARCHITECTURES,
+  tensorRtLlmRankTensors,
+  tensorRtLlmStages,
+  writeTensorRtLlmCheckpoint,
+  type TensorRtLlmRank,
+} from '../../formats/tensorrt-llm.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { buildSegmentGraph } from '../../model/decoder.js';
 import { ATTENTION, SHARDABLE_FORMS } from '../../core/io.js';
 import { EMBED_TOKENS, expectedTensors, type DecoderSpec } from '../../core/spec.js';
 import { RANK_FILE, sha256File, type RankRecord, type ShardManifest } from '../../runtime/sharded/manifest.js';
-import { checkAttentionForm } from '../export.js';
 import { planShard, rankSpec, type RankPlan, type ShardPlan, type VocabMode } from './plan.js';
 import { rankSegments } from './segments.js';
 import { rankWeights } from './slice.js';
@@ -136,7 +141,10 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       throw new InputError(
         '--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)',
       );
-    checkAttentionForm(spec, opts.attention, source);
+    if (opts.format === 'tensorrt-llm' && !TENSORRT_LLM_ARCHITECTURES.includes(spec.architecture)) {
+      const writes = TENSORRT_LLM_ARCHITECTURES.join(' and ');
+      throw new InputError(`${source}: --format tensorrt-llm writes ${writes} checkpoints, not ${spec.architecture}; use --format onnx`);
+    }
     if (!ATTENTION[opts.attention].shardable) {
       throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     }

@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { DeviceError, InputError } from '../../core/errors.js';
-import { readModelSpec } from '../../formats/hf-config.js';
+import { readModelSpec } from '../../model/architectures/index.js';
 import type { DecoderSpec } from '../../core/spec.js';
 import type { Device } from '../device.js';
 import { RunError } from '../session.js';

@@ -1,7 +1,7 @@
 // config.json -> DecoderSpec for the Llama family, and refusals that list what is supported.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { specFromConfig } from '../../src/formats/hf-config.js';
+import { specFromConfig } from '../../src/model/architectures/index.js';
 import { inverseFrequencies } from '../../src/model/rope.js';
 import { InputError } from '../../src/core/errors.js';
 
@@ -40,7 +40,7 @@ test('generation_config.json eos ids take precedence; head_dim and biases are re
     { eos_token_id: 7 },
   );
   assert.equal(s.headDim, 64);
-  assert.ok(s.attentionBias && s.mlpBias);
+  assert.ok(Object.values(s.biases).every(Boolean));
   assert.deepEqual(s.eosTokenIds, [7]);
   assert.deepEqual(s.ropeScaling, { type: 'linear', factor: 2 });
 });
@@ -48,11 +48,11 @@ test('generation_config.json eos ids take precedence; head_dim and biases are re
 test('Mistral without a sliding window is accepted; with one it is refused', () => {
   assert.equal(
     specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json').architecture,
-    'llama',
+    'mistral',
   );
   assert.throws(
     () => specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json'),
-    /mistral with sliding_window is not supported \(supported: llama/,
+    /mistral with sliding_window 4096 is not supported \(supported: sliding_window null\)/,
   );
 });
 

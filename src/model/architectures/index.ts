@@ -1,0 +1,53 @@
+// The architectures llmopt builds, and config.json -> DecoderSpec through them: the Llama baseline
+// (formats/hf-config.ts) plus what the architecture named by model_type changes. This lives in model/,
+// above formats/, because an architecture is a model concern; formats/ keeps only the generic JSON reading.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../../core/errors.js';
+import type { DecoderSpec } from '../../core/spec.js';
+import { ConfigReader, llamaBaseSpec, readJsonFile, type Json } from '../../formats/hf-config.js';
+import { tensorNamesIn } from '../../formats/safetensors.js';
+import type { Architecture } from './architecture.js';
+import { llama } from './llama.js';
+import { mistral } from './mistral.js';
+import { qwen2 } from './qwen2.js';
+import { qwen3 } from './qwen3.js';
+import { smollm3 } from './smollm3.js';
+
+export const ARCHITECTURES: readonly Architecture[] = [llama, mistral, qwen2, qwen3, smollm3];
+
+/** One line: the model types llmopt reads, for refusals. */
+export const SUPPORTED_MODELS = ARCHITECTURES.map((a) => a.label ?? a.modelType).join(', ');
+
+/** The architecture config.json names by model_type, its `architectures` entries agreeing. */
+export function architectureOf(json: Json, path: string): Architecture {
+  const cfg = new ConfigReader(path, json);
+  const modelType = cfg.str('model_type');
+  const classes = Array.isArray(json.architectures) ? json.architectures.map(String) : [];
+  const arch = ARCHITECTURES.find((a) => a.modelType === modelType);
+  // Classes the matched architecture does not build; without a match, those no architecture builds.
+  const unknown = classes.filter((c) => (arch ? !arch.classes.includes(c) : !ARCHITECTURES.some((a) => a.classes.includes(c))));
+  if (!arch || unknown.length > 0) {
+    const what = [modelType === undefined ? 'no model_type' : `model_type "${modelType}"`, ...unknown].join(', ');
+    throw new InputError(`${path}: ${what} is not supported (supported: ${SUPPORTED_MODELS})`);
+  }
+  return arch;
+}
+
+/**
+ * The spec of a parsed config.json; `path` names it in messages. `tensors` are the checkpoint's tensor
+ * names where there is a checkpoint (some architectures read optional tensors, such as Qwen2's biases, from them).
+ */
+export function specFromConfig(json: Json, path: string, generation?: Json, tensors: ReadonlySet<string> | null = null): DecoderSpec {
+  const arch = architectureOf(json, path);
+  const cfg = new ConfigReader(path, json);
+  const base = llamaBaseSpec(cfg, generation);
+  return { ...base, ...arch.differences({ cfg, base, tensors }), architecture: arch.name };
+}
+
+/** Reads `<dir>/config.json` (with generation_config.json and the checkpoint's tensor names when present) into a spec. */
+export function readModelSpec(dir: string): DecoderSpec {
+  const path = join(dir, 'config.json');
+  const genPath = join(dir, 'generation_config.json');
+  return specFromConfig(readJsonFile(path), path, existsSync(genPath) ? readJsonFile(genPath) : undefined, tensorNamesIn(dir));
+}
