@@ -32,7 +32,7 @@ export function aidreamsReference(): Reference {
 }
 
 /** The tiny checkpoints of other architectures in ../shared/models, each with llama.cpp's reference.json. */
-export const TINY_MODELS = ['qwen2-tiny', 'qwen3-tiny', 'smollm3-tiny'] as const;
+export const TINY_MODELS = ['qwen2-tiny', 'qwen3-tiny', 'smollm3-tiny', 'phi3-tiny'] as const;
 export const sharedModel = (name: string) => join(SHARED, 'models', name);
 /** A skip message for a test that needs ../shared/models/<name> (undefined when present). */
 export function needsSharedModel(name: string): string | undefined {

@@ -10,6 +10,17 @@ export type RopeScaling =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositions: number;
+    }
+  | {
+      /**
+       * Phi-3.5 / Phi-4-mini: per-frequency divisors, the short ones while the sequence (max position + 1) stays within
+       * originalMaxPositions, the long ones past it; cos and sin are scaled by attentionFactor either way.
+       */
+      type: 'longrope';
+      shortFactor: number[];
+      longFactor: number[];
+      originalMaxPositions: number;
+      attentionFactor: number;
     };
 
 /** Float dtype of a checkpoint's weights (`torch_dtype`). */
@@ -47,11 +58,27 @@ export interface DecoderSpec {
   qkNorm: boolean;
   /** Per layer, whether it applies the rotary embedding (SmolLM3's no_rope_layers); null: every layer does. */
   ropeLayers: boolean[] | null;
+  /** Leading dims of each head the rotary embedding turns (partial_rotary_factor x head_dim, Phi-4-mini); absent: all. */
+  rotaryDim?: number;
+  /** Projections the checkpoint stores stacked in one tensor per layer (Phi-3's qkv_proj, gate_up_proj); absent: none. */
+  fusedTensors?: FusedTensor[];
   weightDtype: WeightDtype;
   bosTokenId: number | null;
   eosTokenIds: number[];
   padTokenId: number | null;
 }
+
+/**
+ * A checkpoint tensor holding several projections' rows stacked in order, under a layer's module path
+ * (`self_attn.qkv_proj` = [q; k; v]). Every pass sees the parts (core/fused.ts); writers fuse them back.
+ */
+export interface FusedTensor {
+  module: string;
+  parts: readonly Projection[];
+}
+
+/** Dims of each head the rotary embedding turns (the first ones; the rest pass through). */
+export const rotaryDimOf = (spec: DecoderSpec): number => spec.rotaryDim ?? spec.headDim;
 
 /** Hugging Face tensor names of one decoder layer, the names every pass and graph uses. */
 export function layerTensorNames(layer: number) {

@@ -33,6 +33,11 @@ export function tensorRtLlmStages(numLayers: number, pp: number): Array<{ from: 
 /** The architectures whose checkpoints TensorRT-LLM's LLaMA format holds (its other formats are not written yet). */
 export const TENSORRT_LLM_ARCHITECTURES = ['llama', 'mistral'];
 
+// Only llama and mistral reach this writer (TENSORRT_LLM_ARCHITECTURES); longrope is Phi-3's.
+function refuseLongrope(): never {
+  throw new Error('longrope rope scaling has no LLaMA-format TensorRT-LLM checkpoint');
+}
+
 /** config.json of the checkpoint (LLaMAConfig fields). */
 export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, parallelEmbedding: boolean): Record<string, unknown> {
   const rs = spec.ropeScaling;
@@ -57,13 +62,15 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
         ? null
         : rs.type === 'linear'
           ? { type: 'linear', factor: rs.factor }
-          : {
-              rope_type: 'llama3',
-              factor: rs.factor,
-              low_freq_factor: rs.lowFreqFactor,
-              high_freq_factor: rs.highFreqFactor,
-              original_max_position_embeddings: rs.originalMaxPositions,
-            },
+          : rs.type === 'longrope'
+            ? refuseLongrope()
+            : {
+                rope_type: 'llama3',
+                factor: rs.factor,
+                low_freq_factor: rs.lowFreqFactor,
+                high_freq_factor: rs.highFreqFactor,
+                original_max_position_embeddings: rs.originalMaxPositions,
+              },
     attn_bias: spec.biases.q,
     mlp_bias: spec.biases.gate,
     tie_word_embeddings: spec.tiedEmbeddings,

@@ -6,7 +6,7 @@
 //   inplace:  the runtime owns the cache: the graph reads kv_cache.{i}.* where it lies and returns only
 //             the new entries (kv_new.{i}.*), which the runtime writes into the cache itself.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
-import { layerHasRope, type DecoderSpec } from '../core/spec.js';
+import { layerHasRope, rotaryDimOf, type DecoderSpec } from '../core/spec.js';
 
 /** Graph-wide values attention reads, computed once per graph by the decoder builder. */
 export interface AttentionContext {
@@ -46,10 +46,12 @@ export interface AttentionIO {
 /**
  * Whether GroupQueryAttention can apply layer i's rotary embedding itself: its rotary kernels need cos/sin
  * rows of a multiple of 8 (head_dim a multiple of 16), and it rotates the projections as they come, so
- * nothing may stand between them and the rotary (q/k norms). Elsewhere the graph rotates q and k first.
+ * nothing may stand between them and the rotary (q/k norms). It turns the whole head (no partial rotary) from
+ * one cache indexed by position (not longrope's table chosen by sequence length). Elsewhere the graph rotates q and k first.
  */
 export function gqaAppliesRotary(spec: DecoderSpec, layer: number): boolean {
-  return layerHasRope(spec, layer) && spec.headDim % 16 === 0 && !spec.qkNorm;
+  const whole = rotaryDimOf(spec) === spec.headDim && spec.ropeScaling?.type !== 'longrope';
+  return layerHasRope(spec, layer) && spec.headDim % 16 === 0 && !spec.qkNorm && whole;
 }
 
 /** Whether the fused graph needs the cos/sin at each position itself (some layer rotates outside GroupQueryAttention). */
@@ -91,9 +93,25 @@ export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attentio
   return out!;
 }
 
-/** Rotate-half RoPE on [B, S, heads, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin). */
+/**
+ * Rotate-half RoPE on [B, S, heads, D]: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin). With partial rotary
+ * (Phi-4-mini) it turns the first rotaryDim dims, halves of rotaryDim/2 each, and passes the rest through, as Hugging
+ * Face's apply_rotary_pos_emb does for Phi-3.
+ */
 function rotary(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, x: string, path: string): string {
-  const half = spec.headDim / 2;
+  const dim = rotaryDimOf(spec);
+  if (dim < spec.headDim) {
+    const sizes = g.constant(`/const/rope_part_${dim}_${spec.headDim - dim}`, Elem.INT64, [2], [dim, spec.headDim - dim]);
+    const [turned, kept] = g.node('Split', [x, sizes], { name: `${path}/SplitPartial`, outputs: 2, attrs: { axis: { int: -1 } } });
+    const rotated = rotateHalf(g, ctx, turned!, dim, path);
+    return g.op('Concat', [rotated, kept!], `${path}/ConcatPartial`, { axis: { int: -1 } });
+  }
+  return rotateHalf(g, ctx, x, dim, path);
+}
+
+/** Rotate-half over all `dim` dims of x's last axis. */
+function rotateHalf(g: GraphBuilder, ctx: AttentionContext, x: string, dim: number, path: string): string {
+  const half = dim / 2;
   const split = g.constant(`/const/rope_split_${half}`, Elem.INT64, [2], [half, half]);
   const [x1, x2] = g.node('Split', [x, split], { name: `${path}/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
   const a = g.op(

@@ -8,8 +8,9 @@ import { readJsonFile } from '../formats/hf-config.js';
 import { readModelSpec } from './architectures/index.js';
 import { isCompressedTensors, openCompressedTensors } from '../formats/compressed-tensors.js';
 import type { DType } from '../formats/dtype.js';
-import { expectedTensors, type DecoderSpec, type WeightDtype } from '../core/spec.js';
+import type { DecoderSpec, WeightDtype } from '../core/spec.js';
 import type { WeightSource } from '../core/weights.js';
+import { checkpointTensors, fusedLayout, splitFusedWeights } from '../core/fused.js';
 
 const DTYPE_OF: Record<WeightDtype, DType> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
@@ -24,14 +25,24 @@ export interface HfModel {
   close(): Promise<void>;
 }
 
-/** Checks names, shapes and dtypes of the checkpoint against the spec. */
+/** What a wrongly shaped tensor should have been; a fused one says how config.json splits its rows. */
+function impliedShape(spec: DecoderSpec, name: string, shape: number[]): string {
+  const fused = fusedLayout(spec).get(name);
+  if (!fused) return `[${shape}]`;
+  const parts = fused.parts.map((p) => `${p.name.split('.').at(-2)} ${p.rows}`).join(' + ');
+  return `[${shape}] (its rows split as ${parts})`;
+}
+
+/** Checks names, shapes and dtypes of the checkpoint (in the architecture's own layout, fused tensors included) against the spec. */
 export function validateCheckpoint(spec: DecoderSpec, ckpt: Checkpoint): void {
   const want = DTYPE_OF[spec.weightDtype];
-  for (const [name, shape] of expectedTensors(spec)) {
+  for (const [name, shape] of checkpointTensors(spec)) {
     if (!ckpt.has(name)) throw new InputError(`${ckpt.dir}: tensor "${name}" is missing (config.json implies it)`);
     const info = ckpt.info(name);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      throw new InputError(`${info.file}: tensor "${name}" has shape [${info.shape}], config.json implies [${shape}]`);
+      throw new InputError(
+        `${info.file}: tensor "${name}" has shape [${info.shape}], config.json implies ${impliedShape(spec, name, shape)}`,
+      );
     }
     if (info.dtype !== want) {
       throw new InputError(`${info.file}: tensor "${name}" is ${info.dtype}, config.json says torch_dtype ${spec.weightDtype} (${want})`);
@@ -52,7 +63,7 @@ export async function openHfModel(dir: string): Promise<HfModel> {
       );
     }
     const source = await openCompressedTensors(dir);
-    for (const [name, shape] of expectedTensors(spec)) {
+    for (const [name, shape] of checkpointTensors(spec)) {
       if (!source.has(name)) {
         await source.close();
         throw new InputError(`${dir}: tensor "${name}" is missing (config.json implies it)`);
@@ -60,10 +71,11 @@ export async function openHfModel(dir: string): Promise<HfModel> {
       const got = source.shape(name);
       if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
         await source.close();
-        throw new InputError(`${dir}: tensor "${name}" has shape [${got}], config.json implies [${shape}]`);
+        throw new InputError(`${dir}: tensor "${name}" has shape [${got}], config.json implies ${impliedShape(spec, name, shape)}`);
       }
     }
-    return { dir, spec, weights: source, checkpoint: null, quantization: 'compressed-tensors', close: () => source.close() };
+    const weights = splitFusedWeights(spec, source);
+    return { dir, spec, weights, checkpoint: null, quantization: 'compressed-tensors', close: () => source.close() };
   }
   const checkpoint = await Checkpoint.open(dir);
   try {
@@ -72,10 +84,11 @@ export async function openHfModel(dir: string): Promise<HfModel> {
     await checkpoint.close();
     throw e;
   }
-  const weights: WeightSource = {
+  // Fused tensors (Phi-3) are served as their parts: every consumer reads q_proj, k_proj, ... by name.
+  const weights: WeightSource = splitFusedWeights(spec, {
     has: (name) => checkpoint.has(name),
     shape: (name) => checkpoint.info(name).shape,
     readFloat32: (name) => checkpoint.readFloat32(name),
-  };
+  });
   return { dir, spec, weights, checkpoint, quantization: null, close: () => checkpoint.close() };
 }

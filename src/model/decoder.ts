@@ -4,8 +4,17 @@
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
 import { fusedAttention, fusedNeedsPositions, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
 import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
-import { rotaryCaches } from './rope.js';
-import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, expectedTensors, layerHasRope, layerTensorNames, type DecoderSpec } from '../core/spec.js';
+import { rotaryCacheRows, rotaryCaches } from './rope.js';
+import {
+  EMBED_TOKENS,
+  FINAL_NORM,
+  LM_HEAD,
+  expectedTensors,
+  layerHasRope,
+  layerTensorNames,
+  rotaryDimOf,
+  type DecoderSpec,
+} from '../core/spec.js';
 import type { WeightSource } from '../core/weights.js';
 import { ATTENTION, cacheInputs, cacheOutputs, captureOutput, gramOutput, io, type AttentionForm, type CaptureName } from '../core/io.js';
 
@@ -145,10 +154,11 @@ class DecoderGraph {
   private prologue(tokens: string): AttentionContext {
     const { g, spec } = this;
     g.input(io.attentionMask, Elem.INT64, ['batch_size', 'total_sequence_length']);
-    const half = spec.headDim / 2;
+    const half = rotaryDimOf(spec) / 2;
     const { cos, sin } = rotaryCaches(spec);
-    const cosCache = g.initializer('cos_cache', Elem.FLOAT, [spec.maxPositions, half], f32bytes(cos));
-    const sinCache = g.initializer('sin_cache', Elem.FLOAT, [spec.maxPositions, half], f32bytes(sin));
+    const rows = rotaryCacheRows(spec);
+    const cosCache = g.initializer('cos_cache', Elem.FLOAT, [rows, half], f32bytes(cos));
+    const sinCache = g.initializer('sin_cache', Elem.FLOAT, [rows, half], f32bytes(sin));
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
 
@@ -205,11 +215,32 @@ class DecoderGraph {
     return { allowed, ...this.rotaryAt(io.positionIds, cosCache, sinCache), cosCache, sinCache };
   }
 
-  /** cos and sin [B, S, 1, D/2] at positions [B, S], gathered from the caches. */
+  /** cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches. */
   private rotaryAt(positions: string, cosCache: string, sinCache: string): { cos: string; sin: string } {
     const g = this.g;
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const r = '/model/rotary';
+    const s = this.spec.ropeScaling;
+    if (s?.type === 'longrope') {
+      // Hugging Face switches the whole call to the long factors when max(position_ids) + 1 exceeds
+      // original_max_position_embeddings (its longrope frequency update): rows maxPositions on hold that table.
+      const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
+      const last = g.op('ReduceMax', [positions], `${r}/longrope/ReduceMax`, { keepdims: { int: 0 } });
+      const long = g.op(
+        'Greater',
+        [last, scalar(`/const/longrope_last_short_${s.originalMaxPositions - 1}`, s.originalMaxPositions - 1)],
+        `${r}/longrope/Greater`,
+      );
+      const offset = g.op(
+        'Mul',
+        [
+          g.op('Cast', [long], `${r}/longrope/Cast`, { to: { int: Elem.INT64 } }),
+          scalar(`/const/max_positions_${this.spec.maxPositions}`, this.spec.maxPositions),
+        ],
+        `${r}/longrope/Offset`,
+      );
+      positions = g.op('Add', [positions, offset], `${r}/longrope/Rows`);
+    }
     const axis2 = i64('/const/axes_2', [2]);
     const cosAt = g.op('Unsqueeze', [g.op('Gather', [cosCache, positions], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2], `${r}/cos`);
     const sinAt = g.op('Unsqueeze', [g.op('Gather', [sinCache, positions], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2], `${r}/sin`);

@@ -1,4 +1,4 @@
-// Qwen2, Qwen3 and SmolLM3 against llama.cpp (../shared/models/*-tiny/reference.json), in every attention
+// Qwen2, Qwen3, SmolLM3 and Phi-3 against llama.cpp (../shared/models/*-tiny/reference.json), in every attention
 // form: logits within 1e-3, greedy ids exactly, cached decoding equal to the full pass, padding inert.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

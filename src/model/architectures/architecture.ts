@@ -21,6 +21,11 @@ export interface Architecture {
   classes: readonly string[];
   /** How the list of supported models names it, when more than modelType. */
   label?: string;
+  /**
+   * config.json keys the architecture reads itself in `differences` (Phi-3's partial_rotary_factor and longrope
+   * rope_scaling): the baseline, which refuses what Llama does not have, does not see them.
+   */
+  ownKeys?: readonly string[];
   /** The spec's differences from the Llama baseline; throws InputError, naming the key, for what llmopt cannot build. */
   differences(input: ArchitectureInput): Partial<DecoderSpec>;
 }

@@ -13,8 +13,9 @@ import { mistral } from './mistral.js';
 import { qwen2 } from './qwen2.js';
 import { qwen3 } from './qwen3.js';
 import { smollm3 } from './smollm3.js';
+import { phi3 } from './phi3.js';
 
-export const ARCHITECTURES: readonly Architecture[] = [llama, mistral, qwen2, qwen3, smollm3];
+export const ARCHITECTURES: readonly Architecture[] = [llama, mistral, qwen2, qwen3, smollm3, phi3];
 
 /** One line: the model types llmopt reads, for refusals. */
 export const SUPPORTED_MODELS = ARCHITECTURES.map((a) => a.label ?? a.modelType).join(', ');
@@ -41,7 +42,9 @@ export function architectureOf(json: Json, path: string): Architecture {
 export function specFromConfig(json: Json, path: string, generation?: Json, tensors: ReadonlySet<string> | null = null): DecoderSpec {
   const arch = architectureOf(json, path);
   const cfg = new ConfigReader(path, json);
-  const base = llamaBaseSpec(cfg, generation);
+  const own = arch.ownKeys ?? [];
+  const baseJson = own.length ? Object.fromEntries(Object.entries(json).filter(([k]) => !own.includes(k))) : json;
+  const base = llamaBaseSpec(own.length ? new ConfigReader(path, baseJson) : cfg, generation);
   return { ...base, ...arch.differences({ cfg, base, tensors }), architecture: arch.name };
 }
 
