@@ -87,3 +87,45 @@ test('a no_rope_layers list whose length is not num_hidden_layers is refused', {
     /config\.json: "no_rope_layers" must be a list of 0 and 1 per layer/,
   );
 });
+
+test('phi3: a fused tensor whose rows do not split as config.json says is named', { skip: needsSharedModel('phi3-tiny') }, () => {
+  // 4 key/value heads instead of 2: qkv_proj would need 128 + 128 + 128 rows; the checkpoint has 128 + 64 + 64.
+  exportFails(
+    variant('phi3-tiny', (c) => (c.num_key_value_heads = 4)),
+    new RegExp(
+      'model\\.safetensors: tensor "model\\.layers\\.0\\.self_attn\\.qkv_proj\\.weight" has shape \\[256,128\\], ' +
+        'config\\.json implies \\[384,128\\] \\(its rows split as q_proj 128 \\+ k_proj 128 \\+ v_proj 128\\)',
+    ),
+  );
+  exportFails(
+    variant('phi3-tiny', (c) => (c.intermediate_size = 300)),
+    /tensor "model\.layers\.0\.mlp\.gate_up_proj\.weight" has shape \[608,128\], config\.json implies \[600,128\] \(its rows split as gate_proj 300 \+ up_proj 300\)/,
+  );
+});
+
+test('phi3: unsupported rope types, rope parameters, rotary factors and windows are refused by key', {
+  skip: needsSharedModel('phi3-tiny'),
+}, () => {
+  const longrope = { type: 'longrope', short_factor: Array(12).fill(1), long_factor: Array(12).fill(2) };
+  exportFails(
+    variant('phi3-tiny', (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 })),
+    /config\.json: "rope_scaling" type "yarn" is not supported for phi3 \(supported: default, longrope\)/,
+  );
+  exportFails(
+    variant('phi3-tiny', (c) => (c.rope_scaling = { ...longrope, beta_fast: 32 })),
+    /config\.json: "rope_scaling\.beta_fast" is not supported for rope type longrope \(supported: type, rope_type, short_factor/,
+  );
+  // head_dim 32 x 0.75 = 24 rotary dims: 12 factors per list.
+  exportFails(
+    variant('phi3-tiny', (c) => (c.rope_scaling = { ...longrope, long_factor: Array(16).fill(2) })),
+    /config\.json: "rope_scaling\.long_factor" must be a list of 12 positive numbers/,
+  );
+  exportFails(
+    variant('phi3-tiny', (c) => (c.partial_rotary_factor = 0.3)),
+    /config\.json: "partial_rotary_factor" 0\.3 is not supported/,
+  );
+  exportFails(
+    variant('phi3-tiny', (c) => (c.sliding_window = 64)),
+    /config\.json: "sliding_window" 64 is not supported \(sliding-window attention; supported: null or >= max_position_embeddings\)/,
+  );
+});

@@ -8,6 +8,7 @@ import { fromFloat32, type DType } from '../../formats/dtype.js';
 import { writeSafetensors, type TensorEntry } from '../../formats/safetensors.js';
 import { openHfModel } from '../../model/checkpoint.js';
 import { expectedTensors, type DecoderSpec } from '../../core/spec.js';
+import { checkpointTensors, fuseParts, fusedLayout, fusedNameOfPart } from '../../core/fused.js';
 
 export interface Student {
   spec: DecoderSpec;
@@ -30,9 +31,11 @@ async function readAll(dir: string): Promise<{ spec: DecoderSpec; weights: Map<s
   try {
     const weights = new Map<string, Float32Array>();
     const dtypes = new Map<string, DType>();
+    // A fused part (Phi-3's q_proj in qkv_proj) has the dtype of the tensor it is stored in.
+    const stored = fusedNameOfPart(model.spec);
     for (const name of expectedTensors(model.spec).keys()) {
       weights.set(name, await model.weights.readFloat32(name));
-      dtypes.set(name, model.checkpoint ? model.checkpoint.info(name).dtype : DTYPE_OF[model.spec.weightDtype]);
+      dtypes.set(name, model.checkpoint ? model.checkpoint.info(stored.get(name) ?? name).dtype : DTYPE_OF[model.spec.weightDtype]);
     }
     return { spec: model.spec, weights, dtypes };
   } finally {
@@ -84,17 +87,22 @@ export async function shallowStudent(teacherDir: string, layerIds: number[]): Pr
   return { spec, weights, dtypes, config, filesFrom: teacherDir, layerIds };
 }
 
-/** Writes the student's weights and config.json into `dir` (which exists; tokenizer files: copyModelFiles). */
+/**
+ * Writes the student's weights and config.json into `dir` (which exists; tokenizer files: copyModelFiles), in the
+ * architecture's own layout: fused tensors (Phi-3) stacked from their parts again, in their first part's dtype.
+ */
 export async function saveStudent(dir: string, student: Student, extraConfig: Record<string, unknown> = {}): Promise<void> {
-  const entries: TensorEntry[] = [...expectedTensors(student.spec)].map(([name, shape]) => ({
-    name,
-    dtype: student.dtypes.get(name)!,
-    shape,
-  }));
+  const fused = fusedLayout(student.spec);
+  const dtypeOf = (name: string) => student.dtypes.get(fused.get(name)?.parts[0]?.name ?? name)!;
+  const entries: TensorEntry[] = [...checkpointTensors(student.spec)].map(([name, shape]) => ({ name, dtype: dtypeOf(name), shape }));
+  const weightOf = async (name: string) => {
+    const f = fused.get(name);
+    return f ? fuseParts(f, async (part) => student.weights.get(part)!) : student.weights.get(name)!;
+  };
   await writeSafetensors(
     join(dir, 'model.safetensors'),
     entries,
-    (name) => fromFloat32(student.weights.get(name)!, student.dtypes.get(name) as 'F32' | 'F16' | 'BF16'),
+    async (name) => fromFloat32(await weightOf(name), dtypeOf(name) as 'F32' | 'F16' | 'BF16'),
     { format: 'pt' },
   );
   writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...student.config, ...extraConfig }, null, 2)}\n`);

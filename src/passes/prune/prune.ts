@@ -11,6 +11,7 @@ import { SafetensorsFile, writeSafetensors, writeShardedCheckpoint, type TensorE
 import { passRecord, type PassRecord } from '../../formats/manifest.js';
 import { writeModelFolder } from '../../formats/model-folder.js';
 import { openHfModel } from '../../model/checkpoint.js';
+import { fuseParts, fusedLayout } from '../../core/fused.js';
 import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearKind, type LinearModule } from '../targets.js';
 import { applyMask, checkNm, nmMask, unstructuredMask } from './masks.js';
@@ -149,9 +150,20 @@ export async function prune(source: string, output: string, opts: PruneOptions):
       const kindTotals = new Map<LinearKind, { tensors: number; zeros: number; count: number }>();
       let zeros = 0;
       let count = 0;
+      // Fused tensors (Phi-3's qkv_proj, gate_up_proj) are written fused again: their parts' rows, pruned or not.
+      const fused = fusedLayout(spec);
       const produce = async (name: string): Promise<Uint8Array> => {
-        const t = byModule.get(name);
-        if (!t) return checkpoint.readRaw(name);
+        const f = fused.get(name);
+        if (f?.parts.some((p) => byModule.has(p.name))) {
+          const w = await fuseParts(f, async (part) => (byModule.has(part) ? prunedWeight(part) : model.weights.readFloat32(part)));
+          return fromFloat32(w, checkpoint.info(name).dtype as 'F32' | 'F16' | 'BF16');
+        }
+        return byModule.has(name) ? produceTarget(name) : checkpoint.readRaw(name);
+      };
+      const produceTarget = async (name: string): Promise<Uint8Array> =>
+        fromFloat32(await prunedWeight(name), checkpoint.info(name).dtype as 'F32' | 'F16' | 'BF16');
+      const prunedWeight = async (name: string): Promise<Float32Array> => {
+        const t = byModule.get(name)!;
         let w: Float32Array;
         const stagedFile = staged.get(name);
         if (stagedFile) w = await stagedFile.readFloat32(name);
@@ -164,7 +176,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
         const z = Math.round(sparsityOf(w) * w.length);
         zeros += z;
         count += w.length;
-        return fromFloat32(w, checkpoint.info(name).dtype as 'F32' | 'F16' | 'BF16');
+        return w;
       };
       if (existsSync(join(source, 'model.safetensors')))
         await writeSafetensors(join(tmp, 'model.safetensors'), entries, produce, { format: 'pt' });

@@ -15,7 +15,8 @@ import { findModelFile } from '../../formats/artifact.js';
 import type { PassRecord } from '../../formats/manifest.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
-import { LM_HEAD } from '../../core/spec.js';
+import { LM_HEAD, type DecoderSpec } from '../../core/spec.js';
+import { fusedLayout } from '../../core/fused.js';
 import { exportModel } from '../export.js';
 import { calibrateLayerwise, loadModelCalibration, type CalibrationSet, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearModule } from '../targets.js';
@@ -112,6 +113,67 @@ async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantC
   return { results, tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening } };
 }
 
+/**
+ * The quantized layers and ignored modules under the checkpoint's own names: the parts of a fused tensor (Phi-3's
+ * q/k/v in qkv_proj) stacked row-wise into one quantized module, as vLLM loads it. A fused tensor is quantized whole
+ * or left whole in float: an --exclude that splits one is refused.
+ */
+function storedLayers(spec: DecoderSpec, layers: Map<string, BlockQuantized>, excluded: string[]) {
+  const out = new Map(layers);
+  const ignore = new Set(excluded);
+  for (const f of fusedLayout(spec).values()) {
+    if (!f.name.endsWith('.weight')) continue;
+    const modules = f.parts.map((p) => p.name.replace(/\.weight$/, ''));
+    const module = f.name.replace(/\.weight$/, '');
+    const quantized = modules.filter((m) => layers.has(m));
+    if (quantized.length > 0 && quantized.length < modules.length) {
+      throw new InputError(
+        `--exclude: ${modules.filter((m) => !layers.has(m)).join(', ')} is stored fused in "${module}" with ` +
+          `${quantized.join(', ')}; exclude all of them or none for --format compressed-tensors`,
+      );
+    }
+    for (const m of modules) {
+      out.delete(m);
+      ignore.delete(m);
+    }
+    if (quantized.length === 0) ignore.add(module);
+    else out.set(module, stackRows(modules.map((m) => layers.get(m)!)));
+  }
+  return { layers: out, ignore: [...ignore] };
+}
+
+/** Quantized matrices of one scheme stacked by rows (codes, scales and zero points are all row-major per row). */
+function stackRows(parts: BlockQuantized[]): BlockQuantized {
+  const cat = <T extends Uint8Array | Float32Array>(xs: T[], make: (n: number) => T): T => {
+    const out = make(xs.reduce((a, x) => a + x.length, 0));
+    let at = 0;
+    for (const x of xs) {
+      out.set(x, at);
+      at += x.length;
+    }
+    return out;
+  };
+  const first = parts[0]!;
+  return {
+    ...first,
+    rows: parts.reduce((a, p) => a + p.rows, 0),
+    codes: cat(
+      parts.map((p) => p.codes),
+      (n) => new Uint8Array(n),
+    ),
+    scales: cat(
+      parts.map((p) => p.scales),
+      (n) => new Float32Array(n),
+    ),
+    zeroPoints: first.zeroPoints
+      ? cat(
+          parts.map((p) => p.zeroPoints!),
+          (n) => new Uint8Array(n),
+        )
+      : null,
+  };
+}
+
 export async function quantize(source: string, output: string, o: QuantizeOptions): Promise<QuantizeReport> {
   const started = performance.now();
   validateQuantizeOptions(o);
@@ -170,11 +232,12 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       const layers = new Map<string, BlockQuantized>();
       for (const t of targets)
         layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
-      const quantizedNames = new Set(targets.map((t) => `${t.module}.weight`));
+      const stored = storedLayers(spec, layers, excluded);
+      const quantizedNames = new Set([...stored.layers.keys()].map((m) => `${m}.weight`));
       await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, async (tmp) => {
         await writeCompressedTensorsCheckpoint(tmp, {
           sourceConfig: readJsonFile(join(source, 'config.json')),
-          layers,
+          layers: stored.layers,
           // float32 scales keep llmopt's reader exact; vLLM casts scales to the model dtype on load.
           scaleDtype: 'F32',
           floatTensors: source_
@@ -182,7 +245,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
             .filter((n) => !quantizedNames.has(n))
             .map((name) => ({ name, dtype: source_.info(name).dtype, shape: source_.info(name).shape })),
           readFloat: (name) => source_.readRaw(name),
-          ignore: [...excluded, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
+          ignore: [...stored.ignore, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
         });
       });
       const written = await Checkpoint.open(output);
