@@ -17,6 +17,7 @@ export const SAMPLE_TEXT = join(FIXTURES, 'text', 'sample.txt');
 export const SHARED = join(ROOT, '..', 'shared');
 export const AIDREAMS = join(SHARED, 'models', 'aidreams-260k');
 export const DREAMS_EVAL = join(SHARED, 'data', 'dreams-eval.txt');
+export const DREAMS_TRAIN = join(SHARED, 'data', 'dreams-train.txt');
 /** A skip message for node:test when ../shared is absent (undefined when present). */
 export const NEEDS_SHARED = existsSync(AIDREAMS)
   ? undefined

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { DREAMS_EVAL, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
+import { DREAMS_EVAL, DREAMS_TRAIN, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 
 const QWEN3 = sharedModel('qwen3-tiny');
@@ -64,6 +64,13 @@ test('phi3-tiny: int4, int8, compressed-tensors and 2:4-pruned variants keep the
     ok(['quantize', PHI3, '--to', to, '-o', join(dir, to), '-q']);
     figures[to] = phi3Figures(join(dir, to));
   }
+  // Calibrated passes read the parts through the same view (block graphs built from q/k/v/gate/up).
+  const calib = ['--calib', DREAMS_TRAIN, '--calib-samples', '8'];
+  ok(['quantize', PHI3, '--to', 'int4', '--method', 'gptq', ...calib, '-o', join(dir, 'gptq'), '-q']);
+  figures['int4 gptq'] = phi3Figures(join(dir, 'gptq'));
+  ok(['prune', PHI3, '--sparsity', '2:4', '--method', 'wanda', ...calib, '-o', join(dir, 'wanda'), '-q']);
+  ok(['export', join(dir, 'wanda'), '-o', join(dir, 'wanda-onnx'), '-q']);
+  figures['2:4 wanda'] = phi3Figures(join(dir, 'wanda-onnx'));
   // prune and compressed-tensors write a Hugging Face folder: fused again, the source's names and shapes.
   const source = await tensorShapes(PHI3);
   assert.ok(source.has('model.layers.0.self_attn.qkv_proj.weight') && source.has('model.layers.0.mlp.gate_up_proj.weight'));
@@ -91,5 +98,7 @@ test('phi3-tiny: int4, int8, compressed-tensors and 2:4-pruned variants keep the
   const ctKl = figures['int4 compressed-tensors']!.kl;
   assert.ok(ctKl > 10 * figures.int8!.kl && ctKl < figures.int4!.kl, JSON.stringify(figures));
   assert.ok(figures['2:4']!.kl > 0 && figures['2:4']!.kl < 1, `2:4 KL ${figures['2:4']!.kl}`);
+  assert.ok(figures['int4 gptq']!.kl < figures.int4!.kl, 'GPTQ beats RTN');
+  assert.ok(figures['2:4 wanda']!.kl < figures['2:4']!.kl, 'Wanda beats magnitude');
   assert.match(ok(['inspect', join(dir, 'pruned')]), /architecture\s+phi3: 3 layers/);
 });
