@@ -10,7 +10,7 @@ import { shardModel, type ShardOptions } from '../../src/passes/shard/shard.js';
 import { ShardedModel } from '../../src/runtime/sharded/model.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
-import { AIDREAMS, GQA, MHA, NEEDS_SHARED, exportedArtifact, tempDir } from '../support.js';
+import { AIDREAMS, GQA, MHA, NEEDS_SHARED, TINY_MODELS, exportedArtifact, needsSharedModel, sharedModel, tempDir } from '../support.js';
 
 const PROMPTS = [
   [1, 300, 261, 270, 5, 290, 280, 301],
@@ -94,6 +94,34 @@ for (const [tp, pp] of [
       await reference.release();
     }
   });
+}
+
+// Qwen2 (q/k/v biases split with their rows, o_proj unbiased), Qwen3 (q/k norms over head_dim, whole on every
+// rank) and SmolLM3 (layer 3 without rotary, on the second stage under pp 2); tp 4 replicates their 2 kv heads.
+for (const name of TINY_MODELS) {
+  for (const opts of [{ tp: 2 }, { tp: 2, pp: 2 }, { tp: 2, pp: 2, attention: 'standard' }, { tp: 4, vocab: 'split' }] as Array<
+    Partial<ShardOptions>
+  >) {
+    const label = `${name} tp ${opts.tp} pp ${opts.pp ?? 1}${opts.vocab === 'split' ? ' vocab split' : ''} (${opts.attention ?? 'fused'})`;
+    test(`${label}: logits and greedy generation equal the unsharded export's`, { skip: needsSharedModel(name) }, async () => {
+      const dir = sharedModel(name);
+      const reference = await DecoderModel.open(await exportedArtifact(dir, opts.attention ?? 'fused'), { device: 'cpu' });
+      const model = await ShardedModel.open(await sharded(dir, opts), { device: 'cpu' });
+      try {
+        const worst = await compare(reference, model);
+        console.log(`# ${label}: max |sharded - unsharded| = ${worst.toExponential(3)}`);
+        assert.ok(worst < TOL, `max diff ${worst}`);
+        const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+        const prompts = [[510], [510, 40, 41, 42]];
+        const want = await generate(reference, prompts, { maxNewTokens: 24, sampling });
+        const got = await generate(model, prompts, { maxNewTokens: 24, sampling });
+        assert.deepEqual(got.tokens, want.tokens);
+      } finally {
+        await model.release();
+        await reference.release();
+      }
+    });
+  }
 }
 
 test('released caches are freed in the rank workers: creating and releasing many leaves none behind', async () => {
