@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { GQA, MHA, SAMPLE_TEXT, runCli, tempDir } from '../support.js';
+import { DREAMS_EVAL, GQA, MHA, SAMPLE_TEXT, TINY_MODELS, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
 
 test('bad shard options exit 2 with one clear line and leave no output behind', () => {
   const dir = tempDir();
@@ -56,3 +56,31 @@ test('shard --tp 2 --pp 2, then generate and eval --reference (KL ~0) run the sh
   assert.equal(cuda.code, 2);
   assert.match(cuda.stderr, /--device cuda: .*CUDA provider/);
 });
+
+for (const name of TINY_MODELS) {
+  const source = sharedModel(name);
+  test(`${name}: --tp 2 and --tp 2 --pp 2${name === 'smollm3-tiny' ? ' (and its no-rope layer as a stage)' : ''} evaluate with KL ~0`, {
+    skip: needsSharedModel(name),
+  }, () => {
+    // smollm3-tiny's layer 3 has no rotary: --stages 0-2,3 gives it a stage (and a graph) of its own.
+    const layouts = [['--tp', '2'], ['--tp', '2', '--pp', '2'], ...(name === 'smollm3-tiny' ? [['--stages', '0-2,3']] : [])];
+    for (const layout of layouts) {
+      const out = join(tempDir(), 'sharded');
+      const s = runCli(['shard', source, ...layout, '-o', out, '-q']);
+      assert.equal(s.code, 0, s.stderr);
+      const e = runCli(['eval', out, '--data', DREAMS_EVAL, '--limit', '4', '--reference', source, '--max-kl', '1e-6', '--json']);
+      assert.equal(e.code, 0, e.stderr);
+      console.log(`# ${name} ${layout.join(' ')}: eval --reference KL ${JSON.parse(e.stdout).reference.kl}`);
+    }
+  });
+
+  test(`${name}: --format tensorrt-llm is refused with one line, exit 2, nothing written`, { skip: needsSharedModel(name) }, () => {
+    const dir = tempDir();
+    const out = join(dir, 'trt');
+    const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--format tensorrt-llm writes llama and mistral checkpoints, not (qwen2|qwen3|smollm3); use --format onnx/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.deepEqual(readdirSync(dir), [], 'nothing written');
+  });
+}
