@@ -1,6 +1,7 @@
 // A real client runs llmopt's export: transformers.js (onnxruntime-node, CPU, fully offline) loads the
 // 'transformers.js' layout of aidreams-260k, for both attention forms, and must reproduce the greedy
-// output of the original llama2.c implementation (reference.json) token for token.
+// output of the original llama2.c implementation (reference.json) token for token; likewise the tiny
+// Qwen2, Qwen3 and SmolLM3 exports against llmopt's runtime and llama.cpp.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { AutoModelForCausalLM, AutoTokenizer, Tensor, env } from '@huggingface/transformers';
 import { exportModel } from '../../src/passes/export.js';
 import type { AttentionForm } from '../../src/core/io.js';
+import { DecoderModel } from '../../src/runtime/decoder.js';
+import { generate } from '../../src/runtime/generate.js';
+import { TINY_MODELS, needsSharedModel, sharedModel, tinyReference } from '../support.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../../shared/models/aidreams-260k/', import.meta.url));
 const SKIP = existsSync(path.join(MODEL_DIR, 'reference.json'))
@@ -99,4 +103,49 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
       await model.dispose();
     }
   });
+}
+
+// The tiny Qwen2 / Qwen3 / SmolLM3 checkpoints (../shared/models): transformers.js picks its model class from
+// config.json's model_type (qwen2, qwen3, smollm3) and its cache shape from num_key_value_heads and head_dim
+// (hidden_size / num_attention_heads without it); its greedy ids must equal llmopt's runtime's on the same
+// export, and llama.cpp's reference.
+for (const name of TINY_MODELS) {
+  for (const attention of ['fused', 'standard'] as const satisfies readonly AttentionForm[]) {
+    test(`transformers.js runs llmopt's ${attention} export of ${name} with llmopt's greedy ids`, {
+      skip: needsSharedModel(name),
+    }, async () => {
+      const source = sharedModel(name);
+      const out = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'llmopt-transformers-js-')), name);
+      try {
+        await exportModel(source, out, { attention, layout: 'transformers.js' });
+        const { prompt_ids: promptIds, ids: referenceIds } = tinyReference(name).greedy_from_prompt;
+        const ours = await DecoderModel.open(out, { device: 'cpu' });
+        let want: number[];
+        try {
+          const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+          want = (await generate(ours, [promptIds], { maxNewTokens: referenceIds.length, sampling })).tokens[0]!;
+        } finally {
+          await ours.release();
+        }
+        const model = await AutoModelForCausalLM.from_pretrained(out, { dtype: 'fp32', device: 'cpu', local_files_only: true });
+        try {
+          assert.equal(model.config.model_type, JSON.parse(await fs.readFile(path.join(source, 'config.json'), 'utf8')).model_type);
+          const ids = await model.generate({
+            inputs: new Tensor('int64', BigInt64Array.from(promptIds, BigInt), [1, promptIds.length]),
+            attention_mask: new Tensor('int64', new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
+            max_new_tokens: referenceIds.length,
+            do_sample: false,
+          });
+          const got = continuation(ids, promptIds.length);
+          console.log(`# ${name} ${attention}: transformers.js ${JSON.stringify(got)}`);
+          assert.deepEqual(got, want);
+          assert.deepEqual(got, referenceIds.slice(0, got.length));
+        } finally {
+          await model.dispose();
+        }
+      } finally {
+        await fs.rm(path.dirname(out), { recursive: true, force: true });
+      }
+    });
+  }
 }
