@@ -2,7 +2,7 @@
 // folder runs under generate and eval, and eval --reference against the source reports KL ~0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DREAMS_EVAL, GQA, MHA, SAMPLE_TEXT, TINY_MODELS, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
 
@@ -74,13 +74,29 @@ for (const name of TINY_MODELS) {
     }
   });
 
-  test(`${name}: --format tensorrt-llm is refused with one line, exit 2, nothing written`, { skip: needsSharedModel(name) }, () => {
-    const dir = tempDir();
-    const out = join(dir, 'trt');
-    const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
-    assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /--format tensorrt-llm writes llama and mistral checkpoints, not (qwen2|qwen3|smollm3); use --format onnx/);
-    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-    assert.deepEqual(readdirSync(dir), [], 'nothing written');
-  });
+  if (name === 'smollm3-tiny') {
+    test(`${name}: --format tensorrt-llm is refused with one line, exit 2, nothing written`, { skip: needsSharedModel(name) }, () => {
+      const dir = tempDir();
+      const out = join(dir, 'trt');
+      const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--format tensorrt-llm writes llama, mistral, qwen2 and qwen3 checkpoints, not smollm3; use --format onnx/);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.deepEqual(readdirSync(dir), [], 'nothing written');
+    });
+  } else {
+    test(`${name}: --format tensorrt-llm writes TensorRT-LLM's QWen checkpoint`, { skip: needsSharedModel(name) }, () => {
+      const out = join(tempDir(), 'trt');
+      const r = runCli(['shard', source, '--tp', '2', '--pp', '2', '--format', 'tensorrt-llm', '-o', out, '-q']);
+      assert.equal(r.code, 0, r.stderr);
+      const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+      assert.equal(config.qwen_type, name.replace('-tiny', ''));
+      assert.deepEqual(
+        readdirSync(out)
+          .filter((f) => f.startsWith('rank'))
+          .sort(),
+        [0, 1, 2, 3].map((k) => `rank${k}.safetensors`),
+      );
+    });
+  }
 }
