@@ -2,7 +2,8 @@
 // folder runs under generate and eval, and eval --reference against the source reports KL ~0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { Checkpoint, writeSafetensors } from '../../src/formats/safetensors.js';
 import { join } from 'node:path';
 import { DREAMS_EVAL, GQA, MHA, SAMPLE_TEXT, TINY_MODELS, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
 
@@ -100,3 +101,25 @@ for (const name of TINY_MODELS) {
     });
   }
 }
+
+test('--format tensorrt-llm refuses q/k/v biases it cannot hold (k_proj unbiased) in one line', {
+  skip: needsSharedModel('qwen2-tiny'),
+}, async () => {
+  // qwen2-tiny without its k_proj biases: llmopt reads biases per projection, TensorRT-LLM holds one attn_bias flag.
+  const dir = tempDir();
+  const source = join(dir, 'qwen2-no-k-bias');
+  cpSync(sharedModel('qwen2-tiny'), source, { recursive: true });
+  const ckpt = await Checkpoint.open(sharedModel('qwen2-tiny'));
+  const names = ckpt.names().filter((n) => !n.endsWith('k_proj.bias'));
+  const entries = names.map((name) => ({ name, dtype: ckpt.info(name).dtype, shape: ckpt.info(name).shape }));
+  await writeSafetensors(join(source, 'model.safetensors'), entries, (name) => ckpt.readRaw(name));
+  await ckpt.close();
+  const out = join(dir, 'trt');
+  const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--format tensorrt-llm holds one bias flag for q, k and v; this checkpoint biases only some of them/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.ok(!existsSync(out));
+  // The onnx format shards it.
+  assert.equal(runCli(['shard', source, '--tp', '2', '-o', join(dir, 'onnx'), '-q']).code, 0);
+});
