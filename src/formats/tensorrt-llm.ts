@@ -7,6 +7,9 @@
 //   layers renumbered from 0 within a pipeline stage; lm_head always split over tp (rows, zero-padded
 //   to a multiple of tp); vocab_embedding whole, or split when use_parallel_embedding.
 // Row-parallel biases (dense, proj) are whole on every rank: TensorRT-LLM adds them after the all-reduce.
+// Qwen2 / Qwen3 go to its QWen format (tensorrt_llm/models/qwen: config.py, convert.py): the same tensor
+// names (qkv with q/k/v biases, dense without one), `qwen_type`, and Qwen3's attention.q_layernorm / k_layernorm
+// (over head_dim: whole on every rank).
 import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
@@ -30,8 +33,29 @@ export function tensorRtLlmStages(numLayers: number, pp: number): Array<{ from: 
   return out;
 }
 
-/** The architectures whose checkpoints TensorRT-LLM's LLaMA format holds (its other formats are not written yet). */
-export const TENSORRT_LLM_ARCHITECTURES = ['llama', 'mistral'];
+/** llmopt's architectures TensorRT-LLM's checkpoint formats hold, with the `architecture` class its config.json names. */
+const TENSORRT_LLM_CLASSES: Record<string, string> = {
+  llama: 'LlamaForCausalLM',
+  mistral: 'LlamaForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+};
+export const TENSORRT_LLM_ARCHITECTURES = Object.keys(TENSORRT_LLM_CLASSES);
+const isQwen = (spec: DecoderSpec) => spec.architecture === 'qwen2' || spec.architecture === 'qwen3';
+
+/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` (null when they can): one clause for a refusal. */
+export function tensorRtLlmUnsupported(spec: DecoderSpec): string | null {
+  if (!TENSORRT_LLM_CLASSES[spec.architecture]) {
+    const names = TENSORRT_LLM_ARCHITECTURES;
+    return `writes ${names.slice(0, -1).join(', ')} and ${names.at(-1)} checkpoints, not ${spec.architecture}`;
+  }
+  // One attn_bias flag covers q, k and v (fused qkv); QWen's attention.dense and MLP carry no bias.
+  const b = spec.biases;
+  if (b.q !== b.k || b.q !== b.v) return 'holds one bias flag for q, k and v; this checkpoint biases only some of them';
+  if (isQwen(spec) && (b.o || b.gate || b.up || b.down))
+    return `writes ${spec.architecture} with biases on q, k and v only (its attention.dense and MLP have none)`;
+  return null;
+}
 
 // Only llama and mistral reach this writer (TENSORRT_LLM_ARCHITECTURES); longrope is Phi-3's.
 function refuseLongrope(): never {
@@ -41,8 +65,8 @@ function refuseLongrope(): never {
 /** config.json of the checkpoint (LLaMAConfig fields). */
 export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, parallelEmbedding: boolean): Record<string, unknown> {
   const rs = spec.ropeScaling;
-  return {
-    architecture: 'LlamaForCausalLM',
+  const config: Record<string, unknown> = {
+    architecture: TENSORRT_LLM_CLASSES[spec.architecture],
     dtype: spec.weightDtype,
     logits_dtype: 'float32',
     vocab_size: spec.vocabSize,
@@ -79,6 +103,9 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
     mapping: { world_size: tp * pp, tp_size: tp, pp_size: pp },
     quantization: { quant_algo: null, kv_cache_quant_algo: null },
   };
+  // QWenConfig's own fields: the variant (its loader and Qwen3's q/k layernorms follow it); MoE stays off by default.
+  if (isQwen(spec)) Object.assign(config, { qwen_type: spec.architecture, use_logn_attn: false });
+  return config;
 }
 
 /** One rank to write: its place in the mapping, its layers, and its slices under Hugging Face names. */
@@ -113,6 +140,10 @@ export function tensorRtLlmRankTensors(
     if (spec.biases.q) add(`${p}.attention.qkv.bias`, [`${n.q}.bias`, `${n.k}.bias`, `${n.v}.bias`]);
     add(`${p}.attention.dense.weight`, [`${n.o}.weight`]);
     if (spec.biases.o) add(`${p}.attention.dense.bias`, [`${n.o}.bias`]);
+    if (spec.qkNorm) {
+      add(`${p}.attention.q_layernorm.weight`, [n.qNorm]);
+      add(`${p}.attention.k_layernorm.weight`, [n.kNorm]);
+    }
     add(`${p}.post_layernorm.weight`, [n.postAttentionNorm]);
     add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
     add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);

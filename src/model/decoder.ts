@@ -150,15 +150,19 @@ class DecoderGraph {
   /**
    * Graph inputs, cos/sin caches and the per-graph values attention reads. `tokens` is the tensor
    * whose second dimension is the new sequence length (input_ids, or the hidden states of a block graph).
+   * `rotates`: whether any layer of the graph applies the rotary; a fused graph of SmolLM3 no-rope layers
+   * only (a sharded block) holds no caches, which would be unused there. (The forms that take position_ids
+   * keep them: the graph reads that input through them.)
    */
-  private prologue(tokens: string): AttentionContext {
+  private prologue(tokens: string, rotates = true): AttentionContext {
     const { g, spec } = this;
     g.input(io.attentionMask, Elem.INT64, ['batch_size', 'total_sequence_length']);
     const half = rotaryDimOf(spec) / 2;
     const { cos, sin } = rotaryCaches(spec);
     const rows = rotaryCacheRows(spec);
-    const cosCache = g.initializer('cos_cache', Elem.FLOAT, [rows, half], f32bytes(cos));
-    const sinCache = g.initializer('sin_cache', Elem.FLOAT, [rows, half], f32bytes(sin));
+    rotates ||= ATTENTION[this.opts.attention].positionIds;
+    const cosCache = rotates ? g.initializer('cos_cache', Elem.FLOAT, [rows, half], f32bytes(cos)) : '';
+    const sinCache = rotates ? g.initializer('sin_cache', Elem.FLOAT, [rows, half], f32bytes(sin)) : '';
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
 
@@ -172,7 +176,7 @@ class DecoderGraph {
       const shape = g.op('Shape', [io.attentionMask], `${p}/Shape`);
       const total = g.op('Gather', [shape, scalar('/const/one_i64', 1)], `${p}/Gather`, { axis: { int: 0 } });
       const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
-      if (!fusedNeedsPositions(spec)) return { seqlensK, totalSeqLen, cosCache, sinCache };
+      if (!fusedNeedsPositions(spec) || !rotates) return { seqlensK, totalSeqLen, cosCache, sinCache };
       // Layers that rotate outside the op use the positions the op itself would: with S new tokens, row b's
       // query s sits at max(0, valid_b - S) + s (s in a first, right-padded prompt; seqlens_k when decoding).
       const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
@@ -429,7 +433,9 @@ class DecoderGraph {
         ? g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length'])
         : g.input(io.hiddenStates, Elem.FLOAT, hiddenDims);
     const attends = (seg.layers !== undefined && seg.layers.to > seg.layers.from) || seg.half?.block === 'attn';
-    const ctx = attends ? this.prologue(tokens) : null;
+    const [first, end] = seg.layers ? [seg.layers.from, seg.layers.to] : [seg.half?.layer ?? 0, (seg.half?.layer ?? 0) + 1];
+    const rotates = Array.from({ length: end - first }, (_, k) => layerHasRope(spec, first + k)).some(Boolean);
+    const ctx = attends ? this.prologue(tokens, rotates) : null;
     if (seg.layers) this.pastInputs(seg.layers.from, seg.layers.to);
     if (seg.half?.block === 'attn') this.pastInputs(seg.half.layer, seg.half.layer + 1);
 

@@ -2,9 +2,10 @@
 // folder runs under generate and eval, and eval --reference against the source reports KL ~0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { Checkpoint, writeSafetensors } from '../../src/formats/safetensors.js';
 import { join } from 'node:path';
-import { GQA, MHA, SAMPLE_TEXT, runCli, tempDir } from '../support.js';
+import { DREAMS_EVAL, GQA, MHA, SAMPLE_TEXT, TINY_MODELS, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
 
 test('bad shard options exit 2 with one clear line and leave no output behind', () => {
   const dir = tempDir();
@@ -55,4 +56,70 @@ test('shard --tp 2 --pp 2, then generate and eval --reference (KL ~0) run the sh
   const cuda = runCli(['generate', out, '--prompt', 'x', '--rank-devices', 'cpu,cpu,cpu,cuda']);
   assert.equal(cuda.code, 2);
   assert.match(cuda.stderr, /--device cuda: .*CUDA provider/);
+});
+
+for (const name of TINY_MODELS) {
+  const source = sharedModel(name);
+  test(`${name}: --tp 2 and --tp 2 --pp 2${name === 'smollm3-tiny' ? ' (and its no-rope layer as a stage)' : ''} evaluate with KL ~0`, {
+    skip: needsSharedModel(name),
+  }, () => {
+    // smollm3-tiny's layer 3 has no rotary: --stages 0-2,3 gives it a stage (and a graph) of its own.
+    const layouts = [['--tp', '2'], ['--tp', '2', '--pp', '2'], ...(name === 'smollm3-tiny' ? [['--stages', '0-2,3']] : [])];
+    for (const layout of layouts) {
+      const out = join(tempDir(), 'sharded');
+      const s = runCli(['shard', source, ...layout, '-o', out, '-q']);
+      assert.equal(s.code, 0, s.stderr);
+      const e = runCli(['eval', out, '--data', DREAMS_EVAL, '--limit', '4', '--reference', source, '--max-kl', '1e-6', '--json']);
+      assert.equal(e.code, 0, e.stderr);
+      console.log(`# ${name} ${layout.join(' ')}: eval --reference KL ${JSON.parse(e.stdout).reference.kl}`);
+    }
+  });
+
+  if (name === 'smollm3-tiny') {
+    test(`${name}: --format tensorrt-llm is refused with one line, exit 2, nothing written`, { skip: needsSharedModel(name) }, () => {
+      const dir = tempDir();
+      const out = join(dir, 'trt');
+      const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--format tensorrt-llm writes llama, mistral, qwen2 and qwen3 checkpoints, not smollm3; use --format onnx/);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.deepEqual(readdirSync(dir), [], 'nothing written');
+    });
+  } else {
+    test(`${name}: --format tensorrt-llm writes TensorRT-LLM's QWen checkpoint`, { skip: needsSharedModel(name) }, () => {
+      const out = join(tempDir(), 'trt');
+      const r = runCli(['shard', source, '--tp', '2', '--pp', '2', '--format', 'tensorrt-llm', '-o', out, '-q']);
+      assert.equal(r.code, 0, r.stderr);
+      const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+      assert.equal(config.qwen_type, name.replace('-tiny', ''));
+      assert.deepEqual(
+        readdirSync(out)
+          .filter((f) => f.startsWith('rank'))
+          .sort(),
+        [0, 1, 2, 3].map((k) => `rank${k}.safetensors`),
+      );
+    });
+  }
+}
+
+test('--format tensorrt-llm refuses q/k/v biases it cannot hold (k_proj unbiased) in one line', {
+  skip: needsSharedModel('qwen2-tiny'),
+}, async () => {
+  // qwen2-tiny without its k_proj biases: llmopt reads biases per projection, TensorRT-LLM holds one attn_bias flag.
+  const dir = tempDir();
+  const source = join(dir, 'qwen2-no-k-bias');
+  cpSync(sharedModel('qwen2-tiny'), source, { recursive: true });
+  const ckpt = await Checkpoint.open(sharedModel('qwen2-tiny'));
+  const names = ckpt.names().filter((n) => !n.endsWith('k_proj.bias'));
+  const entries = names.map((name) => ({ name, dtype: ckpt.info(name).dtype, shape: ckpt.info(name).shape }));
+  await writeSafetensors(join(source, 'model.safetensors'), entries, (name) => ckpt.readRaw(name));
+  await ckpt.close();
+  const out = join(dir, 'trt');
+  const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--format tensorrt-llm holds one bias flag for q, k and v; this checkpoint biases only some of them/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.ok(!existsSync(out));
+  // The onnx format shards it.
+  assert.equal(runCli(['shard', source, '--tp', '2', '-o', join(dir, 'onnx'), '-q']).code, 0);
 });

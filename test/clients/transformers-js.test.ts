@@ -1,6 +1,7 @@
 // A real client runs llmopt's export: transformers.js (onnxruntime-node, CPU, fully offline) loads the
 // 'transformers.js' layout of aidreams-260k, for both attention forms, and must reproduce the greedy
-// output of the original llama2.c implementation (reference.json) token for token.
+// output of the original llama2.c implementation (reference.json) token for token; likewise the tiny
+// Qwen2, Qwen3 and SmolLM3 exports against llmopt's runtime and llama.cpp.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { AutoModelForCausalLM, AutoTokenizer, Tensor, env } from '@huggingface/transformers';
 import { exportModel } from '../../src/passes/export.js';
 import type { AttentionForm } from '../../src/core/io.js';
+import { DecoderModel } from '../../src/runtime/decoder.js';
+import { generate } from '../../src/runtime/generate.js';
+import { writeSyntheticLlama } from '../../src/model/synthetic.js';
+import { TINY_MODELS, needsSharedModel, sharedModel, tinyReference } from '../support.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../../shared/models/aidreams-260k/', import.meta.url));
 const SKIP = existsSync(path.join(MODEL_DIR, 'reference.json'))
@@ -97,6 +102,91 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
       assert.deepEqual(continuation(fromPrompt, promptIds.length), promptCont);
     } finally {
       await model.dispose();
+    }
+  });
+}
+
+// The tiny Qwen2 / Qwen3 / SmolLM3 checkpoints (../shared/models): transformers.js picks its model class from
+// config.json's model_type (qwen2, qwen3, smollm3) and its cache shape from num_key_value_heads and head_dim
+// (hidden_size / num_attention_heads without it); its greedy ids must equal llmopt's runtime's on the same
+// export, and llama.cpp's reference.
+/**
+ * Exports `source` in the transformers.js layout, generates greedily from `promptIds` with llmopt's runtime and
+ * with transformers.js, and returns both (transformers.js's model_type checked against config.json's).
+ */
+async function bothGreedy(source: string, attention: AttentionForm, promptIds: number[], maxNewTokens: number) {
+  const out = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'llmopt-transformers-js-')), 'export');
+  try {
+    await exportModel(source, out, { attention, layout: 'transformers.js' });
+    const ours = await DecoderModel.open(out, { device: 'cpu' });
+    let want: number[];
+    try {
+      const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+      want = (await generate(ours, [promptIds], { maxNewTokens, sampling })).tokens[0]!;
+    } finally {
+      await ours.release();
+    }
+    const model = await AutoModelForCausalLM.from_pretrained(out, { dtype: 'fp32', device: 'cpu', local_files_only: true });
+    try {
+      assert.equal(model.config.model_type, JSON.parse(await fs.readFile(path.join(source, 'config.json'), 'utf8')).model_type);
+      const ids = await model.generate({
+        inputs: new Tensor('int64', BigInt64Array.from(promptIds, BigInt), [1, promptIds.length]),
+        attention_mask: new Tensor('int64', new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
+        max_new_tokens: maxNewTokens,
+        do_sample: false,
+      });
+      return { got: continuation(ids, promptIds.length), want };
+    } finally {
+      await model.dispose();
+    }
+  } finally {
+    await fs.rm(path.dirname(out), { recursive: true, force: true });
+  }
+}
+
+for (const attention of ['fused', 'standard'] as const satisfies readonly AttentionForm[]) {
+  for (const name of TINY_MODELS) {
+    test(`transformers.js runs llmopt's ${attention} export of ${name} with llmopt's greedy ids`, {
+      skip: needsSharedModel(name),
+    }, async () => {
+      const { prompt_ids: promptIds, ids: referenceIds } = tinyReference(name).greedy_from_prompt;
+      const { got, want } = await bothGreedy(sharedModel(name), attention, promptIds, referenceIds.length);
+      console.log(`# ${name} ${attention}: transformers.js ${JSON.stringify(got)}`);
+      assert.deepEqual(got, want);
+      assert.deepEqual(got, referenceIds.slice(0, got.length));
+    });
+  }
+
+  // A Llama 3.x shape: 9 heads / 3 kv heads at head_dim 8 (the fused form rotates outside GroupQueryAttention), tied,
+  // llama3 rope scaling (synthetic weights: there is no third reference here, only the two runtimes).
+  test(`transformers.js runs llmopt's ${attention} export of a Llama 3.x shape with llmopt's greedy ids`, async () => {
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), 'llmopt-synthetic-'));
+    try {
+      await writeSyntheticLlama(root, {
+        name: 'llama3-shaped',
+        shards: 1,
+        config: {
+          hidden_size: 72,
+          num_hidden_layers: 2,
+          num_attention_heads: 9,
+          num_key_value_heads: 3,
+          intermediate_size: 96,
+          vocab_size: 320,
+          max_position_embeddings: 256,
+          rope_theta: 500000,
+          rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
+          rms_norm_eps: 1e-5,
+          tie_word_embeddings: true,
+          attention_bias: false,
+          mlp_bias: false,
+          torch_dtype: 'float32',
+        },
+      });
+      const { got, want } = await bothGreedy(path.join(root, 'llama3-shaped'), attention, [1, 40, 41, 42], 24);
+      console.log(`# llama3-shaped ${attention}: transformers.js ${JSON.stringify(got)}`);
+      assert.deepEqual(got, want);
+    } finally {
+      await fs.rm(root, { recursive: true, force: true });
     }
   });
 }

@@ -10,7 +10,8 @@ import { shardModel, type ShardOptions } from '../../src/passes/shard/shard.js';
 import { ShardedModel } from '../../src/runtime/sharded/model.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
-import { AIDREAMS, GQA, MHA, NEEDS_SHARED, exportedArtifact, tempDir } from '../support.js';
+import { writeSyntheticLlama, type LlamaShape } from '../../src/model/synthetic.js';
+import { AIDREAMS, GQA, MHA, NEEDS_SHARED, TINY_MODELS, exportedArtifact, needsSharedModel, sharedModel, tempDir } from '../support.js';
 
 const PROMPTS = [
   [1, 300, 261, 270, 5, 290, 280, 301],
@@ -89,6 +90,78 @@ for (const [tp, pp] of [
       const want = await generate(reference, [[1], [1, 403, 407]], { maxNewTokens: 40, sampling });
       const got = await generate(model, [[1], [1, 403, 407]], { maxNewTokens: 40, sampling });
       assert.deepEqual(got.tokens, want.tokens);
+    } finally {
+      await model.release();
+      await reference.release();
+    }
+  });
+}
+
+// Qwen2 (q/k/v biases split with their rows, o_proj unbiased), Qwen3 (q/k norms over head_dim, whole on every
+// rank) and SmolLM3 (layer 3 without rotary, on the second stage under pp 2); tp 4 replicates their 2 kv heads.
+for (const name of TINY_MODELS) {
+  for (const opts of [{ tp: 2 }, { tp: 2, pp: 2 }, { tp: 2, pp: 2, attention: 'standard' }, { tp: 4, vocab: 'split' }] as Array<
+    Partial<ShardOptions>
+  >) {
+    const label = `${name} tp ${opts.tp} pp ${opts.pp ?? 1}${opts.vocab === 'split' ? ' vocab split' : ''} (${opts.attention ?? 'fused'})`;
+    test(`${label}: logits and greedy generation equal the unsharded export's`, { skip: needsSharedModel(name) }, async () => {
+      const dir = sharedModel(name);
+      const reference = await DecoderModel.open(await exportedArtifact(dir, opts.attention ?? 'fused'), { device: 'cpu' });
+      const model = await ShardedModel.open(await sharded(dir, opts), { device: 'cpu' });
+      try {
+        const worst = await compare(reference, model);
+        console.log(`# ${label}: max |sharded - unsharded| = ${worst.toExponential(3)}`);
+        assert.ok(worst < TOL, `max diff ${worst}`);
+        const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+        const prompts = [[510], [510, 40, 41, 42]];
+        const want = await generate(reference, prompts, { maxNewTokens: 24, sampling });
+        const got = await generate(model, prompts, { maxNewTokens: 24, sampling });
+        assert.deepEqual(got.tokens, want.tokens);
+      } finally {
+        await model.release();
+        await reference.release();
+      }
+    });
+  }
+}
+
+// Llama 3.x shapes (synthetic): SmolLM2's 9 heads / 3 kv heads, tied, llama3 rope scaling, split over tp 3;
+// head_dim 8, which the fused form rotates outside GroupQueryAttention, over tp 2 x pp 2.
+const LLAMA3: LlamaShape = {
+  hidden_size: 576,
+  num_hidden_layers: 2,
+  num_attention_heads: 9,
+  num_key_value_heads: 3,
+  intermediate_size: 384,
+  vocab_size: 320,
+  max_position_embeddings: 256,
+  rope_theta: 500000,
+  rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: true,
+  attention_bias: false,
+  mlp_bias: false,
+  torch_dtype: 'float32',
+};
+for (const [name, shape, opts] of [
+  ['smollm2-heads-llama3-tied', LLAMA3, { tp: 3 }],
+  ['smollm2-heads-llama3-tied', LLAMA3, { tp: 3, pp: 2, attention: 'standard' }],
+  ['head-dim-8', { ...LLAMA3, hidden_size: 32, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64 }, { tp: 2, pp: 2 }],
+] as Array<[string, LlamaShape, Partial<ShardOptions>]>) {
+  const label = `${name} tp ${opts.tp} pp ${opts.pp ?? 1} (${opts.attention ?? 'fused'})`;
+  test(`${label}: logits and greedy generation equal the unsharded export's`, async () => {
+    const root = tempDir();
+    await writeSyntheticLlama(root, { name, config: shape, shards: 1 });
+    const dir = join(root, name);
+    const reference = await DecoderModel.open(await exportedArtifact(dir, opts.attention ?? 'fused'), { device: 'cpu' });
+    const model = await ShardedModel.open(await sharded(dir, opts), { device: 'cpu' });
+    try {
+      const worst = await compare(reference, model);
+      console.log(`# ${label}: max |sharded - unsharded| = ${worst.toExponential(3)}`);
+      assert.ok(worst < TOL, `max diff ${worst}`);
+      const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+      const want = await generate(reference, [[1], [1, 40, 41]], { maxNewTokens: 16, sampling });
+      assert.deepEqual((await generate(model, [[1], [1, 40, 41]], { maxNewTokens: 16, sampling })).tokens, want.tokens);
     } finally {
       await model.release();
       await reference.release();

@@ -13,9 +13,9 @@ import { TOOL_VERSION, isArtifact } from '../../formats/artifact.js';
 import { passRecord } from '../../formats/manifest.js';
 import { writeModelFolder } from '../../formats/model-folder.js';
 import {
-  TENSORRT_LLM_ARCHITECTURES,
   tensorRtLlmRankTensors,
   tensorRtLlmStages,
+  tensorRtLlmUnsupported,
   writeTensorRtLlmCheckpoint,
   type TensorRtLlmRank,
 } from '../../formats/tensorrt-llm.js';
@@ -141,10 +141,8 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       throw new InputError(
         '--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)',
       );
-    if (opts.format === 'tensorrt-llm' && !TENSORRT_LLM_ARCHITECTURES.includes(spec.architecture)) {
-      const writes = TENSORRT_LLM_ARCHITECTURES.join(' and ');
-      throw new InputError(`${source}: --format tensorrt-llm writes ${writes} checkpoints, not ${spec.architecture}; use --format onnx`);
-    }
+    const unsupported = opts.format === 'tensorrt-llm' ? tensorRtLlmUnsupported(spec) : null;
+    if (unsupported) throw new InputError(`${source}: --format tensorrt-llm ${unsupported}; use --format onnx`);
     if (!ATTENTION[opts.attention].shardable) {
       throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     }
