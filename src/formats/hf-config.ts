@@ -115,11 +115,12 @@ function parseDtype(cfg: ConfigReader): WeightDtype {
 /**
  * The Llama baseline every architecture starts from (model/architectures/ states the differences):
  * sizes, rotary, norms, dtype and special tokens, with biases from attention_bias / mlp_bias.
- * `path` names config.json in messages; `generation` is generation_config.json when present.
+ * `path` names config.json in messages; `generation` is generation_config.json when present. readActivation false:
+ * the architecture reads the activation itself (hidden_act is then not checked here).
  */
-export function llamaBaseSpec(cfg: ConfigReader, generation?: Json): DecoderSpec {
+export function llamaBaseSpec(cfg: ConfigReader, generation?: Json, opts: { readActivation?: boolean } = {}): DecoderSpec {
   const { path, json } = cfg;
-  const act = cfg.str('hidden_act') ?? 'silu';
+  const act = opts.readActivation === false ? 'silu' : (cfg.str('hidden_act') ?? 'silu');
   if (act !== 'silu') throw new InputError(`${path}: "hidden_act" ${act} is not supported (supported: silu)`);
   const partial = cfg.num('partial_rotary_factor', 1);
   if (partial !== 1) throw new InputError(`${path}: "partial_rotary_factor" ${partial} is not supported (supported: 1)`);

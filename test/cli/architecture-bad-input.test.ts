@@ -26,7 +26,7 @@ function exportFails(source: string, message: RegExp): void {
   assert.deepEqual(readdirSync(parent), [], 'nothing written');
 }
 
-const SUPPORTED = /is not supported \(supported: llama, mistral \(without sliding window\), qwen2 .*qwen3 .*smollm3/;
+const SUPPORTED = /is not supported \(supported: llama, mistral, qwen2 .*qwen3 .*smollm3.*gemma2.*gemma3_text.*gemma3 \(its text model\)/;
 
 test('other model types and architectures: one line listing what is supported', { skip: needsSharedModel('qwen3-tiny') }, () => {
   const cases: Array<[string, string]> = [

@@ -45,15 +45,13 @@ test('generation_config.json eos ids take precedence; head_dim and biases are re
   assert.deepEqual(s.ropeScaling, { type: 'linear', factor: 2 });
 });
 
-test('Mistral without a sliding window is accepted; with one it is refused', () => {
-  assert.equal(
-    specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json').architecture,
-    'mistral',
-  );
-  assert.throws(
-    () => specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json'),
-    /mistral with sliding_window 4096 is not supported \(supported: sliding_window null\)/,
-  );
+test('Mistral: without a sliding window every layer sees the whole context; with one every layer slides', () => {
+  const plain = specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json');
+  assert.equal(plain.architecture, 'mistral');
+  assert.equal(plain.slidingWindow, undefined);
+  const windowed = specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json');
+  assert.equal(windowed.slidingWindow, 4096);
+  assert.equal(windowed.slidingLayers, undefined);
 });
 
 test('missing and malformed fields are named', () => {
