@@ -87,3 +87,26 @@ test('a no_rope_layers list whose length is not num_hidden_layers is refused', {
     /config\.json: "no_rope_layers" must be a list of 0 and 1 per layer/,
   );
 });
+
+test('Gemma 3: a bad layer_types list or an unsupported hidden_activation is named', { skip: needsSharedModel('gemma3-tiny') }, () => {
+  exportFails(
+    variant('gemma3-tiny', (c) => (c.layer_types = ['sliding_attention', 'full_attention'])),
+    /config\.json: "layer_types" has 2 entries, but num_hidden_layers is 6/,
+  );
+  exportFails(
+    variant('gemma3-tiny', (c) => ((c.layer_types as string[])[2] = 'chunked_attention')),
+    /config\.json: "layer_types" entry 2 "chunked_attention" is not supported \(supported: sliding_attention, full_attention\)/,
+  );
+  exportFails(
+    variant('gemma3-tiny', (c) => (c.hidden_activation = 'relu')),
+    /config\.json: "hidden_activation" relu is not supported \(supported: gelu_pytorch_tanh\)/,
+  );
+  // The multimodal wrapper without its text model's config.
+  exportFails(
+    variant('gemma3-tiny', (c) => {
+      c.model_type = 'gemma3';
+      c.architectures = ['Gemma3ForConditionalGeneration'];
+    }),
+    /config\.json: "text_config" is missing \(gemma3 keeps its text model there\)/,
+  );
+});
