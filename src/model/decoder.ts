@@ -555,6 +555,8 @@ class DecoderGraph {
     if (seg.half) {
       // One block on the full residual stream; its output is this rank's share of a sum the runtime forms.
       const { layer, block } = seg.half;
+      // The block's output here is a share of a sum; a norm on the output (sandwich norms) needs the whole sum.
+      if (spec.sandwichNorms) throw new Error('a tensor-parallel block segment cannot apply sandwich norms (planShard refuses --tp)');
       const n = layerTensorNames(layer);
       const norm = block === 'attn' ? 'input_layernorm' : spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm';
       const normPath = `/model/layers.${layer}/${norm}`;
