@@ -23,6 +23,9 @@ export type RopeScaling =
       attentionFactor: number;
     };
 
+/** The MLP's gate activation (Hugging Face hidden_act / hidden_activation: silu, gelu_pytorch_tanh). */
+export type MlpActivation = 'silu' | 'gelu_tanh';
+
 /** Float dtype of a checkpoint's weights (`torch_dtype`). */
 export type WeightDtype = 'float32' | 'float16' | 'bfloat16';
 
@@ -63,6 +66,30 @@ export interface DecoderSpec {
   /** Projections the checkpoint stores stacked in one tensor per layer (Phi-3's qkv_proj, gate_up_proj); absent: none. */
   fusedTensors?: FusedTensor[];
   weightDtype: WeightDtype;
+  // Gemma-style fields, all optional: absent means the Llama baseline (so Llama-family specs and graphs are unchanged).
+  /** RMSNorm scales by (normOffset + weight) (Gemma's (1 + w)); the stored weight stays as the checkpoint has it. */
+  normOffset?: number;
+  /**
+   * Four norms per layer (Gemma 2/3): post_attention_layernorm on the attention output before the residual add,
+   * pre_feedforward_layernorm before the MLP, post_feedforward_layernorm on the MLP output before the add.
+   */
+  sandwichNorms?: boolean;
+  /** The MLP's gate activation: silu (SwiGLU, the default) or tanh-approximated GELU (GeGLU, gelu_pytorch_tanh). */
+  activation?: MlpActivation;
+  /** Embedding rows are multiplied by this (Gemma: sqrt(hidden) rounded to the weight dtype). */
+  embeddingScale?: number;
+  /** Attention scores are q.k times this (Gemma: query_pre_attn_scalar^-0.5); absent: 1/sqrt(headDim). */
+  attentionScale?: number;
+  /** Attention scores soft-capped to tanh(x / c) * c after scaling (Gemma 2's attn_logit_softcapping). */
+  attnSoftcap?: number;
+  /** Logits soft-capped to tanh(x / c) * c (Gemma 2's final_logit_softcapping). */
+  finalSoftcap?: number;
+  /** Sliding-window attention: a query at position p sees keys at positions in (p - slidingWindow, p]. */
+  slidingWindow?: number;
+  /** Per layer, whether it attends through slidingWindow; absent with a window: every layer does (Mistral). */
+  slidingLayers?: boolean[];
+  /** Rotary base of sliding layers, without rope scaling (Gemma 3's rope_local_base_freq); absent: as global layers. */
+  localRopeTheta?: number;
   bosTokenId: number | null;
   eosTokenIds: number[];
   padTokenId: number | null;
@@ -92,6 +119,8 @@ export function layerTensorNames(layer: number) {
     o: `${p}.self_attn.o_proj`,
     qNorm: `${p}.self_attn.q_norm.weight`,
     kNorm: `${p}.self_attn.k_norm.weight`,
+    preFeedforwardNorm: `${p}.pre_feedforward_layernorm.weight`,
+    postFeedforwardNorm: `${p}.post_feedforward_layernorm.weight`,
     gate: `${p}.mlp.gate_proj`,
     up: `${p}.mlp.up_proj`,
     down: `${p}.mlp.down_proj`,
@@ -111,6 +140,10 @@ export function expectedTensors(spec: DecoderSpec): Map<string, number[]> {
     const n = layerTensorNames(i);
     out.set(n.inputNorm, [h]);
     out.set(n.postAttentionNorm, [h]);
+    if (spec.sandwichNorms) {
+      out.set(n.preFeedforwardNorm, [h]);
+      out.set(n.postFeedforwardNorm, [h]);
+    }
     for (const proj of PROJECTIONS) {
       const [rows, cols] = projectionShape(spec, proj);
       out.set(`${n[proj]}.weight`, [rows, cols]);
@@ -143,6 +176,16 @@ export function projectionShape(spec: DecoderSpec, proj: Projection): [number, n
 
 /** Whether layer i applies the rotary embedding. */
 export const layerHasRope = (spec: DecoderSpec, layer: number): boolean => spec.ropeLayers?.[layer] ?? true;
+
+/** Layer i's sliding window (in tokens), or null when it attends to the whole context. */
+export function layerWindow(spec: DecoderSpec, layer: number): number | null {
+  if (spec.slidingWindow === undefined) return null;
+  return (spec.slidingLayers?.[layer] ?? true) ? spec.slidingWindow : null;
+}
+
+/** Whether layer i rotates with the local rotary base (a sliding layer of a model with localRopeTheta). */
+export const layerUsesLocalRope = (spec: DecoderSpec, layer: number): boolean =>
+  spec.localRopeTheta !== undefined && layerWindow(spec, layer) !== null;
 
 /** Biases of every projection set to one flag each for attention and MLP (Llama's attention_bias / mlp_bias). */
 export function uniformBiases(attention: boolean, mlp: boolean): Record<Projection, boolean> {

@@ -237,8 +237,27 @@ export class Checkpoint {
     readonly dir: string,
     private readonly files: SafetensorsFile[],
     private readonly owner: Map<string, SafetensorsFile>,
+    /** Name as read -> name as stored, where they differ (see renamed). */
+    private readonly stored: ReadonlyMap<string, string> = new Map(),
   ) {
-    this.order = files.flatMap((file) => [...file.tensors.keys()]);
+    const readName = new Map([...stored].map(([read, name]) => [name, read]));
+    this.order = files.flatMap((file) => [...file.tensors.keys()].map((name) => readName.get(name) ?? name));
+  }
+
+  /**
+   * The same files with every tensor read under `rename(storedName)`: a checkpoint that wraps the model under a
+   * prefix (Gemma 3 multimodal's language_model.*) read under the text model's names. Shares the open handles.
+   */
+  renamed(rename: (stored: string) => string): Checkpoint {
+    const owner = new Map<string, SafetensorsFile>();
+    const stored = new Map<string, string>();
+    for (const [name, file] of this.owner) {
+      const read = rename(name);
+      if (owner.has(read)) throw new InputError(`${this.dir}: tensors "${stored.get(read) ?? read}" and "${name}" both read as "${read}"`);
+      owner.set(read, file);
+      if (read !== name) stored.set(read, name);
+    }
+    return new Checkpoint(this.dir, this.files, owner, stored);
   }
 
   /** Opens the checkpoint in `dir`, validating every file and (for shards) the index against the shards. */
@@ -301,17 +320,18 @@ export class Checkpoint {
 
   /** Header entry of `name`; throws {@link InputError} naming the tensor when it is absent. */
   info(name: string): TensorInfo {
-    return this.fileOf(name).info(name);
+    const stored = this.stored.get(name);
+    return stored === undefined ? this.fileOf(name).info(name) : { ...this.fileOf(name).info(stored), name };
   }
 
   /** The tensor's bytes exactly as stored. */
   readRaw(name: string): Promise<Uint8Array> {
-    return this.fileOf(name).readRaw(name);
+    return this.fileOf(name).readRaw(this.stored.get(name) ?? name);
   }
 
   /** The tensor's values converted to float32. */
   readFloat32(name: string): Promise<Float32Array> {
-    return this.fileOf(name).readFloat32(name);
+    return this.fileOf(name).readFloat32(this.stored.get(name) ?? name);
   }
 
   /** Bytes of tensor data across all files. */

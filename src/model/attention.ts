@@ -21,6 +21,10 @@ export interface AttentionContext {
   /** Rotary caches [maxPositions, D/2] (initializers). */
   cosCache: string;
   sinCache: string;
+  /** standard and inplace: `allowed` narrowed to the sliding window, when the spec has one (the builder swaps it in per layer). */
+  allowedLocal?: string;
+  /** The local rotary base's caches and cos/sin (Gemma 3's sliding layers); the builder swaps them in per layer. */
+  localRotary?: { cosCache: string; sinCache: string; cos?: string; sin?: string };
 }
 
 export interface AttentionIO {
@@ -41,7 +45,12 @@ export interface AttentionIO {
   kNorm: string | null;
   /** The builder's RMSNorm over the last axis (its ops depend on the form). */
   rmsNorm: (x: string, gamma: string, path: string) => string;
+  /** The layer's sliding window in tokens (fused: GroupQueryAttention's local_window_size), null: the whole context. */
+  window: number | null;
 }
+
+/** q.k scale: spec.attentionScale (Gemma's query_pre_attn_scalar^-0.5) or 1/sqrt(head_dim). */
+const attentionScale = (spec: DecoderSpec): number => spec.attentionScale ?? 1 / Math.sqrt(spec.headDim);
 
 /**
  * Whether GroupQueryAttention can apply layer i's rotary embedding itself: its rotary kernels need cos/sin
@@ -83,10 +92,14 @@ export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attentio
       attrs: {
         num_heads: { int: spec.numHeads },
         kv_num_heads: { int: spec.kvHeads },
-        scale: { float: 1 / Math.sqrt(spec.headDim) },
+        scale: { float: attentionScale(spec) },
         do_rotary: { int: inside ? 1 : 0 },
         rotary_interleaved: { int: 0 },
-        local_window_size: { int: -1 },
+        // onnxruntime 1.30's CPU kernel lets query p see keys in (p - local_window_size, p], Hugging Face's window exactly
+        // (checked on gemma3-tiny in prefill and decoding: W - 1 drops one key too many).
+        local_window_size: { int: io.window === null ? -1 : io.window },
+        // softcap: tanh(score / c) * c on the scaled scores, before the softmax (as Gemma 2 applies it).
+        ...(spec.attnSoftcap === undefined ? {} : { softcap: { float: spec.attnSoftcap } }),
       },
     },
   );
@@ -173,8 +186,13 @@ function mergeHeads(g: GraphBuilder, spec: DecoderSpec, ctx5: string, p: string)
 
 /** Softmax over key slots where `allowed` (masked slots get the lowest float, so a padding row stays finite). */
 function maskedSoftmax(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, qk: string, p: string): string {
-  const scale = g.constant(`/const/attn_scale_${spec.headDim}`, Elem.FLOAT, [], [1 / Math.sqrt(spec.headDim)]);
-  const scores = g.op('Mul', [qk, scale], `${p}/QK/Scale`);
+  const scaleName = spec.attentionScale === undefined ? `/const/attn_scale_${spec.headDim}` : `/const/attn_scale_${spec.attentionScale}`;
+  const scale = g.constant(scaleName, Elem.FLOAT, [], [attentionScale(spec)]);
+  let scores = g.op('Mul', [qk, scale], `${p}/QK/Scale`);
+  if (spec.attnSoftcap !== undefined) {
+    const c = g.constant(`/const/softcap_${spec.attnSoftcap}`, Elem.FLOAT, [], [spec.attnSoftcap]);
+    scores = g.op('Mul', [g.op('Tanh', [g.op('Div', [scores, c], `${p}/Softcap/Div`)], `${p}/Softcap/Tanh`), c], `${p}/Softcap/Mul`);
+  }
   const lowest = g.constant('/const/float_lowest', Elem.FLOAT, [], [-3.4028234663852886e38]);
   const masked = g.op('Where', [ctx.allowed!, scores, lowest], `${p}/Mask/Where`);
   return g.op('Softmax', [masked], `${p}/Softmax`, { axis: { int: -1 } });

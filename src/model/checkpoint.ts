@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { Checkpoint } from '../formats/safetensors.js';
 import { readJsonFile } from '../formats/hf-config.js';
-import { readModelSpec } from './architectures/index.js';
+import { readModelSpec, tensorPrefixesOf } from './architectures/index.js';
+import { checkpointTensorName } from './architectures/architecture.js';
 import { isCompressedTensors, openCompressedTensors } from '../formats/compressed-tensors.js';
 import type { DType } from '../formats/dtype.js';
 import type { DecoderSpec, WeightDtype } from '../core/spec.js';
@@ -77,7 +78,10 @@ export async function openHfModel(dir: string): Promise<HfModel> {
     const weights = splitFusedWeights(spec, source);
     return { dir, spec, weights, checkpoint: null, quantization: 'compressed-tensors', close: () => source.close() };
   }
-  const checkpoint = await Checkpoint.open(dir);
+  // A checkpoint that wraps the text model (Gemma 3 multimodal) is read under the text model's names.
+  const prefixes = tensorPrefixesOf(config, join(dir, 'config.json'));
+  const opened = await Checkpoint.open(dir);
+  const checkpoint = prefixes.length > 0 ? opened.renamed((name) => checkpointTensorName(name, prefixes)) : opened;
   try {
     validateCheckpoint(spec, checkpoint);
   } catch (e) {

@@ -1,5 +1,6 @@
 // Builds the ONNX graph of a Llama-family decoder with a KV cache from a spec and a weight source:
-// embedding -> layers (RMSNorm, attention, RMSNorm, SwiGLU MLP) -> final norm -> lm_head.
+// embedding -> layers (RMSNorm, attention, RMSNorm, SwiGLU MLP) -> final norm -> lm_head, with the spec's optional
+// Gemma-style fields (norm offset, sandwich norms, GeGLU, scales, soft-caps, sliding windows, a local rotary base).
 // Node names are paths (/model/layers.0/attn/...), initializers keep Hugging Face names.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
 import { fusedAttention, fusedNeedsPositions, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
@@ -12,6 +13,8 @@ import {
   expectedTensors,
   layerHasRope,
   layerTensorNames,
+  layerUsesLocalRope,
+  layerWindow,
   rotaryDimOf,
   type DecoderSpec,
 } from '../core/spec.js';
@@ -100,6 +103,33 @@ class DecoderGraph {
     return w;
   }
 
+  /**
+   * A norm's gamma: the stored weight, plus spec.normOffset in the graph when there is one (Gemma's (1 + w)).
+   * The initializer keeps the checkpoint's value, so training graphs (distill) see and update the original
+   * parameter; onnxruntime folds the Add into a constant when it loads an inference graph.
+   */
+  private async normWeight(name: string, dims: number[], path: string): Promise<string> {
+    const w = await this.floatWeight(name, dims);
+    const offset = this.spec.normOffset;
+    if (offset === undefined) return w;
+    const c = this.g.constant(`/const/norm_offset_${offset}`, Elem.FLOAT, [], [offset]);
+    return this.g.op('Add', [w, c], `${path}/GammaOffset`);
+  }
+
+  /** Embedding rows times spec.embeddingScale (Gemma's sqrt(hidden), rounded to the weight dtype) where set. */
+  private scaleEmbedding(x: string): string {
+    const scale = this.spec.embeddingScale;
+    if (scale === undefined) return x;
+    const c = this.g.constant('/const/embedding_scale', Elem.FLOAT, [], [scale]);
+    return this.g.op('Mul', [x, c], '/model/embed_tokens/Scale');
+  }
+
+  /** tanh(x / c) * c (Gemma 2's soft-capping of attention scores and logits). */
+  private softcap(x: string, cap: number, path: string): string {
+    const c = this.g.constant(`/const/softcap_${cap}`, Elem.FLOAT, [], [cap]);
+    return this.g.op('Mul', [this.g.op('Tanh', [this.g.op('Div', [x, c], `${path}/Div`)], `${path}/Tanh`), c], `${path}/Mul`);
+  }
+
   private async proj(x: string, path: string, module: string, inFeatures: number, outFeatures: number, bias: boolean): Promise<string> {
     const layer: LinearLayer = { path, module, inFeatures, outFeatures, bias };
     const y = await this.linear(this.g, this.weights, layer, x);
@@ -163,6 +193,8 @@ class DecoderGraph {
     rotates ||= ATTENTION[this.opts.attention].positionIds;
     const cosCache = rotates ? g.initializer('cos_cache', Elem.FLOAT, [rows, half], f32bytes(cos)) : '';
     const sinCache = rotates ? g.initializer('sin_cache', Elem.FLOAT, [rows, half], f32bytes(sin)) : '';
+    // Sliding layers of a model with a local rotary base (Gemma 3) rotate from a second pair of caches.
+    const local = rotates ? this.localRotaryCaches() : null;
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
 
@@ -176,7 +208,9 @@ class DecoderGraph {
       const shape = g.op('Shape', [io.attentionMask], `${p}/Shape`);
       const total = g.op('Gather', [shape, scalar('/const/one_i64', 1)], `${p}/Gather`, { axis: { int: 0 } });
       const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
-      if (!fusedNeedsPositions(spec) || !rotates) return { seqlensK, totalSeqLen, cosCache, sinCache };
+      if (!fusedNeedsPositions(spec) || !rotates) {
+        return { seqlensK, totalSeqLen, cosCache, sinCache, ...(local ? { localRotary: local } : {}) };
+      }
       // Layers that rotate outside the op use the positions the op itself would: with S new tokens, row b's
       // query s sits at max(0, valid_b - S) + s (s in a first, right-padded prompt; seqlens_k when decoding).
       const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
@@ -190,7 +224,10 @@ class DecoderGraph {
         ],
         `${p}/position_ids`,
       ); // [B,S]
-      return { seqlensK, totalSeqLen, cosCache, sinCache, ...this.rotaryAt(positions, cosCache, sinCache) };
+      const localRotary = local
+        ? { localRotary: { ...local, ...this.rotaryAt(positions, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
+        : {};
+      return { seqlensK, totalSeqLen, cosCache, sinCache, ...this.rotaryAt(positions, cosCache, sinCache), ...localRotary };
     }
 
     g.input(io.positionIds, Elem.INT64, ['batch_size', 'sequence_length']);
@@ -215,16 +252,57 @@ class DecoderGraph {
     const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
     const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
     const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
-
-    return { allowed, ...this.rotaryAt(io.positionIds, cosCache, sinCache), cosCache, sinCache };
+    const allowedLocal = spec.slidingWindow === undefined ? {} : { allowedLocal: this.windowMask(allowed, spec.slidingWindow) };
+    const localRotary = local
+      ? { localRotary: { ...local, ...this.rotaryAt(io.positionIds, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
+      : {};
+    return { allowed, ...this.rotaryAt(io.positionIds, cosCache, sinCache), cosCache, sinCache, ...allowedLocal, ...localRotary };
   }
 
-  /** cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches. */
-  private rotaryAt(positions: string, cosCache: string, sinCache: string): { cos: string; sin: string } {
+  /** The local rotary caches (spec.localRopeTheta, unscaled) when some layer uses them, else null. */
+  private localRotaryCaches(): { cosCache: string; sinCache: string } | null {
+    const { g, spec } = this;
+    if (!Array.from({ length: spec.numLayers }, (_, i) => layerUsesLocalRope(spec, i)).some(Boolean)) return null;
+    const half = rotaryDimOf(spec) / 2;
+    const { cos, sin } = rotaryCaches({ ...spec, ropeTheta: spec.localRopeTheta!, ropeScaling: null });
+    return {
+      cosCache: g.initializer('cos_cache_local', Elem.FLOAT, [spec.maxPositions, half], f32bytes(cos)),
+      sinCache: g.initializer('sin_cache_local', Elem.FLOAT, [spec.maxPositions, half], f32bytes(sin)),
+    };
+  }
+
+  /**
+   * `allowed` [B,1,1,S,T] narrowed to a sliding window: query at position p sees keys at positions in (p - window, p].
+   * Positions, not slots: a key's position is the count of valid slots before it (the standard cache keeps
+   * padding holes between a row's tokens), a query's is position_ids.
+   */
+  private windowMask(allowed: string, window: number): string {
+    const g = this.g;
+    const p = '/model/attn_mask/window';
+    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+    const one = g.constant('/const/one_i64', Elem.INT64, [], [1]);
+    const counts = g.op('CumSum', [io.attentionMask, one], `${p}/CumSum`); // [B,T]
+    const kPos = g.op('Unsqueeze', [g.op('Sub', [counts, one], `${p}/k_pos`), i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/k_pos5`);
+    const qPos = g.op('Unsqueeze', [io.positionIds, i64('/const/axes_1_2_4', [1, 2, 4])], `${p}/q_pos5`); // [B,1,1,S,1]
+    const dist = g.op('Sub', [qPos, kPos], `${p}/Distance`); // [B,1,1,S,T]
+    const w = g.constant(`/const/window_${window}_i64`, Elem.INT64, [], [window]);
+    return g.op('And', [allowed, g.op('Less', [dist, w], `${p}/InWindow`)], `${p}/allowed`);
+  }
+
+  /**
+   * cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches; `scaling` is the caches'
+   * rope scaling (the local caches of Gemma 3 have none).
+   */
+  private rotaryAt(
+    positions: string,
+    cosCache: string,
+    sinCache: string,
+    r = '/model/rotary',
+    scaling = this.spec.ropeScaling,
+  ): { cos: string; sin: string } {
     const g = this.g;
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-    const r = '/model/rotary';
-    const s = this.spec.ropeScaling;
+    const s = scaling;
     if (s?.type === 'longrope') {
       // Hugging Face switches the whole call to the long factors when max(position_ids) + 1 exceeds
       // original_max_position_embeddings (its longrope frequency update): rows maxPositions on hold that table.
@@ -296,8 +374,8 @@ class DecoderGraph {
     const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, b.q);
     const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, b.k);
     const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, b.v);
-    const qNorm = spec.qkNorm ? await this.floatWeight(n.qNorm, [d]) : null;
-    const kNorm = spec.qkNorm ? await this.floatWeight(n.kNorm, [d]) : null;
+    const qNorm = spec.qkNorm ? await this.normWeight(n.qNorm, [d], `${path}/attn/q_norm`) : null;
+    const kNorm = spec.qkNorm ? await this.normWeight(n.kNorm, [d], `${path}/attn/k_norm`) : null;
     const form = this.opts.attention;
     const inplace = form === 'inplace';
     if (inplace && !cache) throw new Error('the inplace attention form needs a cache');
@@ -305,8 +383,29 @@ class DecoderGraph {
     const [presentKey, presentValue] = cache ? cacheOutputs(form, i) : [`${path}/attn/present_key`, `${path}/attn/present_value`];
     const rmsNorm = (x: string, gamma: string, normPath: string) => this.norm(x, null, gamma, normPath).normed;
     const rope = layerHasRope(spec, i);
-    const aio = { layer: i, path: `${path}/attn`, q, k, v, pastKey, pastValue, presentKey, presentValue, rope, qNorm, kNorm, rmsNorm };
-    const attn = (form === 'fused' ? fusedAttention : inplace ? inplaceAttention : standardAttention)(g, spec, ctx, aio);
+    const window = layerWindow(spec, i);
+    const aio = {
+      layer: i,
+      path: `${path}/attn`,
+      q,
+      k,
+      v,
+      pastKey,
+      pastValue,
+      presentKey,
+      presentValue,
+      rope,
+      qNorm,
+      kNorm,
+      rmsNorm,
+      window,
+    };
+    const attn = (form === 'fused' ? fusedAttention : inplace ? inplaceAttention : standardAttention)(
+      g,
+      spec,
+      this.layerContext(ctx, i),
+      aio,
+    );
     if (cache) {
       // A graph-owned cache comes back whole; a runtime-owned one gets only the step's new entries.
       const seq = ATTENTION[form].cacheOwner === 'runtime' ? 'sequence_length' : 'total_sequence_length';
@@ -315,6 +414,29 @@ class DecoderGraph {
     }
     this.capture(i, attn, 'o_in');
     return this.proj(attn, `${path}/attn/o_proj`, n.o, numHeads * d, h, b.o);
+  }
+
+  private silu(x: string, path: string): string {
+    return this.g.op('Mul', [x, this.g.op('Sigmoid', [x], `${path}/Sigmoid`)], `${path}/Mul`);
+  }
+
+  /** GELU, tanh approximation (gelu_pytorch_tanh): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in ai.onnx ops. */
+  private geluTanh(x: string, path: string): string {
+    const g = this.g;
+    const c = (name: string, v: number) => g.constant(`/const/gelu_${name}`, Elem.FLOAT, [], [v]);
+    const cube = g.op('Mul', [g.op('Mul', [x, x], `${path}/Square`), x], `${path}/Cube`);
+    const inner = g.op('Add', [x, g.op('Mul', [cube, c('coef', 0.044715)], `${path}/CubeScale`)], `${path}/Inner`);
+    const t = g.op('Tanh', [g.op('Mul', [inner, c('sqrt_2_over_pi', Math.sqrt(2 / Math.PI))], `${path}/TanhIn`)], `${path}/Tanh`);
+    const half = g.op('Mul', [x, c('half', 0.5)], `${path}/Half`);
+    return g.op('Mul', [half, g.op('Add', [t, c('one', 1)], `${path}/OnePlus`)], `${path}/Mul`);
+  }
+
+  /** The context layer i attends with: the local rotary caches and the windowed mask where the layer slides. */
+  private layerContext(ctx: AttentionContext, i: number): AttentionContext {
+    let out = ctx;
+    if (layerUsesLocalRope(this.spec, i)) out = { ...out, ...ctx.localRotary! };
+    if (layerWindow(this.spec, i) !== null && ctx.allowedLocal) out = { ...out, allowed: ctx.allowedLocal };
+    return out;
   }
 
   /** SwiGLU MLP block of layer i on its normed input: down(silu(gate(x)) * up(x)). */
@@ -327,8 +449,8 @@ class DecoderGraph {
     const b = spec.biases;
     const gate = await this.proj(normed, `${path}/mlp/gate_proj`, n.gate, h, f, b.gate);
     const up = await this.proj(normed, `${path}/mlp/up_proj`, n.up, h, f, b.up);
-    const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], `${path}/mlp/act/Sigmoid`)], `${path}/mlp/act/Mul`);
-    const hidden = g.op('Mul', [silu, up], `${path}/mlp/Mul`);
+    const act = spec.activation === 'gelu_tanh' ? this.geluTanh(gate, `${path}/mlp/act`) : this.silu(gate, `${path}/mlp/act`);
+    const hidden = g.op('Mul', [act, up], `${path}/mlp/Mul`);
     this.capture(i, hidden, 'down_in');
     return this.proj(hidden, `${path}/mlp/down_proj`, n.down, f, h, b.down);
   }
@@ -348,12 +470,33 @@ class DecoderGraph {
     const h = this.spec.hiddenSize;
     const n = layerTensorNames(i);
     const path = `/model/layers.${i}`;
-    const inNorm = await this.floatWeight(n.inputNorm, [h]);
+    const inNorm = await this.normWeight(n.inputNorm, [h], `${path}/input_layernorm`);
     const pre = this.norm(pending ?? x, pending === null ? null : x, inNorm, `${path}/input_layernorm`);
-    const o = await this.attention(i, ctx, pre.normed, cache);
-    const postNorm = await this.floatWeight(n.postAttentionNorm, [h]);
-    const post = this.norm(o, pre.residual, postNorm, `${path}/post_attention_layernorm`);
-    return { x: post.residual, pending: await this.mlp(i, post.normed) };
+    const o = await this.attentionBlockOutput(i, await this.attention(i, ctx, pre.normed, cache));
+    const mlpNormName = this.spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm';
+    const postNorm = await this.normWeight(this.mlpNormTensor(i), [h], `${path}/${mlpNormName}`);
+    const post = this.norm(o, pre.residual, postNorm, `${path}/${mlpNormName}`);
+    return { x: post.residual, pending: await this.mlpBlockOutput(i, await this.mlp(i, post.normed)) };
+  }
+
+  /** The norm before layer i's MLP: post_attention_layernorm in Llama, pre_feedforward_layernorm with sandwich norms. */
+  private mlpNormTensor(i: number): string {
+    const n = layerTensorNames(i);
+    return this.spec.sandwichNorms ? n.preFeedforwardNorm : n.postAttentionNorm;
+  }
+
+  /** The attention block's output as the residual stream adds it: normed by post_attention_layernorm with sandwich norms. */
+  private async attentionBlockOutput(i: number, o: string): Promise<string> {
+    if (!this.spec.sandwichNorms) return o;
+    const path = `/model/layers.${i}/post_attention_layernorm`;
+    return this.norm(o, null, await this.normWeight(layerTensorNames(i).postAttentionNorm, [this.spec.hiddenSize], path), path).normed;
+  }
+
+  /** The MLP block's output as the residual stream adds it: normed by post_feedforward_layernorm with sandwich norms. */
+  private async mlpBlockOutput(i: number, m: string): Promise<string> {
+    if (!this.spec.sandwichNorms) return m;
+    const path = `/model/layers.${i}/post_feedforward_layernorm`;
+    return this.norm(m, null, await this.normWeight(layerTensorNames(i).postFeedforwardNorm, [this.spec.hiddenSize], path), path).normed;
   }
 
   /** Declares the cache inputs of layers [from, to): past_key_values, or kv_cache in the inplace form. */
@@ -375,7 +518,7 @@ class DecoderGraph {
   private async head(x: string, pending: string | null, embedding: EmbeddingEmitter, embedded: boolean): Promise<void> {
     const { g, spec } = this;
     const h = spec.hiddenSize;
-    const finalNorm = await this.floatWeight(FINAL_NORM, [h]);
+    const finalNorm = await this.normWeight(FINAL_NORM, [h], '/model/norm');
     const last = this.norm(pending ?? x, pending === null ? null : x, finalNorm, '/model/norm');
     let normed = last.normed;
     const selects = ATTENTION[this.opts.attention].selectsLogits;
@@ -391,6 +534,7 @@ class DecoderGraph {
     // A graph without the embedding (a last pipeline stage, a tensor-parallel head) stores the tied weight itself.
     else if (spec.tiedEmbeddings) y = gemmHead(g, spec, normed, await this.floatWeight(EMBED_TOKENS, [spec.vocabSize, h]));
     else y = await this.proj(normed, '/lm_head', LM_HEAD.replace(/\.weight$/, ''), h, spec.vocabSize, false);
+    if (spec.finalSoftcap !== undefined) y = this.softcap(y, spec.finalSoftcap, '/lm_head/Softcap');
     g.node('Identity', [y], { name: '/lm_head/Identity', outputs: [io.logits] });
     g.output(io.logits, Elem.FLOAT, ['batch_size', selects ? 'logits_positions' : 'sequence_length', spec.vocabSize]);
   }
@@ -406,7 +550,7 @@ class DecoderGraph {
     if (cache) this.pastInputs(0, spec.numLayers);
 
     const embedding = this.opts.embedding ?? floatEmbedding;
-    let x = await embedding.gather(g, this.weights, spec, io.inputIds); // [B,S,h]
+    let x = this.scaleEmbedding(await embedding.gather(g, this.weights, spec, io.inputIds)); // [B,S,h]
     this.opts.onTensor?.(EMBED_TOKENS);
     let pending: string | null = null; // output of the previous block, not yet added to the residual
     for (let i = 0; i < spec.numLayers; i++) {
@@ -441,20 +585,27 @@ class DecoderGraph {
 
     let x = tokens;
     if (seg.input === io.inputIds) {
-      x =
+      x = this.scaleEmbedding(
         seg.vocabOffset === undefined
           ? await floatEmbedding.gather(g, this.weights, spec, tokens)
-          : await this.vocabParallelGather(tokens, seg.vocabOffset);
+          : await this.vocabParallelGather(tokens, seg.vocabOffset),
+      );
       this.opts.onTensor?.(EMBED_TOKENS);
     }
     if (seg.half) {
       // One block on the full residual stream; its output is this rank's share of a sum the runtime forms.
       const { layer, block } = seg.half;
+      // The block's output here is a share of a sum; a norm on the output (sandwich norms) needs the whole sum.
+      if (spec.sandwichNorms) throw new Error('a tensor-parallel block segment cannot apply sandwich norms (planShard refuses --tp)');
       const n = layerTensorNames(layer);
-      const norm = block === 'attn' ? 'input_layernorm' : 'post_attention_layernorm';
-      const gamma = await this.floatWeight(block === 'attn' ? n.inputNorm : n.postAttentionNorm, [h]);
-      const normed = this.norm(x, null, gamma, `/model/layers.${layer}/${norm}`).normed;
-      x = block === 'attn' ? await this.attention(layer, ctx!, normed, true) : await this.mlp(layer, normed);
+      const norm = block === 'attn' ? 'input_layernorm' : spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm';
+      const normPath = `/model/layers.${layer}/${norm}`;
+      const gamma = await this.normWeight(block === 'attn' ? n.inputNorm : this.mlpNormTensor(layer), [h], normPath);
+      const normed = this.norm(x, null, gamma, normPath).normed;
+      x =
+        block === 'attn'
+          ? await this.attentionBlockOutput(layer, await this.attention(layer, ctx!, normed, true))
+          : await this.mlpBlockOutput(layer, await this.mlp(layer, normed));
     }
     let pending: string | null = null;
     if (seg.layers) for (let i = seg.layers.from; i < seg.layers.to; i++) ({ x, pending } = await this.layer(i, ctx!, x, pending, true));

@@ -26,7 +26,7 @@ function exportFails(source: string, message: RegExp): void {
   assert.deepEqual(readdirSync(parent), [], 'nothing written');
 }
 
-const SUPPORTED = /is not supported \(supported: llama, mistral \(without sliding window\), qwen2 .*qwen3 .*smollm3/;
+const SUPPORTED = /is not supported \(supported: llama, mistral, qwen2 .*qwen3 .*smollm3.*gemma2.*gemma3_text.*gemma3 \(its text model\)/;
 
 test('other model types and architectures: one line listing what is supported', { skip: needsSharedModel('qwen3-tiny') }, () => {
   const cases: Array<[string, string]> = [
@@ -128,4 +128,40 @@ test('phi3: unsupported rope types, rope parameters, rotary factors and windows 
     variant('phi3-tiny', (c) => (c.sliding_window = 64)),
     /config\.json: "sliding_window" 64 is not supported \(sliding-window attention; supported: null or >= max_position_embeddings\)/,
   );
+});
+
+test('Gemma 3: a bad layer_types list or an unsupported hidden_activation is named', { skip: needsSharedModel('gemma3-tiny') }, () => {
+  exportFails(
+    variant('gemma3-tiny', (c) => (c.layer_types = ['sliding_attention', 'full_attention'])),
+    /config\.json: "layer_types" has 2 entries, but num_hidden_layers is 6/,
+  );
+  exportFails(
+    variant('gemma3-tiny', (c) => ((c.layer_types as string[])[2] = 'chunked_attention')),
+    /config\.json: "layer_types" entry 2 "chunked_attention" is not supported \(supported: sliding_attention, full_attention\)/,
+  );
+  exportFails(
+    variant('gemma3-tiny', (c) => (c.hidden_activation = 'relu')),
+    /config\.json: "hidden_activation" relu is not supported \(supported: gelu_pytorch_tanh\)/,
+  );
+  // The multimodal wrapper without its text model's config.
+  exportFails(
+    variant('gemma3-tiny', (c) => {
+      c.model_type = 'gemma3';
+      c.architectures = ['Gemma3ForConditionalGeneration'];
+    }),
+    /config\.json: "text_config" is missing \(gemma3 keeps its text model there\)/,
+  );
+});
+
+test('Gemma: a tensor-parallel shard is refused (post-block norms need the whole sum), nothing written', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, () => {
+  const parent = tempDir();
+  const r = runCli(['shard', sharedModel('gemma3-tiny'), '-o', join(parent, 'out'), '--tp', '2']);
+  assert.equal(r.code, 2, `exit ${r.code}: ${r.stderr}`);
+  assert.match(
+    r.stderr,
+    /--tp 2: gemma3 norms each block's output before the residual add, which a tensor-parallel split cannot \(use --pp\)/,
+  );
+  assert.deepEqual(readdirSync(parent), [], 'nothing written');
 });

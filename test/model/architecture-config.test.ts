@@ -45,15 +45,13 @@ test('generation_config.json eos ids take precedence; head_dim and biases are re
   assert.deepEqual(s.ropeScaling, { type: 'linear', factor: 2 });
 });
 
-test('Mistral without a sliding window is accepted; with one it is refused', () => {
-  assert.equal(
-    specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json').architecture,
-    'mistral',
-  );
-  assert.throws(
-    () => specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json'),
-    /mistral with sliding_window 4096 is not supported \(supported: sliding_window null\)/,
-  );
+test('Mistral: without a sliding window every layer sees the whole context; with one every layer slides', () => {
+  const plain = specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: null, rope_scaling: null }, 'c.json');
+  assert.equal(plain.architecture, 'mistral');
+  assert.equal(plain.slidingWindow, undefined);
+  const windowed = specFromConfig({ ...llama3, model_type: 'mistral', sliding_window: 4096 }, 'c.json');
+  assert.equal(windowed.slidingWindow, 4096);
+  assert.equal(windowed.slidingLayers, undefined);
 });
 
 test('missing and malformed fields are named', () => {
@@ -85,4 +83,71 @@ test('llama3 rope scaling: high frequencies kept, low ones divided by the factor
   assert.ok(blended > 0);
   // transformers' default rope: inv_freq[i] = theta^(-2i/d).
   assert.ok(Math.abs(plain[1]! - 500000 ** (-2 / 128)) < 1e-6 * plain[1]!); // float32, as transformers computes it
+});
+
+test('Gemma 2: soft-caps 50 / 30 unless given, even layers sliding, (1 + w) norms, tanh-GELU, tied by default', () => {
+  const gemma2 = {
+    model_type: 'gemma2',
+    architectures: ['Gemma2ForCausalLM'],
+    hidden_size: 2304,
+    intermediate_size: 9216,
+    num_hidden_layers: 4,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    head_dim: 256,
+    vocab_size: 256000,
+    max_position_embeddings: 8192,
+    query_pre_attn_scalar: 224,
+    sliding_window: 4096,
+    hidden_act: 'gelu_pytorch_tanh',
+    hidden_activation: 'gelu_pytorch_tanh',
+    torch_dtype: 'float32',
+  };
+  const s = specFromConfig(gemma2, 'config.json');
+  assert.equal(s.architecture, 'gemma2');
+  assert.deepEqual([s.attnSoftcap, s.finalSoftcap], [50, 30]);
+  assert.deepEqual(s.slidingLayers, [true, false, true, false]);
+  assert.equal(s.slidingWindow, 4096);
+  assert.deepEqual([s.normOffset, s.sandwichNorms, s.activation, s.tiedEmbeddings], [1, true, 'gelu_tanh', true]);
+  assert.equal(s.embeddingScale, 48);
+  assert.equal(s.attentionScale, 224 ** -0.5);
+  assert.equal(s.localRopeTheta, undefined);
+  const uncapped = specFromConfig({ ...gemma2, attn_logit_softcapping: null, final_logit_softcapping: null }, 'config.json');
+  assert.deepEqual([uncapped.attnSoftcap, uncapped.finalSoftcap], [undefined, undefined]);
+});
+
+test('Gemma 3 multimodal: text_config over Gemma3TextConfig defaults, bf16-rounded embedding scale, 5:1 layers, two rotary bases', () => {
+  // The shape of google/gemma-3-4b-it's config.json: most text keys are left to the defaults.
+  const s = specFromConfig(
+    {
+      architectures: ['Gemma3ForConditionalGeneration'],
+      model_type: 'gemma3',
+      torch_dtype: 'bfloat16',
+      eos_token_id: [1, 106],
+      text_config: {
+        hidden_size: 2560,
+        intermediate_size: 10240,
+        model_type: 'gemma3_text',
+        num_hidden_layers: 34,
+        rope_scaling: { factor: 8.0, rope_type: 'linear' },
+        sliding_window: 1024,
+      },
+      vision_config: { model_type: 'siglip_vision_model' },
+    },
+    'config.json',
+  );
+  assert.equal(s.architecture, 'gemma3');
+  assert.deepEqual([s.numHeads, s.kvHeads, s.headDim, s.vocabSize], [8, 4, 256, 262208]);
+  assert.equal(s.weightDtype, 'bfloat16');
+  assert.deepEqual(s.eosTokenIds, [1, 106]);
+  // sqrt(2560) = 50.596..., which bfloat16 holds as 50.5 (torch.tensor(hidden ** 0.5, dtype=bfloat16)).
+  assert.equal(s.embeddingScale, 50.5);
+  assert.equal(s.qkNorm, true);
+  assert.equal(s.slidingWindow, 1024);
+  assert.deepEqual(
+    s.slidingLayers!.map((x, i) => (x ? -1 : i)).filter((i) => i >= 0),
+    [5, 11, 17, 23, 29],
+  );
+  assert.deepEqual([s.ropeTheta, s.localRopeTheta], [1000000, 10000]);
+  assert.deepEqual(s.ropeScaling, { type: 'linear', factor: 8 });
 });

@@ -2,7 +2,7 @@
 // baseline spec. The graph builder (model/decoder.ts) never sees an architecture, only the spec.
 import { InputError } from '../../core/errors.js';
 import { PROJECTIONS, layerTensorNames, type DecoderSpec, type Projection } from '../../core/spec.js';
-import type { ConfigReader } from '../../formats/hf-config.js';
+import type { ConfigReader, Json } from '../../formats/hf-config.js';
 
 /** What an architecture reads: config.json, the baseline spec read from it, the checkpoint's tensor names (null for an artifact). */
 export interface ArchitectureInput {
@@ -23,9 +23,17 @@ export interface Architecture {
   label?: string;
   /**
    * config.json keys the architecture reads itself in `differences` (Phi-3's partial_rotary_factor and longrope
-   * rope_scaling): the baseline, which refuses what Llama does not have, does not see them.
+   * rope_scaling, Gemma's hidden_act beside its hidden_activation): the baseline, which refuses what Llama does
+   * not have, does not see them.
    */
   ownKeys?: readonly string[];
+  /** The config the baseline and differences() read, from config.json (Gemma 3: text_config over its defaults). */
+  config?: (json: Json, cfg: ConfigReader) => Json;
+  /**
+   * Stored tensor-name prefixes of a checkpoint that wraps the text model (Gemma 3 multimodal: language_model.*); a name
+   * under one is read as the Hugging Face text model's name with the prefix removed (see checkpointTensorName).
+   */
+  tensorPrefixes?: readonly string[];
   /** The spec's differences from the Llama baseline; throws InputError, naming the key, for what llmopt cannot build. */
   differences(input: ArchitectureInput): Partial<DecoderSpec>;
 }
@@ -58,4 +66,17 @@ export function layerFlags(cfg: ConfigReader, key: string, numLayers: number): b
     throw new InputError(`${cfg.path}: "${key}" has ${v.length} entries, but num_hidden_layers is ${numLayers}`);
   }
   return v.map((x) => x === 1 || x === true);
+}
+
+/**
+ * The text model's name of a stored tensor under one of `prefixes`: language_model.model.x -> model.x,
+ * model.language_model.x -> model.x (the two layouts transformers has saved Gemma 3 in); other names unchanged.
+ */
+export function checkpointTensorName(stored: string, prefixes: readonly string[]): string {
+  for (const p of prefixes) {
+    if (!stored.startsWith(p)) continue;
+    const rest = stored.slice(p.length);
+    return p.startsWith('model.') ? `model.${rest}` : rest;
+  }
+  return stored;
 }

@@ -7,7 +7,9 @@ import { InputError } from '../../core/errors.js';
 import type { DecoderSpec } from '../../core/spec.js';
 import { ConfigReader, llamaBaseSpec, readJsonFile, type Json } from '../../formats/hf-config.js';
 import { tensorNamesIn } from '../../formats/safetensors.js';
-import type { Architecture } from './architecture.js';
+import { checkpointTensorName, type Architecture } from './architecture.js';
+import { gemma2 } from './gemma2.js';
+import { gemma3, gemma3Text } from './gemma3.js';
 import { llama } from './llama.js';
 import { mistral } from './mistral.js';
 import { qwen2 } from './qwen2.js';
@@ -15,7 +17,7 @@ import { qwen3 } from './qwen3.js';
 import { smollm3 } from './smollm3.js';
 import { phi3 } from './phi3.js';
 
-export const ARCHITECTURES: readonly Architecture[] = [llama, mistral, qwen2, qwen3, smollm3, phi3];
+export const ARCHITECTURES: readonly Architecture[] = [llama, mistral, qwen2, qwen3, smollm3, phi3, gemma2, gemma3Text, gemma3];
 
 /** One line: the model types llmopt reads, for refusals. */
 export const SUPPORTED_MODELS = ARCHITECTURES.map((a) => a.label ?? a.modelType).join(', ');
@@ -41,11 +43,19 @@ export function architectureOf(json: Json, path: string): Architecture {
  */
 export function specFromConfig(json: Json, path: string, generation?: Json, tensors: ReadonlySet<string> | null = null): DecoderSpec {
   const arch = architectureOf(json, path);
-  const cfg = new ConfigReader(path, json);
+  const raw = arch.config ? arch.config(json, new ConfigReader(path, json)) : json;
+  const cfg = new ConfigReader(path, raw);
   const own = arch.ownKeys ?? [];
-  const baseJson = own.length ? Object.fromEntries(Object.entries(json).filter(([k]) => !own.includes(k))) : json;
-  const base = llamaBaseSpec(own.length ? new ConfigReader(path, baseJson) : cfg, generation);
-  return { ...base, ...arch.differences({ cfg, base, tensors }), architecture: arch.name };
+  const baseCfg = own.length ? new ConfigReader(path, Object.fromEntries(Object.entries(raw).filter(([k]) => !own.includes(k)))) : cfg;
+  const base = llamaBaseSpec(baseCfg, generation);
+  const prefixes = arch.tensorPrefixes;
+  const names = tensors && prefixes ? new Set([...tensors].map((t) => checkpointTensorName(t, prefixes))) : tensors;
+  return { ...base, ...arch.differences({ cfg, base, tensors: names }), architecture: arch.name };
+}
+
+/** The stored-name prefixes a checkpoint of this config.json wraps its text model in (none for most architectures). */
+export function tensorPrefixesOf(json: Json, path: string): readonly string[] {
+  return architectureOf(json, path).tensorPrefixes ?? [];
 }
 
 /** Reads `<dir>/config.json` (with generation_config.json and the checkpoint's tensor names when present) into a spec. */

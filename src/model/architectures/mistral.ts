@@ -1,19 +1,14 @@
-// Mistral: a Llama whose layers may attend through a sliding window, which llmopt does not build yet.
-import { InputError } from '../../core/errors.js';
+// Mistral: a Llama whose layers all attend through a sliding window when config.json sets sliding_window
+// (a query at position p sees keys in (p - sliding_window, p], as Hugging Face's mask does); null: the whole context.
 import type { Architecture } from './architecture.js';
 
 export const mistral: Architecture = {
   name: 'mistral',
   modelType: 'mistral',
   classes: ['MistralForCausalLM'],
-  label: 'mistral (without sliding window)',
   differences({ cfg }) {
     const window = cfg.json.sliding_window;
-    if (window !== undefined && window !== null) {
-      throw new InputError(
-        `${cfg.path}: mistral with sliding_window ${JSON.stringify(window)} is not supported (supported: sliding_window null)`,
-      );
-    }
-    return {};
+    if (window === undefined || window === null) return {};
+    return { slidingWindow: cfg.int('sliding_window') };
   },
 };

@@ -27,6 +27,7 @@ const DIFFERENTIABLE: Record<string, number[]> = {
   Sqrt: [0],
   Reciprocal: [0],
   Sigmoid: [0],
+  Tanh: [0],
   Softmax: [0],
   ReduceMean: [0],
   ReduceSum: [0],
@@ -134,6 +135,9 @@ export function addGradients(g: GraphBuilder, seeds: Map<string, string>, wrt: r
         break;
       case 'Sigmoid': // s (1 - s)
         add(a, op('Mul', [dy, op('Sub', [y, op('Mul', [y, y], h)], h)], h));
+        break;
+      case 'Tanh': // 1 - t^2 (tanh-GELU, soft-capping)
+        add(a, op('Sub', [dy, op('Mul', [dy, op('Mul', [y, y], h)], h)], h));
         break;
       case 'Softmax': {
         const axis = attrInt(n, 'axis', -1);

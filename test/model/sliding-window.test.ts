@@ -1,0 +1,281 @@
+// Gemma 2 (soft-capped attention and logits, alternating sliding/global layers, GQA's in-op rotary at head_dim 16) and
+// Mistral with a sliding window, which ../shared has no checkpoint of: tiny random checkpoints written here, every
+// attention form checked against an independent float64 forward with Hugging Face semantics written in this file.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportedArtifact, needsSharedModel, sharedModel, tempDir } from '../support.js';
+import { writeSafetensors } from '../../src/formats/safetensors.js';
+import { DecoderModel, type StepLogits } from '../../src/runtime/decoder.js';
+
+/** The config keys the float64 forward reads (Hugging Face names). */
+interface TinyConfig {
+  model_type: 'gemma2' | 'mistral';
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  head_dim: number;
+  intermediate_size: number;
+  vocab_size: number;
+  rms_norm_eps: number;
+  rope_theta: number;
+  sliding_window: number;
+  tie_word_embeddings: boolean;
+  query_pre_attn_scalar?: number;
+  attn_logit_softcapping?: number;
+  final_logit_softcapping?: number;
+}
+
+const GEMMA2: TinyConfig = {
+  model_type: 'gemma2',
+  hidden_size: 64,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 16,
+  intermediate_size: 96,
+  vocab_size: 512,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  sliding_window: 8,
+  tie_word_embeddings: true,
+  // Not head_dim, so the scale is checked; caps small enough that tanh bends the random model's scores and logits.
+  query_pre_attn_scalar: 24,
+  attn_logit_softcapping: 2.5,
+  final_logit_softcapping: 4,
+};
+
+const MISTRAL: TinyConfig = {
+  model_type: 'mistral',
+  hidden_size: 64,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 1,
+  head_dim: 16,
+  intermediate_size: 80,
+  vocab_size: 512,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  sliding_window: 6,
+  tie_word_embeddings: false,
+};
+
+const isGemma = (c: TinyConfig) => c.model_type === 'gemma2';
+/** Gemma 2's layer types: even layers slide. Mistral: every layer. */
+const slides = (c: TinyConfig, layer: number) => !isGemma(c) || layer % 2 === 0;
+
+/** Deterministic normal samples (mulberry32 + Box-Muller), as float32 values. */
+function samples(seed: number, n: number, std: number): Float32Array {
+  let s = seed >>> 0;
+  const u = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  return Float32Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
+}
+
+/** Every tensor of the checkpoint with its shape and values. */
+function tensorsOf(c: TinyConfig): Map<string, { shape: number[]; data: Float32Array }> {
+  const { hidden_size: h, head_dim: d, num_attention_heads: H, num_key_value_heads: KV, intermediate_size: f, vocab_size: V } = c;
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  let seed = 1;
+  const add = (name: string, shape: number[], std: number) =>
+    out.set(name, {
+      shape,
+      data: samples(
+        seed++,
+        shape.reduce((a, b) => a * b, 1),
+        std,
+      ),
+    });
+  add('model.embed_tokens.weight', [V, h], isGemma(c) ? 0.2 : 1);
+  const norms = isGemma(c)
+    ? ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm']
+    : ['input_layernorm', 'post_attention_layernorm'];
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const p = `model.layers.${i}`;
+    // Gemma's norms scale by (1 + w): weights near 0. Llama's by w: weights near 1 are added below.
+    for (const n of norms) add(`${p}.${n}.weight`, [h], 0.1);
+    add(`${p}.self_attn.q_proj.weight`, [H * d, h], 0.25);
+    add(`${p}.self_attn.k_proj.weight`, [KV * d, h], 0.25);
+    add(`${p}.self_attn.v_proj.weight`, [KV * d, h], 0.2);
+    add(`${p}.self_attn.o_proj.weight`, [h, H * d], 0.15);
+    add(`${p}.mlp.gate_proj.weight`, [f, h], 0.2);
+    add(`${p}.mlp.up_proj.weight`, [f, h], 0.2);
+    add(`${p}.mlp.down_proj.weight`, [h, f], 0.15);
+  }
+  add('model.norm.weight', [h], 0.1);
+  if (!c.tie_word_embeddings) add('lm_head.weight', [V, h], 0.2);
+  if (!isGemma(c)) for (const [name, t] of out) if (name.endsWith('norm.weight')) t.data = t.data.map((x) => 1 + x);
+  return out;
+}
+
+/** A Hugging Face folder of `c` in a temp dir: config.json, model.safetensors, qwen3-tiny's byte-level tokenizer. */
+async function writeCheckpoint(c: TinyConfig): Promise<string> {
+  const dir = tempDir();
+  const arch = isGemma(c) ? 'Gemma2ForCausalLM' : 'MistralForCausalLM';
+  const extra = isGemma(c) ? { hidden_activation: 'gelu_pytorch_tanh', hidden_act: 'gelu_pytorch_tanh' } : { hidden_act: 'silu' };
+  const config = {
+    architectures: [arch],
+    ...c,
+    ...extra,
+    max_position_embeddings: 128,
+    torch_dtype: 'float32',
+    bos_token_id: 510,
+    eos_token_id: 509,
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
+    copyFileSync(join(sharedModel('qwen3-tiny'), f), join(dir, f));
+  const tensors = tensorsOf(c);
+  const entries = [...tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape }));
+  await writeSafetensors(join(dir, 'model.safetensors'), entries, (name) => new Uint8Array(tensors.get(name)!.data.buffer.slice(0)));
+  return dir;
+}
+
+/** y[o] = sum_i W[o, i] x[i] for W [out, in]. */
+function matvec(w: Float32Array, x: number[], out: number): number[] {
+  const n = x.length;
+  return Array.from({ length: out }, (_, o) => {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += w[o * n + i]! * x[i]!;
+    return s;
+  });
+}
+
+/**
+ * The float64 forward of Hugging Face's Gemma2ForCausalLM / MistralForCausalLM on one sequence: logits [S][V].
+ * Sliding layers: query p attends to keys j with p - window < j <= p.
+ */
+function referenceLogits(c: TinyConfig, tensors: Map<string, { data: Float32Array }>, ids: number[]): number[][] {
+  const W = (name: string) => tensors.get(name)!.data;
+  const { hidden_size: h, head_dim: D, num_attention_heads: H, num_key_value_heads: KV, intermediate_size: F, vocab_size: V } = c;
+  const gemma = isGemma(c);
+  const norm = (x: number[], w: Float32Array) => {
+    const r = 1 / Math.sqrt(x.reduce((a, v) => a + v * v, 0) / x.length + c.rms_norm_eps);
+    return x.map((v, i) => v * r * (gemma ? 1 + w[i]! : w[i]!));
+  };
+  const cap = (x: number, k: number | undefined) => (k === undefined ? x : Math.tanh(x / k) * k);
+  const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  const silu = (x: number) => x / (1 + Math.exp(-x));
+  const rope = (v: number[], pos: number) => {
+    const half = D / 2;
+    const out = v.slice();
+    for (let i = 0; i < half; i++) {
+      const a = pos / c.rope_theta ** ((2 * i) / D);
+      out[i] = v[i]! * Math.cos(a) - v[i + half]! * Math.sin(a);
+      out[i + half] = v[i + half]! * Math.cos(a) + v[i]! * Math.sin(a);
+    }
+    return out;
+  };
+  const scale = (c.query_pre_attn_scalar ?? D) ** -0.5;
+  let xs = ids.map((id) =>
+    Array.from(W('model.embed_tokens.weight').subarray(id * h, (id + 1) * h), (v) => v * (gemma ? Math.fround(Math.sqrt(h)) : 1)),
+  );
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const p = `model.layers.${l}`;
+    const normed = xs.map((x) => norm(x, W(`${p}.input_layernorm.weight`)));
+    const heads = (x: number[], n: number, pos: number, rot: boolean) =>
+      Array.from({ length: n }, (_, hd) => (rot ? rope(x.slice(hd * D, (hd + 1) * D), pos) : x.slice(hd * D, (hd + 1) * D)));
+    const q = normed.map((x, t) => heads(matvec(W(`${p}.self_attn.q_proj.weight`), x, H * D), H, t, true));
+    const k = normed.map((x, t) => heads(matvec(W(`${p}.self_attn.k_proj.weight`), x, KV * D), KV, t, true));
+    const v = normed.map((x, t) => heads(matvec(W(`${p}.self_attn.v_proj.weight`), x, KV * D), KV, t, false));
+    const attn = q.map((qt, t) => {
+      const out: number[] = [];
+      for (let hd = 0; hd < H; hd++) {
+        const g = Math.floor(hd / (H / KV));
+        const keys = [...Array(t + 1).keys()].filter((j) => !slides(c, l) || t - j < c.sliding_window);
+        const s = keys.map((j) => cap(qt[hd]!.reduce((a, val, i) => a + val * k[j]![g]![i]!, 0) * scale, c.attn_logit_softcapping));
+        const m = Math.max(...s);
+        const e = s.map((val) => Math.exp(val - m));
+        const z = e.reduce((a, b) => a + b, 0);
+        for (let i = 0; i < D; i++) out.push(keys.reduce((a, j, n) => a + (e[n]! / z) * v[j]![g]![i]!, 0));
+      }
+      return out;
+    });
+    let o = attn.map((a) => matvec(W(`${p}.self_attn.o_proj.weight`), a, h));
+    if (gemma) o = o.map((x) => norm(x, W(`${p}.post_attention_layernorm.weight`)));
+    xs = xs.map((x, t) => x.map((val, i) => val + o[t]![i]!));
+    const pre = gemma ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`;
+    let mlp = xs.map((x) => {
+      const n = norm(x, W(pre));
+      const gate = matvec(W(`${p}.mlp.gate_proj.weight`), n, F);
+      const up = matvec(W(`${p}.mlp.up_proj.weight`), n, F);
+      return matvec(
+        W(`${p}.mlp.down_proj.weight`),
+        gate.map((gv, i) => (gemma ? gelu(gv) : silu(gv)) * up[i]!),
+        h,
+      );
+    });
+    if (gemma) mlp = mlp.map((x) => norm(x, W(`${p}.post_feedforward_layernorm.weight`)));
+    xs = xs.map((x, t) => x.map((val, i) => val + mlp[t]![i]!));
+  }
+  const head = W(c.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  return xs.map((x) => matvec(head, norm(x, W('model.norm.weight')), V).map((z) => cap(z, c.final_logit_softcapping)));
+}
+
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+const full = (model: DecoderModel, ids: number[]): Promise<StepLogits> => model.forward(model.createCache(1, ids.length), [ids]);
+/** 30 ids: several windows long. */
+const IDS = Array.from({ length: 30 }, (_, i) => (i * 37 + 11) % 500);
+
+const skip = needsSharedModel('qwen3-tiny');
+for (const [label, config] of [
+  ['gemma2 (soft-caps, alternating windows)', GEMMA2],
+  ['mistral (sliding window 6)', MISTRAL],
+] as const) {
+  const checkpoint = skip ? Promise.resolve('') : writeCheckpoint(config);
+  for (const form of ['fused', 'standard', 'inplace'] as const) {
+    const open = async () => DecoderModel.open(await exportedArtifact(await checkpoint, form), { device: 'cpu' });
+
+    test(`${label} ${form}: logits match a float64 Hugging Face forward, cached decoding and padding agree`, { skip }, async () => {
+      const ref = referenceLogits(config, tensorsOf(config), IDS);
+      const model = await open();
+      const logits = await full(model, IDS);
+      let worst = 0;
+      ref.forEach((row, t) => (worst = Math.max(worst, maxDiff(logits.at(0, t), row))));
+      console.log(`# ${label} ${form}: max |logit - float64 reference| = ${worst.toExponential(3)} (tolerance 1e-3)`);
+      assert.ok(worst < 1e-3, `max diff ${worst}`);
+
+      // Token by token through the cache, past the window, equals the full pass.
+      const cache = model.createCache(1, IDS.length);
+      const prefill = await model.forward(cache, [IDS.slice(0, 3)]);
+      let step = 0;
+      for (let t = 0; t < 3; t++) step = Math.max(step, maxDiff(prefill.at(0, t), logits.at(0, t)));
+      for (let t = 3; t < IDS.length; t++)
+        step = Math.max(step, maxDiff((await model.forward(cache, [[IDS[t]!]])).at(0, 0), logits.at(0, t)));
+      assert.ok(step < 1e-4, `cached decoding differs by ${step}`);
+
+      // A right-padded batch (rows longer and shorter than the window) equals each row alone, prefill and decode.
+      const prompts = [IDS.slice(0, 13), IDS.slice(15, 19)];
+      const batch = model.createCache(2, 16);
+      const batched = await model.forward(batch, prompts);
+      const decoded = await model.forward(batch, [[IDS[20]!], [IDS[21]!]]);
+      for (let b = 0; b < 2; b++) {
+        const alone = await full(model, [...prompts[b]!, IDS[20 + b]!]);
+        for (let t = 0; t < prompts[b]!.length; t++) assert.ok(maxDiff(batched.at(b, t), alone.at(0, t)) < 1e-4, `row ${b} position ${t}`);
+        assert.ok(maxDiff(decoded.at(b, 0), alone.at(0, prompts[b]!.length)) < 1e-4, `row ${b} decode step`);
+      }
+      await model.release();
+    });
+  }
+}
+
+test('the synthetic models exercise what they check: without the caps or the windows the float64 logits move', () => {
+  const base = (c: TinyConfig) => referenceLogits(c, tensorsOf(c), IDS);
+  const moved = (a: number[][], b: number[][]) => Math.max(...a.map((row, t) => maxDiff(row, b[t]!)));
+  const g = base(GEMMA2);
+  assert.ok(moved(g, base({ ...GEMMA2, attn_logit_softcapping: undefined })) > 1e-2, 'attention soft-cap inert');
+  assert.ok(moved(g, base({ ...GEMMA2, final_logit_softcapping: undefined })) > 1e-2, 'final soft-cap inert');
+  assert.ok(moved(g, base({ ...GEMMA2, sliding_window: 1000 })) > 1e-2, 'gemma2 window inert');
+  assert.ok(moved(base(MISTRAL), base({ ...MISTRAL, sliding_window: 1000 })) > 1e-2, 'mistral window inert');
+});
