@@ -1,5 +1,5 @@
-// Deterministic random Llama checkpoints in Hugging Face layout (config, safetensors, a small
-// SentencePiece-style tokenizer): the test fixtures and the synthetic models benchmarks run on.
+// Deterministic random checkpoints in Hugging Face layout (config, safetensors, a small SentencePiece-style
+// tokenizer) of Llama, Qwen2, Qwen3 or Gemma 3 text: the test fixtures and the synthetic models benchmarks run on.
 // Every tensor is seeded from its own name, so values do not depend on generation order or size.
 import { promises as fs, readdirSync, renameSync, rmdirSync } from 'node:fs';
 import * as path from 'node:path';
@@ -25,13 +25,30 @@ export interface LlamaShape {
   attention_bias: boolean;
   mlp_bias: boolean;
   torch_dtype: 'float32' | 'float16' | 'bfloat16';
+  /** Gemma 3 only: the window of its sliding layers (default 512). */
+  sliding_window?: number;
+  /** Gemma 3 only: every sliding_window_pattern-th layer is global (default 6: five sliding to one global). */
+  sliding_window_pattern?: number;
+  /** Gemma 3 only: attention scales by query_pre_attn_scalar^-0.5 (default head_dim). */
+  query_pre_attn_scalar?: number;
+  /** Gemma 3 only: the rotary base of sliding layers (default 10000; rope_theta is the global layers'). */
+  rope_local_base_freq?: number;
 }
+
+/** The architectures the synthetic writer knows: the tensors and config.json keys each adds to the Llama layout. */
+export const SYNTHETIC_ARCHITECTURES = ['llama', 'qwen2', 'qwen3', 'gemma3'] as const;
+export type SyntheticArchitecture = (typeof SYNTHETIC_ARCHITECTURES)[number];
 
 export interface SyntheticSpec {
   name: string;
   config: LlamaShape;
   /** Split the weights into this many shards through an index; 1 means a single model.safetensors. */
   shards: number;
+  /**
+   * What to write (default llama). qwen2: biases on q, k and v (the config's attention_bias and mlp_bias are not
+   * written); qwen3: q_norm and k_norm; gemma3 (gemma3_text): those and four norms per layer, (1 + w) norms stored near 0.
+   */
+  architecture?: SyntheticArchitecture;
 }
 
 const BOS_ID = 1;
@@ -69,11 +86,16 @@ function normalSamples(seed: number, count: number): Float32Array {
   return out;
 }
 
-type Init = 'weight' | 'norm' | 'bias';
+type Init = 'weight' | 'norm' | 'offsetNorm' | 'bias';
 
-/** Tensor names, shapes and initialisation in Hugging Face Llama order. */
-function llamaTensors(config: LlamaShape): Array<{ name: string; shape: number[]; init: Init }> {
+/** Tensor names, shapes and initialisation in Hugging Face order (Llama's, with the architecture's extra tensors). */
+function checkpointTensors(config: LlamaShape, arch: SyntheticArchitecture): Array<{ name: string; shape: number[]; init: Init }> {
   const hidden = config.hidden_size;
+  const gemma = arch === 'gemma3';
+  // Gemma's RMSNorms scale by (1 + w): stored weights near 0 give the same scales as Llama's near 1.
+  const norm: Init = gemma ? 'offsetNorm' : 'norm';
+  const bias = (proj: string): boolean => (arch === 'qwen2' ? proj !== 'o_proj' : arch !== 'gemma3' && config.attention_bias);
+  const mlpBias = arch !== 'qwen2' && arch !== 'gemma3' && config.mlp_bias;
   const headDim = config.head_dim ?? hidden / config.num_attention_heads;
   const qOut = config.num_attention_heads * headDim;
   const kvOut = config.num_key_value_heads * headDim;
@@ -82,7 +104,7 @@ function llamaTensors(config: LlamaShape): Array<{ name: string; shape: number[]
   ];
   for (let i = 0; i < config.num_hidden_layers; i++) {
     const layer = `model.layers.${i}`;
-    tensors.push({ name: `${layer}.input_layernorm.weight`, shape: [hidden], init: 'norm' });
+    tensors.push({ name: `${layer}.input_layernorm.weight`, shape: [hidden], init: norm });
     const projections: Array<[string, number, number]> = [
       ['q_proj', qOut, hidden],
       ['k_proj', kvOut, hidden],
@@ -91,10 +113,18 @@ function llamaTensors(config: LlamaShape): Array<{ name: string; shape: number[]
     ];
     for (const [proj, out, inp] of projections) {
       tensors.push({ name: `${layer}.self_attn.${proj}.weight`, shape: [out, inp], init: 'weight' });
-      // Hugging Face's attention_bias puts a bias on o_proj as well as on q, k and v.
-      if (config.attention_bias) tensors.push({ name: `${layer}.self_attn.${proj}.bias`, shape: [out], init: 'bias' });
+      // Hugging Face's attention_bias puts a bias on o_proj as well as on q, k and v; Qwen2 has q, k and v's only.
+      if (bias(proj)) tensors.push({ name: `${layer}.self_attn.${proj}.bias`, shape: [out], init: 'bias' });
     }
-    tensors.push({ name: `${layer}.post_attention_layernorm.weight`, shape: [hidden], init: 'norm' });
+    if (arch === 'qwen3' || gemma) {
+      tensors.push({ name: `${layer}.self_attn.q_norm.weight`, shape: [headDim], init: norm });
+      tensors.push({ name: `${layer}.self_attn.k_norm.weight`, shape: [headDim], init: norm });
+    }
+    tensors.push({ name: `${layer}.post_attention_layernorm.weight`, shape: [hidden], init: norm });
+    if (gemma) {
+      tensors.push({ name: `${layer}.pre_feedforward_layernorm.weight`, shape: [hidden], init: norm });
+      tensors.push({ name: `${layer}.post_feedforward_layernorm.weight`, shape: [hidden], init: norm });
+    }
     const mlp: Array<[string, number, number]> = [
       ['gate_proj', config.intermediate_size, hidden],
       ['up_proj', config.intermediate_size, hidden],
@@ -102,10 +132,10 @@ function llamaTensors(config: LlamaShape): Array<{ name: string; shape: number[]
     ];
     for (const [proj, out, inp] of mlp) {
       tensors.push({ name: `${layer}.mlp.${proj}.weight`, shape: [out, inp], init: 'weight' });
-      if (config.mlp_bias) tensors.push({ name: `${layer}.mlp.${proj}.bias`, shape: [out], init: 'bias' });
+      if (mlpBias) tensors.push({ name: `${layer}.mlp.${proj}.bias`, shape: [out], init: 'bias' });
     }
   }
-  tensors.push({ name: 'model.norm.weight', shape: [hidden], init: 'norm' });
+  tensors.push({ name: 'model.norm.weight', shape: [hidden], init: norm });
   if (!config.tie_word_embeddings) tensors.push({ name: 'lm_head.weight', shape: [config.vocab_size, hidden], init: 'weight' });
   return tensors;
 }
@@ -115,13 +145,13 @@ function tensorValues(fixture: string, name: string, shape: number[], init: Init
     fnv1a(`${fixture}/${name}`),
     shape.reduce((a, b) => a * b, 1),
   );
-  const [scale, offset] = init === 'weight' ? [WEIGHT_STD, 0] : init === 'norm' ? [NORM_STD, 1] : [BIAS_STD, 0];
+  const [scale, offset] = { weight: [WEIGHT_STD, 0], norm: [NORM_STD, 1], offsetNorm: [NORM_STD, 0], bias: [BIAS_STD, 0] }[init];
   for (let i = 0; i < values.length; i++) values[i] = offset + values[i]! * scale;
   return values;
 }
 
 // Fields Python writes as floats; JSON.stringify would drop their ".0" and Transformers warns on some of them.
-const FLOAT_FIELDS = ['rope_theta', 'factor', 'low_freq_factor', 'high_freq_factor', 'attention_dropout'];
+const FLOAT_FIELDS = ['rope_theta', 'rope_local_base_freq', 'factor', 'low_freq_factor', 'high_freq_factor', 'attention_dropout'];
 
 function jsonText(value: unknown): string {
   const text = JSON.stringify(value, null, 2);
@@ -133,7 +163,7 @@ function sortedKeys(record: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
-function configJson(config: LlamaShape): Record<string, unknown> {
+function llamaConfigJson(config: LlamaShape): Record<string, unknown> {
   return sortedKeys({
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
@@ -146,6 +176,81 @@ function configJson(config: LlamaShape): Record<string, unknown> {
     pretraining_tp: 1,
     use_cache: true,
   });
+}
+
+/** Qwen2 and Qwen3's config.json as the published checkpoints write it (Qwen2 has no head_dim or attention_bias key). */
+function qwenConfigJson(config: LlamaShape, arch: 'qwen2' | 'qwen3'): Record<string, unknown> {
+  const c = config;
+  return sortedKeys({
+    architectures: [arch === 'qwen2' ? 'Qwen2ForCausalLM' : 'Qwen3ForCausalLM'],
+    model_type: arch,
+    ...(arch === 'qwen3' ? { attention_bias: c.attention_bias, head_dim: c.head_dim ?? c.hidden_size / c.num_attention_heads } : {}),
+    ...shapeKeys(c),
+    attention_dropout: 0,
+    bos_token_id: BOS_ID,
+    eos_token_id: EOS_ID,
+    hidden_act: 'silu',
+    initializer_range: 0.02,
+    max_window_layers: c.num_hidden_layers,
+    sliding_window: null,
+    use_cache: true,
+    use_sliding_window: false,
+  });
+}
+
+/** Gemma 3 text's config.json as google/gemma-3-270m's: five sliding layers to one global, spelled out in layer_types. */
+function gemma3ConfigJson(config: LlamaShape): Record<string, unknown> {
+  const c = config;
+  const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
+  const pattern = c.sliding_window_pattern ?? 6;
+  return sortedKeys({
+    architectures: ['Gemma3ForCausalLM'],
+    model_type: 'gemma3_text',
+    ...shapeKeys(c),
+    attention_bias: false,
+    attention_dropout: 0,
+    attn_logit_softcapping: null,
+    bos_token_id: BOS_ID,
+    eos_token_id: EOS_ID,
+    final_logit_softcapping: null,
+    head_dim: headDim,
+    hidden_activation: 'gelu_pytorch_tanh',
+    initializer_range: 0.02,
+    layer_types: Array.from({ length: c.num_hidden_layers }, (_, i) => ((i + 1) % pattern === 0 ? 'full_attention' : 'sliding_attention')),
+    pad_token_id: 0,
+    query_pre_attn_scalar: c.query_pre_attn_scalar ?? headDim,
+    rope_local_base_freq: c.rope_local_base_freq ?? 10000,
+    sliding_window: c.sliding_window ?? 512,
+    sliding_window_pattern: pattern,
+    use_bidirectional_attention: false,
+    use_cache: true,
+  });
+}
+
+/** The shape keys every architecture's config.json shares with Llama's. */
+function shapeKeys(c: LlamaShape): Record<string, unknown> {
+  return {
+    hidden_size: c.hidden_size,
+    intermediate_size: c.intermediate_size,
+    max_position_embeddings: c.max_position_embeddings,
+    num_attention_heads: c.num_attention_heads,
+    num_hidden_layers: c.num_hidden_layers,
+    num_key_value_heads: c.num_key_value_heads,
+    rms_norm_eps: c.rms_norm_eps,
+    rope_scaling: c.rope_scaling,
+    rope_theta: c.rope_theta,
+    tie_word_embeddings: c.tie_word_embeddings,
+    torch_dtype: c.torch_dtype,
+    vocab_size: c.vocab_size,
+  };
+}
+
+/** The config.json the writer puts beside the weights of `spec`. */
+export function syntheticConfigJson(spec: Pick<SyntheticSpec, 'config' | 'architecture'>): Record<string, unknown> {
+  const arch = spec.architecture ?? 'llama';
+  if (arch === 'qwen2' || arch === 'qwen3') return qwenConfigJson(spec.config, arch);
+  if (arch === 'gemma3') return gemma3ConfigJson(spec.config);
+  return llamaConfigJson(spec.config);
 }
 
 const SPECIAL_TOKENS = ['<unk>', '<s>', '</s>'];
@@ -286,14 +391,18 @@ function tokenizerConfigJson(maxLength: number): Record<string, unknown> {
   };
 }
 
-/** Writes one random Llama checkpoint (Hugging Face layout) into `<outDir>/<spec.name>`, one tensor at a time. */
+/**
+ * Writes one random checkpoint (Hugging Face layout; Llama unless spec.architecture says otherwise) into
+ * `<outDir>/<spec.name>`, one tensor at a time, so memory stays near the largest tensor.
+ */
 export async function writeSyntheticLlama(outDir: string, spec: SyntheticSpec): Promise<void> {
   const dir = path.join(outDir, spec.name);
   await fs.rm(dir, { recursive: true, force: true }); // no stale files from an earlier layout
   await fs.mkdir(dir, { recursive: true });
   const { config } = spec;
   const dtype = ({ float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const)[config.torch_dtype];
-  const tensors = llamaTensors(config);
+  const arch = spec.architecture ?? 'llama';
+  const tensors = checkpointTensors(config, arch);
   const inits = new Map(tensors.map((t) => [t.name, t]));
   const entries: TensorEntry[] = tensors.map(({ name, shape }) => ({ name, dtype, shape }));
   const produce = (name: string): Uint8Array => {
@@ -312,7 +421,7 @@ export async function writeSyntheticLlama(outDir: string, spec: SyntheticSpec): 
     if (files.length !== spec.shards + 1) throw new Error(`${spec.name}: expected ${spec.shards} shards, wrote ${files.join(', ')}`);
   }
 
-  await fs.writeFile(path.join(dir, 'config.json'), jsonText(configJson(config)));
+  await fs.writeFile(path.join(dir, 'config.json'), jsonText(syntheticConfigJson(spec)));
   await fs.writeFile(path.join(dir, 'generation_config.json'), jsonText({ bos_token_id: BOS_ID, eos_token_id: EOS_ID }));
   await fs.writeFile(path.join(dir, 'tokenizer.json'), jsonText(tokenizerJson(config.vocab_size)));
   await fs.writeFile(path.join(dir, 'tokenizer_config.json'), jsonText(tokenizerConfigJson(config.max_position_embeddings)));
