@@ -1,7 +1,7 @@
 // A real client runs llmopt's export: transformers.js (onnxruntime-node, CPU, fully offline) loads the
 // 'transformers.js' layout of aidreams-260k, for both attention forms, and must reproduce the greedy
 // output of the original llama2.c implementation (reference.json) token for token; likewise the tiny
-// Qwen2, Qwen3 and SmolLM3 exports against llmopt's runtime and llama.cpp.
+// Qwen2, Qwen3, SmolLM3, Phi-3 and Gemma 3 exports against llmopt's runtime and llama.cpp.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -106,10 +106,11 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
   });
 }
 
-// The tiny Qwen2 / Qwen3 / SmolLM3 checkpoints (../shared/models): transformers.js picks its model class from
-// config.json's model_type (qwen2, qwen3, smollm3) and its cache shape from num_key_value_heads and head_dim
+// The tiny checkpoints (../shared/models): transformers.js picks its model class from config.json's model_type
+// (qwen2, qwen3, smollm3, phi3, gemma3_text) and its cache shape from num_key_value_heads and head_dim
 // (hidden_size / num_attention_heads without it); its greedy ids must equal llmopt's runtime's on the same
-// export, and llama.cpp's reference.
+// export, and llama.cpp's reference. gemma3-tiny's continuation runs past its window of 8, and transformers.js numbers
+// Gemma 3's position_ids from 1: the standard form's window mask counts positions from attention_mask for that reason.
 /**
  * Exports `source` in the transformers.js layout, generates greedily from `promptIds` with llmopt's runtime and
  * with transformers.js, and returns both (transformers.js's model_type checked against config.json's).
@@ -145,7 +146,7 @@ async function bothGreedy(source: string, attention: AttentionForm, promptIds: n
 }
 
 for (const attention of ['fused', 'standard'] as const satisfies readonly AttentionForm[]) {
-  for (const name of TINY_MODELS) {
+  for (const name of [...TINY_MODELS, 'gemma3-tiny']) {
     test(`transformers.js runs llmopt's ${attention} export of ${name} with llmopt's greedy ids`, {
       skip: needsSharedModel(name),
     }, async () => {
