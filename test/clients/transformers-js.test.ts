@@ -158,6 +158,28 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
     });
   }
 
+  // Phi-3 with sliding_window 8 (Phi-3-mini-4k's 2047 in small): the window is in the graph, and the continuation
+  // crosses it; there is no llama.cpp reference for it, only the two runtimes.
+  test(`transformers.js runs llmopt's ${attention} export of phi3-tiny with sliding_window 8 with llmopt's greedy ids`, {
+    skip: needsSharedModel('phi3-tiny'),
+  }, async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'llmopt-phi3-window-'));
+    try {
+      const source = sharedModel('phi3-tiny');
+      for (const f of (await fs.readdir(source)).filter((f) => !f.endsWith('.gguf')))
+        await fs.copyFile(path.join(source, f), path.join(dir, f));
+      const config = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
+      await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...config, sliding_window: 8 }));
+      const { prompt_ids: promptIds, ids: referenceIds } = tinyReference('phi3-tiny').greedy_from_prompt;
+      const { got, want } = await bothGreedy(dir, attention, promptIds, referenceIds.length);
+      console.log(`# phi3-tiny window 8 ${attention}: transformers.js ${JSON.stringify(got)}`);
+      assert.deepEqual(got, want);
+      assert.notDeepEqual(got, referenceIds, 'the window should change the greedy continuation');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   // A Llama 3.x shape: 9 heads / 3 kv heads at head_dim 8 (the fused form rotates outside GroupQueryAttention), tied,
   // llama3 rope scaling (synthetic weights: there is no third reference here, only the two runtimes).
   test(`transformers.js runs llmopt's ${attention} export of a Llama 3.x shape with llmopt's greedy ids`, async () => {
