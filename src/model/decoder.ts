@@ -252,7 +252,7 @@ class DecoderGraph {
     const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
     const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
     const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
-    const allowedLocal = spec.slidingWindow === undefined ? {} : { allowedLocal: this.windowMask(allowed, spec.slidingWindow) };
+    const allowedLocal = spec.slidingWindow === undefined ? {} : { allowedLocal: this.windowMask(allowed, spec.slidingWindow, P, T) };
     const localRotary = local
       ? { localRotary: { ...local, ...this.rotaryAt(io.positionIds, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
       : {};
@@ -273,17 +273,24 @@ class DecoderGraph {
 
   /**
    * `allowed` [B,1,1,S,T] narrowed to a sliding window: query at position p sees keys at positions in (p - window, p].
-   * Positions, not slots: a key's position is the count of valid slots before it (the standard cache keeps
-   * padding holes between a row's tokens), a query's is position_ids.
+   * Positions, not slots: a slot's position is the count of valid slots before it (the standard cache keeps
+   * padding holes between a row's tokens), for the queries (slots P..T-1) as for the keys. Not position_ids: their
+   * origin is the client's (transformers.js numbers Gemma 3's from 1, as PaliGemma's are), which shifts the rotary
+   * harmlessly but would narrow the window by one.
    */
-  private windowMask(allowed: string, window: number): string {
+  private windowMask(allowed: string, window: number, P: string, T: string): string {
     const g = this.g;
     const p = '/model/attn_mask/window';
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const one = g.constant('/const/one_i64', Elem.INT64, [], [1]);
     const counts = g.op('CumSum', [io.attentionMask, one], `${p}/CumSum`); // [B,T]
-    const kPos = g.op('Unsqueeze', [g.op('Sub', [counts, one], `${p}/k_pos`), i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/k_pos5`);
-    const qPos = g.op('Unsqueeze', [io.positionIds, i64('/const/axes_1_2_4', [1, 2, 4])], `${p}/q_pos5`); // [B,1,1,S,1]
+    const pos = g.op('Sub', [counts, one], `${p}/slot_pos`); // [B,T]
+    const kPos = g.op('Unsqueeze', [pos, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/k_pos5`); // [B,1,1,1,T]
+    const axes0 = i64('/const/axes_0', [0]);
+    const from = g.op('Unsqueeze', [P, axes0], `${p}/q_from`);
+    const to = g.op('Unsqueeze', [T, axes0], `${p}/q_to`);
+    const qSlots = g.op('Slice', [pos, from, to, i64('/const/axes_1', [1])], `${p}/q_pos`); // [B,S]
+    const qPos = g.op('Unsqueeze', [qSlots, i64('/const/axes_1_2_4', [1, 2, 4])], `${p}/q_pos5`); // [B,1,1,S,1]
     const dist = g.op('Sub', [qPos, kPos], `${p}/Distance`); // [B,1,1,S,T]
     const w = g.constant(`/const/window_${window}_i64`, Elem.INT64, [], [window]);
     return g.op('And', [allowed, g.op('Less', [dist, w], `${p}/InWindow`)], `${p}/allowed`);

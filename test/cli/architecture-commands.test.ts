@@ -1,4 +1,4 @@
-// Distill, compressed-tensors, a shipped recipe and bench on the tiny Qwen2 / Qwen3 checkpoints in ../shared/models,
+// Distill, compressed-tensors, a shipped recipe and bench on the tiny Qwen2 / Qwen3 / Gemma 3 checkpoints in ../shared/models,
 // through the built CLI: each command succeeds and its output keeps the architecture.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +8,7 @@ import { DREAMS_EVAL, SHARED, needsSharedModel, runCli, sharedModel, tempDir } f
 
 const QWEN2 = sharedModel('qwen2-tiny');
 const QWEN3 = sharedModel('qwen3-tiny');
+const GEMMA3 = sharedModel('gemma3-tiny');
 const TRAIN = join(SHARED, 'data', 'dreams-train.txt');
 
 function ok(args: string[]): string {
@@ -103,6 +104,68 @@ test('qwen2-tiny: --format compressed-tensors keeps the tensor names, float q/k/
     [0, 1, 2].map((l) => `model.layers.${l}.mlp.down_proj`),
   );
   // llmopt reads it back as qwen2, biases included.
+  ok(['export', out, '-o', join(tempDir(), 'onnx'), '-q']);
+});
+
+test('gemma3-tiny: distill a 2-layer student of a sliding and the global layer; it exports and evaluates', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, () => {
+  const dir = tempDir();
+  const student = join(dir, 'student');
+  const args = ['--student-layers', '2', '--data', TRAIN, '--steps', '10', '--batch', '4', '--seq-len', '32'];
+  ok(['distill', '--teacher', GEMMA3, ...args, '-o', student, '-q']);
+  const config = JSON.parse(readFileSync(join(student, 'config.json'), 'utf8'));
+  assert.equal(config.model_type, 'gemma3_text');
+  assert.equal(config.num_hidden_layers, 2);
+  // Layers 0 and 5 of the teacher: layer_types follows them, or the student would not load (6 entries for 2 layers).
+  assert.deepEqual(config.layer_types, ['sliding_attention', 'full_attention']);
+  const names = Object.keys(safetensorsHeader(join(student, 'model.safetensors')));
+  for (const n of ['pre_feedforward_layernorm', 'post_feedforward_layernorm', 'self_attn.q_norm'])
+    assert.ok(names.includes(`model.layers.1.${n}.weight`), n);
+  const log = readFileSync(join(student, 'train-log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.equal(log.length, 10);
+  assert.ok(log.every((s) => Number.isFinite(s.loss)));
+  ok(['export', student, '-o', join(dir, 'onnx'), '-q']);
+  const r = JSON.parse(
+    ok(['eval', join(dir, 'onnx'), '--data', DREAMS_EVAL, '--reference', GEMMA3, '--limit', '4', '--threads', '2', '--json']),
+  );
+  console.log(
+    `# gemma3-tiny 2-layer student after 10 steps: KL ${r.reference.kl} against the teacher, train KL ${log[0].kl} -> ${log.at(-1).kl}`,
+  );
+  assert.ok(Number.isFinite(r.reference.kl) && r.reference.kl > 0, JSON.stringify(r.reference));
+});
+
+test('gemma3-tiny: --format compressed-tensors keeps the tensor names, its four norms, q/k norms and config.json', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, () => {
+  const out = join(tempDir(), 'w4');
+  // down_proj's 144 inputs divide by no block size of 32: it stays float (quantization_config.ignore).
+  ok(['quantize', GEMMA3, '--to', 'int4', '--format', 'compressed-tensors', '--exclude', '*down_proj', '-o', out, '-q']);
+  const header = safetensorsHeader(join(out, 'model.safetensors'));
+  const source = safetensorsHeader(join(GEMMA3, 'model.safetensors'));
+  const linear = /\.(self_attn\.[qkvo]_proj|mlp\.(gate|up)_proj)\.weight$/;
+  for (const [name, t] of Object.entries(source)) {
+    if (linear.test(name)) {
+      assert.equal(header[name], undefined, name);
+      assert.equal(header[name.replace(/weight$/, 'weight_packed')]?.dtype, 'I32', name);
+    } else {
+      // Embeddings, norms (input, post-attention, pre- and post-feedforward, q/k) and the excluded down_proj: as stored.
+      assert.deepEqual(header[name], t, name);
+    }
+  }
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  const sourceConfig = JSON.parse(readFileSync(join(GEMMA3, 'config.json'), 'utf8'));
+  const { quantization_config: qc, ...rest } = config;
+  assert.deepEqual(rest, sourceConfig);
+  assert.equal(qc.quant_method, 'compressed-tensors');
+  assert.deepEqual(
+    qc.ignore,
+    [0, 1, 2, 3, 4, 5].map((l) => `model.layers.${l}.mlp.down_proj`),
+  );
+  // llmopt reads it back as gemma3_text.
   ok(['export', out, '-o', join(tempDir(), 'onnx'), '-q']);
 });
 

@@ -1,7 +1,7 @@
 // A real client runs llmopt's export: transformers.js (onnxruntime-node, CPU, fully offline) loads the
 // 'transformers.js' layout of aidreams-260k, for both attention forms, and must reproduce the greedy
 // output of the original llama2.c implementation (reference.json) token for token; likewise the tiny
-// Qwen2, Qwen3 and SmolLM3 exports against llmopt's runtime and llama.cpp.
+// Qwen2, Qwen3, SmolLM3, Phi-3 and Gemma 3 exports against llmopt's runtime and llama.cpp.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -106,10 +106,11 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
   });
 }
 
-// The tiny Qwen2 / Qwen3 / SmolLM3 checkpoints (../shared/models): transformers.js picks its model class from
-// config.json's model_type (qwen2, qwen3, smollm3) and its cache shape from num_key_value_heads and head_dim
+// The tiny checkpoints (../shared/models): transformers.js picks its model class from config.json's model_type
+// (qwen2, qwen3, smollm3, phi3, gemma3_text) and its cache shape from num_key_value_heads and head_dim
 // (hidden_size / num_attention_heads without it); its greedy ids must equal llmopt's runtime's on the same
-// export, and llama.cpp's reference.
+// export, and llama.cpp's reference. gemma3-tiny's continuation runs past its window of 8, and transformers.js numbers
+// Gemma 3's position_ids from 1: the standard form's window mask counts positions from attention_mask for that reason.
 /**
  * Exports `source` in the transformers.js layout, generates greedily from `promptIds` with llmopt's runtime and
  * with transformers.js, and returns both (transformers.js's model_type checked against config.json's).
@@ -145,7 +146,7 @@ async function bothGreedy(source: string, attention: AttentionForm, promptIds: n
 }
 
 for (const attention of ['fused', 'standard'] as const satisfies readonly AttentionForm[]) {
-  for (const name of TINY_MODELS) {
+  for (const name of [...TINY_MODELS, 'gemma3-tiny']) {
     test(`transformers.js runs llmopt's ${attention} export of ${name} with llmopt's greedy ids`, {
       skip: needsSharedModel(name),
     }, async () => {
@@ -156,6 +157,28 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
       assert.deepEqual(got, referenceIds.slice(0, got.length));
     });
   }
+
+  // Phi-3 with sliding_window 8 (Phi-3-mini-4k's 2047 in small): the window is in the graph, and the continuation
+  // crosses it; there is no llama.cpp reference for it, only the two runtimes.
+  test(`transformers.js runs llmopt's ${attention} export of phi3-tiny with sliding_window 8 with llmopt's greedy ids`, {
+    skip: needsSharedModel('phi3-tiny'),
+  }, async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'llmopt-phi3-window-'));
+    try {
+      const source = sharedModel('phi3-tiny');
+      for (const f of (await fs.readdir(source)).filter((f) => !f.endsWith('.gguf')))
+        await fs.copyFile(path.join(source, f), path.join(dir, f));
+      const config = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
+      await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...config, sliding_window: 8 }));
+      const { prompt_ids: promptIds, ids: referenceIds } = tinyReference('phi3-tiny').greedy_from_prompt;
+      const { got, want } = await bothGreedy(dir, attention, promptIds, referenceIds.length);
+      console.log(`# phi3-tiny window 8 ${attention}: transformers.js ${JSON.stringify(got)}`);
+      assert.deepEqual(got, want);
+      assert.notDeepEqual(got, referenceIds, 'the window should change the greedy continuation');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
 
   // A Llama 3.x shape: 9 heads / 3 kv heads at head_dim 8 (the fused form rotates outside GroupQueryAttention), tied,
   // llama3 rope scaling (synthetic weights: there is no third reference here, only the two runtimes).

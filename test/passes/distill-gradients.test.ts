@@ -1,7 +1,7 @@
 // The training graph's gradients are exact: for every parameter kind (embedding, norms, q/k/v/o with
 // and without bias, gate/up/down, tied and untied lm_head, grouped-query attention, a Llama 3.x shape; Qwen2's q/k/v biases
-// with an unbiased o_proj, Qwen3's q/k norms, SmolLM3's layers without rotary) the gradient's dot product
-// with a random direction equals the central finite difference of the loss.
+// with an unbiased o_proj, Qwen3's q/k norms, SmolLM3's layers without rotary, Phi-3's fused qkv / gate_up trained as their
+// parts with partial rotary) the gradient's dot product with a random direction equals the central finite difference of the loss.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GQA, MHA, needsSharedModel, sharedModel, tempDir } from '../support.js';
@@ -54,12 +54,18 @@ for (const [label, dir, skip] of [
   ['qwen2-tiny (q/k/v biases, o_proj unbiased)', sharedModel('qwen2-tiny'), needsSharedModel('qwen2-tiny')],
   ['qwen3-tiny (q/k norms, head_dim 32)', sharedModel('qwen3-tiny'), needsSharedModel('qwen3-tiny')],
   ['smollm3-tiny (layer 3 without rotary)', sharedModel('smollm3-tiny'), needsSharedModel('smollm3-tiny')],
+  ['phi3-tiny (fused qkv and gate_up, partial rotary)', sharedModel('phi3-tiny'), needsSharedModel('phi3-tiny')],
 ] as const) {
   test(`${label}: gradients match finite differences for every parameter kind`, { skip }, async () => {
     const model = await openHfModel(typeof dir === 'string' ? dir : await dir());
     const { spec } = model;
     const graph = await buildTrainingGraph(tempDir(), spec, model.weights, () => true, { temperature: 2, alpha: 0.5 });
     await model.close();
+    // Fused tensors (Phi-3) are trained as the parts every pass reads; saveStudent stacks them again
+    // (distill-student-layout.test.ts), so no fused name may appear among the parameters.
+    for (const f of spec.fusedTensors ?? []) {
+      assert.ok(![...graph.parameters.keys()].some((n) => n.includes(`.${f.module}.`)), `${f.module} trained fused`);
+    }
     const session = await TrainingSession.open(graph, 'cpu');
     const rand = seededRandom(5);
     const B = 2;

@@ -1,5 +1,6 @@
 // Phi-3 / Phi-3.5 / Phi-4-mini: q, k and v stored as one qkv_proj ([q; k; v] rows) and gate and up as one gate_up_proj
-// ([gate; up]), served to every pass as their parts; partial_rotary_factor (Phi-4-mini turns 96 of 128 dims); longrope.
+// ([gate; up]), served to every pass as their parts; partial_rotary_factor (Phi-4-mini turns 96 of 128 dims); longrope;
+// sliding_window on every layer, as Hugging Face's Phi3Model masks (keys in (p - sliding_window, p], Mistral's window).
 import { uniformBiases, type DecoderSpec, type RopeScaling } from '../../core/spec.js';
 import { ConfigReader, type Json } from '../../formats/hf-config.js';
 import type { Architecture } from './architecture.js';
@@ -82,21 +83,18 @@ export const phi3: Architecture = {
   name: 'phi3',
   modelType: 'phi3',
   classes: ['Phi3ForCausalLM'],
-  label: 'phi3 (Phi-3, Phi-3.5, Phi-4-mini; without sliding window)',
+  label: 'phi3 (Phi-3, Phi-3.5, Phi-4-mini)',
   ownKeys: ['partial_rotary_factor', 'rope_scaling'],
   differences({ cfg, base }) {
-    // Phi-3-mini-4k attends through a window of 2047; the later ones set one longer than the context, which is no window.
-    const window = cfg.json.sliding_window;
-    if (window !== undefined && window !== null && !(typeof window === 'number' && window >= base.maxPositions)) {
-      cfg.fail(
-        'sliding_window',
-        `${JSON.stringify(window)} is not supported (sliding-window attention; supported: null or >= max_position_embeddings)`,
-      );
-    }
+    // Phi-3-mini-4k attends through a window of 2047 (of 4096 positions); the later ones set one at least as long as
+    // the context, which masks nothing, so they keep the unwindowed graph.
+    const raw = cfg.json.sliding_window;
+    const window = raw === undefined || raw === null ? null : cfg.int('sliding_window');
     const dim = rotaryDim(cfg, base.headDim);
     return {
       ...ropeScaling(cfg, base, dim),
       ...(dim < base.headDim ? { rotaryDim: dim } : {}),
+      ...(window !== null && window < base.maxPositions ? { slidingWindow: window } : {}),
       // Hugging Face's Phi3 layers have no biases.
       biases: uniformBiases(false, false),
       fusedTensors: [

@@ -73,7 +73,14 @@ export async function shallowStudent(teacherDir: string, layerIds: number[]): Pr
       throw new InputError(`--student-layer-ids: layer ${id} does not exist (the teacher has layers 0 to ${L - 1})`);
   if (new Set(layerIds).size !== layerIds.length)
     throw new InputError(`--student-layer-ids ${layerIds.join(',')}: a layer is listed twice`);
-  const spec: DecoderSpec = { ...t.spec, numLayers: layerIds.length };
+  // Per-layer fields follow their layers: a student of gemma3-tiny's layers 0 and 5 has a sliding and a global layer.
+  const pick = <T>(perLayer: readonly T[]) => layerIds.map((i) => perLayer[i]!);
+  const spec: DecoderSpec = {
+    ...t.spec,
+    numLayers: layerIds.length,
+    ropeLayers: t.spec.ropeLayers && pick(t.spec.ropeLayers),
+    ...(t.spec.slidingLayers ? { slidingLayers: pick(t.spec.slidingLayers) } : {}),
+  };
   const weights = new Map<string, Float32Array>();
   const dtypes = new Map<string, DType>();
   for (const name of expectedTensors(spec).keys()) {
@@ -84,6 +91,12 @@ export async function shallowStudent(teacherDir: string, layerIds: number[]): Pr
   }
   const config = JSON.parse(readFileSync(join(teacherDir, 'config.json'), 'utf8'));
   config.num_hidden_layers = layerIds.length;
+  // config.json's per-layer lists likewise (Gemma's layer_types, SmolLM3's no_rope_layers and layer_types), or the
+  // student would not load; a Gemma pattern left implicit (sliding_window_pattern, Gemma 2's even layers) would not
+  // hold for the chosen layers, so it is written out as layer_types.
+  for (const key of ['layer_types', 'no_rope_layers']) if (Array.isArray(config[key])) config[key] = pick(config[key]);
+  if (spec.slidingLayers && !Array.isArray(config.layer_types))
+    config.layer_types = spec.slidingLayers.map((s) => (s ? 'sliding_attention' : 'full_attention'));
   return { spec, weights, dtypes, config, filesFrom: teacherDir, layerIds };
 }
 
