@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { exportModel } from '../src/passes/export.js';
 import type { AttentionForm } from '../src/core/io.js';
+import type { LlamaShape } from '../src/model/synthetic.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const FIXTURES = join(ROOT, 'fixtures');
@@ -81,3 +82,24 @@ export function runCli(args: string[], cwd = ROOT): CliResult {
   const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'llmopt.js'), ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
+
+/**
+ * A Llama 3.x shape for synthetic checkpoints: SmolLM2's 9 heads / 3 kv heads at hidden 576, tied embeddings,
+ * llama3 rope scaling (original context 8, so every frequency band is exercised).
+ */
+export const LLAMA3_SHAPE: LlamaShape = {
+  hidden_size: 576,
+  num_hidden_layers: 2,
+  num_attention_heads: 9,
+  num_key_value_heads: 3,
+  intermediate_size: 384,
+  vocab_size: 320,
+  max_position_embeddings: 256,
+  rope_theta: 500000,
+  rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: true,
+  attention_bias: false,
+  mlp_bias: false,
+  torch_dtype: 'float32',
+};

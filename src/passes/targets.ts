@@ -3,10 +3,11 @@
 import { InputError } from '../core/errors.js';
 import type { CaptureName } from '../core/io.js';
 import { CAPTURE_OF } from '../model/decoder.js';
-import { layerTensorNames, type DecoderSpec } from '../core/spec.js';
+import { layerTensorNames, PROJECTIONS, type DecoderSpec, type Projection } from '../core/spec.js';
 
-export const LINEAR_KINDS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
-export type LinearKind = (typeof LINEAR_KINDS)[number];
+/** The projections a pass targets: every linear layer of a decoder layer (core/spec.ts names them). */
+export const LINEAR_KINDS = PROJECTIONS;
+export type LinearKind = Projection;
 
 export interface LinearModule {
   layer: number;

@@ -15,7 +15,7 @@ import type { AttentionForm } from '../../src/core/io.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
-import { TINY_MODELS, needsSharedModel, sharedModel, tinyReference } from '../support.js';
+import { LLAMA3_SHAPE, TINY_MODELS, needsSharedModel, sharedModel, tinyReference } from '../support.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../../shared/models/aidreams-260k/', import.meta.url));
 const SKIP = existsSync(path.join(MODEL_DIR, 'reference.json'))
@@ -188,22 +188,7 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
       await writeSyntheticLlama(root, {
         name: 'llama3-shaped',
         shards: 1,
-        config: {
-          hidden_size: 72,
-          num_hidden_layers: 2,
-          num_attention_heads: 9,
-          num_key_value_heads: 3,
-          intermediate_size: 96,
-          vocab_size: 320,
-          max_position_embeddings: 256,
-          rope_theta: 500000,
-          rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
-          rms_norm_eps: 1e-5,
-          tie_word_embeddings: true,
-          attention_bias: false,
-          mlp_bias: false,
-          torch_dtype: 'float32',
-        },
+        config: { ...LLAMA3_SHAPE, hidden_size: 72, intermediate_size: 96 },
       });
       const { got, want } = await bothGreedy(path.join(root, 'llama3-shaped'), attention, [1, 40, 41, 42], 24);
       console.log(`# llama3-shaped ${attention}: transformers.js ${JSON.stringify(got)}`);

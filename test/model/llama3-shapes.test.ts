@@ -4,31 +4,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { exportedArtifact, tempDir } from '../support.js';
+import { LLAMA3_SHAPE, exportedArtifact, tempDir } from '../support.js';
 import { writeSyntheticLlama, type LlamaShape } from '../../src/model/synthetic.js';
 import { DecoderModel, type StepLogits } from '../../src/runtime/decoder.js';
 import { ATTENTION_FORMS } from '../../src/core/io.js';
 
-const base: LlamaShape = {
-  hidden_size: 576,
-  num_hidden_layers: 2,
-  num_attention_heads: 9,
-  num_key_value_heads: 3,
-  intermediate_size: 384,
-  vocab_size: 320,
-  max_position_embeddings: 256,
-  rope_theta: 500000,
-  rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
-  rms_norm_eps: 1e-5,
-  tie_word_embeddings: true,
-  attention_bias: false,
-  mlp_bias: false,
-  torch_dtype: 'float32',
-};
-
 const SHAPES: Array<[string, LlamaShape]> = [
-  ['smollm2-heads-llama3-tied', base],
-  ['head-dim-8', { ...base, hidden_size: 32, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, rope_scaling: null }],
+  ['smollm2-heads-llama3-tied', LLAMA3_SHAPE],
+  [
+    'head-dim-8',
+    { ...LLAMA3_SHAPE, hidden_size: 32, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, rope_scaling: null },
+  ],
 ];
 
 const dirs = new Map<string, Promise<string>>();

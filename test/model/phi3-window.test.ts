@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { exportedArtifact, needsSharedModel, sharedModel, tempDir } from '../support.js';
 import { readModelSpec } from '../../src/model/architectures/index.js';
 import { DecoderModel, type StepLogits } from '../../src/runtime/decoder.js';
+import { checkCachedDecoding, checkPaddedBatch, fullPass, maxDiff } from './window-checks.js';
 
 const WINDOW = 8;
 /** 30 ids: several windows long. */
@@ -22,14 +23,6 @@ function withWindow(window: number | null): string {
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   return dir;
 }
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-const full = (model: DecoderModel, ids: number[]): Promise<StepLogits> => model.forward(model.createCache(1, ids.length), [ids]);
 
 const skip = needsSharedModel('phi3-tiny');
 /** The first form's windowed logits: the others must give the same past the window too. */
@@ -51,8 +44,8 @@ for (const form of ['fused', 'standard', 'inplace'] as const) {
   }, async () => {
     const model = await DecoderModel.open(await exportedArtifact(windowed, form), { device: 'cpu' });
     const plain = await DecoderModel.open(await exportedArtifact(sharedModel('phi3-tiny'), form), { device: 'cpu' });
-    const logits = await full(model, IDS);
-    const unwindowed = await full(plain, IDS);
+    const logits = await fullPass(model, IDS);
+    const unwindowed = await fullPass(plain, IDS);
     // Queries 0..7 see at most 8 keys, all inside the window: as without it. From query 8 on, key 0 (and more) is out.
     let inside = 0;
     for (let t = 0; t < WINDOW; t++) inside = Math.max(inside, maxDiff(logits.at(0, t), unwindowed.at(0, t)));
@@ -70,25 +63,11 @@ for (const form of ['fused', 'standard', 'inplace'] as const) {
     assert.ok(forms < 1e-4, `${form} differs from the fused form by ${forms}`);
 
     // Token by token through the cache, past the window, equals the full pass.
-    const cache = model.createCache(1, IDS.length);
-    const prefill = await model.forward(cache, [IDS.slice(0, 3)]);
-    let step = 0;
-    for (let t = 0; t < 3; t++) step = Math.max(step, maxDiff(prefill.at(0, t), logits.at(0, t)));
-    for (let t = 3; t < IDS.length; t++)
-      step = Math.max(step, maxDiff((await model.forward(cache, [[IDS[t]!]])).at(0, 0), logits.at(0, t)));
+    const step = await checkCachedDecoding(model, IDS, logits);
     console.log(`# ${form}: cached decoding vs the full pass: ${step.toExponential(2)}`);
-    assert.ok(step < 1e-4, `cached decoding differs by ${step}`);
 
     // A right-padded batch (one row longer than the window, one shorter) equals each row alone, prefill and decode.
-    const prompts = [IDS.slice(0, 13), IDS.slice(15, 19)];
-    const batch = model.createCache(2, 16);
-    const batched = await model.forward(batch, prompts);
-    const decoded = await model.forward(batch, [[IDS[20]!], [IDS[21]!]]);
-    for (let b = 0; b < 2; b++) {
-      const alone = await full(model, [...prompts[b]!, IDS[20 + b]!]);
-      for (let t = 0; t < prompts[b]!.length; t++) assert.ok(maxDiff(batched.at(b, t), alone.at(0, t)) < 1e-4, `row ${b} position ${t}`);
-      assert.ok(maxDiff(decoded.at(b, 0), alone.at(0, prompts[b]!.length)) < 1e-4, `row ${b} decode step`);
-    }
+    await checkPaddedBatch(model, IDS);
     await Promise.all([model.release(), plain.release()]);
   });
 }

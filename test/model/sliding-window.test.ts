@@ -4,8 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { exportedArtifact, needsSharedModel } from '../support.js';
-import { DecoderModel, type StepLogits } from '../../src/runtime/decoder.js';
+import { DecoderModel } from '../../src/runtime/decoder.js';
 import { GEMMA2, MISTRAL, isGemma, slides, tensorsOf, writeCheckpoint, type TinyConfig } from './window-checkpoints.js';
+import { checkCachedDecoding, checkPaddedBatch, fullPass, maxDiff } from './window-checks.js';
 
 /** y[o] = sum_i W[o, i] x[i] for W [out, in]. */
 function matvec(w: Float32Array, x: number[], out: number): number[] {
@@ -88,13 +89,6 @@ function referenceLogits(c: TinyConfig, tensors: Map<string, { data: Float32Arra
   return xs.map((x) => matvec(head, norm(x, W('model.norm.weight')), V).map((z) => cap(z, c.final_logit_softcapping)));
 }
 
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-const full = (model: DecoderModel, ids: number[]): Promise<StepLogits> => model.forward(model.createCache(1, ids.length), [ids]);
 /** 30 ids: several windows long. */
 const IDS = Array.from({ length: 30 }, (_, i) => (i * 37 + 11) % 500);
 
@@ -110,31 +104,17 @@ for (const [label, config] of [
     test(`${label} ${form}: logits match a float64 Hugging Face forward, cached decoding and padding agree`, { skip }, async () => {
       const ref = referenceLogits(config, tensorsOf(config), IDS);
       const model = await open();
-      const logits = await full(model, IDS);
+      const logits = await fullPass(model, IDS);
       let worst = 0;
       ref.forEach((row, t) => (worst = Math.max(worst, maxDiff(logits.at(0, t), row))));
       console.log(`# ${label} ${form}: max |logit - float64 reference| = ${worst.toExponential(3)} (tolerance 1e-3)`);
       assert.ok(worst < 1e-3, `max diff ${worst}`);
 
       // Token by token through the cache, past the window, equals the full pass.
-      const cache = model.createCache(1, IDS.length);
-      const prefill = await model.forward(cache, [IDS.slice(0, 3)]);
-      let step = 0;
-      for (let t = 0; t < 3; t++) step = Math.max(step, maxDiff(prefill.at(0, t), logits.at(0, t)));
-      for (let t = 3; t < IDS.length; t++)
-        step = Math.max(step, maxDiff((await model.forward(cache, [[IDS[t]!]])).at(0, 0), logits.at(0, t)));
-      assert.ok(step < 1e-4, `cached decoding differs by ${step}`);
+      await checkCachedDecoding(model, IDS, logits);
 
       // A right-padded batch (rows longer and shorter than the window) equals each row alone, prefill and decode.
-      const prompts = [IDS.slice(0, 13), IDS.slice(15, 19)];
-      const batch = model.createCache(2, 16);
-      const batched = await model.forward(batch, prompts);
-      const decoded = await model.forward(batch, [[IDS[20]!], [IDS[21]!]]);
-      for (let b = 0; b < 2; b++) {
-        const alone = await full(model, [...prompts[b]!, IDS[20 + b]!]);
-        for (let t = 0; t < prompts[b]!.length; t++) assert.ok(maxDiff(batched.at(b, t), alone.at(0, t)) < 1e-4, `row ${b} position ${t}`);
-        assert.ok(maxDiff(decoded.at(b, 0), alone.at(0, prompts[b]!.length)) < 1e-4, `row ${b} decode step`);
-      }
+      await checkPaddedBatch(model, IDS);
       await model.release();
     });
   }

@@ -9,6 +9,7 @@ import { buildTrainingGraph } from '../../src/passes/distill/train-graph.js';
 import { TrainingSession } from '../../src/passes/distill/trainer.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 import { GEMMA2, writeCheckpoint } from '../model/window-checkpoints.js';
+import { directionalDerivative } from './finite-difference.js';
 
 // The synthetic Gemma 2 copies qwen3-tiny's tokenizer, so it needs ../shared too.
 for (const [label, dir, skip] of [
@@ -56,18 +57,8 @@ for (const [label, dir, skip] of [
     for (const name of kinds) {
       const w = weights.get(name)!;
       const g = grads.get(name)!;
-      const v = Float32Array.from(w, () => rand() - 0.5);
-      const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
-      v.forEach((x, i) => (v[i] = x / norm));
-      let analytic = 0;
-      for (let i = 0; i < w.length; i++) analytic += g[i]! * v[i]!;
-      const base = w.slice();
-      const at = async (sign: number) => {
-        for (let i = 0; i < w.length; i++) w[i] = base[i]! + sign * eps * v[i]!;
-        return (await session.step(batch, teacher, weights, spec.vocabSize)).loss;
-      };
-      const numeric = ((await at(1)) - (await at(-1))) / (2 * eps);
-      w.set(base);
+      const loss = async () => (await session.step(batch, teacher, weights, spec.vocabSize)).loss;
+      const { analytic, numeric } = await directionalDerivative(w, g, rand, eps, loss);
       // As in distill-gradients.test.ts: a float32 loss's central difference has ~5e-5 of rounding noise.
       const err = Math.abs(numeric - analytic) / Math.max(3e-3, Math.abs(numeric), Math.abs(analytic));
       console.log(`# ${name}: analytic ${analytic.toExponential(4)} numeric ${numeric.toExponential(4)} rel err ${err.toExponential(2)}`);

@@ -4,13 +4,14 @@
 // parts with partial rotary) the gradient's dot product with a random direction equals the central finite difference of the loss.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GQA, MHA, needsSharedModel, sharedModel, tempDir } from '../support.js';
+import { GQA, LLAMA3_SHAPE, MHA, needsSharedModel, sharedModel, tempDir } from '../support.js';
 import { openHfModel } from '../../src/model/checkpoint.js';
 import { buildTrainingGraph } from '../../src/passes/distill/train-graph.js';
 import { TrainingSession, type TrainBatch } from '../../src/passes/distill/trainer.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 import { writeSyntheticLlama, type LlamaShape } from '../../src/model/synthetic.js';
 import { join } from 'node:path';
+import { directionalDerivative } from './finite-difference.js';
 
 /** B x S random token ids and labels (ids 3..302) with the loss mask `mask(i)` at flat position i. */
 function randomBatch(rand: () => number, B: number, S: number, mask: (i: number) => number): TrainBatch {
@@ -27,22 +28,7 @@ function randomBatch(rand: () => number, B: number, S: number, mask: (i: number)
 /** A Llama 3.x-shaped synthetic checkpoint: SmolLM2's 9 heads / 3 kv heads (head_dim 8), tied, llama3 rope scaling. */
 async function llama3Shaped(): Promise<string> {
   const root = tempDir();
-  const config: LlamaShape = {
-    hidden_size: 72,
-    num_hidden_layers: 2,
-    num_attention_heads: 9,
-    num_key_value_heads: 3,
-    intermediate_size: 96,
-    vocab_size: 320,
-    max_position_embeddings: 256,
-    rope_theta: 500000,
-    rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
-    rms_norm_eps: 1e-5,
-    tie_word_embeddings: true,
-    attention_bias: false,
-    mlp_bias: false,
-    torch_dtype: 'float32',
-  };
+  const config: LlamaShape = { ...LLAMA3_SHAPE, hidden_size: 72, intermediate_size: 96 };
   await writeSyntheticLlama(root, { name: 'llama3-shaped', config, shards: 1 });
   return join(root, 'llama3-shaped');
 }
@@ -105,18 +91,8 @@ for (const [label, dir, skip] of [
     for (const name of kinds) {
       const w = weights.get(name)!;
       const g = grads.get(name)!;
-      const v = Float32Array.from(w, () => rand() - 0.5);
-      const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
-      v.forEach((x, i) => (v[i] = x / norm));
-      let analytic = 0;
-      for (let i = 0; i < w.length; i++) analytic += g[i]! * v[i]!;
-      const base = w.slice();
-      const at = async (sign: number) => {
-        for (let i = 0; i < w.length; i++) w[i] = base[i]! + sign * eps * v[i]!;
-        return (await session.step(batch, teacher, weights, spec.vocabSize)).loss;
-      };
-      const numeric = ((await at(1)) - (await at(-1))) / (2 * eps);
-      w.set(base);
+      const loss = async () => (await session.step(batch, teacher, weights, spec.vocabSize)).loss;
+      const { analytic, numeric } = await directionalDerivative(w, g, rand, eps, loss);
       // The loss is float32 (about 4-6): its central difference carries ~1e-6 / (2 eps) = 5e-5 of rounding
       // noise (6e-5 seen on smollm3-tiny's o_proj, whose gradient along the same direction agrees to 5e-5
       // relative), so gradients smaller than 5e-3 are compared against that floor rather than themselves.

@@ -11,7 +11,18 @@ import { ShardedModel } from '../../src/runtime/sharded/model.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { writeSyntheticLlama, type LlamaShape } from '../../src/model/synthetic.js';
-import { AIDREAMS, GQA, MHA, NEEDS_SHARED, TINY_MODELS, exportedArtifact, needsSharedModel, sharedModel, tempDir } from '../support.js';
+import {
+  AIDREAMS,
+  GQA,
+  MHA,
+  NEEDS_SHARED,
+  LLAMA3_SHAPE,
+  TINY_MODELS,
+  exportedArtifact,
+  needsSharedModel,
+  sharedModel,
+  tempDir,
+} from '../support.js';
 
 const PROMPTS = [
   [1, 300, 261, 270, 5, 290, 280, 301],
@@ -127,26 +138,15 @@ for (const name of TINY_MODELS) {
 
 // Llama 3.x shapes (synthetic): SmolLM2's 9 heads / 3 kv heads, tied, llama3 rope scaling, split over tp 3;
 // head_dim 8, which the fused form rotates outside GroupQueryAttention, over tp 2 x pp 2.
-const LLAMA3: LlamaShape = {
-  hidden_size: 576,
-  num_hidden_layers: 2,
-  num_attention_heads: 9,
-  num_key_value_heads: 3,
-  intermediate_size: 384,
-  vocab_size: 320,
-  max_position_embeddings: 256,
-  rope_theta: 500000,
-  rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 },
-  rms_norm_eps: 1e-5,
-  tie_word_embeddings: true,
-  attention_bias: false,
-  mlp_bias: false,
-  torch_dtype: 'float32',
-};
+
 for (const [name, shape, opts] of [
-  ['smollm2-heads-llama3-tied', LLAMA3, { tp: 3 }],
-  ['smollm2-heads-llama3-tied', LLAMA3, { tp: 3, pp: 2, attention: 'standard' }],
-  ['head-dim-8', { ...LLAMA3, hidden_size: 32, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64 }, { tp: 2, pp: 2 }],
+  ['smollm2-heads-llama3-tied', LLAMA3_SHAPE, { tp: 3 }],
+  ['smollm2-heads-llama3-tied', LLAMA3_SHAPE, { tp: 3, pp: 2, attention: 'standard' }],
+  [
+    'head-dim-8',
+    { ...LLAMA3_SHAPE, hidden_size: 32, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64 },
+    { tp: 2, pp: 2 },
+  ],
 ] as Array<[string, LlamaShape, Partial<ShardOptions>]>) {
   const label = `${name} tp ${opts.tp} pp ${opts.pp ?? 1} (${opts.attention ?? 'fused'})`;
   test(`${label}: logits and greedy generation equal the unsharded export's`, async () => {

@@ -4,25 +4,24 @@ import { Command } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import { writeSyntheticFolder } from '../../model/synthetic.js';
-import { NAMED_SHAPES, SHAPE_FLAGS, SYNTH_ARCHES, synthSpec, type NamedShape, type SynthArch } from '../../model/synthetic-shapes.js';
+import {
+  NAMED_SHAPES,
+  SHAPE_FLAGS,
+  SYNTH_ARCHES,
+  synthSpec,
+  type NamedShape,
+  type SynthArch,
+  type SynthKnobs,
+} from '../../model/synthetic-shapes.js';
 import { parameterCount } from '../../core/spec.js';
 import { readModelSpec } from '../../model/architectures/index.js';
 import { choiceOption, intOption } from '../options.js';
 import { Output, table } from '../output.js';
 
-interface SynthOptions {
+/** The command's options: the synthetic model's knobs (commander leaves --tied undefined when absent), arch and output. */
+interface SynthOptions extends Omit<SynthKnobs, 'tied'> {
   arch: SynthArch;
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim?: number;
-  ffn?: number;
-  vocab: number;
-  context: number;
-  dtype: 'float32' | 'float16' | 'bfloat16';
   tied?: boolean;
-  slidingWindow?: number;
   output: string;
   json?: boolean;
 }
