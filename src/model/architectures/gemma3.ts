@@ -64,5 +64,6 @@ export const gemma3: Architecture = {
     return { ...TEXT_DEFAULTS, ...top, ...(text as Json) };
   },
   tensorPrefixes: ['language_model.', 'model.language_model.'],
+  textModel: gemma3Text,
   differences,
 };

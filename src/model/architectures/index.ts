@@ -58,6 +58,17 @@ export function tensorPrefixesOf(json: Json, path: string): readonly string[] {
   return architectureOf(json, path).tensorPrefixes ?? [];
 }
 
+/**
+ * The config.json of a model holding only the text model of `json`: for a wrapping checkpoint (Gemma 3 multimodal)
+ * its resolved text config under the text-only class; any other config as it is.
+ */
+export function textModelConfig(json: Json, path: string): Json {
+  const arch = architectureOf(json, path);
+  if (!arch.textModel || !arch.config) return json;
+  const text = arch.config(json, new ConfigReader(path, json));
+  return { ...text, architectures: [arch.textModel.classes[0]!], model_type: arch.textModel.modelType };
+}
+
 /** Reads `<dir>/config.json` (with generation_config.json and the checkpoint's tensor names when present) into a spec. */
 export function readModelSpec(dir: string): DecoderSpec {
   const path = join(dir, 'config.json');
