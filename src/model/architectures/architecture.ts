@@ -39,6 +39,11 @@ export interface Architecture {
    * student distilled from it has no vision tower, so its config.json is the text model's, under that class.
    */
   textModel?: Architecture;
+  /**
+   * config.json for a spec of this architecture, from the Llama baseline's (formats/hf-config.ts llamaConfigJson):
+   * what it writes differently; specFromConfig reads it back to the same spec. Absent: the baseline's keys.
+   */
+  configJson?: (spec: DecoderSpec, base: Json) => Json;
   /** The spec's differences from the Llama baseline; throws InputError, naming the key, for what llmopt cannot build. */
   differences(input: ArchitectureInput): Partial<DecoderSpec>;
 }
