@@ -124,13 +124,13 @@ function llamaQuantize(input: string, type: string, extra: { imatrix?: string; p
 const N_LAYERS = 8;
 /** Per layer: [name, rows, cols] (rows = GGUF ne[1], cols = ne[0]), every row a multiple of 256. */
 const SYNTH_LAYER: Array<[string, number, number]> = [
-  ['attn_q.weight', 32, 256],
-  ['attn_k.weight', 16, 256],
-  ['attn_v.weight', 16, 256],
-  ['attn_output.weight', 16, 512],
-  ['ffn_gate.weight', 24, 256],
-  ['ffn_up.weight', 24, 256],
-  ['ffn_down.weight', 16, 512],
+  ['attn_q.weight', 8, 256],
+  ['attn_k.weight', 8, 256],
+  ['attn_v.weight', 8, 256],
+  ['attn_output.weight', 8, 512],
+  ['ffn_gate.weight', 8, 256],
+  ['ffn_up.weight', 8, 256],
+  ['ffn_down.weight', 8, 512],
   ['attn_norm.weight', 1, 256],
 ];
 
@@ -263,7 +263,9 @@ test('with an importance matrix: byte-identical to llama-quantize --imatrix', { 
   const source = readGgufHeader(synth.path);
   const imatrixPath = await synthImatrix(synth.data, source);
   const importance = await readImatrix(imatrixPath);
-  for (const [target, type, pure] of SYNTH_TARGETS.filter(([t]) => !t.startsWith('f') && !t.startsWith('bf'))) {
+  // The types that take importance: Q4_0/Q5_0 (make_qx_quants), Q4_1/Q5_1 (make_qkx3_quants), and in the
+  // K-quant mixes Q4_K/Q5_K (make_qkx3 + make_qp_quants) and Q6_K (attn_v, ffn_down, output).
+  for (const [target, type, pure] of SYNTH_TARGETS.filter(([t]) => ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k_m', 'q5_k_m'].includes(t))) {
     const theirs = readGgufHeader(llamaQuantize(synth.path, type, { imatrix: imatrixPath, pure }));
     await compareFile(target, source, theirs, importance);
   }
