@@ -110,11 +110,15 @@ function run(tool: string, args: string[]): void {
 }
 
 /** llama-quantize IN -> OUT as TYPE (cached per test run), with an optional imatrix. */
-function llamaQuantize(input: string, type: string, extra: { imatrix?: string; pure?: boolean } = {}): string {
+function llamaQuantize(input: string, type: string, extra: { imatrix?: string; pure?: boolean; requantize?: boolean } = {}): string {
   const key = `${input}|${type}|${extra.imatrix ?? ''}|${extra.pure ?? false}`;
   if (!cache.has(key)) {
     const out = join(work(), `q${cache.size}-${type}.gguf`);
-    const flags = [...(extra.imatrix ? ['--imatrix', extra.imatrix] : []), ...(extra.pure ? ['--pure'] : [])];
+    const flags = [
+      ...(extra.imatrix ? ['--imatrix', extra.imatrix] : []),
+      ...(extra.pure ? ['--pure'] : []),
+      ...(extra.requantize ? ['--allow-requantize'] : []),
+    ];
     run('llama-quantize', [...flags, input, out, type, '2']);
     cache.set(key, out);
   }
@@ -234,6 +238,23 @@ async function compareFile(
   return { tensors: source.tensors.length, bytes };
 }
 
+/**
+ * llama.cpp's own dequantization of a quantized file (llama-quantize --allow-requantize to F32 runs each
+ * type's to_float, ggml's dequantize_row_*) against dequantizeRows, bit for bit.
+ */
+async function compareDequantized(quantized: string): Promise<void> {
+  const q = readGgufHeader(quantized);
+  const f = readGgufHeader(llamaQuantize(quantized, 'F32', { requantize: true }));
+  for (const t of q.tensors) {
+    if (t.type === 'F32') continue;
+    const cols = t.shape.at(-1)!;
+    const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const mine = dequantizeRows(t.type, await readGgufTensor(q, t), rows, cols);
+    const theirs = await readGgufTensor(f, f.tensors.find((u) => u.name === t.name)!);
+    assert.ok(Buffer.from(mine.buffer).equals(Buffer.from(theirs)), `${t.name} (${t.type}): dequantized values differ from llama.cpp's`);
+  }
+}
+
 const SYNTH_TARGETS: Array<[GgufTarget, string, boolean]> = [
   ['q8_0', 'Q8_0', false],
   ['q4_0', 'Q4_0', false],
@@ -253,8 +274,9 @@ test('every type byte-identical to llama-quantize on a model whose rows fit ever
   const synth = await synthModel();
   const source = readGgufHeader(synth.path);
   for (const [target, type, pure] of SYNTH_TARGETS) {
-    const theirs = readGgufHeader(llamaQuantize(synth.path, type, { pure }));
-    await compareFile(target, source, theirs);
+    const path = llamaQuantize(synth.path, type, { pure });
+    await compareFile(target, source, readGgufHeader(path));
+    await compareDequantized(path);
   }
 });
 
