@@ -335,3 +335,35 @@ test('llama-imatrix’s own importance matrix on a tiny checkpoint: byte-identic
     await compareFile(target, source, readGgufHeader(llamaQuantize(path, type, { imatrix: imatrixPath })), importance);
   }
 });
+
+test('the mix table’s options and reasons', () => {
+  const t = (name: string, cols: number, layer: number | null = null) => ({ name, layer, nLayers: 16, rows: 64, cols, arch: 'llama' });
+  const d = (target: GgufTarget, name: string, cols: number, layer: number | null = null, o = {}) =>
+    ggufTensorDecision(target, t(name, cols, layer), o);
+  assert.equal(d('q4_k_m', 'output.weight', 4096).type, 'Q6_K');
+  assert.equal(d('q4_k_m', 'output.weight', 4096, null, { quantizeEmbeddings: true }).type, 'Q4_K');
+  assert.equal(d('q4_k_m', 'token_embd.weight', 4096).type, 'Q4_K', 'an untied embedding takes the default type');
+  assert.equal(d('q4_k_m', 'token_embd.weight', 4096, null, { hasOutput: false }).type, 'Q6_K', 'a tied embedding is the output');
+  assert.equal(d('q8_0', 'output.weight', 4096).type, 'Q8_0');
+  assert.equal(d('q4_0', 'output.weight', 4096).type, 'Q6_K');
+  assert.equal(d('q4_k', 'output.weight', 4096).type, 'Q4_K', 'q4_k is --pure');
+  assert.equal(d('f16', 'blk.0.attn_q.weight', 100).type, 'F16', 'float targets take any row');
+  assert.equal(d('q4_k_m', 'blk.0.attn_norm.weight', 4096).type, 'F32');
+  assert.equal(d('q4_k_m', 'blk.0.attn_q.bias', 4096).type, 'F32');
+  // use_more_bits over 16 layers: 0, 1, 4, 7, 10, 13, 14, 15.
+  const more = Array.from({ length: 16 }, (_, l) => d('q4_k_m', `blk.${l}.ffn_down.weight`, 4096, l).type === 'Q6_K');
+  assert.deepEqual(
+    more.flatMap((m, l) => (m ? [l] : [])),
+    [0, 1, 4, 7, 10, 13, 14, 15],
+  );
+  assert.equal(d('q4_k_m', 'blk.3.attn_qkv.weight', 4096, 3).type, 'Q4_K', 'a fused qkv counts as attn_v');
+  assert.equal(d('q5_k_m', 'blk.4.attn_qkv.weight', 4096, 4).type, 'Q6_K');
+  assert.equal(d('q4_0', 'blk.0.ffn_down.weight', 4096, 0, { importance: true }).type, 'Q4_1');
+  assert.equal(d('q4_0', 'blk.2.ffn_down.weight', 4096, 2, { importance: true }).type, 'Q4_0');
+  const fb = d('q4_k_m', 'blk.2.attn_q.weight', 4160, 2);
+  assert.equal(fb.type, 'Q5_0');
+  assert.equal(fb.reason, 'tensor blk.2.attn_q.weight: 4160 columns is not a multiple of 256 (Q4_K) — llama.cpp falls back to Q5_0');
+  const f16 = d('q5_k_m', 'blk.0.ffn_down.weight', 172, 0);
+  assert.equal(f16.type, 'F16');
+  assert.match(f16.reason, /172 columns is not a multiple of 256 \(Q6_K\) — nor of 32 \(Q8_0\): llama.cpp falls back to F16/);
+});
