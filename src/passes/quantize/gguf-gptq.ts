@@ -21,6 +21,7 @@ import {
   type LegacyBlock,
   type LegacyType,
   packLegacyBlock,
+  weightedBlock,
 } from '../../formats/gguf/quants/legacy.js';
 import { type GptqGrid, type GptqRun, gptqOnGrid } from './gptq.js';
 
@@ -30,9 +31,10 @@ const clamp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi, v
 const roundHalfAway = (v: number) => (v < 0 ? -Math.round(-v) : Math.round(v));
 
 /**
- * The legacy types' grid, one 32-column block per group: llama.cpp's round-to-nearest scale (and min) of
- * the block's current, error-updated weights when GPTQ reaches it (quantize_row_*_ref's choice, on the
- * float32 values), then each column rounded to the nearest level of the stored fp16 grid.
+ * The legacy types' grid, one 32-column block per group: llama.cpp's scale (and min) for the block's
+ * current, error-updated weights when GPTQ reaches it (its importance-weighted `_impl` search, or the
+ * `_ref` round-to-nearest choice without importance, on the float32 values), then each column rounded
+ * to the nearest level of the stored fp16 grid.
  */
 class LegacyGrid implements GptqGrid {
   readonly groupSize = 32;
@@ -43,10 +45,13 @@ class LegacyGrid implements GptqGrid {
   private readonly x = new Float32Array(32);
   private readonly scratch = new Uint8Array(32);
   private readonly nb: number;
+  private readonly weight = new Float32Array(32);
+  private readonly aux = new Uint8Array(32);
   constructor(
     private readonly type: LegacyType,
     rows: number,
     private readonly cols: number,
+    private readonly importance?: { values: Float32Array; sigma2: Float32Array },
   ) {
     this.nb = cols / 32;
     this.codes = new Uint8Array(rows * cols);
@@ -56,7 +61,15 @@ class LegacyGrid implements GptqGrid {
   }
   choose(r: number, g: number, values: ArrayLike<number>, start: number): void {
     for (let j = 0; j < 32; j++) this.x[j] = values[start + j]!;
-    const p = chooseLegacyBlock(this.type, this.x, 0, this.scratch);
+    const imp = this.importance;
+    let p: LegacyBlock;
+    if (imp && this.type !== 'Q8_0') {
+      const s2 = imp.sigma2[r]!;
+      for (let j = 0; j < 32; j++) this.weight[j] = fr(imp.values[g * 32 + j]! * fr(Math.sqrt(fr(s2 + fr(this.x[j]! * this.x[j]!)))));
+      p = weightedBlock(this.type, this.x, 0, this.weight, this.scratch, this.aux);
+    } else {
+      p = chooseLegacyBlock(this.type, this.x, 0, this.scratch);
+    }
     const i = r * this.nb + g;
     this.blocks[i] = p;
     this.d[i] = fp16ToFp32(p.d);
@@ -102,7 +115,7 @@ class LegacyGrid implements GptqGrid {
 
 /**
  * The K-quants' grid, one 256-column super-block per group. The super-block's scales are chosen together,
- * by llama.cpp's own search (make_qkx2_quants and the 6-bit packing; Q6_K's make_qx_quants), from its
+ * by llama.cpp's own search (make_qkx2/qkx3_quants and the 6-bit packing; Q6_K's make_qx_quants), from its
  * current, error-updated weights when GPTQ reaches its first column; GPTQ then rounds each column onto
  * that fixed grid, with llama.cpp's own requantizing expression (so with no correlation between inputs the
  * codes are llama.cpp's round-to-nearest ones). Choosing per sub-block as columns arrive is not possible: the sub-blocks' 6-bit scales
@@ -124,6 +137,7 @@ class KGrid implements GptqGrid {
     private readonly type: 'Q4_K' | 'Q5_K' | 'Q6_K',
     rows: number,
     private readonly cols: number,
+    private readonly importance?: Float32Array,
   ) {
     this.nb = cols / 256;
     this.sub = type === 'Q6_K' ? 16 : 32;
@@ -136,13 +150,13 @@ class KGrid implements GptqGrid {
     const i = r * this.nb + g;
     const first = (i * 256) / this.sub;
     if (this.type === 'Q6_K') {
-      const s = chooseQ6Scales(this.x, 0, this.scratch);
+      const s = chooseQ6Scales(this.x, 0, this.scratch, this.importance, g * 256);
       this.q6Scales[i] = s;
       const d16 = fp16ToFp32(s.d);
       for (let j = 0; j < 16; j++) this.d[first + j] = s.zero ? 0 : fr(d16 * s.sc[j]!);
       return;
     }
-    const s = chooseKScales(this.type, this.x, 0, this.scratch);
+    const s = chooseKScales(this.type, this.x, 0, this.scratch, this.importance, g * 256);
     this.kScales[i] = s;
     for (let j = 0; j < 8; j++) {
       const { d, m } = kSubBlock(s, j);
@@ -184,18 +198,43 @@ class KGrid implements GptqGrid {
   }
 }
 
+/** diag(H) / n: each input's mean square over the calibration tokens (llama-imatrix's measure). */
+function meanSquares(H: Float64Array, cols: number, nSamples: number): Float32Array {
+  return Float32Array.from({ length: cols }, (_, j) => H[j * cols + j]! / nSamples);
+}
+
+/** Each row's mean square (llama.cpp's sigma2 of the importance-weighted legacy search), in float32. */
+function rowSigma2(w: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let j = 0; j < cols; j++) s = fr(s + fr(w[r * cols + j]! * w[r * cols + j]!));
+    out[r] = fr(s / cols);
+  }
+  return out;
+}
+
 /** GPTQ settings for the GGUF path (see gptq.ts). */
 export interface GgufGptqConfig {
   dampening?: number;
   actOrder?: boolean;
+  /**
+   * Per-column importance [cols] for the block scales: llama.cpp's importance-weighted search (its
+   * `--imatrix` path). Default diag(H) / nSamples, the mean x^2 per input that llama-imatrix measures;
+   * null for llama.cpp's plain round-to-nearest choice.
+   */
+  importance?: Float32Array | null;
 }
 
 /**
  * GPTQ-quantizes W [rows, cols] (H = sum of x x^T over `nSamples` calibration tokens) into `type`'s GGUF
- * blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (a block's scale and min chosen as llama.cpp's round-to-nearest
- * does, when GPTQ reaches the block) and Q4_K, Q5_K, Q6_K (a super-block's scales by llama.cpp's search,
- * then GPTQ rounding on them). F32 / F16 / BF16 have no grid to round onto and are converted as they are.
- * With act order the groups' parameters come from the original weights, up front (static groups).
+ * blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (a block's scale and min chosen by llama.cpp's search when GPTQ
+ * reaches the block) and Q4_K, Q5_K, Q6_K (a super-block's scales by llama.cpp's search, then GPTQ
+ * rounding on them). The search is llama.cpp's importance-weighted one with importance diag(H) / n by
+ * default: on a layer of rank ~200 inputs (test/passes/gguf-gptq.test.ts) plain-RTN scales left GPTQ
+ * no better than llama.cpp's own imatrix RTN for Q4_1, these beat it for every type. F32 / F16 / BF16
+ * have no grid to round onto and are converted as they are. With act order the groups' parameters come
+ * from the original weights, up front (static groups).
  */
 export function gptqQuantizeGguf(
   type: GgmlType,
@@ -210,12 +249,14 @@ export function gptqQuantizeGguf(
   if (cols % block !== 0) throw new InputError(`${type}: a row of ${cols} columns is not a multiple of its ${block}-element block`);
   if (type === 'F32' || type === 'F16' || type === 'BF16') return quantizeRows(type, w, rows, cols);
   const run: GptqRun = { dampening: cfg.dampening, actOrder: cfg.actOrder };
+  const imp = cfg.importance === null ? undefined : (cfg.importance ?? meanSquares(H, cols, nSamples));
+  if (imp !== undefined && imp.length !== cols) throw new InputError(`${type}: importance has ${imp.length} values for ${cols} columns`);
   if (type === 'Q4_K' || type === 'Q5_K' || type === 'Q6_K') {
-    const grid = new KGrid(type, rows, cols);
+    const grid = new KGrid(type, rows, cols, imp);
     gptqOnGrid(w, rows, cols, H, nSamples, grid, run);
     return grid.pack(rows);
   }
-  const grid = new LegacyGrid(type, rows, cols);
+  const grid = new LegacyGrid(type, rows, cols, imp && { values: imp, sigma2: rowSigma2(w, rows, cols) });
   gptqOnGrid(w, rows, cols, H, nSamples, grid, run);
   return grid.pack(rows);
 }

@@ -102,7 +102,7 @@ export function chooseLegacyBlock(type: LegacyType, x: ArrayLike<number>, at: nu
  * quantize_row_*_impl for one block, given `weight` = importance * sqrt(sigma2 + x^2): make_qx_quants for
  * the symmetric types, make_qkx3_quants for the ones with a min; codes straight from the search.
  */
-function weightedBlock(
+export function weightedBlock(
   type: LegacyType,
   x: ArrayLike<number>,
   at: number,
