@@ -92,6 +92,9 @@ test('dequantize(quantize(x)) stays within each type’s error bound', () => {
   }
   assert.throws(() => quantizeRows('Q4_K', x.subarray(0, 160), 1, 160), /160 columns is not a multiple of its 256-element block/);
   assert.throws(() => quantizeRows('Q4_0', x, rows, cols, { importance: new Float32Array(3) }), /importance has 3 values/);
+  const bad = x.slice(0, 256);
+  bad[37] = Number.NaN;
+  assert.throws(() => quantizeRows('Q8_0', bad, 1, 256), /Q8_0: value NaN at row 0, column 37/);
 });
 
 // ---------------------------------------------------------------------------------------------------
