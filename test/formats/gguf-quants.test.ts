@@ -11,7 +11,7 @@ import { GGML_TYPES, type GgmlType } from '../../src/formats/gguf/ggml-types.js'
 import { fp16ToFp32, fp32ToBf16, fp32ToFp16 } from '../../src/formats/gguf/quants/float.js';
 import { readImatrix } from '../../src/formats/gguf/quants/imatrix.js';
 import { dequantizeRows, quantizeRows } from '../../src/formats/gguf/quants/index.js';
-import { type GgufTarget, ggufTensorDecision } from '../../src/formats/gguf/mix.js';
+import { type GgufTarget, ggufMix, ggufTensorDecision } from '../../src/formats/gguf/mix.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 import { DREAMS_TRAIN, SHARED, sharedModel, tempDir } from '../support.js';
 import { normal } from '../passes/correlated-layer.js';
@@ -210,19 +210,18 @@ async function compareFile(
 ): Promise<{ tensors: number; bytes: number }> {
   const nLayers = Number(source.metadata.get(`${source.metadata.get('general.architecture')!.value}.block_count`)!.value);
   const arch = String(source.metadata.get('general.architecture')!.value);
-  const hasOutput = source.tensors.some((t) => t.name === 'output.weight');
+  const shapes = source.tensors.map((t) => {
+    const layer = /^blk\.(\d+)\./.exec(t.name);
+    const rows = t.shape.length > 1 ? t.shape.slice(0, -1).reduce((a, b) => a * b, 1) : 1;
+    return { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols: t.shape.at(-1)!, arch, dims: t.shape.length };
+  });
+  const decisions = ggufMix(target, shapes, { importance: importance !== undefined });
   let bytes = 0;
-  for (const t of source.tensors) {
+  for (const [i, t] of source.tensors.entries()) {
     const q = theirs.tensors.find((u) => u.name === t.name);
     assert.ok(q, `${t.name} in llama.cpp's file`);
-    const cols = t.shape.at(-1)!;
-    const rows = t.shape.length > 1 ? t.shape.slice(0, -1).reduce((a, b) => a * b, 1) : 1;
-    const layer = /^blk\.(\d+)\./.exec(t.name);
-    const decision = ggufTensorDecision(
-      target,
-      { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols, arch, dims: t.shape.length },
-      { importance: importance !== undefined, hasOutput },
-    );
+    const { rows, cols } = shapes[i]!;
+    const decision = decisions[i]!;
     assert.equal(decision.type, q.type, `${target} ${t.name}: llama.cpp chose ${q.type}, llmopt ${decision.type} (${decision.reason})`);
     const x = new Float32Array((await readGgufTensor(source, t)).slice().buffer);
     const imp = importance?.get(t.name);

@@ -73,7 +73,10 @@ export interface GgufMixOptions {
   quantizeEmbeddings?: boolean;
   /** An importance matrix is used: llama.cpp then gives Q4_0 / Q5_0 files' first ffn_down layers Q4_1 / Q5_1. */
   importance?: boolean;
-  /** Whether the model has an output.weight (default true); without one, token_embd is the output too. */
+  /**
+   * Whether the model has an output.weight (default true); without one (tied embeddings) token_embd is
+   * the output too and takes its type. {@link ggufMix} reads it from the tensor names.
+   */
   hasOutput?: boolean;
 }
 
@@ -225,4 +228,17 @@ export function ggufTensorDecision(target: GgufTarget, t: GgufTensorShape, optio
  */
 export function ggufTensorType(target: GgufTarget, tensor: GgufTensorShape, options?: GgufMixOptions): GgmlType {
   return ggufTensorDecision(target, tensor, options).type;
+}
+
+/**
+ * The decisions for a whole model's tensors at once, as llama-quantize makes them: whether the embedding
+ * is tied (no output.weight) is read from the names, so token_embd gets the output's type then.
+ */
+export function ggufMix(
+  target: GgufTarget,
+  tensors: GgufTensorShape[],
+  options: Omit<GgufMixOptions, 'hasOutput'> = {},
+): GgufTensorDecision[] {
+  const hasOutput = tensors.some((t) => t.name === 'output.weight');
+  return tensors.map((t) => ggufTensorDecision(target, t, { ...options, hasOutput }));
 }
