@@ -369,3 +369,37 @@ test('the mix table’s options and reasons', () => {
   assert.equal(f16.type, 'F16');
   assert.match(f16.reason, /172 columns is not a multiple of 256 \(Q6_K\) — nor of 32 \(Q8_0\): llama.cpp falls back to F16/);
 });
+
+test('an importance matrix file that is not one is refused with its name and what is wrong', async () => {
+  const dir = tempDir();
+  const noCounts = join(dir, 'no-counts.gguf');
+  const sums = new Float32Array([1, 2, 3, 4]);
+  await writeGguf(
+    noCounts,
+    [],
+    [{ name: 'blk.0.attn_q.weight.in_sum2', shape: [1, 4], type: 'F32', data: () => new Uint8Array(sums.buffer) }],
+  );
+  await assert.rejects(readImatrix(noCounts), (e: Error) => {
+    assert.equal(e.name, 'InputError');
+    assert.match(
+      e.message,
+      /no-counts\.gguf: not an importance matrix: "blk\.0\.attn_q\.weight\.in_sum2" has no "blk\.0\.attn_q\.weight\.counts"/,
+    );
+    return true;
+  });
+  const empty = join(dir, 'model.gguf');
+  await writeGguf(empty, [], [{ name: 'token_embd.weight', shape: [1, 4], type: 'F32', data: () => new Uint8Array(sums.buffer) }]);
+  await assert.rejects(readImatrix(empty), /model\.gguf: not an importance matrix: it holds no "\*\.in_sum2" tensors/);
+  const good = join(dir, 'imatrix.gguf');
+  const counts = new Float32Array([2, 0]);
+  const two = new Float32Array([2, 4, 6, 8]);
+  await writeGguf(
+    good,
+    [],
+    [
+      { name: 'e.in_sum2', shape: [2, 2], type: 'F32', data: () => new Uint8Array(two.buffer) },
+      { name: 'e.counts', shape: [2], type: 'F32', data: () => new Uint8Array(counts.buffer) },
+    ],
+  );
+  assert.deepEqual([...(await readImatrix(good)).get('e')!], [1, 2, 1, 1], 'sums / count per matrix; 1 where a matrix saw no tokens');
+});
