@@ -11,7 +11,7 @@ import { GGML_TYPES, type GgmlType } from '../../src/formats/gguf/ggml-types.js'
 import { fp16ToFp32, fp32ToBf16, fp32ToFp16 } from '../../src/formats/gguf/quants/float.js';
 import { readImatrix } from '../../src/formats/gguf/quants/imatrix.js';
 import { dequantizeRows, quantizeRows } from '../../src/formats/gguf/quants/index.js';
-import { type GgufTarget, ggufMix, ggufTensorDecision } from '../../src/formats/gguf/mix.js';
+import { type GgufTarget, ggufFileType, ggufMix, ggufTensorDecision } from '../../src/formats/gguf/mix.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 import { DREAMS_TRAIN, SHARED, sharedModel, tempDir } from '../support.js';
 import { normal } from '../passes/correlated-layer.js';
@@ -216,6 +216,7 @@ async function compareFile(
     return { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols: t.shape.at(-1)!, arch, dims: t.shape.length };
   });
   const decisions = ggufMix(target, shapes, { importance: importance !== undefined });
+  assert.equal(Number(theirs.metadata.get('general.file_type')?.value), ggufFileType(target), `${target}: general.file_type`);
   let bytes = 0;
   for (const [i, t] of source.tensors.entries()) {
     const q = theirs.tensors.find((u) => u.name === t.name);
