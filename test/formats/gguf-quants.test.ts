@@ -213,7 +213,7 @@ async function compareFile(
   const shapes = source.tensors.map((t) => {
     const layer = /^blk\.(\d+)\./.exec(t.name);
     const rows = t.shape.length > 1 ? t.shape.slice(0, -1).reduce((a, b) => a * b, 1) : 1;
-    return { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols: t.shape.at(-1)!, arch, dims: t.shape.length };
+    return { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols: t.shape.at(-1)!, arch };
   });
   const decisions = ggufMix(target, shapes, { importance: importance !== undefined });
   assert.equal(Number(theirs.metadata.get('general.file_type')?.value), ggufFileType(target), `${target}: general.file_type`);

@@ -54,14 +54,12 @@ export interface GgufTensorShape {
   /** The block index of a blk.N tensor, null for the others. */
   layer: number | null;
   nLayers: number;
-  /** Outer dimension (GGUF ne[1], 1 for a vector). */
+  /** The product of the outer dimensions (GGUF ne[1] for a matrix, 1 for a vector). */
   rows: number;
   /** Row length (GGUF ne[0]): what the block size must divide. */
   cols: number;
   /** `general.architecture`. */
   arch: string;
-  /** Number of dimensions (default: 2 when rows > 1, else 1). llama.cpp quantizes only tensors of 2 or more. */
-  dims?: number;
 }
 
 export interface GgufMixOptions {
@@ -128,10 +126,13 @@ const NEVER_QUANTIZED = [
   'mm.a.code_embd',
 ];
 
-/** Whether llama-quantize quantizes this tensor at all (otherwise it keeps its stored type, F32 here). */
-export function ggufQuantizable(t: Pick<GgufTensorShape, 'name' | 'rows' | 'dims'>): boolean {
-  const dims = t.dims ?? (t.rows > 1 ? 2 : 1);
-  if (dims < 2 || !t.name.endsWith('weight')) return false;
+/**
+ * Whether llama-quantize quantizes this tensor at all (otherwise it keeps its stored type, F32 here). It
+ * takes tensors of 2 or more dimensions by ggml_n_dims, which counts up to the last one above 1: a
+ * [1, n] matrix is a vector to it, so `rows` (the product of the outer dimensions) must exceed 1.
+ */
+export function ggufQuantizable(t: Pick<GgufTensorShape, 'name' | 'rows'>): boolean {
+  if (t.rows < 2 || !t.name.endsWith('weight')) return false;
   if (t.name === 'position_embd.weight' || t.name === 'token_types.weight') return false;
   return !NEVER_QUANTIZED.some((p) => t.name.includes(p));
 }
