@@ -3,11 +3,11 @@
 // of H^-1, so the layer's output on the calibration inputs changes as little as possible.
 import { InputError } from '../../core/errors.js';
 import { dampedInverseFactor, fixDeadInputs, lazyBatchUpdate } from '../linalg.js';
-import { blockParams, dequantizeValue, quantizeValue, type BlockParams } from './blockwise.js';
+import { blockParams, dequantizeValue, quantizeValue, type BlockParams, type QuantGrid } from './blockwise.js';
 import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 /** GPTQ options on top of the block layout (`blockSize` is the group size along the input dimension). */
-export interface GptqConfig extends BlockQuantConfig {
+export interface GptqConfig extends BlockQuantConfig, QuantGrid {
   /** Relative dampening: percdamp * mean(diag(H)) is added to the diagonal (default 0.01). */
   dampening?: number;
   /** Process columns by decreasing diag(H), with static groups (see {@link gptqQuantize}). */
@@ -148,7 +148,7 @@ export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Flo
           p.scale = scales[r * nb + g]!;
           p.zero = zeroPoints ? zeroPoints[r * nb + g]! : half;
           const x = work[base + j]!;
-          const code = quantizeValue(x, p, bits);
+          const code = quantizeValue(x, p, bits, cfg.fullRange);
           codes[r * cols + c] = code;
           const e = (x - dequantizeValue(code, p)) / u[j * cols + j]!;
           loss += e * e;
