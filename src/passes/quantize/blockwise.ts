@@ -16,7 +16,7 @@ export interface QuantGrid {
    * and AutoGPTQ's / GPTQModel's Quantizer (quantization/quantizer.py: scale = 2 absmax / maxq, zero (maxq + 1) / 2).
    */
   fullRange?: boolean;
-  /** Scales rounded to float16 before use, for formats that store them so (GPTQ's and AWQ's `scales`). */
+  /** Scales rounded up to float16 before use, for formats that store them so (GPTQ's and AWQ's `scales`). */
   float16Scales?: boolean;
   /**
    * Smallest asymmetric zero point: GPTQ's v1 checkpoints store zero - 1 in 4 bits, so zero 0 cannot be stored; a block
@@ -25,9 +25,18 @@ export interface QuantGrid {
   minZero?: number;
 }
 
-/** Rounds a scale to float16, keeping it positive (a tiny block's scale would underflow to 0). */
+/**
+ * Rounds a positive scale up to the next float16, so the block's extremes stay within half a step of a code (rounding
+ * down would clip them by more); never 0.
+ */
 function toFloat16Scale(scale: number): number {
-  const r = toFloat32(fromFloat32(Float32Array.of(scale), 'F16'), 'F16')[0]!;
+  const bits = fromFloat32(Float32Array.of(scale), 'F16');
+  if (toFloat32(bits, 'F16')[0]! < scale) {
+    const next = (bits[0]! | (bits[1]! << 8)) + 1;
+    bits[0] = next & 255;
+    bits[1] = next >> 8;
+  }
+  const r = toFloat32(bits, 'F16')[0]!;
   return r > 0 ? r : 2 ** -24;
 }
 
