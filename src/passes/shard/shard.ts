@@ -143,7 +143,8 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       );
     const unsupported = opts.format === 'tensorrt-llm' ? tensorRtLlmUnsupported(spec) : null;
     if (unsupported) throw new InputError(`${source}: --format tensorrt-llm ${unsupported}; use --format onnx`);
-    if (!ATTENTION[opts.attention].shardable) {
+    // The attention form is the ONNX graphs' alone: a TensorRT-LLM checkpoint holds weights, and its engine builds attention.
+    if (opts.format !== 'tensorrt-llm' && !ATTENTION[opts.attention].shardable) {
       throw new InputError(`--attention ${opts.attention}: sharded models are built with ${SHARD_ATTENTION_FORMS.join(' or ')} attention`);
     }
     const plan = planShard(spec, {
