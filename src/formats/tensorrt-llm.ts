@@ -10,6 +10,12 @@
 // Qwen2 / Qwen3 go to its QWen format (tensorrt_llm/models/qwen: config.py, convert.py): the same tensor
 // names (qkv with q/k/v biases, dense without one), `qwen_type`, and Qwen3's attention.q_layernorm / k_layernorm
 // (over head_dim: whole on every rank).
+// Phi-3 goes to its Phi3ForCausalLM format (tensorrt_llm/models/phi3: config.py Phi3Config.from_hugging_face,
+// convert.py load_weights_from_hf_model): qkv_proj as attention.qkv, o_proj as attention.dense, gate_up_proj as one
+// mlp.fc with its halves swapped ([up; gate]: TensorRT-LLM's swiglu gates with the second half), down_proj as
+// mlp.proj; hidden_act "swiglu", rotary_pct = partial_rotary_factor. That converter splits no Phi-3-mini weight over
+// tensor-parallel ranks (split_weights_tp serves Phi3Small only), so tp 1 only; it reads no sliding_window and takes
+// longrope only from 128k contexts, so both are refused.
 import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
@@ -39,15 +45,24 @@ const TENSORRT_LLM_CLASSES: Record<string, string> = {
   mistral: 'LlamaForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
   qwen3: 'Qwen3ForCausalLM',
+  phi3: 'Phi3ForCausalLM',
 };
 export const TENSORRT_LLM_ARCHITECTURES = Object.keys(TENSORRT_LLM_CLASSES);
 const isQwen = (spec: DecoderSpec) => spec.architecture === 'qwen2' || spec.architecture === 'qwen3';
+const isPhi3 = (spec: DecoderSpec) => spec.architecture === 'phi3';
 
-/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` (null when they can): one clause for a refusal. */
-export function tensorRtLlmUnsupported(spec: DecoderSpec): string | null {
+/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` at `tp` (null when they can): one clause for a refusal. */
+export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1): string | null {
   if (!TENSORRT_LLM_CLASSES[spec.architecture]) {
     const names = TENSORRT_LLM_ARCHITECTURES;
     return `writes ${names.slice(0, -1).join(', ')} and ${names.at(-1)} checkpoints, not ${spec.architecture}`;
+  }
+  if (spec.architecture === 'phi3') {
+    if (tp > 1) return `writes phi3 at --tp 1 only: TensorRT-LLM's Phi-3 converter (models/phi3/convert.py) splits no Phi-3-mini weight`;
+    if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions)
+      return `cannot hold phi3's sliding_window ${spec.slidingWindow}: TensorRT-LLM's Phi3Config reads none (every layer would attend globally)`;
+    if (spec.ropeScaling !== null)
+      return `does not write phi3's longrope rope_scaling (TensorRT-LLM's Phi3Config takes it from 128k contexts only)`;
   }
   // One attn_bias flag covers q, k and v (fused qkv); QWen's attention.dense and MLP carry no bias.
   const b = spec.biases;
@@ -57,7 +72,7 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec): string | null {
   return null;
 }
 
-// Only llama and mistral reach this writer (TENSORRT_LLM_ARCHITECTURES); longrope is Phi-3's.
+// Longrope is Phi-3's, refused for it by tensorRtLlmUnsupported.
 function refuseLongrope(): never {
   throw new Error('longrope rope scaling has no LLaMA-format TensorRT-LLM checkpoint');
 }
@@ -76,7 +91,7 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
     num_attention_heads: spec.numHeads,
     num_key_value_heads: spec.kvHeads,
     head_size: spec.headDim,
-    hidden_act: 'silu',
+    hidden_act: isPhi3(spec) ? 'swiglu' : 'silu',
     intermediate_size: spec.intermediateSize,
     norm_epsilon: spec.rmsNormEps,
     position_embedding_type: 'rope_gpt_neox',
@@ -105,6 +120,12 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
   };
   // QWenConfig's own fields: the variant (its loader and Qwen3's q/k layernorms follow it); MoE stays off by default.
   if (isQwen(spec)) Object.assign(config, { qwen_type: spec.architecture, use_logn_attn: false });
+  if (isPhi3(spec)) {
+    // Phi3Config has no LLaMA bias flags; rotary_pct is PretrainedConfig's partial rotary fraction.
+    delete config.attn_bias;
+    delete config.mlp_bias;
+    config.rotary_pct = (spec.rotaryDim ?? spec.headDim) / spec.headDim;
+  }
   return config;
 }
 
@@ -145,8 +166,11 @@ export function tensorRtLlmRankTensors(
       add(`${p}.attention.k_layernorm.weight`, [n.kNorm]);
     }
     add(`${p}.post_layernorm.weight`, [n.postAttentionNorm]);
-    add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
-    add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);
+    if (isPhi3(spec)) add(`${p}.mlp.fc.weight`, [`${n.up}.weight`, `${n.gate}.weight`]);
+    else {
+      add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
+      add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);
+    }
     add(`${p}.mlp.proj.weight`, [`${n.down}.weight`]);
     if (spec.biases.gate) {
       add(`${p}.mlp.fc.bias`, [`${n.gate}.bias`]);
