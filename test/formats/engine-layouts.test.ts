@@ -9,7 +9,7 @@ import { SafetensorsFile, Checkpoint } from '../../src/formats/safetensors.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { openHfModel } from '../../src/model/checkpoint.js';
 import { quantize, type QuantizeOptions } from '../../src/passes/quantize/quantize.js';
-import { tempDir } from '../support.js';
+import { SAMPLE_TEXT, tempDir } from '../support.js';
 
 // Every dim a multiple of 32 and of 8, so every module of every format is quantized.
 let SOURCE = '';
@@ -305,4 +305,23 @@ test('an --exclude that splits a fused group keeps the whole group in float, wit
   }
   const tensors = await readAll(out);
   assert.ok(tensors.has('model.layers.0.mlp.up_proj.weight') && !tensors.has('model.layers.0.mlp.up_proj.weight_packed'));
+});
+
+test("GPTQ-calibrated layers in --format gptq: the independent reading and llmopt's agree on every weight", async () => {
+  const out = join(tempDir(), 'gptq');
+  await quantize(SOURCE, out, { ...BASE, format: 'gptq', method: 'gptq', calib: SAMPLE_TEXT, calibSamples: 4, calibSeqLen: 16 });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  // quantize_config.json carries the same scheme for AutoGPTQ.
+  assert.deepEqual(JSON.parse(readFileSync(join(out, 'quantize_config.json'), 'utf8')), config.quantization_config);
+  const tensors = await readAll(out);
+  const ours = await openHfModel(out);
+  try {
+    for (const m of modules()) {
+      const d = decodeGptq(config, tensors, m);
+      const back = await ours.weights.readFloat32(`${m}.weight`);
+      for (let k = 0; k < back.length; k++) assert.ok(Math.abs(back[k]! - d.weight[k]!) <= 1e-6 * d.scaleOf[k]!, `${m}[${k}]`);
+    }
+  } finally {
+    await ours.close();
+  }
 });
