@@ -60,7 +60,10 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1): string | null
   if (spec.architecture === 'phi3') {
     if (tp > 1) return `writes phi3 at --tp 1 only: TensorRT-LLM's Phi-3 converter (models/phi3/convert.py) splits no Phi-3-mini weight`;
     if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions)
-      return `cannot hold phi3's sliding_window ${spec.slidingWindow}: TensorRT-LLM's Phi3Config reads none (every layer would attend globally)`;
+      return (
+        `cannot hold phi3's sliding_window ${spec.slidingWindow}: ` +
+        `TensorRT-LLM's Phi3Config reads none (every layer would attend globally)`
+      );
     if (spec.ropeScaling !== null)
       return `does not write phi3's longrope rope_scaling (TensorRT-LLM's Phi3Config takes it from 128k contexts only)`;
   }

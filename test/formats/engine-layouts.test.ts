@@ -283,6 +283,10 @@ for (const [format, symmetric] of [
       if (format === 'gptq') assert.ok(lowest >= -8 && highest === 7, `codes ${lowest}..${highest}`);
     }
     if (format === 'compressed-tensors') assert.ok(config.quantization_config.ignore.includes('lm_head'));
+    // The manifest claims only what the format did: embeddings stay float in every engine format.
+    const manifest = JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8'));
+    assert.equal(manifest.passes.at(-1).options.quantizeEmbeddings, false);
+    assert.equal(manifest.passes.at(-1).options.format, format);
   });
 }
 
