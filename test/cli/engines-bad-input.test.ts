@@ -51,6 +51,13 @@ test('--strict refuses a module no vLLM kernel serves, naming the module, shape 
   );
 });
 
+test('in_features no block of the scheme divides is refused before any work, naming the tensor and the fix', () => {
+  failsCleanly(
+    ['quantize', GQA, ...CT],
+    /tensor "model\.layers\.0\.self_attn\.q_proj\.weight": in_features 48 is not a multiple of block size 32, which --format compressed-tensors and vLLM require; use a block size that divides it \(16\), or --exclude the module/,
+  );
+});
+
 test('asymmetric zero points vLLM would misplace (a fused shard of 172 rows) are refused; so are GPTQ and AWQ shapes', async () => {
   const dir = tempDir();
   const config = {

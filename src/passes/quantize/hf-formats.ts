@@ -108,6 +108,17 @@ export function planHfTargets(spec: DecoderSpec, targets: ReadonlySet<string>, p
       );
     }
   }
+  // Whole groups of whole int32 words along in_features (compressed-tensors' quantize, vLLM's create_weights): checked
+  // here too, so a large model is refused before any calibration.
+  const ragged = kept.find((l) => l.cols % p.blockSize !== 0 || l.cols % (32 / p.bits) !== 0);
+  if (ragged) {
+    const fits = [128, 64, 32, 16].filter((g) => ragged.cols % g === 0);
+    throw new InputError(
+      `tensor "${ragged.shards[0]!.module}.weight": in_features ${ragged.cols} is not a multiple of block size ${p.blockSize}, ` +
+        `which --format ${p.format} and vLLM require; ` +
+        `${fits.length ? `use a block size that divides it (${fits.join(', ')})` : 'no block size divides it'}, or --exclude the module`,
+    );
+  }
   return { quantized, warnings };
 }
 
