@@ -91,18 +91,18 @@ const first = (...reasons: Array<string | null>) => reasons.find((r) => r !== nu
  * The mixed-precision kernels vLLM chooses from on NVIDIA GPUs (kernels/mixed_precision/__init__.py, _POSSIBLE_KERNELS;
  * choose_mp_linear_kernel takes the first whose can_implement passes). CUTLASS W4A8 needs fp8 activations, AllSpark
  * 8-bit per-channel on Ampere only, BitBLAS an extra package and Conch ROCm, so the three that serve these
- * checkpoints generally are checked. group_size -1 (per channel) is written as the full in_features.
+ * checkpoints generally are checked. llmopt writes strategy "group" only, so per-channel (-1) never comes up.
  */
 const KERNELS: Array<{ name: string; rule: KernelRule }> = [
   {
     // marlin.py can_implement + utils/marlin_utils.py: query_marlin_supported_quant_types (zero points: uint4 only),
     // MARLIN_SUPPORTED_GROUP_SIZES [-1, 32, 64, 128], verify_marlin_supports_shape (GPTQ_MARLIN_MIN_THREAD_N 64,
-    // GPTQ_MARLIN_MIN_THREAD_K 128, group_size divides in_features). Compute capability 8.0+.
+    // GPTQ_MARLIN_MIN_THREAD_K 128, group_size divides in_features). Compute capability 8.0+ (7.5+ in recent releases).
     name: 'Marlin',
     rule: ({ n, k }, s) =>
       first(
         !s.symmetric && s.bits !== 4 ? 'zero points with 4 bits only' : null,
-        [32, 64, 128].includes(s.groupSize) || s.groupSize === k ? null : `group size ${s.groupSize} not in 32, 64, 128`,
+        [32, 64, 128].includes(s.groupSize) ? null : `group size ${s.groupSize} not in 32, 64, 128`,
         mod('out_features', n, 64),
         mod('in_features', k, 128),
         mod('in_features', k, s.groupSize),
@@ -114,7 +114,7 @@ const KERNELS: Array<{ name: string; rule: KernelRule }> = [
     name: 'Machete (Hopper)',
     rule: ({ n, k }, s) =>
       first(
-        [64, 128].includes(s.groupSize) || s.groupSize === k ? null : `group size ${s.groupSize} not in 64, 128`,
+        [64, 128].includes(s.groupSize) ? null : `group size ${s.groupSize} not in 64, 128`,
         mod('in_features', k, 64),
         mod('out_features', n, 128),
       ),
