@@ -97,9 +97,11 @@ test('options a format cannot honour: awq at 8 bits, embeddings quantized for an
   );
 });
 
-test('gemma3-tiny: shard --format tensorrt-llm names the architecture it cannot write', { skip: needsSharedModel('gemma3-tiny') }, () => {
+test('gemma3-tiny: shard --format tensorrt-llm beyond --tp 1 is refused naming the architecture', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, () => {
   failsCleanly(
-    ['shard', sharedModel('gemma3-tiny'), '--format', 'tensorrt-llm'],
-    /--format tensorrt-llm writes llama, mistral, qwen2, qwen3 and phi3 checkpoints, not gemma3; use --format onnx/,
+    ['shard', sharedModel('gemma3-tiny'), '--tp', '2', '--format', 'tensorrt-llm'],
+    /--format tensorrt-llm writes gemma3 at --tp 1 only \(use --pp\)/,
   );
 });

@@ -198,12 +198,22 @@ async function converterRank(
     }
     return cat(parts);
   };
+  // models/gemma/convert.py: every Gemma norm weight stored plus 1, added in float32.
+  const gemma = spec.architecture === 'gemma3';
+  const norm = async (name: string) => {
+    const w = await read(name);
+    return gemma ? w.map((x) => x + 1) : w;
+  };
   if (stage === 0) out.set('transformer.vocab_embedding.weight', await read('model.embed_tokens.weight'));
   for (let i = range.from; i < range.to; i++) {
     const n = layerTensorNames(i);
     const p = `transformer.layers.${i - range.from}`;
-    out.set(`${p}.input_layernorm.weight`, await read(n.inputNorm));
-    out.set(`${p}.post_layernorm.weight`, await read(n.postAttentionNorm));
+    out.set(`${p}.input_layernorm.weight`, await norm(n.inputNorm));
+    out.set(`${p}.post_layernorm.weight`, await norm(n.postAttentionNorm));
+    if (gemma) {
+      out.set(`${p}.pre_feedforward_layernorm.weight`, await norm(n.preFeedforwardNorm));
+      out.set(`${p}.post_feedforward_layernorm.weight`, await norm(n.postFeedforwardNorm));
+    }
     if (spec.architecture === 'phi3') {
       // models/phi3/convert.py: qkv_proj renamed whole; gate_up_proj's halves swapped into mlp.fc; no tp split.
       const fused = `model.layers.${i}`;
@@ -219,15 +229,15 @@ async function converterRank(
     out.set(`${p}.attention.dense.weight`, split(await read(`${n.o}.weight`), shape(`${n.o}.weight`), tp, tpRank, 1));
     if (spec.biases.o) out.set(`${p}.attention.dense.bias`, await read(`${n.o}.bias`));
     if (spec.qkNorm) {
-      out.set(`${p}.attention.q_layernorm.weight`, await read(n.qNorm));
-      out.set(`${p}.attention.k_layernorm.weight`, await read(n.kNorm));
+      out.set(`${p}.attention.q_layernorm.weight`, await norm(n.qNorm));
+      out.set(`${p}.attention.k_layernorm.weight`, await norm(n.kNorm));
     }
     out.set(`${p}.mlp.fc.weight`, split(await read(`${n.gate}.weight`), shape(`${n.gate}.weight`), tp, tpRank, 0));
     out.set(`${p}.mlp.gate.weight`, split(await read(`${n.up}.weight`), shape(`${n.up}.weight`), tp, tpRank, 0));
     out.set(`${p}.mlp.proj.weight`, split(await read(`${n.down}.weight`), shape(`${n.down}.weight`), tp, tpRank, 1));
   }
   if (stage === pp - 1) {
-    out.set('transformer.ln_f.weight', await read('model.norm.weight'));
+    out.set('transformer.ln_f.weight', await norm('model.norm.weight'));
     const head = await read(spec.tiedEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
     const padded = new Float32Array(Math.ceil(spec.vocabSize / tp) * tp * h);
     padded.set(head);
@@ -243,6 +253,7 @@ for (const [name, dir, tp, pp, skip] of [
   ['qwen2-tiny', sharedModel('qwen2-tiny'), 4, 1, needsSharedModel('qwen2-tiny')],
   ['qwen3-tiny', sharedModel('qwen3-tiny'), 2, 2, needsSharedModel('qwen3-tiny')],
   ['phi3-tiny', sharedModel('phi3-tiny'), 1, 3, needsSharedModel('phi3-tiny')],
+  ['gemma3-tiny', sharedModel('gemma3-tiny'), 1, 2, needsSharedModel('gemma3-tiny')],
 ] as const) {
   test(`${name} tp ${tp} pp ${pp}: every rank file equals TensorRT-LLM's converter split bit for bit`, { skip }, async () => {
     const out = join(tempDir(), 'trtllm');
@@ -287,6 +298,25 @@ test('phi3-tiny: Phi3ForCausalLM config keys; --tp 2 refused naming the converte
     }),
     /--format tensorrt-llm writes phi3 at --tp 1 only: TensorRT-LLM's Phi-3 converter \(models\/phi3\/convert\.py\) splits no Phi-3-mini weight/,
   );
+});
+
+test("gemma3-tiny: Gemma3ForCausalLM config keys as TensorRT-LLM's GemmaConfig holds them", {
+  skip: needsSharedModel('gemma3-tiny'),
+}, async () => {
+  const out = join(tempDir(), 'gemma3');
+  await shardModel(sharedModel('gemma3-tiny'), out, { tp: 1, pp: 1, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  // models/gemma/config.py and modeling_utils.py Gemma3ConfigGroup, from gemma3-tiny's config.json.
+  assert.equal(config.architecture, 'Gemma3ForCausalLM');
+  assert.equal(config.inter_layernorms, true);
+  assert.equal(config.query_pre_attn_scalar, 32);
+  assert.equal(config.final_logit_softcapping, null);
+  assert.equal(config._sliding_window_pattern, 6);
+  assert.equal(config.rope_local_base_freq, 10000);
+  assert.equal(config.sliding_window, 8);
+  assert.equal(config.rotary_base, 1000000);
+  assert.equal(config.head_size, 32);
+  assert.equal(config.hidden_act, 'gelu_pytorch_tanh');
 });
 
 test('head_dim 8 shards to TensorRT-LLM with the default --attention: no ONNX graph, no GroupQueryAttention rule', async () => {
