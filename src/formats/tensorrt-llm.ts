@@ -10,6 +10,18 @@
 // Qwen2 / Qwen3 go to its QWen format (tensorrt_llm/models/qwen: config.py, convert.py): the same tensor
 // names (qkv with q/k/v biases, dense without one), `qwen_type`, and Qwen3's attention.q_layernorm / k_layernorm
 // (over head_dim: whole on every rank).
+// Phi-3 goes to its Phi3ForCausalLM format (tensorrt_llm/models/phi3: config.py Phi3Config.from_hugging_face,
+// convert.py load_weights_from_hf_model): qkv_proj as attention.qkv, o_proj as attention.dense, gate_up_proj as one
+// mlp.fc with its halves swapped ([up; gate]: TensorRT-LLM's swiglu gates with the second half), down_proj as
+// mlp.proj; hidden_act "swiglu", rotary_pct = partial_rotary_factor. That converter splits no Phi-3-mini weight over
+// tensor-parallel ranks (split_weights_tp serves Phi3Small only), so tp 1 only; it reads no sliding_window and takes
+// longrope only from 128k contexts, so both are refused.
+// Gemma 3 goes to its Gemma3ForCausalLM format (tensorrt_llm/models/gemma: config.py GemmaConfig with the Gemma3
+// config group query_pre_attn_scalar, final_logit_softcapping, _sliding_window_pattern, rope_local_base_freq,
+// sliding_window; convert.py load_gemma_weights with HfParser): the Llama names plus attention.q_layernorm /
+// k_layernorm, pre_feedforward_layernorm and post_feedforward_layernorm, post_attention_layernorm as post_layernorm,
+// and every norm weight stored plus 1 (TensorRT-LLM's RmsNorm scales by w, Gemma's by 1 + w). llmopt writes it at
+// tp 1 (its shard plan splits no sandwich-norm model); GemmaConfig reads no rope_scaling, so that is refused.
 import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
@@ -39,15 +51,43 @@ const TENSORRT_LLM_CLASSES: Record<string, string> = {
   mistral: 'LlamaForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
   qwen3: 'Qwen3ForCausalLM',
+  phi3: 'Phi3ForCausalLM',
+  gemma3: 'Gemma3ForCausalLM',
 };
 export const TENSORRT_LLM_ARCHITECTURES = Object.keys(TENSORRT_LLM_CLASSES);
 const isQwen = (spec: DecoderSpec) => spec.architecture === 'qwen2' || spec.architecture === 'qwen3';
+const isPhi3 = (spec: DecoderSpec) => spec.architecture === 'phi3';
+const isGemma3 = (spec: DecoderSpec) => spec.architecture === 'gemma3';
 
-/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` (null when they can): one clause for a refusal. */
-export function tensorRtLlmUnsupported(spec: DecoderSpec): string | null {
+/** Gemma 3's local/global period: every p-th layer global (Gemma3ConfigGroup._sliding_window_pattern), or null. */
+function slidingPattern(spec: DecoderSpec): number | null {
+  const sliding = spec.slidingLayers ?? [];
+  const p = sliding.indexOf(false) + 1;
+  if (p === 0) return sliding.length > 0 && sliding.length < spec.numLayers ? null : spec.numLayers + 1;
+  return sliding.every((s, i) => s === ((i + 1) % p !== 0)) ? p : null;
+}
+
+/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` at `tp` (null when they can): one clause for a refusal. */
+export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1): string | null {
   if (!TENSORRT_LLM_CLASSES[spec.architecture]) {
     const names = TENSORRT_LLM_ARCHITECTURES;
     return `writes ${names.slice(0, -1).join(', ')} and ${names.at(-1)} checkpoints, not ${spec.architecture}`;
+  }
+  if (spec.architecture === 'phi3') {
+    if (tp > 1) return `writes phi3 at --tp 1 only: TensorRT-LLM's Phi-3 converter (models/phi3/convert.py) splits no Phi-3-mini weight`;
+    if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions)
+      return (
+        `cannot hold phi3's sliding_window ${spec.slidingWindow}: ` +
+        `TensorRT-LLM's Phi3Config reads none (every layer would attend globally)`
+      );
+    if (spec.ropeScaling !== null)
+      return `does not write phi3's longrope rope_scaling (TensorRT-LLM's Phi3Config takes it from 128k contexts only)`;
+  }
+  if (isGemma3(spec)) {
+    if (tp > 1) return 'writes gemma3 at --tp 1 only (use --pp)';
+    if (spec.ropeScaling !== null) return `cannot hold gemma3's rope_scaling: TensorRT-LLM's GemmaConfig reads none`;
+    if (slidingPattern(spec) === null)
+      return `cannot hold gemma3's layer_types: TensorRT-LLM's Gemma 3 takes one global layer every _sliding_window_pattern layers`;
   }
   // One attn_bias flag covers q, k and v (fused qkv); QWen's attention.dense and MLP carry no bias.
   const b = spec.biases;
@@ -57,7 +97,7 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec): string | null {
   return null;
 }
 
-// Only llama and mistral reach this writer (TENSORRT_LLM_ARCHITECTURES); longrope is Phi-3's.
+// Longrope is Phi-3's, refused for it by tensorRtLlmUnsupported.
 function refuseLongrope(): never {
   throw new Error('longrope rope scaling has no LLaMA-format TensorRT-LLM checkpoint');
 }
@@ -76,7 +116,7 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
     num_attention_heads: spec.numHeads,
     num_key_value_heads: spec.kvHeads,
     head_size: spec.headDim,
-    hidden_act: 'silu',
+    hidden_act: isPhi3(spec) ? 'swiglu' : isGemma3(spec) ? 'gelu_pytorch_tanh' : 'silu',
     intermediate_size: spec.intermediateSize,
     norm_epsilon: spec.rmsNormEps,
     position_embedding_type: 'rope_gpt_neox',
@@ -105,7 +145,34 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
   };
   // QWenConfig's own fields: the variant (its loader and Qwen3's q/k layernorms follow it); MoE stays off by default.
   if (isQwen(spec)) Object.assign(config, { qwen_type: spec.architecture, use_logn_attn: false });
+  if (isPhi3(spec)) {
+    // Phi3Config has no LLaMA bias flags; rotary_pct is PretrainedConfig's partial rotary fraction.
+    delete config.attn_bias;
+    delete config.mlp_bias;
+    config.rotary_pct = (spec.rotaryDim ?? spec.headDim) / spec.headDim;
+  }
+  if (isGemma3(spec)) {
+    // GemmaConfig: inter_layernorms for the four norms, and the Gemma3 config group (from the HF config's own keys).
+    const scalar = (spec.attentionScale ?? spec.headDim ** -0.5) ** -2;
+    Object.assign(config, {
+      inter_layernorms: true,
+      query_pre_attn_scalar: Math.abs(scalar - Math.round(scalar)) < 1e-6 ? Math.round(scalar) : scalar,
+      final_logit_softcapping: spec.finalSoftcap ?? null,
+      _sliding_window_pattern: slidingPattern(spec),
+      rope_local_base_freq: spec.localRopeTheta ?? 10000,
+      sliding_window: spec.slidingWindow ?? null,
+    });
+  }
   return config;
+}
+
+/** One tensor of a rank file: its TensorRT-LLM name and shape, the Hugging Face tensors whose rows it stacks. */
+export interface TensorRtLlmTensor {
+  name: string;
+  shape: number[];
+  parts: string[];
+  /** Stored as w + 1 (Gemma's norms). */
+  plusOne?: boolean;
 }
 
 /** One rank to write: its place in the mapping, its layers, and its slices under Hugging Face names. */
@@ -120,16 +187,14 @@ export interface TensorRtLlmRank {
 }
 
 /** Every tensor of one rank file: TensorRT-LLM name, shape, and the Hugging Face tensors concatenated (rows) to form it. */
-export function tensorRtLlmRankTensors(
-  spec: DecoderSpec,
-  tp: number,
-  r: TensorRtLlmRank,
-): Array<{ name: string; shape: number[]; parts: string[] }> {
-  const out: Array<{ name: string; shape: number[]; parts: string[] }> = [];
+export function tensorRtLlmRankTensors(spec: DecoderSpec, tp: number, r: TensorRtLlmRank): TensorRtLlmTensor[] {
+  const out: TensorRtLlmTensor[] = [];
   const shape = (n: string) => r.weights.shape(n);
   const add = (name: string, parts: string[]) => {
     const s = parts.map(shape);
-    out.push({ name, shape: [s.reduce((a, p) => a + p[0]!, 0), ...s[0]!.slice(1)], parts });
+    // Gemma's norms scale by (1 + w): TensorRT-LLM's converter stores w + 1 (models/gemma/convert.py).
+    const plusOne = isGemma3(spec) && /(layernorm|ln_f)\.weight$/.test(name);
+    out.push({ name, shape: [s.reduce((a, p) => a + p[0]!, 0), ...s[0]!.slice(1)], parts, ...(plusOne ? { plusOne } : {}) });
   };
   if (r.first) add('transformer.vocab_embedding.weight', [EMBED_TOKENS]);
   for (let i = r.layers.from; i < r.layers.to; i++) {
@@ -145,8 +210,15 @@ export function tensorRtLlmRankTensors(
       add(`${p}.attention.k_layernorm.weight`, [n.kNorm]);
     }
     add(`${p}.post_layernorm.weight`, [n.postAttentionNorm]);
-    add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
-    add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);
+    if (spec.sandwichNorms) {
+      add(`${p}.pre_feedforward_layernorm.weight`, [n.preFeedforwardNorm]);
+      add(`${p}.post_feedforward_layernorm.weight`, [n.postFeedforwardNorm]);
+    }
+    if (isPhi3(spec)) add(`${p}.mlp.fc.weight`, [`${n.up}.weight`, `${n.gate}.weight`]);
+    else {
+      add(`${p}.mlp.fc.weight`, [`${n.gate}.weight`]);
+      add(`${p}.mlp.gate.weight`, [`${n.up}.weight`]);
+    }
     add(`${p}.mlp.proj.weight`, [`${n.down}.weight`]);
     if (spec.biases.gate) {
       add(`${p}.mlp.fc.bias`, [`${n.gate}.bias`]);
@@ -205,6 +277,7 @@ export async function writeTensorRtLlmCheckpoint(
           values.set(p, off);
           off += p.length;
         }
+        if (t.plusOne) for (let i = 0; i < values.length; i++) values[i]! += 1;
       }
       onTensor();
       return fromFloat32(values, dtype);

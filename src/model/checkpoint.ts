@@ -1,13 +1,17 @@
 // Opens a Hugging Face model folder as a spec plus a validated weight source: every tensor the
 // spec needs is present with the shape and dtype config.json implies, before any work starts.
-// compressed-tensors checkpoints (llmopt's own quantize output among them) read as dequantized floats.
+// Quantized checkpoints (compressed-tensors, GPTQ, AWQ: llmopt's own quantize outputs among them) read as dequantized floats.
 import { join } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { Checkpoint } from '../formats/safetensors.js';
 import { readJsonFile } from '../formats/hf-config.js';
 import { readModelSpec, tensorPrefixesOf } from './architectures/index.js';
 import { checkpointTensorName } from './architectures/architecture.js';
-import { isCompressedTensors, openCompressedTensors } from '../formats/compressed-tensors.js';
+import { isCompressedTensors } from '../formats/compressed-tensors.js';
+import { openCompressedTensors } from '../formats/compressed-tensors-read.js';
+import { isGptq, openGptq } from '../formats/gptq-checkpoint.js';
+import { isAwq, openAwq } from '../formats/awq-checkpoint.js';
+import type { QuantizedCheckpointSource } from '../formats/quantized-source.js';
 import type { DType } from '../formats/dtype.js';
 import type { DecoderSpec, WeightDtype } from '../core/spec.js';
 import type { WeightSource } from '../core/weights.js';
@@ -57,13 +61,19 @@ export async function openHfModel(dir: string): Promise<HfModel> {
   const config = readJsonFile(join(dir, 'config.json'));
   const qc = config.quantization_config as Record<string, unknown> | undefined;
   if (qc && typeof qc === 'object') {
-    if (!isCompressedTensors(config)) {
+    const formats: Array<[string, (c: Record<string, unknown>) => boolean, (d: string) => Promise<QuantizedCheckpointSource>]> = [
+      ['compressed-tensors', isCompressedTensors, openCompressedTensors],
+      ['gptq', isGptq, openGptq],
+      ['awq', isAwq, openAwq],
+    ];
+    const format = formats.find(([, is]) => is(config));
+    if (!format) {
       throw new InputError(
         `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc.quant_method)}" ` +
-          `is not supported (supported: compressed-tensors)`,
+          `is not supported (supported: ${formats.map(([name]) => name).join(', ')})`,
       );
     }
-    const source = await openCompressedTensors(dir);
+    const source = await format[2](dir);
     for (const [name, shape] of checkpointTensors(spec)) {
       if (!source.has(name)) {
         await source.close();
@@ -76,7 +86,7 @@ export async function openHfModel(dir: string): Promise<HfModel> {
       }
     }
     const weights = splitFusedWeights(spec, source);
-    return { dir, spec, weights, checkpoint: null, quantization: 'compressed-tensors', close: () => source.close() };
+    return { dir, spec, weights, checkpoint: null, quantization: format[0], close: () => source.close() };
   }
   // A checkpoint that wraps the text model (Gemma 3 multimodal) is read under the text model's names.
   const prefixes = tensorPrefixesOf(config, join(dir, 'config.json'));

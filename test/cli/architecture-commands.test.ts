@@ -100,10 +100,7 @@ test('qwen2-tiny: --format compressed-tensors keeps the tensor names, float q/k/
   assert.deepEqual(rest.architectures, ['Qwen2ForCausalLM']);
   assert.equal(rest.use_sliding_window, false);
   assert.equal(qc.quant_method, 'compressed-tensors');
-  assert.deepEqual(
-    qc.ignore,
-    [0, 1, 2].map((l) => `model.layers.${l}.mlp.down_proj`),
-  );
+  assert.deepEqual(qc.ignore, ['lm_head', ...[0, 1, 2].map((l) => `model.layers.${l}.mlp.down_proj`)]);
   // llmopt reads it back as qwen2, biases included.
   ok(['export', out, '-o', join(tempDir(), 'onnx'), '-q']);
 });
@@ -177,10 +174,7 @@ test('gemma3-tiny: --format compressed-tensors keeps the tensor names, its four 
   const { quantization_config: qc, ...rest } = config;
   assert.deepEqual(rest, sourceConfig);
   assert.equal(qc.quant_method, 'compressed-tensors');
-  assert.deepEqual(
-    qc.ignore,
-    [0, 1, 2, 3, 4, 5].map((l) => `model.layers.${l}.mlp.down_proj`),
-  );
+  assert.deepEqual(qc.ignore, ['lm_head', ...[0, 1, 2, 3, 4, 5].map((l) => `model.layers.${l}.mlp.down_proj`)]);
   // llmopt reads it back as gemma3_text.
   ok(['export', out, '-o', join(tempDir(), 'onnx'), '-q']);
 });

@@ -84,7 +84,22 @@ test('phi3-tiny: int4, int8, compressed-tensors and 2:4-pruned variants keep the
   ok(['export', join(dir, 'pruned'), '-o', join(dir, 'pruned-onnx'), '-q']);
   figures['2:4'] = phi3Figures(join(dir, 'pruned-onnx'));
   // intermediate_size 304 is a multiple of 16, not of the default 32.
-  ok(['quantize', PHI3, '--to', 'int4', '--block-size', '16', '--format', 'compressed-tensors', '-o', join(dir, 'ct'), '-q']);
+  // Groups of 16: vLLM serves them with Exllama, at float16 only.
+  ok([
+    'quantize',
+    PHI3,
+    '--to',
+    'int4',
+    '--block-size',
+    '16',
+    '--format',
+    'compressed-tensors',
+    '--serve-dtype',
+    'float16',
+    '-o',
+    join(dir, 'ct'),
+    '-q',
+  ]);
   const ct = await tensorShapes(join(dir, 'ct'));
   assert.deepEqual(ct.get('model.layers.0.self_attn.qkv_proj.weight_shape'), [2]);
   assert.ok(!ct.has('model.layers.0.self_attn.q_proj.weight_packed'), 'q/k/v are stored fused');

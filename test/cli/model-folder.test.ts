@@ -27,7 +27,10 @@ const CORRUPT = [
 const COMMANDS: Array<{ name: string; args: string[] }> = [
   { name: 'export', args: ['export'] },
   { name: 'quantize (onnx)', args: ['quantize', '--to', 'int8'] },
-  { name: 'quantize (compressed-tensors)', args: ['quantize', '--to', 'int8', '--format', 'compressed-tensors', '--block-size', '16'] },
+  {
+    name: 'quantize (compressed-tensors)',
+    args: ['quantize', '--to', 'int8', '--format', 'compressed-tensors', '--block-size', '16', '--serve-dtype', 'float16'],
+  },
   { name: 'prune (magnitude)', args: ['prune', '--sparsity', '2:4'] },
   { name: 'prune (wanda)', args: ['prune', '--sparsity', '2:4', '--method', 'wanda', '--calib', SAMPLE_TEXT, '--calib-samples', '2'] },
 ];

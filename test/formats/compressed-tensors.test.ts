@@ -9,9 +9,10 @@ import * as path from 'node:path';
 import { InputError } from '../../src/core/errors.js';
 import { fromFloat32, toFloat32 } from '../../src/formats/dtype.js';
 import { Checkpoint, SafetensorsFile, writeSafetensors, type TensorEntry } from '../../src/formats/safetensors.js';
+import { openCompressedTensors } from '../../src/formats/compressed-tensors-read.js';
 import {
+  COMPRESSED_TENSORS_VERSION,
   isCompressedTensors,
-  openCompressedTensors,
   packInt32,
   unpackInt32,
   writeCompressedTensorsCheckpoint,
@@ -151,10 +152,13 @@ test('config.json keeps the source fields and gains the quantization_config vLLM
   assert.equal(qc.quantization_status, 'compressed');
   assert.deepEqual(qc.ignore, ['lm_head']);
   assert.equal(qc.kv_cache_scheme, null);
-  assert.ok(!('version' in qc), 'no version unless asked for');
+  assert.equal(qc.version, COMPRESSED_TENSORS_VERSION);
+  assert.deepEqual(qc.sparsity_config, {});
+  assert.deepEqual(qc.transform_config, {});
   assert.deepEqual(Object.keys(qc.config_groups), ['group_0']);
   const group = qc.config_groups.group_0;
   assert.deepEqual(group.targets, ['Linear']);
+  assert.equal(group.format, 'pack-quantized');
   assert.equal(group.input_activations, null);
   assert.equal(group.output_activations, null);
   assert.deepEqual(
@@ -295,7 +299,14 @@ test('the reader refuses activation quantization, float types, sparse formats an
       'activation quantization',
     ],
     [(qc) => (qc.config_groups.group_0.weights.type = 'float'), 'weight type "float"'],
-    [(qc) => (qc.format = 'marlin-24'), 'format "marlin-24"'],
+    [(qc) => (qc.config_groups.group_0.format = 'marlin-24'), 'format "marlin-24"'],
+    [
+      (qc) => {
+        delete qc.config_groups.group_0.format;
+        qc.format = 'marlin-24';
+      },
+      'format "marlin-24"',
+    ],
     [(qc) => (qc.sparsity_config = { format: 'sparse-24-bitmask', sparsity_structure: '2:4' }), 'sparsity format'],
     [(qc) => (qc.kv_cache_scheme = { num_bits: 8, type: 'float' }), 'kv_cache_scheme'],
     [(qc) => (qc.config_groups.group_0.weights.strategy = 'tensor'), 'strategy "tensor"'],

@@ -71,6 +71,9 @@ export const GOLDEN_CASES: GoldenCase[] = [
       'compressed-tensors',
       '--block-size',
       '16',
+      // Groups of 16 are served by vLLM's Exllama kernel only, which takes float16.
+      '--serve-dtype',
+      'float16',
       '--exclude',
       '*down_proj',
     ],

@@ -88,7 +88,8 @@ test('the manifest records method, bits, block size, symmetry and excluded layer
 
 test('compressed-tensors: llmopt reads its own checkpoint back to the same model as the ONNX artifact', async () => {
   const dir = tempDir();
-  const opts = { ...base, symmetric: false, blockSize: 16 };
+  // Asymmetric groups of 16 have no vLLM kernel: groups of 32, down_proj (80 inputs) left in float.
+  const opts = { ...base, symmetric: false, blockSize: 32, exclude: ['*down_proj'] };
   await quantize(MHA, join(dir, 'ct'), { ...opts, format: 'compressed-tensors' });
   const config = JSON.parse(readFileSync(join(dir, 'ct', 'config.json'), 'utf8'));
   assert.equal(config.quantization_config.quant_method, 'compressed-tensors');

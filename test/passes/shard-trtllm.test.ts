@@ -1,5 +1,6 @@
 // --format tensorrt-llm: config.json carries the mapping; reassembling the rank files (un-fusing qkv,
-// concatenating tp shards, renumbering pipeline layers) gives back every source tensor exactly.
+// concatenating tp shards, renumbering pipeline layers) gives back every source tensor exactly, and a rebuild of
+// TensorRT-LLM's own converter split, written here from its source, gives every rank tensor bit for bit.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { readModelSpec } from '../../src/model/architectures/index.js';
 import { expectedTensors, layerTensorNames, type DecoderSpec } from '../../src/core/spec.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
 import { sliceCols } from '../../src/passes/shard/slice.js';
+import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { GQA, MHA, needsSharedModel, sharedModel, tempDir } from '../support.js';
 
 /** Concatenates row-major [r_k, cols] blocks along columns: [r, sum cols]. */
@@ -136,6 +138,218 @@ for (const [name, dir, tp, pp, skip, architecture] of [
     await ckpt.close();
   });
 }
+
+/*
+ * TensorRT-LLM's converter, per rank (tensorrt_llm/models/llama/convert.py load_weights_from_hf_model, the same for
+ * tensorrt_llm/models/qwen/convert.py; helpers in models/convert_utils.py):
+ * - split(v, tp, rank, dim): equal chunks along dim; split_matrix_tp is split.
+ * - q, k, v split by rows, after dup_kv_weight repeats each kv head tp / kv_heads times when kv_heads < tp, then
+ *   concatenated [q_r; k_r; v_r] as attention.qkv (biases the same way).
+ * - attention.dense = o_proj split along dim 1; mlp.fc = gate_proj and mlp.gate = up_proj split by rows; mlp.proj =
+ *   down_proj split along dim 1; row-parallel biases whole. Norms (and Qwen3's q/k layernorms) whole.
+ * - layers of pipeline stage s = Mapping.pp_layers (torch.tensor_split), renumbered from 0.
+ * - vocab_embedding whole on the first stage (use_parallel_embedding false); lm_head (the embedding when tied) padded
+ *   with zero rows to a multiple of tp (pad_vocab_size) and split by rows on the last stage.
+ */
+function split(v: Float32Array, shape: number[], tp: number, rank: number, dim: 0 | 1): Float32Array {
+  const [rows, cols] = shape.length === 2 ? (shape as [number, number]) : [shape[0]!, 1];
+  if (dim === 0) {
+    const n = rows / tp;
+    return v.slice(rank * n * cols, (rank + 1) * n * cols);
+  }
+  const n = cols / tp;
+  const out = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) out.set(v.subarray(r * cols + rank * n, r * cols + (rank + 1) * n), r * n);
+  return out;
+}
+
+function dupKvWeight(v: Float32Array, kvHeads: number, tp: number): Float32Array {
+  const reps = tp / kvHeads;
+  const perHead = v.length / kvHeads;
+  const out = new Float32Array(v.length * reps);
+  for (let h = 0; h < kvHeads; h++)
+    for (let r = 0; r < reps; r++) out.set(v.subarray(h * perHead, (h + 1) * perHead), (h * reps + r) * perHead);
+  return out;
+}
+
+async function converterRank(
+  source: Checkpoint,
+  spec: DecoderSpec,
+  tp: number,
+  pp: number,
+  rank: number,
+): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  const [stage, tpRank] = [Math.floor(rank / tp), rank % tp];
+  const range = tensorRtLlmStages(spec.numLayers, pp)[stage]!;
+  const read = (name: string) => source.readFloat32(name);
+  const shape = (name: string) => source.info(name).shape;
+  const { kvHeads: KV, hiddenSize: h } = spec;
+  const qkv = async (suffix: 'weight' | 'bias', n: ReturnType<typeof layerTensorNames>) => {
+    const parts: Float32Array[] = [];
+    for (const m of [n.q, n.k, n.v]) {
+      let v = await read(`${m}.${suffix}`);
+      let rows = shape(`${m}.${suffix}`)[0]!;
+      if (m !== n.q && KV < tp) {
+        v = dupKvWeight(v, KV, tp);
+        rows *= tp / KV;
+      }
+      parts.push(split(v, suffix === 'weight' ? [rows, h] : [rows], tp, tpRank, 0));
+    }
+    return cat(parts);
+  };
+  // models/gemma/convert.py: every Gemma norm weight stored plus 1, added in float32.
+  const gemma = spec.architecture === 'gemma3';
+  const norm = async (name: string) => {
+    const w = await read(name);
+    return gemma ? w.map((x) => x + 1) : w;
+  };
+  if (stage === 0) out.set('transformer.vocab_embedding.weight', await read('model.embed_tokens.weight'));
+  for (let i = range.from; i < range.to; i++) {
+    const n = layerTensorNames(i);
+    const p = `transformer.layers.${i - range.from}`;
+    out.set(`${p}.input_layernorm.weight`, await norm(n.inputNorm));
+    out.set(`${p}.post_layernorm.weight`, await norm(n.postAttentionNorm));
+    if (gemma) {
+      out.set(`${p}.pre_feedforward_layernorm.weight`, await norm(n.preFeedforwardNorm));
+      out.set(`${p}.post_feedforward_layernorm.weight`, await norm(n.postFeedforwardNorm));
+    }
+    if (spec.architecture === 'phi3') {
+      // models/phi3/convert.py: qkv_proj renamed whole; gate_up_proj's halves swapped into mlp.fc; no tp split.
+      const fused = `model.layers.${i}`;
+      out.set(`${p}.attention.qkv.weight`, await read(`${fused}.self_attn.qkv_proj.weight`));
+      out.set(`${p}.attention.dense.weight`, await read(`${n.o}.weight`));
+      const gateUp = await read(`${fused}.mlp.gate_up_proj.weight`);
+      out.set(`${p}.mlp.fc.weight`, cat([gateUp.subarray(gateUp.length / 2), gateUp.subarray(0, gateUp.length / 2)]));
+      out.set(`${p}.mlp.proj.weight`, await read(`${n.down}.weight`));
+      continue;
+    }
+    out.set(`${p}.attention.qkv.weight`, await qkv('weight', n));
+    if (spec.biases.q) out.set(`${p}.attention.qkv.bias`, await qkv('bias', n));
+    out.set(`${p}.attention.dense.weight`, split(await read(`${n.o}.weight`), shape(`${n.o}.weight`), tp, tpRank, 1));
+    if (spec.biases.o) out.set(`${p}.attention.dense.bias`, await read(`${n.o}.bias`));
+    if (spec.qkNorm) {
+      out.set(`${p}.attention.q_layernorm.weight`, await norm(n.qNorm));
+      out.set(`${p}.attention.k_layernorm.weight`, await norm(n.kNorm));
+    }
+    out.set(`${p}.mlp.fc.weight`, split(await read(`${n.gate}.weight`), shape(`${n.gate}.weight`), tp, tpRank, 0));
+    out.set(`${p}.mlp.gate.weight`, split(await read(`${n.up}.weight`), shape(`${n.up}.weight`), tp, tpRank, 0));
+    out.set(`${p}.mlp.proj.weight`, split(await read(`${n.down}.weight`), shape(`${n.down}.weight`), tp, tpRank, 1));
+  }
+  if (stage === pp - 1) {
+    out.set('transformer.ln_f.weight', await norm('model.norm.weight'));
+    const head = await read(spec.tiedEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+    const padded = new Float32Array(Math.ceil(spec.vocabSize / tp) * tp * h);
+    padded.set(head);
+    out.set('lm_head.weight', split(padded, [padded.length / h, h], tp, tpRank, 0));
+  }
+  return out;
+}
+
+for (const [name, dir, tp, pp, skip] of [
+  ['gqa', GQA, 2, 3, undefined],
+  ['gqa', GQA, 6, 1, undefined],
+  ['mha', MHA, 2, 2, undefined],
+  ['qwen2-tiny', sharedModel('qwen2-tiny'), 4, 1, needsSharedModel('qwen2-tiny')],
+  ['qwen3-tiny', sharedModel('qwen3-tiny'), 2, 2, needsSharedModel('qwen3-tiny')],
+  ['phi3-tiny', sharedModel('phi3-tiny'), 1, 3, needsSharedModel('phi3-tiny')],
+  ['gemma3-tiny', sharedModel('gemma3-tiny'), 1, 2, needsSharedModel('gemma3-tiny')],
+] as const) {
+  test(`${name} tp ${tp} pp ${pp}: every rank file equals TensorRT-LLM's converter split bit for bit`, { skip }, async () => {
+    const out = join(tempDir(), 'trtllm');
+    await shardModel(dir, out, { tp, pp, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });
+    const spec = readModelSpec(dir);
+    const source = await Checkpoint.open(dir);
+    try {
+      for (let rank = 0; rank < tp * pp; rank++) {
+        const want = await converterRank(source, spec, tp, pp, rank);
+        const file = await SafetensorsFile.open(join(out, `rank${rank}.safetensors`));
+        try {
+          assert.deepEqual([...file.tensors.keys()].sort(), [...want.keys()].sort(), `rank ${rank} tensor names`);
+          for (const [tensor, values] of want) assert.deepEqual(await file.readFloat32(tensor), values, `rank ${rank} ${tensor}`);
+        } finally {
+          await file.close();
+        }
+      }
+    } finally {
+      await source.close();
+    }
+  });
+}
+
+test('phi3-tiny: Phi3ForCausalLM config keys; --tp 2 refused naming the converter rule', {
+  skip: needsSharedModel('phi3-tiny'),
+}, async () => {
+  const out = join(tempDir(), 'phi3');
+  await shardModel(sharedModel('phi3-tiny'), out, { tp: 1, pp: 1, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  // tensorrt_llm/models/phi3/config.py: swiglu for silu, rotary_pct from partial_rotary_factor, no LLaMA bias flags.
+  assert.equal(config.architecture, 'Phi3ForCausalLM');
+  assert.equal(config.hidden_act, 'swiglu');
+  assert.equal(config.rotary_pct, 0.75);
+  assert.equal(config.position_embedding_type, 'rope_gpt_neox');
+  assert.equal(config.attn_bias, undefined);
+  await assert.rejects(
+    shardModel(sharedModel('phi3-tiny'), join(tempDir(), 'tp2'), {
+      tp: 2,
+      vocab: 'replicated',
+      attention: 'fused',
+      format: 'tensorrt-llm',
+    }),
+    /--format tensorrt-llm writes phi3 at --tp 1 only: TensorRT-LLM's Phi-3 converter \(models\/phi3\/convert\.py\) splits no Phi-3-mini weight/,
+  );
+});
+
+test("gemma3-tiny: Gemma3ForCausalLM config keys as TensorRT-LLM's GemmaConfig holds them", {
+  skip: needsSharedModel('gemma3-tiny'),
+}, async () => {
+  const out = join(tempDir(), 'gemma3');
+  await shardModel(sharedModel('gemma3-tiny'), out, { tp: 1, pp: 1, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  // models/gemma/config.py and modeling_utils.py Gemma3ConfigGroup, from gemma3-tiny's config.json.
+  assert.equal(config.architecture, 'Gemma3ForCausalLM');
+  assert.equal(config.inter_layernorms, true);
+  assert.equal(config.query_pre_attn_scalar, 32);
+  assert.equal(config.final_logit_softcapping, null);
+  assert.equal(config._sliding_window_pattern, 6);
+  assert.equal(config.rope_local_base_freq, 10000);
+  assert.equal(config.sliding_window, 8);
+  assert.equal(config.rotary_base, 1000000);
+  assert.equal(config.head_size, 32);
+  assert.equal(config.hidden_act, 'gelu_pytorch_tanh');
+});
+
+test('head_dim 8 shards to TensorRT-LLM with the default --attention: no ONNX graph, no GroupQueryAttention rule', async () => {
+  const dir = tempDir();
+  const config = {
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 64,
+    vocab_size: 320,
+    max_position_embeddings: 64,
+    rope_theta: 10000,
+    rope_scaling: null,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: false,
+    attention_bias: false,
+    mlp_bias: false,
+    torch_dtype: 'float32' as const,
+  };
+  await writeSyntheticLlama(dir, { name: 'hd8', config, shards: 1 });
+  const out = join(tempDir(), 'trt');
+  for (const attention of ['fused', 'standard'] as const) {
+    const report = await shardModel(join(dir, 'hd8'), `${out}-${attention}`, {
+      tp: 2,
+      vocab: 'replicated',
+      attention,
+      format: 'tensorrt-llm',
+    });
+    assert.equal(report.worldSize, 2);
+    assert.equal(JSON.parse(readFileSync(join(`${out}-${attention}`, 'config.json'), 'utf8')).head_size, 8);
+  }
+});
 
 test('sliceCols keeps the given columns of every row', () => {
   assert.deepEqual(sliceCols(Float32Array.from([1, 2, 3, 4, 5, 6]), 2, 3, { from: 1, to: 3 }), Float32Array.from([2, 3, 5, 6]));

@@ -37,6 +37,7 @@ export function quantizeCommand() {
               `${formatBytes(report.bytesBefore)} -> ${formatBytes(report.bytesAfter)} (${report.compression.toFixed(2)}x smaller)`,
             ],
             ['time', `${report.seconds.toFixed(1)} s`],
+            ...report.warnings.map((w) => ['warning', w]),
           ];
           rows.push(...qualityRows(quality, 'source'));
           out.result(table(rows));

@@ -3,6 +3,42 @@
 // when in_features is not a multiple, and every block gets a float scale (and a zero point when
 // asymmetric). Codes are unsigned: w ~ (code - zero) * scale, with zero = 2^(bits-1) when symmetric.
 import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
+import { fromFloat32, toFloat32 } from '../../formats/dtype.js';
+
+/**
+ * How a checkpoint format's own quantizer picks codes, beyond the stored layout. The defaults are MatMulNBits'
+ * (symmetric codes +-(2^(bits-1) - 1), float32 scales); the Hugging Face formats set the rest.
+ */
+export interface QuantGrid {
+  /**
+   * Symmetric codes over the whole signed range -2^(bits-1)..2^(bits-1)-1, scale absmax / (2^(bits-1) - 1/2), rounding
+   * half to even (torch.round): compressed-tensors' calculate_qparams (quantization/utils/helpers.py: bit_range / 2)
+   * and AutoGPTQ's / GPTQModel's Quantizer (quantization/quantizer.py: scale = 2 absmax / maxq, zero (maxq + 1) / 2).
+   */
+  fullRange?: boolean;
+  /** Scales rounded up to float16 before use, for formats that store them so (GPTQ's and AWQ's `scales`). */
+  float16Scales?: boolean;
+  /**
+   * Smallest asymmetric zero point: GPTQ's v1 checkpoints store zero - 1 in 4 bits, so zero 0 cannot be stored; a block
+   * whose range starts at 0 then gets zero 1 and scale max / (levels - 1) (codes 1..levels).
+   */
+  minZero?: number;
+}
+
+/**
+ * Rounds a positive scale up to the next float16, so the block's extremes stay within half a step of a code (rounding
+ * down would clip them by more); never 0.
+ */
+function toFloat16Scale(scale: number): number {
+  const bits = fromFloat32(Float32Array.of(scale), 'F16');
+  if (toFloat32(bits, 'F16')[0]! < scale) {
+    const next = (bits[0]! | (bits[1]! << 8)) + 1;
+    bits[0] = next & 255;
+    bits[1] = next >> 8;
+  }
+  const r = toFloat32(bits, 'F16')[0]!;
+  return r > 0 ? r : 2 ** -24;
+}
 
 export interface BlockParams {
   scale: number;
@@ -14,13 +50,19 @@ export interface BlockParams {
  * so codes span [1, 2^bits - 1] around the midpoint. Asymmetric: the range [min(w, 0), max(w, 0)]
  * spread over all 2^bits codes, zero rounded to an integer code.
  */
-export function blockParams(values: ArrayLike<number>, start: number, end: number, cfg: BlockQuantConfig): BlockParams {
+export function blockParams(values: ArrayLike<number>, start: number, end: number, cfg: BlockQuantConfig & QuantGrid): BlockParams {
+  const p = rawBlockParams(values, start, end, cfg);
+  if (cfg.float16Scales) p.scale = toFloat16Scale(p.scale);
+  return p;
+}
+
+function rawBlockParams(values: ArrayLike<number>, start: number, end: number, cfg: BlockQuantConfig & QuantGrid): BlockParams {
   const levels = (1 << cfg.bits) - 1;
   if (cfg.symmetric) {
     let absmax = 0;
     for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(values[i]!));
     const half = 1 << (cfg.bits - 1);
-    return { scale: absmax === 0 ? 1 : absmax / (half - 1), zero: half };
+    return { scale: absmax === 0 ? 1 : absmax / (cfg.fullRange ? half - 0.5 : half - 1), zero: half };
   }
   let lo = 0;
   let hi = 0;
@@ -28,16 +70,23 @@ export function blockParams(values: ArrayLike<number>, start: number, end: numbe
     lo = Math.min(lo, values[i]!);
     hi = Math.max(hi, values[i]!);
   }
-  if (hi === lo) return { scale: 1, zero: 0 };
+  const minZero = cfg.minZero ?? 0;
+  if (hi === lo) return { scale: 1, zero: minZero };
   const scale = (hi - lo) / levels;
-  return { scale, zero: Math.min(levels, Math.max(0, Math.round(-lo / scale))) };
+  const zero = Math.min(levels, Math.max(0, Math.round(-lo / scale)));
+  return zero >= minZero ? { scale, zero } : { scale: hi / (levels - minZero), zero: minZero };
 }
 
-/** The code of one value under a block's parameters (round half away from zero, clamped). */
-export function quantizeValue(x: number, p: BlockParams, bits: number): number {
+/** The code of one value under a block's parameters (Math.round, or half to even as torch.round; clamped). */
+export function quantizeValue(x: number, p: BlockParams, bits: number, halfToEven = false): number {
   const levels = (1 << bits) - 1;
-  const q = Math.round(x / p.scale) + p.zero;
+  const q = (halfToEven ? roundHalfEven(x / p.scale) : Math.round(x / p.scale)) + p.zero;
   return q < 0 ? 0 : Math.min(q, levels);
+}
+
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 export function dequantizeValue(code: number, p: BlockParams): number {
@@ -45,7 +94,7 @@ export function dequantizeValue(code: number, p: BlockParams): number {
 }
 
 /** Round-to-nearest quantization of a row-major [rows, cols] matrix. */
-export function quantizeRtn(w: Float32Array, rows: number, cols: number, cfg: BlockQuantConfig): BlockQuantized {
+export function quantizeRtn(w: Float32Array, rows: number, cols: number, cfg: BlockQuantConfig & QuantGrid): BlockQuantized {
   const nb = blocksPerRow(cols, cfg.blockSize);
   const codes = new Uint8Array(rows * cols);
   const scales = new Float32Array(rows * nb);
@@ -59,8 +108,9 @@ export function quantizeRtn(w: Float32Array, rows: number, cols: number, cfg: Bl
       p.scale = Math.fround(p.scale);
       scales[r * nb + b] = p.scale;
       if (zeroPoints) zeroPoints[r * nb + b] = p.zero;
-      for (let i = start; i < end; i++) codes[i] = quantizeValue(w[i]!, p, cfg.bits);
+      for (let i = start; i < end; i++) codes[i] = quantizeValue(w[i]!, p, cfg.bits, cfg.fullRange);
     }
   }
-  return { ...cfg, rows, cols, blocksPerRow: nb, codes, scales, zeroPoints };
+  const { bits, blockSize, symmetric } = cfg;
+  return { bits, blockSize, symmetric, rows, cols, blocksPerRow: nb, codes, scales, zeroPoints };
 }

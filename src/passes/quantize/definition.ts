@@ -1,6 +1,7 @@
 // quantize's declaration: fp16 / int8 / int4 (RTN or GPTQ) / w8a8 weights of a float Hugging Face folder,
-// as an ONNX artifact or a compressed-tensors checkpoint; with eval, the quality cost against the source.
+// as an ONNX artifact or a checkpoint for the engines (compressed-tensors, GPTQ, AWQ); with eval, the quality cost.
 import { ATTENTION_FORMS } from '../../core/io.js';
+import { SERVE_DTYPES } from '../../formats/vllm-rules.js';
 import { boolean, choice, int, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
 import type { AccuracyLevel } from './matmul-nbits.js';
@@ -22,7 +23,18 @@ export const QUANTIZE_OPTIONS = {
   format: choice(QUANT_FORMATS, {
     arg: '<format>',
     default: 'onnx',
-    help: 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads',
+    help:
+      'onnx: an artifact llmopt runs; compressed-tensors (vLLM), gptq (GPTQModel/AutoGPTQ layout), ' +
+      'awq (AutoAWQ GEMM layout): Hugging Face folders the serving engines load',
+  }),
+  // The engines' formats: vLLM's rules are checked before anything is written.
+  serveDtype: choice(SERVE_DTYPES, {
+    arg: '<dtype>',
+    default: 'bfloat16',
+    help: 'compressed-tensors: the dtype vLLM will serve in; its kernels (Marlin, Machete, Exllama) are checked for it',
+  }),
+  strict: boolean({
+    help: 'compressed-tensors/gptq/awq: refuse (exit 2) where vLLM would split a fused group or has no kernel, instead of warning',
   }),
   attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
   calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
@@ -39,12 +51,12 @@ export const quantizePass = definePass({
   options: QUANTIZE_OPTIONS,
   reads: { input: ['hf'] },
   readHint: 'quantize reads the float checkpoint: put quantize after prune and distill, and let it write the ONNX artifact',
-  writes: (o) => (o.format === 'compressed-tensors' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to }),
+  writes: (o) => (o.format !== 'onnx' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to }),
   figures: (o) => (o.eval !== undefined ? QUALITY_GATES : []),
   gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
   dataDefaults: (o) => (o.method === 'gptq' ? ['calib'] : []),
   validate: (o, given) => {
-    validateQuantizeOptions(o);
+    validateQuantizeOptions({ ...o, symmetric: !o.asymmetric });
     // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
     if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
       throw new OptionError(
@@ -54,7 +66,13 @@ export const quantizePass = definePass({
     }
   },
   run: async (o, ctx) => {
-    const options = { ...o, symmetric: !o.asymmetric, accuracyLevel: o.accuracyLevel as AccuracyLevel, onProgress: ctx.onProgress };
+    const options = {
+      ...o,
+      symmetric: !o.asymmetric,
+      accuracyLevel: o.accuracyLevel as AccuracyLevel,
+      onProgress: ctx.onProgress,
+      onWarning: (text: string) => ctx.onLog?.(`warning: ${text}`),
+    };
     const report = await quantize(ctx.reads.input!, ctx.output, options);
     return { ...report, eval: await evalAfter(o.eval, ctx) };
   },

@@ -3,11 +3,11 @@
 // of H^-1, so the layer's output on the calibration inputs changes as little as possible.
 import { InputError } from '../../core/errors.js';
 import { dampedInverseFactor, fixDeadInputs, lazyBatchUpdate } from '../linalg.js';
-import { blockParams, dequantizeValue, quantizeValue, type BlockParams } from './blockwise.js';
+import { blockParams, dequantizeValue, quantizeValue, type BlockParams, type QuantGrid } from './blockwise.js';
 import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 /** GPTQ options on top of the block layout (`blockSize` is the group size along the input dimension). */
-export type GptqConfig = BlockQuantConfig & GptqRun;
+export type GptqConfig = BlockQuantConfig & QuantGrid & GptqRun;
 
 /** What {@link gptqQuantize} returns. */
 export interface GptqResult {
@@ -168,7 +168,10 @@ export function gptqOnGrid(
   return { dampeningUsed: dampening, error: loss / nSamples };
 }
 
-/** MatMulNBits' grid: `blockParams` per group, float32 scales, codes as quantizeValue rounds them. */
+/**
+ * MatMulNBits' grid: `blockParams` per group, float32 scales, codes as quantizeValue rounds them; the Hugging Face
+ * formats' QuantGrid settings (full signed range, float16 scales, GPTQ's smallest zero) where they are given.
+ */
 class NBitsGrid implements GptqGrid {
   readonly groupSize: number;
   readonly codes: Uint8Array;
@@ -178,7 +181,7 @@ class NBitsGrid implements GptqGrid {
   private readonly half: number;
   private readonly p: BlockParams = { scale: 1, zero: 0 };
   constructor(
-    private readonly cfg: BlockQuantConfig,
+    private readonly cfg: BlockQuantConfig & QuantGrid,
     rows: number,
     private readonly cols: number,
   ) {
@@ -198,7 +201,7 @@ class NBitsGrid implements GptqGrid {
     const p = this.p;
     p.scale = this.scales[r * this.nb + g]!;
     p.zero = this.zeroPoints ? this.zeroPoints[r * this.nb + g]! : this.half;
-    const code = quantizeValue(x, p, this.cfg.bits);
+    const code = quantizeValue(x, p, this.cfg.bits, this.cfg.fullRange);
     this.codes[r * this.cols + c] = code;
     return dequantizeValue(code, p);
   }
@@ -224,7 +227,7 @@ class NBitsGrid implements GptqGrid {
 export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number, cfg: GptqConfig): GptqResult {
   checkInputs(w, rows, cols, H, nSamples);
   positiveInteger(cfg.blockSize, 'block size');
-  const grid = new NBitsGrid(pickConfig(cfg), rows, cols);
+  const grid = new NBitsGrid(cfg, rows, cols);
   const { dampeningUsed, error } = gptqOnGrid(w, rows, cols, H, nSamples, grid, cfg);
   const quantized: BlockQuantized = {
     ...pickConfig(cfg),

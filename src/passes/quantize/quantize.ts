@@ -1,13 +1,11 @@
 // quantize: weights to fp16, int8 or int4 (block-wise, round-to-nearest or GPTQ) or w8a8, written as an
-// ONNX artifact (MatMulNBits / GatherBlockQuantized / DynamicQuantizeMatMul) or as a compressed-tensors
-// Hugging Face checkpoint for vLLM. Typed options are validated before anything is read or written.
+// ONNX artifact (MatMulNBits / GatherBlockQuantized / DynamicQuantizeMatMul) or as a Hugging Face checkpoint
+// for vLLM and the other engines (compressed-tensors, GPTQ, AWQ). Options are validated before anything is written.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import { OptionError, type OptionValues } from '../options.js';
 import type { QUANTIZE_OPTIONS } from './definition.js';
-import { readJsonFile } from '../../formats/hf-config.js';
-import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
 import { Checkpoint } from '../../formats/safetensors.js';
 import { readOnnxInitializers } from '../../formats/onnx/initializers.js';
 import { writeModelFolder } from '../../formats/model-folder.js';
@@ -15,12 +13,11 @@ import { findModelFile } from '../../formats/artifact.js';
 import type { PassRecord } from '../../formats/manifest.js';
 import { openHfModel, type HfModel } from '../../model/checkpoint.js';
 import { floatLinear, type LinearEmitter } from '../../model/linear.js';
-import { LM_HEAD, type DecoderSpec } from '../../core/spec.js';
-import { fusedLayout } from '../../core/fused.js';
 import { exportModel } from '../export.js';
 import { calibrateLayerwise, loadModelCalibration, type CalibrationSet, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearModule } from '../targets.js';
-import { quantizeRtn } from './blockwise.js';
+import { quantizeRtn, type QuantGrid } from './blockwise.js';
+import { gridOf, hfSchemeProblem, planHfTargets, writeHfFormat } from './hf-formats.js';
 import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 import { gptqQuantize } from './gptq.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
@@ -30,19 +27,21 @@ export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
 export type QuantTarget = (typeof QUANT_TARGETS)[number];
 export const QUANT_METHODS = ['rtn', 'gptq'] as const;
 export type QuantMethod = (typeof QUANT_METHODS)[number];
-export const QUANT_FORMATS = ['onnx', 'compressed-tensors'] as const;
+export const QUANT_FORMATS = ['onnx', 'compressed-tensors', 'gptq', 'awq'] as const;
 export type QuantFormat = (typeof QUANT_FORMATS)[number];
 export const BLOCK_SIZES = [16, 32, 64, 128] as const;
 
 /** The pass's options: the declared ones (quantize/definition.ts), with `symmetric` for --asymmetric. */
 type Declared = OptionValues<typeof QUANTIZE_OPTIONS>;
-type Optional = 'calibSamples' | 'actOrder' | 'dampening';
+type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict';
 export type QuantizeOptions = Omit<Declared, Optional | 'asymmetric' | 'accuracyLevel' | 'eval' | 'output' | 'json' | 'quiet'> &
   Partial<Pick<Declared, Optional>> & {
     symmetric: boolean;
     accuracyLevel: AccuracyLevel;
     batchSize?: number;
     onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
+    /** A rule of the target engine that llmopt worked around or could not meet (one line). */
+    onWarning?: (text: string) => void;
   };
 
 export type TensorKind = 'attention' | 'mlp' | 'embedding' | 'lm_head' | 'norm' | 'rotary' | 'other';
@@ -63,6 +62,8 @@ export interface QuantizeReport {
   compression: number;
   calibrationTokens: number;
   gptq: { meanError: number; maxDampening: number } | null;
+  /** What the target engine's rules found and llmopt adjusted or could not (one line each). */
+  warnings: string[];
   seconds: number;
 }
 
@@ -77,7 +78,7 @@ export function kindOf(name: string): TensorKind {
 }
 
 /** Option checks that need no file: each names the option (as a flag here, as a key in a recipe). */
-export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'symmetric' | 'accuracyLevel'> & { accuracyLevel: number }): void {
+export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel'> & { accuracyLevel: number }): void {
   const integer = o.to === 'int4' || o.to === 'int8';
   const fail = (key: string, render: (n: (key: string) => string) => string) => {
     throw new OptionError(key, render);
@@ -86,9 +87,16 @@ export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'symmetric' | '
     fail('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
   if (o.method === 'gptq' && !integer) fail('method', (n) => `${n('method')} gptq works with ${n('to')} int4 or int8, not ${o.to}`);
   if (o.method === 'gptq' && !o.calib) fail('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
-  if (o.format === 'compressed-tensors' && !integer)
-    fail('format', (n) => `${n('format')} compressed-tensors writes int4 or int8 weights, not ${o.to}`);
+  if (o.format !== 'onnx' && !integer) fail('format', (n) => `${n('format')} ${o.format} writes int4 or int8 weights, not ${o.to}`);
   if (o.quantizeEmbeddings && !integer) fail('quantizeEmbeddings', (n) => `${n('quantizeEmbeddings')} needs ${n('to')} int4 or int8`);
+  // The engines' weight-only schemes keep embeddings (and lm_head) in float: asking for them is refused, not ignored.
+  if (o.quantizeEmbeddings && o.format !== 'onnx')
+    fail('quantizeEmbeddings', (n) => `${n('quantizeEmbeddings')}: ${n('format')} ${o.format} keeps embeddings and lm_head in float`);
+  if (o.format !== 'onnx' && integer) {
+    const scheme = { format: o.format, bits: o.to === 'int4' ? 4 : 8, symmetric: o.symmetric, blockSize: o.blockSize } as const;
+    const problem = hfSchemeProblem({ ...scheme, serveDtype: o.serveDtype ?? 'bfloat16' });
+    if (problem) fail(problem.option, (n) => `${n(problem.option)} ${problem.option === 'to' ? o.to : o.blockSize}: ${problem.message}`);
+  }
   if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) fail('accuracyLevel', (n) => `${n('accuracyLevel')} ${o.accuracyLevel}: choose 0 to 4`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
 }
@@ -113,67 +121,6 @@ async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantC
   return { results, tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening } };
 }
 
-/**
- * The quantized layers and ignored modules under the checkpoint's own names: the parts of a fused tensor (Phi-3's
- * q/k/v in qkv_proj) stacked row-wise into one quantized module, as vLLM loads it. A fused tensor is quantized whole
- * or left whole in float: an --exclude that splits one is refused.
- */
-function storedLayers(spec: DecoderSpec, layers: Map<string, BlockQuantized>, excluded: string[]) {
-  const out = new Map(layers);
-  const ignore = new Set(excluded);
-  for (const f of fusedLayout(spec).values()) {
-    if (!f.name.endsWith('.weight')) continue;
-    const modules = f.parts.map((p) => p.name.replace(/\.weight$/, ''));
-    const module = f.name.replace(/\.weight$/, '');
-    const quantized = modules.filter((m) => layers.has(m));
-    if (quantized.length > 0 && quantized.length < modules.length) {
-      throw new InputError(
-        `--exclude: ${modules.filter((m) => !layers.has(m)).join(', ')} is stored fused in "${module}" with ` +
-          `${quantized.join(', ')}; exclude all of them or none for --format compressed-tensors`,
-      );
-    }
-    for (const m of modules) {
-      out.delete(m);
-      ignore.delete(m);
-    }
-    if (quantized.length === 0) ignore.add(module);
-    else out.set(module, stackRows(modules.map((m) => layers.get(m)!)));
-  }
-  return { layers: out, ignore: [...ignore] };
-}
-
-/** Quantized matrices of one scheme stacked by rows (codes, scales and zero points are all row-major per row). */
-function stackRows(parts: BlockQuantized[]): BlockQuantized {
-  const cat = <T extends Uint8Array | Float32Array>(xs: T[], make: (n: number) => T): T => {
-    const out = make(xs.reduce((a, x) => a + x.length, 0));
-    let at = 0;
-    for (const x of xs) {
-      out.set(x, at);
-      at += x.length;
-    }
-    return out;
-  };
-  const first = parts[0]!;
-  return {
-    ...first,
-    rows: parts.reduce((a, p) => a + p.rows, 0),
-    codes: cat(
-      parts.map((p) => p.codes),
-      (n) => new Uint8Array(n),
-    ),
-    scales: cat(
-      parts.map((p) => p.scales),
-      (n) => new Float32Array(n),
-    ),
-    zeroPoints: first.zeroPoints
-      ? cat(
-          parts.map((p) => p.zeroPoints!),
-          (n) => new Uint8Array(n),
-        )
-      : null,
-  };
-}
-
 export async function quantize(source: string, output: string, o: QuantizeOptions): Promise<QuantizeReport> {
   const started = performance.now();
   validateQuantizeOptions(o);
@@ -187,7 +134,23 @@ export async function quantize(source: string, output: string, o: QuantizeOption
   try {
     if (model.quantization) throw new InputError(`${source}: already quantized (${model.quantization}); quantize the float checkpoint`);
     const { spec } = model;
-    const targets = selectTargets(spec, o.exclude);
+    const selected = selectTargets(spec, o.exclude);
+    if (selected.length === 0) throw new InputError('--exclude leaves no layer to quantize');
+    const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
+    // The engines' rules, before any work: fused groups kept whole, shapes and kernels checked.
+    const hf =
+      o.format === 'onnx'
+        ? null
+        : planHfTargets(spec, new Set(selected.map((t) => t.module)), {
+            format: o.format,
+            bits: bits as 4 | 8,
+            symmetric: o.symmetric,
+            blockSize: o.blockSize,
+            serveDtype: o.serveDtype ?? 'bfloat16',
+            strict: o.strict ?? false,
+          });
+    for (const w of hf?.warnings ?? []) o.onWarning?.(w);
+    const targets = hf ? selected.filter((t) => hf.quantized.has(t.module)) : selected;
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to quantize');
     const targetSet = new Set(targets.map((t) => t.module));
     const excluded = [
@@ -197,8 +160,11 @@ export async function quantize(source: string, output: string, o: QuantizeOption
           .filter((m) => !targetSet.has(m)),
       ]),
     ];
-    const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
-    const cfg: BlockQuantConfig | null = bits ? { bits: bits as 4 | 8, blockSize: o.blockSize, symmetric: o.symmetric } : null;
+    // Each Hugging Face format quantizes as its own quantizer does (symmetric range, scale dtype); ONNX as MatMulNBits.
+    const grid: QuantGrid = o.format === 'onnx' ? {} : gridOf(o.format, o.symmetric);
+    const cfg: (BlockQuantConfig & QuantGrid) | null = bits
+      ? { bits: bits as 4 | 8, blockSize: o.blockSize, symmetric: o.symmetric, ...grid }
+      : null;
     // Read (and checked) once, before any work: an empty file is bad input whatever the method.
     const calibSet = o.calib ? loadModelCalibration(o.calib, source, spec, o.calibSamples, o.calibSeqLen) : null;
 
@@ -214,7 +180,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         blockSize: cfg ? o.blockSize : null,
         symmetric: cfg ? o.symmetric : null,
         accuracyLevel: o.accuracyLevel,
-        quantizeEmbeddings: o.quantizeEmbeddings,
+        quantizeEmbeddings: o.format === 'onnx' && o.quantizeEmbeddings,
         excluded,
         format: o.format,
         actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null,
@@ -228,26 +194,14 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     for (const name of source_.names()) bytesBefore.set(kindOf(name), (bytesBefore.get(kindOf(name)) ?? 0) + source_.info(name).byteLength);
     let bytesAfter = new Map<TensorKind, number>();
 
-    if (o.format === 'compressed-tensors') {
+    if (o.format !== 'onnx') {
       const layers = new Map<string, BlockQuantized>();
       for (const t of targets)
         layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
-      const stored = storedLayers(spec, layers, excluded);
-      const quantizedNames = new Set([...stored.layers.keys()].map((m) => `${m}.weight`));
-      await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, async (tmp) => {
-        await writeCompressedTensorsCheckpoint(tmp, {
-          sourceConfig: readJsonFile(join(source, 'config.json')),
-          layers: stored.layers,
-          // float32 scales keep llmopt's reader exact; vLLM casts scales to the model dtype on load.
-          scaleDtype: 'F32',
-          floatTensors: source_
-            .names()
-            .filter((n) => !quantizedNames.has(n))
-            .map((name) => ({ name, dtype: source_.info(name).dtype, shape: source_.info(name).shape })),
-          readFloat: (name) => source_.readRaw(name),
-          ignore: [...stored.ignore, ...(spec.tiedEmbeddings ? [] : [LM_HEAD.replace(/\.weight$/, '')])],
-        });
-      });
+      const format = o.format;
+      await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, (tmp) =>
+        writeHfFormat(format, tmp, spec, source, source_, layers, excluded),
+      );
       const written = await Checkpoint.open(output);
       for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);
       await written.close();
@@ -312,6 +266,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       compression: totalBefore / totalAfter,
       calibrationTokens: calibrated?.tokens ?? 0,
       gptq: calibrated?.gptq ?? null,
+      warnings: hf?.warnings ?? [],
       seconds: (performance.now() - started) / 1000,
     };
   } finally {

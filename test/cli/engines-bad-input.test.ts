@@ -1,0 +1,107 @@
+// Bad input for the engine formats (quantize --format compressed-tensors / gptq / awq, shard --format tensorrt-llm):
+// one line naming the module or option and the engine's rule, exit 2, nothing written.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeSyntheticLlama } from '../../src/model/synthetic.js';
+import { GQA, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
+
+function failsCleanly(args: string[], message: RegExp): void {
+  const parent = tempDir();
+  const r = runCli([...args, '-o', join(parent, 'out')]);
+  assert.equal(r.code, 2, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, message);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.equal(r.stdout, '');
+  assert.deepEqual(readdirSync(parent), [], 'nothing written');
+}
+
+const CT = ['--to', 'int4', '--format', 'compressed-tensors'];
+
+test('--strict refuses an --exclude that splits a fused group, naming the module and vLLM rule', () => {
+  failsCleanly(
+    ['quantize', GQA, ...CT, '--exclude', '*gate_proj', '--strict'],
+    /--strict: model\.layers\.0\.mlp\.gate_up_proj fuses gate_proj, up_proj and --exclude keeps gate_proj in float; vLLM requires one scheme for all shards of a fused module \(compressed_tensors\/utils\.py, should_ignore_layer\)/,
+  );
+  failsCleanly(
+    ['quantize', GQA, '--to', 'int4', '--format', 'gptq', '--exclude', '*k_proj', '--strict'],
+    /self_attn\.qkv_proj fuses q_proj, k_proj, v_proj/,
+  );
+});
+
+test('group sizes no vLLM kernel serves at the serve dtype are refused for compressed-tensors', () => {
+  failsCleanly(
+    ['quantize', GQA, ...CT, '--block-size', '16'],
+    /--block-size 16: no vLLM kernel serves 4-bit symmetric groups of 16 at bfloat16 \(Marlin: group size 16 not in 32, 64, 128; Machete \(Hopper\): group size 16 not in 64, 128; Exllama: float16 only\)/,
+  );
+  // Exllama takes groups of 16 at float16, but without zero points.
+  failsCleanly(
+    ['quantize', GQA, ...CT, '--block-size', '16', '--serve-dtype', 'float16', '--asymmetric'],
+    /--block-size 16: no vLLM kernel serves 4-bit asymmetric groups of 16 at float16 .*Exllama: no zero points/,
+  );
+  failsCleanly(['quantize', GQA, ...CT, '--serve-dtype', 'float32'], /--serve-dtype float32: choose one of bfloat16, float16/);
+});
+
+test('--strict refuses a module no vLLM kernel serves, naming the module, shape and each kernel rule', () => {
+  // GQA's qkv_proj is 160 x 48: Marlin needs out % 64 and in % 128; Machete groups of 64 or 128; Exllama float16.
+  failsCleanly(
+    ['quantize', GQA, ...CT, '--strict'],
+    /--strict: no vLLM kernel serves model\.layers\.0\.self_attn\.qkv_proj at bfloat16: out 160 x in 48: Marlin: out_features 160 % 64 != 0; Machete \(Hopper\): group size 32 not in 64, 128; Exllama: float16 only/,
+  );
+});
+
+test('in_features no block of the scheme divides is refused before any work, naming the tensor and the fix', () => {
+  failsCleanly(
+    ['quantize', GQA, ...CT],
+    /tensor "model\.layers\.0\.self_attn\.q_proj\.weight": in_features 48 is not a multiple of block size 32, which --format compressed-tensors and vLLM require; use a block size that divides it \(16\), or --exclude the module/,
+  );
+});
+
+test('asymmetric zero points vLLM would misplace (a fused shard of 172 rows) are refused; so are GPTQ and AWQ shapes', async () => {
+  const dir = tempDir();
+  const config = {
+    hidden_size: 64,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 172,
+    vocab_size: 320,
+    max_position_embeddings: 64,
+    rope_theta: 10000,
+    rope_scaling: null,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
+    attention_bias: false,
+    mlp_bias: false,
+    torch_dtype: 'float32' as const,
+  };
+  await writeSyntheticLlama(dir, { name: 'ffn172', config, shards: 1 });
+  const model = join(dir, 'ffn172');
+  failsCleanly(
+    ['quantize', model, ...CT, '--asymmetric', '--exclude', '*down_proj'],
+    /--asymmetric: model\.layers\.0\.mlp\.gate_proj has 172 output rows \(a shard of the fused gate_up_proj\), not a multiple of 8, so vLLM's loader cannot place its packed zero points/,
+  );
+  for (const format of ['gptq', 'awq'])
+    failsCleanly(
+      ['quantize', model, '--to', 'int4', '--format', format, '--exclude', '*down_proj'],
+      new RegExp(`--format ${format}: model\\.layers\\.0\\.mlp\\.gate_proj has 172 output rows`),
+    );
+});
+
+test('options a format cannot honour: awq at 8 bits, embeddings quantized for an engine format', () => {
+  failsCleanly(['quantize', GQA, '--to', 'int8', '--format', 'awq'], /--to int8: --format awq stores int4 weights only/);
+  failsCleanly(
+    ['quantize', GQA, ...CT, '--quantize-embeddings'],
+    /--quantize-embeddings: --format compressed-tensors keeps embeddings and lm_head in float/,
+  );
+});
+
+test('gemma3-tiny: shard --format tensorrt-llm beyond --tp 1 is refused naming the architecture', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, () => {
+  failsCleanly(
+    ['shard', sharedModel('gemma3-tiny'), '--tp', '2', '--format', 'tensorrt-llm'],
+    /--format tensorrt-llm writes gemma3 at --tp 1 only \(use --pp\)/,
+  );
+});
