@@ -31,6 +31,11 @@ export const io = {
   hiddenStatesOut: 'hidden_states_out',
   /** A rank's share of a hidden-state sum under tensor parallelism (the runtime all-reduces it). */
   partialHiddenStates: 'partial_hidden_states',
+  /**
+   * Sandwich norms under tensor parallelism: the all-reduced sum of the previous block's shares, which the next
+   * segment norms (the previous block's post norm) and adds to hidden_states itself, returning the result too.
+   */
+  partialSum: 'partial_sum',
   /** Each layer's output (the residual stream after it), exposed for distillation's hidden loss. */
   hiddenLayer: (layer: number) => `hidden.layers.${layer}`,
 } as const;

@@ -591,6 +591,18 @@ class DecoderGraph {
     if (seg.half?.block === 'attn') this.pastInputs(seg.half.layer, seg.half.layer + 1);
 
     let x = tokens;
+    if (seg.pendingNorm !== undefined) {
+      // Sandwich norms: the previous block's summed output, normed by its post norm, joins the residual stream here.
+      const sum = g.input(io.partialSum, Elem.FLOAT, hiddenDims);
+      const path = seg.pendingNorm
+        .replace(/^model\./, '/model/')
+        .replace(/\.weight$/, '')
+        .replaceAll('.', '/');
+      const normed = this.norm(sum, null, await this.normWeight(seg.pendingNorm, [h], path), path).normed;
+      x = g.op('Add', [x, normed], '/model/PendingResidualAdd');
+      g.node('Identity', [x], { name: '/model/ResidualOutput', outputs: [io.hiddenStatesOut] });
+      g.output(io.hiddenStatesOut, Elem.FLOAT, hiddenDims);
+    }
     if (seg.input === io.inputIds) {
       x = this.scaleEmbedding(
         seg.vocabOffset === undefined
@@ -602,17 +614,14 @@ class DecoderGraph {
     if (seg.half) {
       // One block on the full residual stream; its output is this rank's share of a sum the runtime forms.
       const { layer, block } = seg.half;
-      // The block's output here is a share of a sum; a norm on the output (sandwich norms) needs the whole sum.
-      if (spec.sandwichNorms) throw new Error('a tensor-parallel block segment cannot apply sandwich norms (planShard refuses --tp)');
+      // With sandwich norms the share goes out un-normed: the next segment norms the whole sum (pendingNorm).
       const n = layerTensorNames(layer);
       const norm = block === 'attn' ? 'input_layernorm' : spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm';
       const normPath = `/model/layers.${layer}/${norm}`;
       const gamma = await this.normWeight(block === 'attn' ? n.inputNorm : this.mlpNormTensor(layer), [h], normPath);
       const normed = this.norm(x, null, gamma, normPath).normed;
-      x =
-        block === 'attn'
-          ? await this.attentionBlockOutput(layer, await this.attention(layer, ctx!, normed, true))
-          : await this.mlpBlockOutput(layer, await this.mlp(layer, normed));
+      const raw = block === 'attn' ? await this.attention(layer, ctx!, normed, true) : await this.mlp(layer, normed);
+      x = spec.sandwichNorms ? raw : block === 'attn' ? await this.attentionBlockOutput(layer, raw) : await this.mlpBlockOutput(layer, raw);
     }
     let pending: string | null = null;
     if (seg.layers) for (let i = seg.layers.from; i < seg.layers.to; i++) ({ x, pending } = await this.layer(i, ctx!, x, pending, true));
@@ -681,6 +690,11 @@ export interface DecoderSegment {
   half?: { layer: number; block: 'attn' | 'mlp' };
   head: boolean;
   vocabOffset?: number;
+  /**
+   * Sandwich norms under tensor parallelism: the graph takes partial_sum (the previous block's all-reduced output),
+   * norms it by this tensor (that block's post norm), adds it to hidden_states and outputs the sum as hidden_states_out.
+   */
+  pendingNorm?: string;
 }
 
 /** Which captured input feeds each linear module of a layer. */

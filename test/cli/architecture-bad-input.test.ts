@@ -153,16 +153,3 @@ test('Gemma 3: a bad layer_types list or an unsupported hidden_activation is nam
     /config\.json: "text_config" is missing \(gemma3 keeps its text model there\)/,
   );
 });
-
-test('Gemma: a tensor-parallel shard is refused (post-block norms need the whole sum), nothing written', {
-  skip: needsSharedModel('gemma3-tiny'),
-}, () => {
-  const parent = tempDir();
-  const r = runCli(['shard', sharedModel('gemma3-tiny'), '-o', join(parent, 'out'), '--tp', '2']);
-  assert.equal(r.code, 2, `exit ${r.code}: ${r.stderr}`);
-  assert.match(
-    r.stderr,
-    /--tp 2: gemma3 norms each block's output before the residual add, which a tensor-parallel split cannot \(use --pp\)/,
-  );
-  assert.deepEqual(readdirSync(parent), [], 'nothing written');
-});

@@ -129,3 +129,15 @@ test('--format tensorrt-llm refuses q/k/v biases it cannot hold (k_proj unbiased
   // The onnx format shards it.
   assert.equal(runCli(['shard', source, '--tp', '2', '-o', join(dir, 'onnx'), '-q']).code, 0);
 });
+
+test('gemma3-tiny: --tp 2 --pp 2 evaluates with KL ~0 (post-block norms on the summed shares)', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, () => {
+  const source = sharedModel('gemma3-tiny');
+  const out = join(tempDir(), 'sharded');
+  const s = runCli(['shard', source, '--tp', '2', '--pp', '2', '-o', out, '-q']);
+  assert.equal(s.code, 0, s.stderr);
+  const e = runCli(['eval', out, '--data', DREAMS_EVAL, '--limit', '4', '--reference', source, '--max-kl', '1e-6', '--json']);
+  assert.equal(e.code, 0, e.stderr);
+  console.log(`# gemma3-tiny --tp 2 --pp 2: eval --reference KL ${JSON.parse(e.stdout).reference.kl}`);
+});

@@ -11,6 +11,7 @@ import { ShardedModel } from '../../src/runtime/sharded/model.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { writeSyntheticLlama, type LlamaShape } from '../../src/model/synthetic.js';
+import { GEMMA2, writeCheckpoint } from '../model/window-checkpoints.js';
 import {
   AIDREAMS,
   GQA,
@@ -109,8 +110,9 @@ for (const [tp, pp] of [
 }
 
 // Qwen2 (q/k/v biases split with their rows, o_proj unbiased), Qwen3 (q/k norms over head_dim, whole on every
-// rank) and SmolLM3 (layer 3 without rotary, on the second stage under pp 2); tp 4 replicates their 2 kv heads.
-for (const name of TINY_MODELS) {
+// rank), SmolLM3 (layer 3 without rotary, on the second stage under pp 2) and Gemma 3 (its post-attention and
+// post-feedforward norms applied to the summed shares, across the stage boundary too); tp 4 replicates 2 kv heads.
+for (const name of [...TINY_MODELS, 'gemma3-tiny']) {
   for (const opts of [{ tp: 2 }, { tp: 2, pp: 2 }, { tp: 2, pp: 2, attention: 'standard' }, { tp: 4, vocab: 'split' }] as Array<
     Partial<ShardOptions>
   >) {
@@ -135,6 +137,22 @@ for (const name of TINY_MODELS) {
     });
   }
 }
+
+test("gemma2 (soft-caps, alternating windows) tp 2 and tp 2 pp 2: logits equal the unsharded export's", async () => {
+  const dir = await writeCheckpoint({ ...GEMMA2, num_attention_heads: 4, num_key_value_heads: 2 });
+  const reference = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
+  try {
+    for (const opts of [{ tp: 2 }, { tp: 2, pp: 2 }]) {
+      const model = await ShardedModel.open(await sharded(dir, opts), { device: 'cpu' });
+      const worst = await compare(reference, model);
+      await model.release();
+      console.log(`# gemma2 tp ${opts.tp} pp ${opts.pp ?? 1}: max |sharded - unsharded| = ${worst.toExponential(3)}`);
+      assert.ok(worst < TOL, `max diff ${worst}`);
+    }
+  } finally {
+    await reference.release();
+  }
+});
 
 // Llama 3.x shapes (synthetic): SmolLM2's 9 heads / 3 kv heads, tied, llama3 rope scaling, split over tp 3;
 // head_dim 8, which the fused form rotates outside GroupQueryAttention, over tp 2 x pp 2.

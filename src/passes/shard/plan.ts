@@ -127,11 +127,6 @@ export function planShard(spec: DecoderSpec, opts: ShardPlanOptions): ShardPlan 
   const F = spec.intermediateSize;
   const V = spec.vocabSize;
   if (!Number.isInteger(tp) || tp < 1) throw new InputError(`--tp ${tp}: expected an integer >= 1`);
-  // A rank's block output is a share of a sum; Gemma's post-attention / post-feedforward norms need the whole sum.
-  if (tp > 1 && spec.sandwichNorms)
-    throw new InputError(
-      `--tp ${tp}: ${spec.architecture} norms each block's output before the residual add, which a tensor-parallel split cannot (use --pp)`,
-    );
   if (H % tp !== 0) throw new InputError(`--tp ${tp} does not divide the ${H} attention heads (choose a divisor of ${H})`);
   if (F % tp !== 0) throw new InputError(`--tp ${tp} does not divide the intermediate size ${F} (choose a divisor of ${F})`);
   let kv: KvMode;

@@ -86,7 +86,7 @@ async function writeOnnxRank(
   mkdirSync(rankDir);
   const local = rankSpec(spec, r);
   const sliced = rankWeights(weights, spec, r);
-  const segments = rankSegments(plan, r);
+  const segments = rankSegments(plan, r, spec);
   for (const seg of segments) {
     const dataName = `${seg.file}.data`;
     const data = new ExternalDataWriter(join(rankDir, dataName), dataName);

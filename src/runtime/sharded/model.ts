@@ -60,8 +60,13 @@ class RankWorker {
 
   /** Runs one graph; resolves to its output. */
   async run(req: Extract<WorkerRequest, { op: 'run' }>): Promise<Float32Array> {
-    const r = await this.request(req);
-    return (r as { data: Float32Array }).data;
+    return (await this.runWithResidual(req)).data;
+  }
+
+  /** Runs one graph; its output and, for a segment given partial_sum, hidden_states with the normed sum added. */
+  async runWithResidual(req: Extract<WorkerRequest, { op: 'run' }>): Promise<{ data: Float32Array; residual?: Float32Array }> {
+    const r = (await this.request(req)) as { data: Float32Array; residual?: Float32Array };
+    return { data: r.data, residual: r.residual };
   }
 
   async close(): Promise<void> {
@@ -232,6 +237,8 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     const base = { op: 'run' as const, cache, group, counts, S };
     const { tp, vocab } = this.manifest.layout;
     let hidden: Float32Array | null = null;
+    // Sandwich norms (Gemma): the last block's summed shares, not yet normed; the next segment norms and adds it.
+    let pending: Float32Array | null = null;
     for (const [stage, ranks] of this.ranks.entries()) {
       const segs = ranks[0]!.record.segments;
       if (tp === 1) {
@@ -241,8 +248,9 @@ export class ShardedModel implements CausalLM<ShardedCache> {
         continue;
       }
       for (const seg of segs) {
-        const input = seg.input === io.inputIds ? { ids } : { hidden: hidden! };
-        const req = { ...base, segment: seg.id, ...input };
+        const input: { ids?: BigInt64Array; hidden?: Float32Array; partialSum?: Float32Array } =
+          seg.input === io.inputIds ? { ids } : { hidden: hidden!, ...(seg.pendingNorm ? { partialSum: pending! } : {}) };
+        const req: Extract<WorkerRequest, { op: 'run' }> = { ...base, segment: seg.id, ...input };
         if (seg.head)
           return vocab === 'split' ? concatVocab(await Promise.all(ranks.map((r) => r.run(req))), rows.length * S) : ranks[0]!.run(req);
         if (seg.id === 'embed' && vocab === 'replicated') {
@@ -250,7 +258,17 @@ export class ShardedModel implements CausalLM<ShardedCache> {
           continue;
         }
         // All-reduce: the residual stream plus every rank's share of the block's output.
-        const partials = await Promise.all(ranks.map((r) => r.run(req)));
+        const outs: Array<{ data: Float32Array; residual?: Float32Array }> = await Promise.all(ranks.map((r) => r.runWithResidual(req)));
+        const partials = outs.map((o) => o.data);
+        // A segment given partial_sum returns the residual stream with it added (every rank alike).
+        if (seg.pendingNorm) hidden = outs[0]!.residual!;
+        if (this.spec.sandwichNorms && seg.half) {
+          // The block's post norm needs the whole sum: it stays pending for the next segment.
+          const sum = new Float32Array(partials[0]!.length);
+          for (const p of partials) for (let i = 0; i < sum.length; i++) sum[i]! += p[i]!;
+          pending = sum;
+          continue;
+        }
         const sum: Float32Array = seg.id === 'embed' ? new Float32Array(partials[0]!.length) : hidden!.slice();
         for (const p of partials) for (let i = 0; i < sum.length; i++) sum[i]! += p[i]!;
         hidden = sum;

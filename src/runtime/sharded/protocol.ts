@@ -17,7 +17,18 @@ export interface WorkerInit {
 
 export type WorkerRequest =
   | { op: 'cache'; cache: number; groups: Array<{ batch: number; capacity: number }> }
-  | { op: 'run'; cache: number; group: number; segment: string; counts: number[]; S: number; ids?: BigInt64Array; hidden?: Float32Array }
+  | {
+      op: 'run';
+      cache: number;
+      group: number;
+      segment: string;
+      counts: number[];
+      S: number;
+      ids?: BigInt64Array;
+      hidden?: Float32Array;
+      /** Sandwich norms: the previous block's all-reduced output (the segment's partial_sum). */
+      partialSum?: Float32Array;
+    }
   | { op: 'truncate'; cache: number; group: number; row: number; length: number }
   /** Frees a cache's tensors in the rank (sent when the main thread's cache is released). */
   | { op: 'drop'; cache: number }
@@ -27,5 +38,6 @@ export type WorkerRequest =
 
 /** A rank's reply to request `id`: the output tensor of a run, or an error to rethrow with its kind. */
 export type WorkerReply =
-  | { id: number; ok: true; data?: Float32Array; dims?: number[]; caches?: number }
+  /** `residual`: a segment with partial_sum also returns hidden_states with it added (hidden_states_out). */
+  | { id: number; ok: true; data?: Float32Array; dims?: number[]; residual?: Float32Array; caches?: number }
   | { id: number; ok: false; kind: 'input' | 'device' | 'run' | 'internal'; message: string };

@@ -31,6 +31,7 @@ function layout(batch: number, pastNames: string[]): CacheLayout {
 interface Result {
   data?: Float32Array;
   dims?: number[];
+  residual?: Float32Array;
   caches?: number;
 }
 
@@ -58,12 +59,23 @@ async function handle(req: WorkerRequest): Promise<Result> {
       const step = cache ? cache.prepare(req.counts, req.S) : { feeds: {} as Record<string, Tensor>, fetches: undefined };
       const feeds = step.feeds;
       if (req.ids) feeds[io.inputIds] = new Tensor('int64', req.ids, [B, req.S]);
-      if (req.hidden) feeds[io.hiddenStates] = new Tensor('float32', req.hidden, [B, req.S, req.hidden.length / (B * req.S)]);
-      const output = session.outputNames.find((n) => !isCacheOutput(n))!;
-      const outputs = await session.run(feeds, step.fetches ? { [output]: null, ...step.fetches } : undefined);
+      const dims = (x: Float32Array) => [B, req.S, x.length / (B * req.S)];
+      if (req.hidden) feeds[io.hiddenStates] = new Tensor('float32', req.hidden, dims(req.hidden));
+      if (req.partialSum) feeds[io.partialSum] = new Tensor('float32', req.partialSum, dims(req.partialSum));
+      // The block's share (or logits, or a stage's hidden states); hidden_states_out beside a share is the residual.
+      const names = session.outputNames.filter((n) => !isCacheOutput(n));
+      const output = names.find((n) => n !== io.hiddenStatesOut) ?? names[0]!;
+      const residual = output !== io.hiddenStatesOut && names.includes(io.hiddenStatesOut) ? io.hiddenStatesOut : null;
+      // Without preallocated fetches every output comes back (the standard form's presents among them).
+      const fetches = step.fetches ? { [output]: null, ...(residual ? { [residual]: null } : {}), ...step.fetches } : undefined;
+      const outputs = await session.run(feeds, fetches);
       cache?.commit(outputs, req.counts);
       const t = outputs[output]!;
-      return { data: t.data as Float32Array, dims: [...t.dims] };
+      return {
+        data: t.data as Float32Array,
+        dims: [...t.dims],
+        ...(residual ? { residual: outputs[residual]!.data as Float32Array } : {}),
+      };
     }
     case 'truncate':
       for (const c of caches.get(req.cache)![req.group]!.values()) c.truncate(req.row, req.length);
@@ -83,10 +95,13 @@ async function handle(req: WorkerRequest): Promise<Result> {
 
 function reply(id: number, result: Promise<Result>): Promise<void> {
   return result.then(
-    ({ data, dims, caches: held }) => {
+    ({ data, dims, residual, caches: held }) => {
       // Outputs own their buffers: hand them over instead of copying.
-      const own = data && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data?.slice();
-      port.postMessage({ id, ok: true, data: own, dims, caches: held } satisfies WorkerReply, own ? [own.buffer as ArrayBuffer] : []);
+      const owned = (x: Float32Array | undefined) => (x && x.byteOffset === 0 && x.byteLength === x.buffer.byteLength ? x : x?.slice());
+      const own = owned(data);
+      const res = owned(residual);
+      const transfer = [own, res].flatMap((x) => (x ? [x.buffer as ArrayBuffer] : []));
+      port.postMessage({ id, ok: true, data: own, dims, residual: res, caches: held } satisfies WorkerReply, transfer);
     },
     (e: unknown) => {
       const kind = e instanceof InputError ? 'input' : e instanceof DeviceError ? 'device' : e instanceof RunError ? 'run' : 'internal';
