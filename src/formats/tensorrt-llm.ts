@@ -21,7 +21,8 @@
 // sliding_window; convert.py load_gemma_weights with HfParser): the Llama names plus attention.q_layernorm /
 // k_layernorm, pre_feedforward_layernorm and post_feedforward_layernorm, post_attention_layernorm as post_layernorm,
 // and every norm weight stored plus 1 (TensorRT-LLM's RmsNorm scales by w, Gemma's by 1 + w). llmopt writes it at
-// tp 1 (its shard plan splits no sandwich-norm model); GemmaConfig reads no rope_scaling, so that is refused.
+// tp 1: its ONNX shards split Gemma, but no rebuild of TensorRT-LLM's Gemma split checks a tp > 1 checkpoint yet;
+// GemmaConfig reads no rope_scaling, so that is refused.
 import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
