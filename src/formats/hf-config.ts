@@ -86,6 +86,61 @@ export class ConfigReader {
   }
 }
 
+/** rope_scaling as config.json writes it (the inverse of parseRopeScaling; longrope is Phi-3's, written there). */
+export function ropeScalingJson(r: RopeScaling | null): Json | null {
+  if (r === null) return null;
+  if (r.type === 'linear') return { rope_type: 'linear', factor: r.factor };
+  if (r.type === 'llama3') {
+    return {
+      rope_type: 'llama3',
+      factor: r.factor,
+      low_freq_factor: r.lowFreqFactor,
+      high_freq_factor: r.highFreqFactor,
+      original_max_position_embeddings: r.originalMaxPositions,
+    };
+  }
+  return {
+    rope_type: 'longrope',
+    short_factor: r.shortFactor,
+    long_factor: r.longFactor,
+    original_max_position_embeddings: r.originalMaxPositions,
+    attention_factor: r.attentionFactor,
+  };
+}
+
+/** A token id list as config.json writes it: one id bare, several as a list, none as null. */
+const idsJson = (ids: number[]): number | number[] | null => (ids.length === 0 ? null : ids.length === 1 ? ids[0]! : ids);
+
+/**
+ * The Llama config.json of a spec's baseline fields, which {@link llamaBaseSpec} reads back to the same values;
+ * model/architectures/ adds and removes what each architecture writes differently.
+ */
+export function llamaConfigJson(spec: DecoderSpec): Json {
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: spec.hiddenSize,
+    intermediate_size: spec.intermediateSize,
+    num_hidden_layers: spec.numLayers,
+    num_attention_heads: spec.numHeads,
+    num_key_value_heads: spec.kvHeads,
+    head_dim: spec.headDim,
+    max_position_embeddings: spec.maxPositions,
+    rms_norm_eps: spec.rmsNormEps,
+    rope_theta: spec.ropeTheta,
+    rope_scaling: ropeScalingJson(spec.ropeScaling),
+    tie_word_embeddings: spec.tiedEmbeddings,
+    attention_bias: spec.biases.q,
+    mlp_bias: spec.biases.gate,
+    hidden_act: 'silu',
+    vocab_size: spec.vocabSize,
+    torch_dtype: spec.weightDtype,
+    bos_token_id: spec.bosTokenId,
+    eos_token_id: idsJson(spec.eosTokenIds),
+    pad_token_id: spec.padTokenId,
+  };
+}
+
 function parseRopeScaling(cfg: ConfigReader): RopeScaling | null {
   const raw = cfg.json.rope_scaling;
   if (raw === undefined || raw === null) return null;

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DREAMS_EVAL, SHARED, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
+import { gemma3MultimodalCheckpoint } from '../model/gemma3-multimodal.js';
 
 const QWEN2 = sharedModel('qwen2-tiny');
 const QWEN3 = sharedModel('qwen3-tiny');
@@ -136,6 +137,21 @@ test('gemma3-tiny: distill a 2-layer student of a sliding and the global layer; 
     `# gemma3-tiny 2-layer student after 10 steps: KL ${r.reference.kl} against the teacher, train KL ${log[0].kl} -> ${log.at(-1).kl}`,
   );
   assert.ok(Number.isFinite(r.reference.kl) && r.reference.kl > 0, JSON.stringify(r.reference));
+});
+
+test('Gemma3ForConditionalGeneration teacher: a shallow student is saved as its text model (gemma3_text) and exports', {
+  skip: needsSharedModel('gemma3-tiny'),
+}, async () => {
+  const teacher = await gemma3MultimodalCheckpoint();
+  const student = join(tempDir(), 'student');
+  const args = ['--student-layers', '2', '--data', TRAIN, '--steps', '2', '--batch', '2', '--seq-len', '16'];
+  ok(['distill', '--teacher', teacher, ...args, '-o', student, '-q']);
+  const config = JSON.parse(readFileSync(join(student, 'config.json'), 'utf8'));
+  assert.deepEqual([config.model_type, config.architectures, config.num_hidden_layers], ['gemma3_text', ['Gemma3ForCausalLM'], 2]);
+  assert.equal(config.text_config, undefined);
+  assert.deepEqual(config.layer_types, ['sliding_attention', 'full_attention']);
+  assert.ok(Object.keys(safetensorsHeader(join(student, 'model.safetensors'))).includes('model.layers.1.self_attn.q_norm.weight'));
+  ok(['export', student, '-o', join(tempDir(), 'onnx'), '-q']);
 });
 
 test('gemma3-tiny: --format compressed-tensors keeps the tensor names, its four norms, q/k norms and config.json', {

@@ -9,10 +9,7 @@ import { TINY_MODELS, exportedArtifact, needsSharedModel, sharedModel, tinyRefer
 import { DecoderModel, type StepLogits } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { GREEDY } from '../../src/runtime/sampling.js';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { tempDir } from '../support.js';
-import { Checkpoint, writeSafetensors } from '../../src/formats/safetensors.js';
+import { gemma3MultimodalCheckpoint } from './gemma3-multimodal.js';
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
@@ -94,28 +91,7 @@ for (const name of [...TINY_MODELS, 'gemma3-tiny']) {
 test('gemma3 (Gemma3ForConditionalGeneration): the text model is read from text_config and language_model.*', {
   skip: needsSharedModel('gemma3-tiny'),
 }, async () => {
-  // gemma3-tiny re-wrapped as the multimodal checkpoints are published: text keys under text_config (the rest left to
-  // Gemma3TextConfig's defaults would not fit this tiny model, so all are given), tensors under language_model., and a
-  // vision tensor that is not read.
-  const src = sharedModel('gemma3-tiny');
-  const dir = tempDir();
-  const text = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
-  const config = {
-    architectures: ['Gemma3ForConditionalGeneration'],
-    model_type: 'gemma3',
-    torch_dtype: 'float32',
-    text_config: { ...text, architectures: undefined, torch_dtype: undefined },
-    vision_config: { model_type: 'siglip_vision_model', hidden_size: 8 },
-  };
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(src, f), join(dir, f));
-  const ckpt = await Checkpoint.open(src);
-  const entries = ckpt.names().map((name) => ({ name: `language_model.${name}`, dtype: 'F32' as const, shape: ckpt.info(name).shape }));
-  entries.push({ name: 'vision_tower.vision_model.embeddings.patch_embedding.weight', dtype: 'F32', shape: [2, 2] });
-  await writeSafetensors(join(dir, 'model.safetensors'), entries, (name) =>
-    name.startsWith('vision_tower.') ? new Uint8Array(16) : ckpt.readRaw(name.slice('language_model.'.length)),
-  );
-  await ckpt.close();
+  const dir = await gemma3MultimodalCheckpoint();
   const ref = tinyReference('gemma3-tiny');
   const model = await DecoderModel.open(await exportedArtifact(dir, 'fused'), { device: 'cpu' });
   const logits = await full(model, ref.logits.input_ids);

@@ -34,6 +34,16 @@ export interface Architecture {
    * under one is read as the Hugging Face text model's name with the prefix removed (see checkpointTensorName).
    */
   tensorPrefixes?: readonly string[];
+  /**
+   * The text-only architecture a wrapping checkpoint's text model is saved as (Gemma 3 multimodal -> gemma3_text): a
+   * student distilled from it has no vision tower, so its config.json is the text model's, under that class.
+   */
+  textModel?: Architecture;
+  /**
+   * config.json for a spec of this architecture, from the Llama baseline's (formats/hf-config.ts llamaConfigJson):
+   * what it writes differently; specFromConfig reads it back to the same spec. Absent: the baseline's keys.
+   */
+  configJson?: (spec: DecoderSpec, base: Json) => Json;
   /** The spec's differences from the Llama baseline; throws InputError, naming the key, for what llmopt cannot build. */
   differences(input: ArchitectureInput): Partial<DecoderSpec>;
 }

@@ -3,7 +3,7 @@
 import { InputError } from '../../core/errors.js';
 import type { DecoderSpec, WeightDtype } from '../../core/spec.js';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from '../../formats/dtype.js';
-import type { ConfigReader } from '../../formats/hf-config.js';
+import type { ConfigReader, Json } from '../../formats/hf-config.js';
 
 /** x rounded to the weight dtype, as Hugging Face's torch.tensor(x, dtype) rounds it. */
 function roundTo(x: number, dtype: WeightDtype): number {
@@ -37,6 +37,26 @@ export function slidingLayers(cfg: ConfigReader, numLayers: number, fallback: (l
     if (t === 'full_attention') return false;
     return cfg.fail('layer_types', `entry ${i} ${JSON.stringify(t)} is not supported (supported: sliding_attention, full_attention)`);
   });
+}
+
+/** query_pre_attn_scalar from the attention scale it implies (an integer in every published config). */
+function queryPreAttnScalar(spec: DecoderSpec): number {
+  if (spec.attentionScale === undefined) return spec.headDim;
+  const v = spec.attentionScale ** -2;
+  return Math.abs(v - Math.round(v)) < 1e-9 * v ? Math.round(v) : v;
+}
+
+/** The config.json keys Gemma 2 and 3 write over the Llama baseline's (read back by gemmaDifferences and slidingLayers). */
+export function gemmaConfigJson(spec: DecoderSpec, { hidden_act, mlp_bias, ...base }: Json): Json {
+  return {
+    ...base,
+    hidden_activation: 'gelu_pytorch_tanh',
+    query_pre_attn_scalar: queryPreAttnScalar(spec),
+    attn_logit_softcapping: spec.attnSoftcap ?? null,
+    final_logit_softcapping: spec.finalSoftcap ?? null,
+    sliding_window: spec.slidingWindow ?? null,
+    layer_types: (spec.slidingLayers ?? []).map((s) => (s ? 'sliding_attention' : 'full_attention')),
+  };
 }
 
 /** The differences Gemma 2 and 3 share; `softcapDefaults` are the Hugging Face config class's defaults. */

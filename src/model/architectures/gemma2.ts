@@ -1,6 +1,6 @@
 // Gemma 2: the Gemma body (gemma.ts) with attention-logit and final-logit soft-capping (50 and 30 unless the
 // config says otherwise) and sliding and global layers alternating, the even ones sliding; one rotary base.
-import { gemmaDifferences, slidingLayers } from './gemma.js';
+import { gemmaConfigJson, gemmaDifferences, slidingLayers } from './gemma.js';
 import type { Architecture } from './architecture.js';
 
 export const gemma2: Architecture = {
@@ -14,4 +14,5 @@ export const gemma2: Architecture = {
       slidingLayers: slidingLayers(cfg, base.numLayers, (i) => i % 2 === 0),
     };
   },
+  configJson: gemmaConfigJson,
 };

@@ -3,7 +3,7 @@
 // layers, rope_theta with rope_scaling for global ones. gemma3 (Gemma3ForConditionalGeneration) is the same
 // text model read from text_config and the language_model tensors; its vision tower is not read.
 import type { Json } from '../../formats/hf-config.js';
-import { gemmaDifferences, slidingLayers } from './gemma.js';
+import { gemmaConfigJson, gemmaDifferences, slidingLayers } from './gemma.js';
 import type { Architecture, ArchitectureInput } from './architecture.js';
 
 /** Gemma3TextConfig's defaults: the published multimodal configs leave most text keys to them. */
@@ -44,6 +44,7 @@ export const gemma3Text: Architecture = {
   label: 'gemma3_text',
   ownKeys: ['hidden_act'],
   config: (json) => ({ ...TEXT_DEFAULTS, ...json }),
+  configJson: (spec, base) => ({ ...gemmaConfigJson(spec, base), rope_local_base_freq: spec.localRopeTheta ?? spec.ropeTheta }),
   differences,
 };
 
@@ -64,5 +65,6 @@ export const gemma3: Architecture = {
     return { ...TEXT_DEFAULTS, ...top, ...(text as Json) };
   },
   tensorPrefixes: ['language_model.', 'model.language_model.'],
+  textModel: gemma3Text,
   differences,
 };

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import type { DecoderSpec } from '../../core/spec.js';
-import { ConfigReader, llamaBaseSpec, readJsonFile, type Json } from '../../formats/hf-config.js';
+import { ConfigReader, llamaBaseSpec, llamaConfigJson, readJsonFile, type Json } from '../../formats/hf-config.js';
 import { tensorNamesIn } from '../../formats/safetensors.js';
 import { checkpointTensorName, type Architecture } from './architecture.js';
 import { gemma2 } from './gemma2.js';
@@ -56,6 +56,29 @@ export function specFromConfig(json: Json, path: string, generation?: Json, tens
 /** The stored-name prefixes a checkpoint of this config.json wraps its text model in (none for most architectures). */
 export function tensorPrefixesOf(json: Json, path: string): readonly string[] {
   return architectureOf(json, path).tensorPrefixes ?? [];
+}
+
+/**
+ * A config.json that reads back (specFromConfig) as `spec`: the Llama baseline's keys with what the spec's
+ * architecture writes differently, under its text-only class (for models made from a spec, such as a GGUF's).
+ */
+export function configJsonOf(spec: DecoderSpec): Json {
+  const arch = ARCHITECTURES.find((a) => a.name === spec.architecture && a.tensorPrefixes === undefined);
+  if (!arch) throw new InputError(`architecture "${spec.architecture}" is not supported (supported: ${SUPPORTED_MODELS})`);
+  const base = llamaConfigJson(spec);
+  const json = arch.configJson ? arch.configJson(spec, base) : base;
+  return { ...json, architectures: [arch.classes[0]!], model_type: arch.modelType };
+}
+
+/**
+ * The config.json of a model holding only the text model of `json`: for a wrapping checkpoint (Gemma 3 multimodal)
+ * its resolved text config under the text-only class; any other config as it is.
+ */
+export function textModelConfig(json: Json, path: string): Json {
+  const arch = architectureOf(json, path);
+  if (!arch.textModel || !arch.config) return json;
+  const text = arch.config(json, new ConfigReader(path, json));
+  return { ...text, architectures: [arch.textModel.classes[0]!], model_type: arch.textModel.modelType };
 }
 
 /** Reads `<dir>/config.json` (with generation_config.json and the checkpoint's tensor names when present) into a spec. */

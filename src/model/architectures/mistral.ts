@@ -11,4 +11,5 @@ export const mistral: Architecture = {
     if (window === undefined || window === null) return {};
     return { slidingWindow: cfg.int('sliding_window') };
   },
+  configJson: (spec, base) => ({ ...base, sliding_window: spec.slidingWindow ?? null }),
 };

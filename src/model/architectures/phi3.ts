@@ -1,7 +1,7 @@
 // Phi-3 / Phi-3.5 / Phi-4-mini: q, k and v stored as one qkv_proj ([q; k; v] rows) and gate and up as one gate_up_proj
 // ([gate; up]), served to every pass as their parts; partial_rotary_factor (Phi-4-mini turns 96 of 128 dims); longrope;
 // sliding_window on every layer, as Hugging Face's Phi3Model masks (keys in (p - sliding_window, p], Mistral's window).
-import { uniformBiases, type DecoderSpec, type RopeScaling } from '../../core/spec.js';
+import { rotaryDimOf, uniformBiases, type DecoderSpec, type RopeScaling } from '../../core/spec.js';
 import { ConfigReader, type Json } from '../../formats/hf-config.js';
 import type { Architecture } from './architecture.js';
 
@@ -103,4 +103,9 @@ export const phi3: Architecture = {
       ],
     };
   },
+  configJson: (spec, { attention_bias, mlp_bias, ...base }) => ({
+    ...base,
+    partial_rotary_factor: rotaryDimOf(spec) / spec.headDim,
+    sliding_window: spec.slidingWindow ?? null,
+  }),
 };

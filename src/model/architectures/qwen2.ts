@@ -12,4 +12,6 @@ export const qwen2: Architecture = {
     refuseSlidingWindow(cfg);
     return { biases: biasesFromTensors(tensors, { ...uniformBiases(true, false), o: false }) };
   },
+  // No bias keys (the tensors say which projections have one) and no sliding window.
+  configJson: (_spec, { attention_bias, mlp_bias, ...base }) => ({ ...base, use_sliding_window: false, sliding_window: null }),
 };

@@ -11,4 +11,5 @@ export const qwen3: Architecture = {
     refuseSlidingWindow(cfg);
     return { qkNorm: true };
   },
+  configJson: (_spec, { mlp_bias, ...base }) => ({ ...base, use_sliding_window: false, sliding_window: null }),
 };

@@ -20,4 +20,9 @@ export const smollm3: Architecture = {
     const interval = cfg.int('no_rope_layer_interval', 4);
     return { ropeLayers: Array.from({ length: base.numLayers }, (_, i) => (i + 1) % interval !== 0) };
   },
+  configJson: (spec, base) => ({
+    ...base,
+    use_sliding_window: false,
+    no_rope_layers: (spec.ropeLayers ?? Array(spec.numLayers).fill(true)).map((r) => (r ? 1 : 0)),
+  }),
 };

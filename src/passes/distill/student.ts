@@ -7,6 +7,7 @@ import { InputError } from '../../core/errors.js';
 import { fromFloat32, type DType } from '../../formats/dtype.js';
 import { writeSafetensors, type TensorEntry } from '../../formats/safetensors.js';
 import { openHfModel } from '../../model/checkpoint.js';
+import { textModelConfig } from '../../model/architectures/index.js';
 import { expectedTensors, type DecoderSpec } from '../../core/spec.js';
 import { checkpointTensors, fuseParts, fusedLayout, fusedNameOfPart } from '../../core/fused.js';
 
@@ -50,7 +51,8 @@ export async function loadStudent(dir: string, teacher: DecoderSpec): Promise<St
     throw new InputError(
       `${dir}: student vocabulary ${spec.vocabSize} differs from the teacher's ${teacher.vocabSize}; the logit loss needs them equal`,
     );
-  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  // The student is saved with the text model's names: a wrapping checkpoint's config becomes its text model's.
+  const config = textModelConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')), join(dir, 'config.json'));
   // A quantized student is trained (and saved) in float.
   delete config.quantization_config;
   return { spec, weights, dtypes, config, filesFrom: dir, layerIds: null };
@@ -89,7 +91,9 @@ export async function shallowStudent(teacherDir: string, layerIds: number[]): Pr
     weights.set(name, t.weights.get(from)!.slice());
     dtypes.set(name, t.dtypes.get(from)!);
   }
-  const config = JSON.parse(readFileSync(join(teacherDir, 'config.json'), 'utf8'));
+  // Saved under the text model's names, a student of a wrapping teacher (Gemma 3 multimodal) is a text-only model.
+  const configPath = join(teacherDir, 'config.json');
+  const config = textModelConfig(JSON.parse(readFileSync(configPath, 'utf8')), configPath);
   config.num_hidden_layers = layerIds.length;
   // config.json's per-layer lists likewise (Gemma's layer_types, SmolLM3's no_rope_layers and layer_types), or the
   // student would not load; a Gemma pattern left implicit (sliding_window_pattern, Gemma 2's even layers) would not
