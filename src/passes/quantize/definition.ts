@@ -54,7 +54,13 @@ export const quantizePass = definePass({
     }
   },
   run: async (o, ctx) => {
-    const options = { ...o, symmetric: !o.asymmetric, accuracyLevel: o.accuracyLevel as AccuracyLevel, onProgress: ctx.onProgress };
+    const options = {
+      ...o,
+      symmetric: !o.asymmetric,
+      accuracyLevel: o.accuracyLevel as AccuracyLevel,
+      onProgress: ctx.onProgress,
+      onLog: ctx.onLog,
+    };
     const report = await quantize(ctx.reads.input!, ctx.output, options);
     return { ...report, eval: await evalAfter(o.eval, ctx) };
   },

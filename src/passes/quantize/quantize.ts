@@ -43,6 +43,8 @@ export type QuantizeOptions = Omit<Declared, Optional | 'asymmetric' | 'accuracy
     accuracyLevel: AccuracyLevel;
     batchSize?: number;
     onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
+    /** Warnings (a quantized GGUF source being requantized). */
+    onLog?: (text: string) => void;
   };
 
 export type TensorKind = 'attention' | 'mlp' | 'embedding' | 'lm_head' | 'norm' | 'rotary' | 'other';
@@ -185,7 +187,17 @@ export async function quantize(source: string, output: string, o: QuantizeOption
   }
   const model = await openHfModel(source);
   try {
-    if (model.quantization) throw new InputError(`${source}: already quantized (${model.quantization}); quantize the float checkpoint`);
+    // A quantized GGUF file is read dequantized: requantizing it compounds both roundings, so it is allowed with a warning.
+    if (model.gguf && model.quantization) {
+      o.onLog?.(`warning: ${model.gguf} holds ${model.quantization} weights; requantizing adds this rounding to theirs`);
+    } else if (model.quantization) {
+      throw new InputError(`${source}: already quantized (${model.quantization}); quantize the float checkpoint`);
+    }
+    if (model.gguf && o.format === 'compressed-tensors') {
+      throw new InputError(
+        `${model.gguf}: compressed-tensors is written from a Hugging Face folder, not a GGUF file (--format onnx reads GGUF)`,
+      );
+    }
     const { spec } = model;
     const targets = selectTargets(spec, o.exclude);
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to quantize');
@@ -224,11 +236,11 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     };
 
     const bytesBefore = new Map<TensorKind, number>();
-    const source_ = model.checkpoint!;
-    for (const name of source_.names()) bytesBefore.set(kindOf(name), (bytesBefore.get(kindOf(name)) ?? 0) + source_.info(name).byteLength);
+    for (const [name, n] of model.storedBytes()) bytesBefore.set(kindOf(name), (bytesBefore.get(kindOf(name)) ?? 0) + n);
     let bytesAfter = new Map<TensorKind, number>();
 
     if (o.format === 'compressed-tensors') {
+      const source_ = model.checkpoint!;
       const layers = new Map<string, BlockQuantized>();
       for (const t of targets)
         layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
