@@ -15,7 +15,8 @@ export function inspectCommand(): Command {
     .addHelpText(
       'after',
       '\nExample:\n' +
-        '  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m.gguf\n  $ llmopt inspect out/m --json | jq .zeroFraction',
+        '  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m.gguf\n' +
+        '  $ llmopt inspect out/m --json | jq .zeroFraction',
     )
     .action(async (dir: string, o: { tensors?: boolean; nm?: string; json?: boolean }) => {
       const out = new Output({ json: o.json });
