@@ -8,7 +8,6 @@ import { basename, join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { expectedTensors, PROJECTIONS, type DecoderSpec, type Projection, type RopeScaling } from '../core/spec.js';
 import type { WeightSource } from '../core/weights.js';
-import { toFloat32 } from '../formats/dtype.js';
 import {
   fromGgufLayout,
   GGUF_ARCHITECTURES,
@@ -19,7 +18,8 @@ import {
   type GgufTensorEntry,
 } from '../formats/gguf/architectures.js';
 import { GGUF_MAGIC, readGgufHeader, readGgufTensor, type GgufFile, type GgufTensorInfo } from '../formats/gguf/file.js';
-import { dequantizeGguf, isFloatType } from '../formats/gguf/dequantize.js';
+import { dequantizeRows } from '../formats/gguf/quants/index.js';
+import type { GgmlType } from '../formats/gguf/ggml-types.js';
 import { tokenizerFilesOf } from '../formats/gguf/tokenizer-json.js';
 import { GGUF_SOURCE_MARKER } from '../formats/gguf/companion.js';
 import type { Json } from '../formats/hf-config.js';
@@ -212,14 +212,19 @@ async function ropeScalingOf(file: GgufFile, spec: DecoderSpec, partial: Partial
   return partial.ropeScaling ?? null;
 }
 
-/** One tensor's values as float32 ([rows, cols] row-major, GGUF layout). */
+/** F32, F16 and BF16: the types a float model is stored in. */
+const isFloatType = (t: GgmlType) => t === 'F32' || t === 'F16' || t === 'BF16';
+
+/** One tensor's values as float32 ([rows, cols] row-major, GGUF layout), dequantized as ggml does. */
 export async function dequantizeTensor(file: GgufFile, t: GgufTensorInfo): Promise<Float32Array> {
   const raw = await readGgufTensor(file, t);
   const cols = t.shape.at(-1)!;
-  const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-  if (t.type === 'F32') return new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4).slice();
-  if (t.type === 'F16' || t.type === 'BF16') return toFloat32(raw, t.type);
-  return dequantizeGguf(t.type, raw, rows, cols, `${file.path}: tensor "${t.name}"`);
+  return dequantizeRows(
+    t.type,
+    raw,
+    t.shape.slice(0, -1).reduce((a, b) => a * b, 1),
+    cols,
+  );
 }
 
 /** The float32 Hugging Face tensors of a GGUF model, one GGUF tensor dequantized at a time (the last one kept). */

@@ -3,6 +3,7 @@
 // trip through GGUF metadata, and every command that reads a model takes a GGUF file.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -19,6 +20,7 @@ import {
   DREAMS_EVAL,
   DREAMS_TRAIN,
   NEEDS_SHARED,
+  SHARED,
   TINY_MODELS,
   exportedArtifact,
   needsSharedModel,
@@ -150,4 +152,29 @@ test('bad GGUF files: one line naming the file, exit 2, nothing written', async 
     assert.match(r.stderr, /qwen2-tiny-f32\.gguf: prune reads Hugging Face folders, not GGUF files/);
     assert.ok(!existsSync(join(dir, 'out')));
   }
+});
+
+const LLAMA_QUANTIZE = join(SHARED, 'tools', 'llama.cpp', 'bin', 'llama-quantize');
+
+// The tiny checkpoints' FFN widths are no multiple of 32: llama-quantize has no Q8_0 for them, but its K-quant mixes fall
+// back (Q5_0 / Q8_0 / F16), so these files hold five ggml types between them.
+test("llama-quantize's Q4_K_M and Q6_K files read dequantized: export, evaluate, and requantizing warns", {
+  skip: !existsSync(LLAMA_QUANTIZE) ? '../shared/tools/llama.cpp is absent' : needsSharedModel('qwen3-tiny'),
+}, () => {
+  const dir = tempDir();
+  const kl: Record<string, number> = {};
+  for (const type of ['Q6_K', 'Q4_K_M']) {
+    const file = join(dir, `qwen3-${type}.gguf`);
+    const q = spawnSync(LLAMA_QUANTIZE, [ggufOf('qwen3-tiny'), file, type], { encoding: 'utf8' });
+    assert.equal(q.status, 0, q.stderr);
+    const onnx = join(dir, `onnx-${type}`);
+    assert.equal(runCli(['export', file, '-o', onnx, '-q']).code, 0);
+    const r = runCli(['eval', onnx, '--data', DREAMS_EVAL, '--reference', sharedModel('qwen3-tiny'), '--limit', '4', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    kl[type] = JSON.parse(r.stdout).reference.kl;
+  }
+  console.log(`# qwen3-tiny read from llama-quantize's files, KL against float (4 documents): ${JSON.stringify(kl)}`);
+  assert.ok(kl.Q6_K! > 0 && kl.Q6_K! < 0.01 && kl.Q4_K_M! > kl.Q6_K! && kl.Q4_K_M! < 0.2, JSON.stringify(kl));
+  const r = runCli(['quantize', join(dir, 'qwen3-Q4_K_M.gguf'), '--to', 'int4', '-o', join(dir, 'int4')]);
+  assert.equal(r.code, 0, r.stderr);
 });
