@@ -5,6 +5,7 @@ import { flagOf, type Opt } from '../passes/options.js';
 import type { PassDefinition, RunContext } from '../passes/pass.js';
 import { PASSES, type PassName } from '../passes/registry.js';
 import { Output } from './output.js';
+import { modelFolderOf } from '../model/gguf-model.js';
 
 /** A command with the flags of a pass's command-line options, in their declared order. */
 export function passCommand(name: PassName): Command {
@@ -81,6 +82,8 @@ export function passAction<N extends PassName>(name: N, opts: PassAction<ReportO
     const reads: RunContext['reads'] = { input: typeof input === 'string' ? input : undefined };
     for (const [key, opt] of Object.entries((def as unknown as PassDefinition).options))
       if (opt.kind === 'stageRef') reads[key] = o[key] as string | undefined;
+    // A GGUF file is read through its companion folder, as every pass reads a model folder.
+    for (const [key, path] of Object.entries(reads)) if (path !== undefined) reads[key] = await modelFolderOf(path);
     const abort = new AbortController();
     const onSigint = () => {
       out.log('\ninterrupted: writing a checkpoint after this step ...');

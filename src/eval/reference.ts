@@ -1,9 +1,10 @@
-// Opens what `eval --reference` names: another artifact (sharded too), or a Hugging Face folder, which is
+// Opens what `eval --reference` names: another artifact (sharded too), or a Hugging Face folder or GGUF file, which is
 // exported to a temporary float32 artifact (standard attention) and removed afterwards.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeOnnxArtifact } from '../model/artifact-writer.js';
+import { modelFolderOf } from '../model/gguf-model.js';
 import { isRunnable, openModel, type CausalLM, type OpenOptions } from '../runtime/model.js';
 
 export interface OpenedReference {
@@ -19,7 +20,7 @@ export async function openReference(path: string, opts: OpenOptions): Promise<Op
   const tmp = mkdtempSync(join(tmpdir(), 'llmopt-reference-'));
   try {
     const out = join(tmp, 'model');
-    await writeOnnxArtifact(path, out, { attention: 'standard', layout: 'llmopt' });
+    await writeOnnxArtifact(await modelFolderOf(path), out, { attention: 'standard', layout: 'llmopt' });
     const model = await openModel(out, opts);
     return {
       model,

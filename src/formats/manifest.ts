@@ -1,5 +1,6 @@
 // llmopt.json, the one manifest shape of every folder llmopt writes (artifacts, checkpoints, sharded
 // models, recipe results): where it came from, every pass with its resolved options, and the tool.
+import { ggufSourceOf } from './gguf/companion.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -36,7 +37,7 @@ export interface Manifest {
   format: ManifestFormat;
   formatVersion: 1;
   tool: { name: 'llmopt'; version: string };
-  /** The folder the output was made from (null for generated models and recipe results). */
+  /** The folder (or GGUF file) the output was made from (null for generated models and recipe results). */
   source: { path: string; configSha256: string | null } | null;
   /** Every pass from the original checkpoint on, oldest first. */
   passes: PassRecord[];
@@ -64,7 +65,7 @@ export function buildManifest(
     format,
     formatVersion: 1,
     tool: { name: 'llmopt', version: TOOL_VERSION },
-    source: source === null ? null : { path: resolve(source), configSha256: configSha256(source) },
+    source: source === null ? null : { path: ggufSourceOf(source) ?? resolve(source), configSha256: configSha256(source) },
     passes: [...(source === null ? [] : priorPasses(source)), ...passes],
     ...extra,
   };

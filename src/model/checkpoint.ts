@@ -16,6 +16,8 @@ import type { DType } from '../formats/dtype.js';
 import type { DecoderSpec, WeightDtype } from '../core/spec.js';
 import type { WeightSource } from '../core/weights.js';
 import { checkpointTensors, fusedLayout, splitFusedWeights } from '../core/fused.js';
+import { ggufWeights, readGgufModel } from './gguf-model.js';
+import { ggufSourceOf } from '../formats/gguf/companion.js';
 
 const DTYPE_OF: Record<WeightDtype, DType> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
@@ -25,8 +27,12 @@ export interface HfModel {
   weights: WeightSource;
   /** The safetensors files, for passes that copy tensors byte for byte (null for quantized checkpoints). */
   checkpoint: Checkpoint | null;
-  /** quantization_config.quant_method when the checkpoint is already quantized. */
+  /** quantization_config.quant_method when the checkpoint is already quantized ("gguf Q4_0/Q6_K" for a quantized GGUF file). */
   quantization: string | null;
+  /** The GGUF file the weights are read from (dequantized), or null for a Hugging Face folder. */
+  gguf: string | null;
+  /** Bytes of each stored tensor, under its Hugging Face name (a fused GGUF tensor under its first part's). */
+  storedBytes(): Array<[string, number]>;
   close(): Promise<void>;
 }
 
@@ -57,6 +63,16 @@ export function validateCheckpoint(spec: DecoderSpec, ckpt: Checkpoint): void {
 
 /** Opens and validates a Hugging Face Llama folder. The caller calls `close()`. */
 export async function openHfModel(dir: string): Promise<HfModel> {
+  // A GGUF file's companion folder (model/gguf-model.ts): the weights are the file's, dequantized.
+  const gguf = ggufSourceOf(dir);
+  if (gguf !== null) {
+    const model = await readGgufModel(gguf);
+    const quantization = model.quantizedTypes.length > 0 ? `gguf ${model.quantizedTypes.join('/')}` : null;
+    const bytes = new Map(model.file.tensors.map((t) => [t.name, t.bytes]));
+    const storedBytes = () => model.plan.map((e): [string, number] => [e.hf[0]!, bytes.get(e.gguf)!]);
+    const weights = ggufWeights(model);
+    return { dir, spec: model.spec, weights, checkpoint: null, quantization, gguf, storedBytes, close: async () => {} };
+  }
   const spec = readModelSpec(dir);
   const config = readJsonFile(join(dir, 'config.json'));
   const qc = config.quantization_config as Record<string, unknown> | undefined;
@@ -86,7 +102,17 @@ export async function openHfModel(dir: string): Promise<HfModel> {
       }
     }
     const weights = splitFusedWeights(spec, source);
-    return { dir, spec, weights, checkpoint: null, quantization: format[0], close: () => source.close() };
+    const storedBytes = () => [...checkpointTensors(spec).keys()].map((n): [string, number] => [n, 0]);
+    return {
+      dir,
+      spec,
+      weights,
+      checkpoint: null,
+      quantization: format[0],
+      gguf: null,
+      storedBytes,
+      close: () => source.close(),
+    };
   }
   // A checkpoint that wraps the text model (Gemma 3 multimodal) is read under the text model's names.
   const prefixes = tensorPrefixesOf(config, join(dir, 'config.json'));
@@ -104,5 +130,6 @@ export async function openHfModel(dir: string): Promise<HfModel> {
     shape: (name) => checkpoint.info(name).shape,
     readFloat32: (name) => checkpoint.readFloat32(name),
   });
-  return { dir, spec, weights, checkpoint, quantization: null, close: () => checkpoint.close() };
+  const storedBytes = () => checkpoint.names().map((n): [string, number] => [n, checkpoint.info(n).byteLength]);
+  return { dir, spec, weights, checkpoint, quantization: null, gguf: null, storedBytes, close: () => checkpoint.close() };
 }

@@ -1,5 +1,7 @@
 // What a model folder holds — architecture, parameter count, bytes per dtype and per-tensor statistics —
 // for a Hugging Face checkpoint or an exported llmopt artifact, read one tensor at a time.
+import type { GgufValue } from '../formats/gguf/file.js';
+import { dequantizeTensor, isGgufFile, readGgufModel } from './gguf-model.js';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
@@ -52,7 +54,7 @@ export interface TensorReport {
 
 /** What {@link inspectModel} reports. */
 export interface InspectReport {
-  kind: 'huggingface' | 'artifact';
+  kind: 'huggingface' | 'artifact' | 'gguf';
   /** The folder, as an absolute path. */
   path: string;
   architecture: ArchitectureSummary;
@@ -66,6 +68,8 @@ export interface InspectReport {
   tensors: TensorReport[];
   /** Passes recorded in llmopt.json, oldest first. */
   manifest?: PassRecord[];
+  /** GGUF files: the metadata keys and values (arrays summarized by item type and count). */
+  metadata?: Record<string, string | number | boolean>;
   /** N:M compliance of the linear weights, when the checkpoint declares N:M pruning or --nm asks. */
   nm?: { n: number; m: number; tensors: number; compliant: number; violatingTensors: string[] };
 }
@@ -287,6 +291,37 @@ async function inspectArtifact(dir: string, opts: InspectOptions): Promise<Inspe
   };
 }
 
+/** A GGUF metadata value as inspect shows it: scalars as they are, arrays as "[N item-type]". */
+function metadataValue(v: GgufValue): string | number | boolean {
+  if (v.type === 'array') return `[${v.value.length} ${v.itemType}]`;
+  return typeof v.value === 'bigint' ? Number(v.value) : v.value;
+}
+
+/**
+ * Inspects a GGUF file: the architecture as llmopt reads it, every tensor with its ggml type (dequantized for the
+ * statistics, one at a time), the metadata. Rope factor tensors are not weights.
+ */
+async function inspectGguf(path: string, opts: InspectOptions): Promise<InspectReport> {
+  const model = await readGgufModel(path);
+  const report = new ReportBuilder();
+  const { tensors } = model.file;
+  for (const [i, t] of tensors.entries()) {
+    report.add(t.name, t.type, t.shape, t.bytes, await dequantizeTensor(model.file, t), !t.name.startsWith('rope_'));
+    opts.onProgress?.(i + 1, tensors.length);
+  }
+  return {
+    kind: 'gguf',
+    path,
+    architecture: architectureOf(model.spec),
+    parameters: report.parameters,
+    dtypes: report.dtypes,
+    bytes: report.bytes,
+    zeroFraction: report.zeroFraction,
+    tensors: report.tensors,
+    metadata: Object.fromEntries([...model.file.metadata].map(([k, v]) => [k, metadataValue(v)])),
+  };
+}
+
 /**
  * Inspects a Hugging Face model folder (config.json + safetensors) or an llmopt artifact (model.onnx):
  * architecture, parameter count, bytes per dtype, and min/max/mean/std/zero fraction of every float
@@ -296,5 +331,6 @@ async function inspectArtifact(dir: string, opts: InspectOptions): Promise<Inspe
 export async function inspectModel(dir: string, opts: InspectOptions = {}): Promise<InspectReport> {
   const abs = resolve(dir);
   if (!existsSync(abs)) throw new InputError(`${dir}: folder not found`);
+  if (isGgufFile(abs)) return inspectGguf(abs, opts);
   return isArtifact(abs) ? inspectArtifact(abs, opts) : inspectHuggingFace(abs, opts);
 }

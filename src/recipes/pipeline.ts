@@ -1,6 +1,7 @@
 // `llmopt run` as a library call: validates the recipe against the model and the output folder, then
 // runs the stages in order into <output>/NN-<pass>/, skipping those finished earlier with the same hash,
 // checking gates after each stage, and writes report.json and report.md.
+import { modelFolderOf } from '../model/gguf-model.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
@@ -29,8 +30,10 @@ function fromIndex(recipe: Recipe, from: string | undefined): number {
   return i;
 }
 
-export async function runRecipe(recipe: Recipe, source: string, output: string, opts: RunOptions = {}): Promise<RunReport> {
+export async function runRecipe(recipe: Recipe, sourcePath: string, output: string, opts: RunOptions = {}): Promise<RunReport> {
   const started = performance.now();
+  // A GGUF source is read through its companion folder (model/gguf-model.ts), as every stage reads model folders.
+  const source = await modelFolderOf(sourcePath);
   // Everything that can be refused is refused here, before the output folder is touched.
   const planned = checkRecipe(recipe, source);
   const from = fromIndex(recipe, opts.from);

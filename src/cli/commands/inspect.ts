@@ -7,15 +7,16 @@ import { formatBytes, Output, table } from '../output.js';
 
 export function inspectCommand(): Command {
   return new Command('inspect')
-    .description('show architecture, parameter count, dtypes, bytes and per-tensor statistics of a model folder or artifact')
-    .argument('<model>', 'Hugging Face model folder or llmopt artifact folder')
+    .description('show architecture, parameter count, dtypes, bytes and per-tensor statistics of a model folder, artifact or GGUF file')
+    .argument('<model>', 'Hugging Face model folder, llmopt artifact folder or GGUF file')
     .option('--tensors', 'list every tensor with its statistics')
     .option('--nm <N:M>', 'check the linear weights against this N:M pattern (default: the one a pruned checkpoint declares)')
     .option('--json', 'print the full report as JSON (tensors included)')
     .addHelpText(
       'after',
       '\nExample:\n' +
-        '  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m --json | jq .zeroFraction',
+        '  $ llmopt inspect path/to/hf-model\n  $ llmopt inspect out/m --tensors\n  $ llmopt inspect out/m.gguf\n' +
+        '  $ llmopt inspect out/m --json | jq .zeroFraction',
     )
     .action(async (dir: string, o: { tensors?: boolean; nm?: string; json?: boolean }) => {
       const out = new Output({ json: o.json });
@@ -47,6 +48,7 @@ export function inspectCommand(): Command {
         ['zeros', `${(r.zeroFraction * 100).toFixed(2)}%`],
       ];
       if (r.manifest) rows.push(['passes', r.manifest.map((p) => p.pass).join(' -> ')]);
+      if (r.metadata) for (const [key, value] of Object.entries(r.metadata)) rows.push([key, String(value)]);
       if (r.nm) {
         rows.push([
           `${r.nm.n}:${r.nm.m} pattern`,

@@ -81,6 +81,7 @@ export async function prune(source: string, output: string, opts: PruneOptions):
   const { spec } = model;
   try {
     const checkpoint = model.checkpoint;
+    if (model.gguf) throw new InputError(`${model.gguf}: prune reads Hugging Face folders, not GGUF files (export and quantize read GGUF)`);
     if (!checkpoint)
       throw new InputError(`${source}: already quantized (${model.quantization}); prune the float checkpoint, then quantize`);
     const targets = selectTargets(spec, opts.exclude ?? []);

@@ -40,7 +40,7 @@ export type QuantizeOptions = Omit<Declared, Optional | 'asymmetric' | 'accuracy
     accuracyLevel: AccuracyLevel;
     batchSize?: number;
     onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
-    /** A rule of the target engine that llmopt worked around or could not meet (one line). */
+    /** A rule of the target engine that llmopt worked around or could not meet, or a requantized GGUF source (one line). */
     onWarning?: (text: string) => void;
   };
 
@@ -132,7 +132,18 @@ export async function quantize(source: string, output: string, o: QuantizeOption
   }
   const model = await openHfModel(source);
   try {
-    if (model.quantization) throw new InputError(`${source}: already quantized (${model.quantization}); quantize the float checkpoint`);
+    // A quantized GGUF file is read dequantized: requantizing it compounds both roundings, so it is allowed with a warning.
+    const warnings: string[] = [];
+    if (model.gguf && model.quantization) {
+      warnings.push(`${model.gguf} holds ${model.quantization} weights; requantizing adds this rounding to theirs`);
+    } else if (model.quantization) {
+      throw new InputError(`${source}: already quantized (${model.quantization}); quantize the float checkpoint`);
+    }
+    if (model.gguf && o.format !== 'onnx') {
+      throw new InputError(
+        `${model.gguf}: --format ${o.format} is written from a Hugging Face folder, not a GGUF file (--format onnx reads GGUF)`,
+      );
+    }
     const { spec } = model;
     const selected = selectTargets(spec, o.exclude);
     if (selected.length === 0) throw new InputError('--exclude leaves no layer to quantize');
@@ -149,7 +160,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
             serveDtype: o.serveDtype ?? 'bfloat16',
             strict: o.strict ?? false,
           });
-    for (const w of hf?.warnings ?? []) o.onWarning?.(w);
+    warnings.push(...(hf?.warnings ?? []));
+    for (const w of warnings) o.onWarning?.(w);
     const targets = hf ? selected.filter((t) => hf.quantized.has(t.module)) : selected;
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to quantize');
     const targetSet = new Set(targets.map((t) => t.module));
@@ -190,8 +202,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     };
 
     const bytesBefore = new Map<TensorKind, number>();
-    const source_ = model.checkpoint!;
-    for (const name of source_.names()) bytesBefore.set(kindOf(name), (bytesBefore.get(kindOf(name)) ?? 0) + source_.info(name).byteLength);
+    for (const [name, n] of model.storedBytes()) bytesBefore.set(kindOf(name), (bytesBefore.get(kindOf(name)) ?? 0) + n);
     let bytesAfter = new Map<TensorKind, number>();
 
     if (o.format !== 'onnx') {
@@ -200,7 +211,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
       const format = o.format;
       await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, (tmp) =>
-        writeHfFormat(format, tmp, spec, source, source_, layers, excluded),
+        writeHfFormat(format, tmp, spec, source, model.checkpoint!, layers, excluded),
       );
       const written = await Checkpoint.open(output);
       for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);
@@ -266,7 +277,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       compression: totalBefore / totalAfter,
       calibrationTokens: calibrated?.tokens ?? 0,
       gptq: calibrated?.gptq ?? null,
-      warnings: hf?.warnings ?? [],
+      warnings,
       seconds: (performance.now() - started) / 1000,
     };
   } finally {

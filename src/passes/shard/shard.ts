@@ -133,6 +133,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
   const model = await openHfModel(source);
   const { spec } = model;
   try {
+    if (model.gguf) throw new InputError(`${model.gguf}: shard reads Hugging Face folders, not GGUF files (export and quantize read GGUF)`);
     if (model.quantization)
       throw new InputError(
         `${source}: is already quantized (${model.quantization}); shard takes a float checkpoint (quantized inputs are not supported)`,

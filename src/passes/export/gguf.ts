@@ -1,0 +1,168 @@
+// Hugging Face model -> one GGUF file for llama.cpp: the architecture table's names and layouts, the tokenizer as
+// llama.cpp reads it, and each tensor read, converted (or quantized by the caller's encoder) and written in turn,
+// so that only one tensor is in memory at a time. export (F32/F16/BF16) and quantize (ggml block types) share it.
+import { basename, join, resolve } from 'node:path';
+import { InputError } from '../../core/errors.js';
+import { expectedTensors, type DecoderSpec } from '../../core/spec.js';
+import { fromFloat32 } from '../../formats/dtype.js';
+import { readJsonFile } from '../../formats/hf-config.js';
+import {
+  ggufArchitectureOf,
+  ggufTensorPlan,
+  llama3RopeFactors,
+  toGgufLayout,
+  type GgufArchitecture,
+  type GgufTensorEntry,
+} from '../../formats/gguf/architectures.js';
+import { writeGguf, type GgufTensorToWrite } from '../../formats/gguf/file.js';
+import { GGML_TYPES, type GgmlType, rowFits } from '../../formats/gguf/ggml-types.js';
+import { ggufModelMetadata, modelNameOf } from '../../formats/gguf/model-metadata.js';
+import { ggufTokenizer } from '../../formats/gguf/tokenizer.js';
+import { openHfModel } from '../../model/checkpoint.js';
+import type { WeightSource } from '../../core/weights.js';
+
+/** One GGUF tensor as the type chooser sees it. */
+export interface GgufTensorSlot {
+  /** GGUF name (blk.3.ffn_down.weight). */
+  name: string;
+  /** Hugging Face tensors it holds (several for Phi-3's fused ones; none for rope factor tensors). */
+  hf: string[];
+  /** Outermost first: [rows, cols] for a matrix. */
+  shape: number[];
+  layer: number | null;
+}
+
+export interface GgufWriterOptions {
+  /** general.file_type (llama_ftype). */
+  fileType: number;
+  /** The ggml type each tensor is stored in. */
+  typeOf: (slot: GgufTensorSlot, spec: DecoderSpec, arch: GgufArchitecture) => GgmlType;
+  /** Bytes of a tensor in a block type (F32/F16/BF16 are converted here); the tensor's float values in GGUF layout. */
+  encode?: (slot: GgufTensorSlot, data: Float32Array, type: GgmlType) => Uint8Array | Promise<Uint8Array>;
+  /** Before anything is written: checks of the spec and plan (refusals), e.g. a type a shape cannot take. */
+  check?: (spec: DecoderSpec, arch: GgufArchitecture, slots: GgufTensorSlot[]) => void;
+  /** Float values to write instead of the checkpoint's, by Hugging Face name (a pass's compressed weights). */
+  weights?: (source: WeightSource) => WeightSource;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface GgufWriteReport {
+  output: string;
+  architecture: string;
+  tokenizer: { model: string; pre: string };
+  tensors: number;
+  parameters: number;
+  /** Tensors per ggml type. */
+  types: Partial<Record<GgmlType, number>>;
+  bytes: number;
+  seconds: number;
+}
+
+/** The converter's float rule: 1-D tensors and norms stay F32, matrices take the file's float type. */
+export function floatTypeOf(dtype: 'F32' | 'F16' | 'BF16') {
+  return (slot: GgufTensorSlot): GgmlType => (slot.shape.length <= 1 || slot.name.endsWith('_norm.weight') ? 'F32' : dtype);
+}
+
+const layerOf = (name: string): number | null => {
+  const m = /^blk\.(\d+)\./.exec(name);
+  return m ? Number(m[1]) : null;
+};
+
+/** Rope factor tensors llama.cpp reads beside the weights (Llama 3 rope_freqs, Phi-3 longrope's long and short). */
+function ropeTensors(spec: DecoderSpec): Array<{ name: string; data: Float32Array }> {
+  const llama3 = llama3RopeFactors(spec);
+  if (llama3) return [{ name: 'rope_freqs.weight', data: llama3 }];
+  const s = spec.ropeScaling;
+  if (s?.type === 'longrope') {
+    return [
+      { name: 'rope_factors_long.weight', data: Float32Array.from(s.longFactor) },
+      { name: 'rope_factors_short.weight', data: Float32Array.from(s.shortFactor) },
+    ];
+  }
+  return [];
+}
+
+function encodeFloat(type: GgmlType, data: Float32Array, name: string): Uint8Array {
+  if (type === 'F32' || type === 'F16' || type === 'BF16') return fromFloat32(data, type);
+  throw new Error(`GGUF writer: tensor "${name}" is ${type} but no quantizer was given`);
+}
+
+/** Writes `source` (a Hugging Face folder) as a GGUF file at `output`, atomically. */
+export async function writeGgufModel(source: string, output: string, o: GgufWriterOptions): Promise<GgufWriteReport> {
+  const started = performance.now();
+  const model = await openHfModel(source);
+  try {
+    if (model.quantization)
+      throw new InputError(`${source}: already quantized (${model.quantization}); write the float checkpoint to GGUF`);
+    const { spec } = model;
+    const arch = ggufArchitectureOf(spec);
+    const config = readJsonFile(join(source, 'config.json'));
+    const text = typeof config.text_config === 'object' && config.text_config !== null ? (config.text_config as object) : {};
+    const configKeys = new Set([...Object.keys(config), ...Object.keys(text)]);
+    const tokenizer = ggufTokenizer(source, {
+      vocabSize: spec.vocabSize,
+      config,
+      spaceFromConfig: arch.gguf === 'llama' || arch.gguf === 'smollm3',
+    });
+
+    const hfShapes = expectedTensors(spec);
+    const plan = ggufTensorPlan(spec, arch, hfShapes);
+    const covered = new Set(plan.flatMap((e) => e.hf));
+    const missed = [...hfShapes.keys()].filter((n) => !covered.has(n));
+    if (missed.length > 0) throw new InputError(`GGUF: llama.cpp's ${arch.gguf} has no tensor for ${missed.slice(0, 3).join(', ')}`);
+    const rope = ropeTensors(spec);
+    const slots: Array<GgufTensorSlot & { entry?: GgufTensorEntry; rope?: Float32Array }> = [
+      ...rope.map((r) => ({ name: r.name, hf: [], shape: [r.data.length], layer: null, rope: r.data })),
+      ...plan.map((e) => ({ name: e.gguf, hf: e.hf, shape: e.shape, layer: layerOf(e.gguf), entry: e })),
+    ];
+    const types = slots.map((s) => o.typeOf(s, spec, arch));
+    slots.forEach((s, i) => {
+      const cols = s.shape.at(-1)!;
+      if (!rowFits(types[i]!, cols)) {
+        throw new InputError(
+          `GGUF: tensor "${s.name}" rows of ${cols} are not whole ${types[i]} blocks of ${GGML_TYPES[types[i]!].blockSize}`,
+        );
+      }
+    });
+    o.check?.(spec, arch, slots);
+
+    const weights = o.weights ? o.weights(model.weights) : model.weights;
+    const parameters = slots.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+    const metadata = [
+      ...ggufModelMetadata(spec, arch, { configKeys, fileType: o.fileType }, { name: modelNameOf(basename(resolve(source))), parameters }),
+      ...tokenizer.entries,
+    ];
+    const tensors: GgufTensorToWrite[] = slots.map((s, i) => ({
+      name: s.name,
+      shape: s.shape,
+      type: types[i]!,
+      data: async () => {
+        let values: Float32Array;
+        if (s.rope) values = s.rope;
+        else {
+          const parts: Float32Array[] = [];
+          for (const name of s.hf) parts.push(await weights.readFloat32(name));
+          values = toGgufLayout(spec, s.entry!, parts);
+        }
+        const type = types[i]!;
+        if (o.encode && type !== 'F32' && type !== 'F16' && type !== 'BF16') return o.encode(s, values, type);
+        return encodeFloat(type, values, s.name);
+      },
+    }));
+    const written = await writeGguf(output, metadata, tensors, o.onProgress);
+    const counts: Partial<Record<GgmlType, number>> = {};
+    for (const t of types) counts[t] = (counts[t] ?? 0) + 1;
+    return {
+      output,
+      architecture: arch.gguf,
+      tokenizer: { model: tokenizer.model, pre: tokenizer.pre },
+      tensors: slots.length,
+      parameters,
+      types: counts,
+      bytes: written.bytes,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await model.close();
+  }
+}
