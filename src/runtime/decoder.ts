@@ -71,6 +71,7 @@ export class DecoderModel implements CausalLM<KvCache> {
       presentOf: cacheOutputOf,
       positionIds: ATTENTION[this.form].positionIds,
       maxPositions: this.spec.maxPositions,
+      emptyInputs: this.device !== 'webgpu',
     };
     if (capacity > this.spec.maxPositions) {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
