@@ -69,8 +69,8 @@ export async function planWebGpu(modelPath: string): Promise<WebGpuPlan> {
   if (usesF16 && !adapter.shaderF16) {
     if (needs.f16ComputeNodes.length > 0) {
       throw new DeviceError(
-        `--device webgpu: ${modelPath} computes in float16 (node ${needs.f16ComputeNodes[0]}) and this WebGPU adapter ` +
-          `(${describeAdapter(adapter)}) lacks the shader-f16 feature; run it with --device cpu, or use an fp32, int8 or int4 artifact`,
+        `--device webgpu: ${modelPath} computes in float16 (node ${needs.f16ComputeNodes[0]}) and this WebGPU adapter, ` +
+          `${describeAdapter(adapter)}, lacks the shader-f16 feature; run it with --device cpu, or use an fp32, int8 or int4 artifact`,
       );
     }
     plan.forceCpuNodeNames.push(...needs.f16WeightNodes);

@@ -18,7 +18,12 @@ export interface ProbeResult {
   gqa: { problem: string; maxDiff: number }[];
 }
 
-const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0]!;
+/** onnxruntime's message, first line, without its source location and check expression. */
+const firstLine = (e: unknown) =>
+  String((e as Error)?.message ?? e)
+    .split('\n')[0]!
+    .split(/ was false\. | : FAIL : /)
+    .pop()!;
 
 async function output(problem: KernelProblem, device: 'cpu' | 'webgpu'): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(problem.model, { executionProviders: [device], logSeverityLevel: 4 });
