@@ -17,6 +17,8 @@ export interface WebGpuPlan {
 /** What of a graph depends on adapter features: its GroupQueryAttention nodes and where float16 flows. */
 export interface GraphNeeds {
   gqaNodes: string[];
+  /** com.microsoft DynamicQuantizeMatMul (w8a8 linears): onnxruntime 1.30's WebGPU provider has no kernel for it. */
+  dynamicQuantNodes: number;
   /** Nodes that read or write float16 only to look up or widen float16 weights (Gather, Cast, reshapes). */
   f16WeightNodes: string[];
   /** Nodes that compute in float16 (a MatMul, an Add ... with float16 operands), first few. */
@@ -32,11 +34,12 @@ export function graphNeeds(modelPath: string): GraphNeeds {
   const f16 = new Set<string>();
   for (const t of graph?.initializer ?? []) if (t.dataType === Elem.FLOAT16) f16.add(t.name!);
   for (const v of graph?.input ?? []) if (v.type?.tensorType?.elemType === Elem.FLOAT16) f16.add(v.name!);
-  const needs: GraphNeeds = { gqaNodes: [], f16WeightNodes: [], f16ComputeNodes: [] };
+  const needs: GraphNeeds = { gqaNodes: [], dynamicQuantNodes: 0, f16WeightNodes: [], f16ComputeNodes: [] };
   // Nodes are topologically ordered in a valid ONNX graph, so one forward sweep propagates float16.
   for (const node of graph?.node ?? []) {
     const name = node.name ?? '';
     if (node.opType === 'GroupQueryAttention') needs.gqaNodes.push(name);
+    if (node.opType === 'DynamicQuantizeMatMul') needs.dynamicQuantNodes++;
     const castTo = node.opType === 'Cast' ? Number(node.attribute?.find((a) => a.name === 'to')?.i ?? 0) : null;
     const readsF16 = (node.input ?? []).some((i) => f16.has(i));
     const writesF16 = castTo === Elem.FLOAT16 || (readsF16 && castTo === null);
@@ -63,6 +66,12 @@ export async function planWebGpu(modelPath: string): Promise<WebGpuPlan> {
     plan.notes.push(
       `GroupQueryAttention on the CPU: this adapter's kernel failed llmopt's self-check (max |diff| ${worst.toPrecision(2)} ` +
         `> ${SELF_CHECK_TOLERANCE}); an artifact exported with --attention standard keeps attention on the GPU`,
+    );
+  }
+  if (needs.dynamicQuantNodes > 0) {
+    plan.notes.push(
+      `${needs.dynamicQuantNodes} DynamicQuantizeMatMul (w8a8) on the CPU: onnxruntime's WebGPU provider has no kernel for it; ` +
+        'int8 or int4 (weight-only) artifacts keep their MatMuls on the GPU',
     );
   }
   const usesF16 = needs.f16WeightNodes.length + needs.f16ComputeNodes.length > 0;
