@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TOOL_VERSION } from '../formats/artifact.js';
 import type { ProbeResult } from './webgpu-probe.js';
 
 /** Largest |WebGPU - CPU| at which the attention self-check passes (the suite's logits tolerance). */
@@ -81,12 +82,12 @@ export function vulkanDrivers(): VulkanDriver[] {
 }
 
 /**
- * What identifies the adapter a new process would get, for the cache: onnxruntime's version (its kernels),
+ * What identifies the adapter a new process would get, for the cache: llmopt's version (its checks) and onnxruntime's (its kernels),
  * the loader's environment, the driver manifests and libraries (size and time), the GPUs in sysfs and
  * the NVIDIA driver version. A change in any of them probes again.
  */
 function adapterFingerprint(): string {
-  const parts: string[] = [process.platform, process.arch, onnxruntimeVersion()];
+  const parts: string[] = [process.platform, process.arch, TOOL_VERSION, onnxruntimeVersion()];
   for (const v of ['LD_LIBRARY_PATH', 'VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'DRI_PRIME']) parts.push(`${v}=${process.env[v] ?? ''}`);
   const stamp = (f: string) => {
     try {

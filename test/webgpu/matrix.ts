@@ -108,9 +108,9 @@ export function fullMatrix(): MatrixCase[] {
 }
 
 /**
- * The subset `npm test` runs (SwiftShader compiles every new shader shape on the CPU, seconds each): the two
- * routed paths (fused attention past the 32-token boundary with GroupQueryAttention kept on the CPU, float16
- * weights without shader-f16) and the inplace cache, which once crashed the WebGPU provider.
+ * The subset `npm test` runs (SwiftShader compiles every new shader shape on the CPU, seconds each): fused
+ * fp16 aidreams-260k, whose two routed paths (GroupQueryAttention kept on the CPU past the 32-token
+ * boundary, float16 weights without shader-f16) are where an adapter's faults would show.
  */
 export function fastMatrix(): MatrixCase[] {
   return [
@@ -119,14 +119,7 @@ export function fastMatrix(): MatrixCase[] {
       source: AIDREAMS,
       form: 'fused',
       precision: 'fp16',
-      checks: { lengths: [1, 32], decode: { prefill: 30, total: 34 }, batch: [5, 33], greedy: 6 },
-    },
-    {
-      name: 'tiny-llama-gqa inplace fp32',
-      source: GQA,
-      form: 'inplace',
-      precision: 'fp32',
-      checks: { lengths: [33], decode: { prefill: 30, total: 33 }, serve: 2 },
+      checks: { lengths: [33], decode: { prefill: 30, total: 33 }, batch: [5, 33], greedy: 4 },
     },
   ];
 }

@@ -1,6 +1,6 @@
 // WebGPU equal to the CPU, the subset `npm test` runs on SwiftShader (a software Vulkan from ../shared):
 // the two routed paths (fused attention with GroupQueryAttention kept on the CPU, float16 weights without
-// shader-f16) and the inplace cache, through llmopt's runtime in one child process, and `bench` on it.
+// shader-f16) through llmopt's runtime in one child process, and `bench` on WebGPU.
 // The whole matrix (every form, precision and model) is `npm run test:webgpu` (test/webgpu/matrix.suite.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ import { NEEDS_WEBGPU, ON_SWIFTSHADER, runChecks, runCliWebGpu } from './support
 
 const skip = NEEDS_WEBGPU ?? NEEDS_SHARED;
 
-test('WebGPU equals the CPU: fused fp16 aidreams-260k past 32 tokens, inplace cache, padded batch, cached decoding, serving', {
+test('WebGPU equals the CPU: fused fp16 aidreams-260k past 32 tokens, padded batch, cached decoding, greedy ids', {
   skip,
 }, () => {
   const cases = fastMatrix();
@@ -25,7 +25,7 @@ test('WebGPU equals the CPU: fused fp16 aidreams-260k past 32 tokens, inplace ca
   }
 });
 
-test('bench runs on WebGPU, with continuous batching, and its report marks a software adapter', { skip }, () => {
+test('bench runs on WebGPU and its report marks a software adapter', { skip }, () => {
   const out = join(tempDir(), 'bench.json');
   const dir = artifact(GQA, 'inplace', 'fp32');
   const r = runCliWebGpu(
