@@ -14,6 +14,7 @@ import { quantizeCommand } from './commands/quantize.js';
 import { synthCommand } from './commands/synth.js';
 import { shardCommand } from './commands/shard.js';
 import { distillCommand } from './commands/distill.js';
+import { devicesCommand } from './commands/devices.js';
 
 export function program(): Command {
   const p = new Command('llmopt')
@@ -32,6 +33,7 @@ export function program(): Command {
     distillCommand(),
     synthCommand(),
     benchCommand(),
+    devicesCommand(),
   ])
     p.addCommand(c);
   // Every subcommand reports usage errors through exitOverride so main() owns the exit code.

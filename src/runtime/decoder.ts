@@ -11,6 +11,7 @@ import { StepLogits, type CausalLM, type ForwardOptions, type ModelCapabilities,
 
 export { StepLogits };
 import type { Device } from './device.js';
+import { describeAdapter } from './webgpu-adapter.js';
 
 export type { CacheKind };
 
@@ -44,8 +45,11 @@ export class DecoderModel implements CausalLM<KvCache> {
     return this.session.device;
   }
 
+  /** The form, and on WebGPU the adapter and what runs on the CPU for it: "fused attention; webgpu: ...". */
   get description(): string {
-    return `${this.form} attention`;
+    const gpu = this.session.webgpu;
+    if (!gpu) return `${this.form} attention`;
+    return [`${this.form} attention; webgpu: ${describeAdapter(gpu.adapter)}`, ...gpu.notes].join('; ');
   }
 
   /** What the caches createCache makes by default can do. */
@@ -67,6 +71,7 @@ export class DecoderModel implements CausalLM<KvCache> {
       presentOf: cacheOutputOf,
       positionIds: ATTENTION[this.form].positionIds,
       maxPositions: this.spec.maxPositions,
+      emptyInputs: this.device !== 'webgpu',
     };
     if (capacity > this.spec.maxPositions) {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);

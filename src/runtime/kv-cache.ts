@@ -34,6 +34,12 @@ export interface CacheLayout {
   /** Whether the graph takes position_ids. */
   positionIds: boolean;
   maxPositions: number;
+  /**
+   * Whether the device takes zero-sized cache inputs. onnxruntime 1.30's WebGPU provider crashes the
+   * process (SIGSEGV) on the inplace graph's zero-slot kv_cache.*; there the first prefill reads C
+   * masked-out slots instead.
+   */
+  emptyInputs?: boolean;
 }
 
 function int64(values: number[] | BigInt64Array, dims: number[]): Tensor {
@@ -227,7 +233,7 @@ export class InPlaceCache extends SlotCache {
     const B = this.batch;
     this.slots.ensure(Math.max(...this.lengths.map((l, b) => l + newCounts[b]!)));
     // A prefill into an empty cache attends to no slot: the graph gets zero slots rather than C masked ones.
-    const empty = this.lengths.every((l) => l === 0);
+    const empty = this.layout.emptyInputs !== false && this.lengths.every((l) => l === 0);
     const C = empty ? 0 : this.slots.allocated;
     const T = C + S;
     const mask = new BigInt64Array(B * T);

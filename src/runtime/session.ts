@@ -4,6 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
 import { DeviceError, InputError, LlmoptError } from '../core/errors.js';
 import { executionProviders, deviceFailure, type Device } from './device.js';
+import { planWebGpu, type WebGpuPlan } from './webgpu-plan.js';
 
 export type Tensor = ort.Tensor;
 export const Tensor = ort.Tensor;
@@ -27,13 +28,19 @@ export class ModelSession {
     readonly session: ort.InferenceSession,
     readonly path: string,
     readonly device: Device,
+    /** On WebGPU: the adapter and the nodes kept on the CPU for it (see webgpu-plan.ts). */
+    readonly webgpu: WebGpuPlan | null = null,
   ) {}
 
   static async open(path: string, opts: SessionOptions): Promise<ModelSession> {
     if (!existsSync(path)) throw new InputError(`${path}: file not found`);
-    const providers = executionProviders(opts.device);
+    const providers: ort.InferenceSession.ExecutionProviderConfig[] = executionProviders(opts.device);
+    // WebGPU: probe the adapter (once per adapter) and keep on the CPU what it runs wrong or cannot run.
+    const webgpu = opts.device === 'webgpu' ? await planWebGpu(path) : null;
+    const forced = webgpu?.forceCpuNodeNames ?? [];
     const options: ort.InferenceSession.SessionOptions = {
-      executionProviders: providers,
+      // onnxruntime-node refuses an empty forceCpuNodeNames list.
+      executionProviders: forced.length ? [{ name: 'webgpu', forceCpuNodeNames: forced }] : providers,
       graphOptimizationLevel: 'all',
       // Shapes change every decode step: memory patterns planned per shape would pile up, and the CPU
       // arena keeps the high-water mark of every shape it saw. Off, RSS stays steadier over long
@@ -45,7 +52,7 @@ export class ModelSession {
     if (opts.threads) options.intraOpNumThreads = opts.threads;
     if (opts.spinning === false) options.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
     try {
-      return new ModelSession(await ort.InferenceSession.create(path, options), path, opts.device);
+      return new ModelSession(await ort.InferenceSession.create(path, options), path, opts.device, webgpu);
     } catch (e) {
       if (opts.device !== 'cpu') throw deviceFailure(opts.device, e);
       throw new InputError(`${path}: onnxruntime cannot load the model (${String((e as Error).message).split('\n')[0]})`);
