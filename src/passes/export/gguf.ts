@@ -166,3 +166,24 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
     await model.close();
   }
 }
+
+export const GGUF_DTYPES = ['f32', 'f16', 'bf16'] as const;
+export type GgufDtype = (typeof GGUF_DTYPES)[number];
+const FILE_TYPE: Record<GgufDtype, number> = { f32: 0, f16: 1, bf16: 32 };
+
+export type GgufExportReport = GgufWriteReport & { format: 'gguf'; dtype: GgufDtype };
+
+/** export --format gguf: the float file llama.cpp's converter writes (`--outtype f32|f16|bf16`). */
+export async function exportGguf(
+  source: string,
+  output: string,
+  o: { dtype: GgufDtype; onProgress?: (done: number, total: number) => void },
+): Promise<GgufExportReport> {
+  const dtype = o.dtype.toUpperCase() as 'F32' | 'F16' | 'BF16';
+  const report = await writeGgufModel(source, output, {
+    fileType: FILE_TYPE[o.dtype],
+    typeOf: floatTypeOf(dtype),
+    onProgress: o.onProgress,
+  });
+  return { format: 'gguf', dtype: o.dtype, ...report };
+}
