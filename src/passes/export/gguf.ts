@@ -14,7 +14,7 @@ import {
   type GgufArchitecture,
   type GgufTensorEntry,
 } from '../../formats/gguf/architectures.js';
-import { writeGguf, type GgufTensorToWrite } from '../../formats/gguf/file.js';
+import { writeGguf, type GgufTensorToWrite, type GgufValue } from '../../formats/gguf/file.js';
 import { GGML_TYPES, type GgmlType, rowFits } from '../../formats/gguf/ggml-types.js';
 import { ggufModelMetadata, modelNameOf } from '../../formats/gguf/model-metadata.js';
 import { ggufTokenizer } from '../../formats/gguf/tokenizer.js';
@@ -87,6 +87,16 @@ function encodeFloat(type: GgmlType, data: Float32Array, name: string): Uint8Arr
   throw new Error(`GGUF writer: tensor "${name}" is ${type} but no quantizer was given`);
 }
 
+/**
+ * general.name, kept clear of what llama.cpp's vocabulary loader reads into it: a phi3 file named like Phi-3
+ * ("phi3", "phi-3", any case) makes it look up Phi-3's <|end|> token, and it fails to load when the vocabulary has none.
+ */
+function safeModelName(arch: GgufArchitecture, name: string, tokenizer: Array<[string, GgufValue]>): string {
+  if (arch.gguf !== 'phi3' || !/phi-?3/i.test(name)) return name;
+  const tokens = tokenizer.find(([k]) => k === 'tokenizer.ggml.tokens')?.[1].value as string[] | undefined;
+  return tokens?.includes('<|end|>') ? name : name.replace(/phi-?3/gi, 'Phi 3');
+}
+
 /** Writes `source` (a Hugging Face folder) as a GGUF file at `output`, atomically. */
 export async function writeGgufModel(source: string, output: string, o: GgufWriterOptions): Promise<GgufWriteReport> {
   const started = performance.now();
@@ -127,9 +137,15 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
     o.check?.(spec, arch, slots);
 
     const weights = o.weights ? o.weights(model.weights) : model.weights;
+    const name = modelNameOf(basename(resolve(source)));
     const parameters = slots.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
     const metadata = [
-      ...ggufModelMetadata(spec, arch, { configKeys, fileType: o.fileType }, { name: modelNameOf(basename(resolve(source))), parameters }),
+      ...ggufModelMetadata(
+        spec,
+        arch,
+        { configKeys, fileType: o.fileType },
+        { name: safeModelName(arch, name, tokenizer.entries), parameters },
+      ),
       ...tokenizer.entries,
     ];
     const tensors: GgufTensorToWrite[] = slots.map((s, i) => ({

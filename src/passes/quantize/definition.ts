@@ -1,14 +1,19 @@
 // quantize's declaration: fp16 / int8 / int4 (RTN or GPTQ) / w8a8 weights of a float Hugging Face folder,
 // as an ONNX artifact or a compressed-tensors checkpoint; with eval, the quality cost against the source.
 import { ATTENTION_FORMS } from '../../core/io.js';
-import { boolean, choice, int, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
+import { boolean, choice, int, negatable, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
 import type { AccuracyLevel } from './matmul-nbits.js';
-import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions } from './quantize.js';
+import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
+import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
 
 export const QUANTIZE_OPTIONS = {
   ...outputFolder('output folder'),
-  to: choice(QUANT_TARGETS, { arg: '<precision>', required: true, help: QUANT_TARGETS.join(' | ') }),
+  to: choice([...QUANT_TARGETS, ...GGUF_TARGETS], {
+    arg: '<precision>',
+    required: true,
+    help: `${QUANT_TARGETS.join(' | ')}; with --format gguf: ${GGUF_TARGETS.join(' | ')}`,
+  }),
   method: choice(QUANT_METHODS, {
     arg: '<method>',
     default: 'rtn',
@@ -19,10 +24,13 @@ export const QUANTIZE_OPTIONS = {
   accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
   quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
-  format: choice(QUANT_FORMATS, {
+  format: choice([...QUANT_FORMATS, 'gguf'], {
     arg: '<format>',
     default: 'onnx',
-    help: 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads',
+    help: 'onnx: an artifact llmopt runs; compressed-tensors: a Hugging Face folder vLLM loads; gguf: one llama.cpp file (-o m.gguf)',
+  }),
+  fallback: negatable({
+    help: "gguf: rows that do not fit a type's blocks take llama.cpp's fallback type, or F16 (--no-fallback: refuse)",
   }),
   attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
   calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
@@ -39,12 +47,26 @@ export const quantizePass = definePass({
   options: QUANTIZE_OPTIONS,
   reads: { input: ['hf'] },
   readHint: 'quantize reads the float checkpoint: put quantize after prune and distill, and let it write the ONNX artifact',
-  writes: (o) => (o.format === 'compressed-tensors' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to }),
+  writes: (o) =>
+    o.format === 'gguf'
+      ? { kind: 'gguf' }
+      : o.format === 'compressed-tensors'
+        ? { kind: 'hf-quantized' }
+        : { kind: 'artifact', precision: o.to },
   figures: (o) => (o.eval !== undefined ? QUALITY_GATES : []),
   gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
   dataDefaults: (o) => (o.method === 'gptq' ? ['calib'] : []),
   validate: (o, given) => {
-    validateQuantizeOptions(o);
+    if (o.format === 'gguf') {
+      validateGgufQuantizeOptions(o, given);
+      if (o.eval !== undefined)
+        throw new OptionError('eval', (n) => `${n('eval')}: measures ONNX artifacts; a GGUF is measured by llama.cpp`);
+      return;
+    }
+    if ((GGUF_TARGETS as readonly string[]).includes(o.to))
+      throw new OptionError('to', (n) => `${n('to')} ${o.to}: a GGUF type; add ${n('format')} gguf`);
+    if (given.has('fallback')) throw new OptionError('fallback', (n) => `${n('fallback')}: a GGUF option (add ${n('format')} gguf)`);
+    validateQuantizeOptions({ ...o, to: o.to as QuantTarget, format: o.format as (typeof QUANT_FORMATS)[number] });
     // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
     if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
       throw new OptionError(
@@ -54,7 +76,19 @@ export const quantizePass = definePass({
     }
   },
   run: async (o, ctx) => {
-    const options = { ...o, symmetric: !o.asymmetric, accuracyLevel: o.accuracyLevel as AccuracyLevel, onProgress: ctx.onProgress };
+    if (o.format === 'gguf') {
+      const options = { to: o.to as (typeof GGUF_TARGETS)[number], exclude: o.exclude, quantizeEmbeddings: o.quantizeEmbeddings };
+      const report = await quantizeGguf(ctx.reads.input!, ctx.output, { ...options, fallback: o.fallback, onProgress: ctx.onProgress });
+      return { ...report, eval: null };
+    }
+    const options = {
+      ...o,
+      to: o.to as QuantTarget,
+      format: o.format as (typeof QUANT_FORMATS)[number],
+      symmetric: !o.asymmetric,
+      accuracyLevel: o.accuracyLevel as AccuracyLevel,
+      onProgress: ctx.onProgress,
+    };
     const report = await quantize(ctx.reads.input!, ctx.output, options);
     return { ...report, eval: await evalAfter(o.eval, ctx) };
   },
