@@ -20,7 +20,8 @@ import { readModelSpec } from '../../src/model/architectures/index.js';
 import { exportGguf } from '../../src/passes/export/gguf.js';
 import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
-import { aidreamsReference, needsSharedModel, sharedModel, tempDir, tinyReference } from '../support.js';
+import { ORACLE_CHECKPOINTS, writeOracleCheckpoint } from '../model/llamacpp-checkpoints.js';
+import { NEEDS_SHARED, aidreamsReference, needsSharedModel, sharedModel, tempDir, tinyReference } from '../support.js';
 import {
   CONVERT,
   LLAMACPP,
@@ -48,33 +49,63 @@ function reference(name: string): { prompt: number[]; ids: number[] } {
 
 const nCtxOf = (source: string) => Math.min(128, readModelSpec(source).maxPositions);
 
-/** aidreams-260k converted by llama.cpp's converter (started once, when first asked). */
-let aidreamsConversion: Promise<{ path: string; tokenizer: boolean } | string> | null = null;
+/** Checkpoints of llamacpp-checkpoints.ts whose F32 files are compared too: Gemma 2, Llama 3.2 rope_freqs, Phi-3 longrope. */
+const ORACLE = ORACLE_CHECKPOINTS.filter((c) => ['gemma2-tiny', 'llama32-tiny', 'phi3-longrope-long'].includes(c.name));
 
-/** llama.cpp's converter's F32 file of a model: the shipped one, or (aidreams) converted here with a borrowed tokenizer. */
-function converterFile(name: string): Promise<{ path: string; tokenizer: boolean } | string> {
-  const source = sharedModel(name);
-  if (name !== 'aidreams-260k') return Promise.resolve({ path: join(source, `${name}-f32.gguf`), tokenizer: true });
-  aidreamsConversion ??= convertAidreams(source, tempDir('llmopt-gguf-convert-'));
-  return aidreamsConversion;
+interface Converted {
+  /** Hugging Face folder and the converter's F32 file, by name. */
+  files: Map<string, { source: string; gguf: string }>;
 }
 
-async function convertAidreams(source: string, dir: string): Promise<{ path: string; tokenizer: boolean } | string> {
-  const skip = converterSkip();
+/**
+ * llama.cpp's converter over aidreams-260k and the oracle checkpoints, in one python process (torch imported once),
+ * started when the file loads so that it overlaps the other tests. aidreams' SentencePiece-style tokenizer goes through
+ * transformers, which convert_wrap.py stubs only for byte-level BPE: its copy takes qwen3-tiny's tokenizer (512 tokens
+ * too), which checks every tensor and hyperparameter.
+ */
+async function convert(): Promise<Converted | string> {
+  const skip = converterSkip() ?? needsSharedModel('qwen3-tiny');
   if (skip) return skip;
-  // The converter reads aidreams' SentencePiece-style tokenizer through transformers, which convert_wrap.py stubs only
-  // for byte-level BPE: a copy with qwen3-tiny's tokenizer (512 tokens too) checks every tensor and hyperparameter.
-  const copy = join(dir, 'aidreams-borrowed-tokenizer');
-  mkdirSync(copy);
-  for (const f of ['config.json', 'generation_config.json', 'model.safetensors']) copyFileSync(join(source, f), join(copy, f));
+  const dir = tempDir('llmopt-gguf-convert-');
+  const files = new Map<string, { source: string; gguf: string }>();
+  const aidreams = join(dir, 'aidreams-borrowed-tokenizer');
+  mkdirSync(aidreams);
+  for (const f of ['config.json', 'generation_config.json', 'model.safetensors'])
+    copyFileSync(join(sharedModel('aidreams-260k'), f), join(aidreams, f));
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
-    copyFileSync(join(sharedModel('qwen3-tiny'), f), join(copy, f));
-  const path = join(dir, 'converter-f32.gguf');
-  await run(PYTHON, [CONVERT, copy, '--outtype', 'f32', '--outfile', path], { maxBuffer: 64 << 20 });
-  return { path, tokenizer: false };
+    copyFileSync(join(sharedModel('qwen3-tiny'), f), join(aidreams, f));
+  files.set('aidreams-260k', { source: aidreams, gguf: join(dir, 'aidreams-f32.gguf') });
+  for (const c of ORACLE) {
+    const source = join(dir, c.name);
+    mkdirSync(source);
+    await writeOracleCheckpoint(c, source, sharedModel('qwen3-tiny'));
+    files.set(c.name, { source, gguf: join(dir, `${c.name}-f32.gguf`) });
+  }
+  const jobs = JSON.stringify([...files.values()].map((f) => [f.source, f.gguf]));
+  const script = [
+    'import json, runpy, sys',
+    `for src, out in json.loads(${JSON.stringify(jobs)}):`,
+    `    sys.argv = [${JSON.stringify(CONVERT)}, src, '--outtype', 'f32', '--outfile', out]`,
+    '    try:',
+    `        runpy.run_path(${JSON.stringify(CONVERT)}, run_name='__main__')`,
+    '    except SystemExit as e:',
+    '        if e.code: raise',
+  ].join('\n');
+  await run(PYTHON, ['-c', script], { maxBuffer: 64 << 20 });
+  return { files };
 }
 
-if (!llamacppSkip() && !needsSharedModel('aidreams-260k')) void converterFile('aidreams-260k');
+let converted: Promise<Converted | string> | null = null;
+const conversions = () => (converted ??= convert());
+
+/** llama.cpp's converter's F32 file of a model: the shipped one, or one converted here. */
+async function converterFile(name: string): Promise<{ path: string; tokenizer: boolean } | string> {
+  if (name !== 'aidreams-260k') return { path: join(sharedModel(name), `${name}-f32.gguf`), tokenizer: true };
+  const c = await conversions();
+  return typeof c === 'string' ? c : { path: c.files.get(name)!.gguf, tokenizer: false };
+}
+
+if (!llamacppSkip() && !needsSharedModel('aidreams-260k')) void conversions();
 
 for (const name of MODELS) {
   const skip = llamacppSkip() ?? needsSharedModel(name);
@@ -152,4 +183,20 @@ for (const name of MODELS) {
       assert.deepEqual(ours.slice(0, n), dump.greedy_ids.slice(0, n), `greedy ids before the first top-2 margin under ${2 * tol}`);
     });
   }
+}
+
+for (const c of ORACLE) {
+  test(`${c.name} f32 (llamacpp-checkpoints.ts): llama.cpp's converter's file`, {
+    skip: llamacppSkip() ?? NEEDS_SHARED,
+    timeout: 120_000,
+  }, async (t) => {
+    const conv = await conversions();
+    if (typeof conv === 'string') return t.skip(conv);
+    const { source, gguf } = conv.files.get(c.name)!;
+    const ours = join(tempDir('llmopt-gguf-'), 'f32.gguf');
+    await exportGguf(source, ours, { dtype: 'f32' });
+    // general.name: the converter names a phi3 file "Phi3 ..." (after the folder), which llama.cpp then fails to load.
+    const diff = await ggufDifferences(readGgufHeader(ours), readGgufHeader(gguf), (k) => k === 'general.name');
+    assert.deepEqual(diff, { metadata: [], tensors: [] }, "differences from llama.cpp's converter's F32 file");
+  });
 }

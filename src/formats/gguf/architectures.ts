@@ -52,6 +52,11 @@ export interface GgufArchitecture {
   metadata: readonly GgufMetadataField[];
   /** Why llama.cpp's architecture cannot hold this spec, or null. */
   unsupported: (spec: DecoderSpec) => string | null;
+  /**
+   * tokenizer.ggml.add_space_prefix as the converter writes it: `config`, tokenizer_config.json's add_prefix_space
+   * (Llama, SmolLM3); `false`, always false (Gemma 2); absent, not written (llama.cpp's default for the tokenizer).
+   */
+  spacePrefix?: 'config' | false;
 }
 
 const u32 = (key: string, get: (s: DecoderSpec) => number | undefined, set?: (v: number, into: Partial<DecoderSpec>) => void) =>
@@ -250,6 +255,7 @@ export const LLAMA: GgufArchitecture = {
   globals: GLOBALS,
   layer: [...PRE_NORMS, ...PERMUTED_ATTENTION, ...MLP],
   metadata: llamaMetadata,
+  spacePrefix: 'config',
   unsupported: (spec) => {
     if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions) {
       return `sliding_window ${spec.slidingWindow} is shorter than the context ${spec.maxPositions}: llama.cpp's llama architecture has no sliding window`;
@@ -303,6 +309,7 @@ export const SMOLLM3: GgufArchitecture = {
   globals: GLOBALS,
   layer: [...PRE_NORMS, ...PERMUTED_ATTENTION, ...MLP],
   metadata: llamaMetadata,
+  spacePrefix: 'config',
   unsupported: (spec) =>
     noWindow(spec) ??
     biasesBeyond(spec, []) ??
@@ -395,6 +402,7 @@ export const GEMMA2: GgufArchitecture = {
     only(FIELDS.ropeFreqBase, (s) => s.ropeTheta !== 10000),
   ],
   unsupported: (spec) => gemmaUnsupported(spec, 2),
+  spacePrefix: false,
 };
 
 export const GEMMA3: GgufArchitecture = {
@@ -558,16 +566,17 @@ export function llama3RopeFactors(spec: DecoderSpec): Float32Array | null {
   const dim = spec.headDim;
   const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
   const highWavelen = s.originalMaxPositions / s.highFreqFactor;
+  // float32 at every step, as the converter's torch arithmetic (a Python number divided by a tensor is reciprocal x number).
+  const f = Math.fround;
   const out = new Float32Array(dim / 2);
   for (let i = 0; i < dim / 2; i++) {
-    // float32 as the converter's torch arithmetic: freq = 1 / base^(2i/dim).
-    const freq = Math.fround(1 / Math.fround(spec.ropeTheta ** Math.fround((2 * i) / dim)));
-    const wavelen = (2 * Math.PI) / freq;
+    const freq = f(1 / f(spec.ropeTheta ** f((2 * i) / dim)));
+    const wavelen = f(f(1 / freq) * f(2 * Math.PI));
     if (wavelen < highWavelen) out[i] = 1;
     else if (wavelen > lowWavelen) out[i] = s.factor;
     else {
-      const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
-      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
+      const smooth = f(f(f(f(1 / wavelen) * s.originalMaxPositions) - s.lowFreqFactor) / f(s.highFreqFactor - s.lowFreqFactor));
+      out[i] = f(1 / f(f(f(1 - smooth) / s.factor) + smooth));
     }
   }
   return out;

@@ -112,7 +112,7 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
     const tokenizer = ggufTokenizer(source, {
       vocabSize: spec.vocabSize,
       config,
-      spaceFromConfig: arch.gguf === 'llama' || arch.gguf === 'smollm3',
+      spacePrefix: arch.spacePrefix,
     });
 
     const hfShapes = expectedTensors(spec);
