@@ -65,7 +65,10 @@ export const quantizePass = definePass({
     }
     if ((GGUF_TARGETS as readonly string[]).includes(o.to))
       throw new OptionError('to', (n) => `${n('to')} ${o.to}: a GGUF type; add ${n('format')} gguf`);
-    if (given.has('fallback')) throw new OptionError('fallback', (n) => `${n('fallback')}: a GGUF option (add ${n('format')} gguf)`);
+    if (given.has('fallback')) {
+      const flag = (n: (key: string) => string) => n('fallback').replace(/^--/, '--no-');
+      throw new OptionError('fallback', (n) => `${flag(n)}: a GGUF option (add ${n('format')} gguf)`);
+    }
     validateQuantizeOptions({ ...o, to: o.to as QuantTarget, format: o.format as (typeof QUANT_FORMATS)[number] });
     // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
     if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
