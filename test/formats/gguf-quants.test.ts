@@ -11,7 +11,7 @@ import { GGML_TYPES, type GgmlType } from '../../src/formats/gguf/ggml-types.js'
 import { fp16ToFp32, fp32ToBf16, fp32ToFp16 } from '../../src/formats/gguf/quants/float.js';
 import { readImatrix } from '../../src/formats/gguf/quants/imatrix.js';
 import { dequantizeRows, quantizeRows } from '../../src/formats/gguf/quants/index.js';
-import { type GgufTarget, ggufTensorDecision } from '../../src/formats/gguf/mix.js';
+import { type GgufTarget, ggufFileType, ggufMix, ggufTensorDecision } from '../../src/formats/gguf/mix.js';
 import { seededRandom } from '../../src/runtime/sampling.js';
 import { DREAMS_TRAIN, SHARED, sharedModel, tempDir } from '../support.js';
 import { normal } from '../passes/correlated-layer.js';
@@ -92,6 +92,9 @@ test('dequantize(quantize(x)) stays within each type’s error bound', () => {
   }
   assert.throws(() => quantizeRows('Q4_K', x.subarray(0, 160), 1, 160), /160 columns is not a multiple of its 256-element block/);
   assert.throws(() => quantizeRows('Q4_0', x, rows, cols, { importance: new Float32Array(3) }), /importance has 3 values/);
+  const bad = x.slice(0, 256);
+  bad[37] = Number.NaN;
+  assert.throws(() => quantizeRows('Q8_0', bad, 1, 256), /Q8_0: value NaN at row 0, column 37/);
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -110,11 +113,15 @@ function run(tool: string, args: string[]): void {
 }
 
 /** llama-quantize IN -> OUT as TYPE (cached per test run), with an optional imatrix. */
-function llamaQuantize(input: string, type: string, extra: { imatrix?: string; pure?: boolean } = {}): string {
+function llamaQuantize(input: string, type: string, extra: { imatrix?: string; pure?: boolean; requantize?: boolean } = {}): string {
   const key = `${input}|${type}|${extra.imatrix ?? ''}|${extra.pure ?? false}`;
   if (!cache.has(key)) {
     const out = join(work(), `q${cache.size}-${type}.gguf`);
-    const flags = [...(extra.imatrix ? ['--imatrix', extra.imatrix] : []), ...(extra.pure ? ['--pure'] : [])];
+    const flags = [
+      ...(extra.imatrix ? ['--imatrix', extra.imatrix] : []),
+      ...(extra.pure ? ['--pure'] : []),
+      ...(extra.requantize ? ['--allow-requantize'] : []),
+    ];
     run('llama-quantize', [...flags, input, out, type, '2']);
     cache.set(key, out);
   }
@@ -124,13 +131,13 @@ function llamaQuantize(input: string, type: string, extra: { imatrix?: string; p
 const N_LAYERS = 8;
 /** Per layer: [name, rows, cols] (rows = GGUF ne[1], cols = ne[0]), every row a multiple of 256. */
 const SYNTH_LAYER: Array<[string, number, number]> = [
-  ['attn_q.weight', 32, 256],
-  ['attn_k.weight', 16, 256],
-  ['attn_v.weight', 16, 256],
-  ['attn_output.weight', 16, 512],
-  ['ffn_gate.weight', 24, 256],
-  ['ffn_up.weight', 24, 256],
-  ['ffn_down.weight', 16, 512],
+  ['attn_q.weight', 8, 256],
+  ['attn_k.weight', 8, 256],
+  ['attn_v.weight', 8, 256],
+  ['attn_output.weight', 8, 512],
+  ['ffn_gate.weight', 8, 256],
+  ['ffn_up.weight', 8, 256],
+  ['ffn_down.weight', 8, 512],
   ['attn_norm.weight', 1, 256],
 ];
 
@@ -203,19 +210,19 @@ async function compareFile(
 ): Promise<{ tensors: number; bytes: number }> {
   const nLayers = Number(source.metadata.get(`${source.metadata.get('general.architecture')!.value}.block_count`)!.value);
   const arch = String(source.metadata.get('general.architecture')!.value);
-  const hasOutput = source.tensors.some((t) => t.name === 'output.weight');
+  const shapes = source.tensors.map((t) => {
+    const layer = /^blk\.(\d+)\./.exec(t.name);
+    const rows = t.shape.length > 1 ? t.shape.slice(0, -1).reduce((a, b) => a * b, 1) : 1;
+    return { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols: t.shape.at(-1)!, arch };
+  });
+  const decisions = ggufMix(target, shapes, { importance: importance !== undefined });
+  assert.equal(Number(theirs.metadata.get('general.file_type')?.value), ggufFileType(target), `${target}: general.file_type`);
   let bytes = 0;
-  for (const t of source.tensors) {
+  for (const [i, t] of source.tensors.entries()) {
     const q = theirs.tensors.find((u) => u.name === t.name);
     assert.ok(q, `${t.name} in llama.cpp's file`);
-    const cols = t.shape.at(-1)!;
-    const rows = t.shape.length > 1 ? t.shape.slice(0, -1).reduce((a, b) => a * b, 1) : 1;
-    const layer = /^blk\.(\d+)\./.exec(t.name);
-    const decision = ggufTensorDecision(
-      target,
-      { name: t.name, layer: layer ? Number(layer[1]) : null, nLayers, rows, cols, arch, dims: t.shape.length },
-      { importance: importance !== undefined, hasOutput },
-    );
+    const { rows, cols } = shapes[i]!;
+    const decision = decisions[i]!;
     assert.equal(decision.type, q.type, `${target} ${t.name}: llama.cpp chose ${q.type}, llmopt ${decision.type} (${decision.reason})`);
     const x = new Float32Array((await readGgufTensor(source, t)).slice().buffer);
     const imp = importance?.get(t.name);
@@ -232,6 +239,23 @@ async function compareFile(
     bytes += ref.length;
   }
   return { tensors: source.tensors.length, bytes };
+}
+
+/**
+ * llama.cpp's own dequantization of a quantized file (llama-quantize --allow-requantize to F32 runs each
+ * type's to_float, ggml's dequantize_row_*) against dequantizeRows, bit for bit.
+ */
+async function compareDequantized(quantized: string): Promise<void> {
+  const q = readGgufHeader(quantized);
+  const f = readGgufHeader(llamaQuantize(quantized, 'F32', { requantize: true }));
+  for (const t of q.tensors) {
+    if (t.type === 'F32') continue;
+    const cols = t.shape.at(-1)!;
+    const rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const mine = dequantizeRows(t.type, await readGgufTensor(q, t), rows, cols);
+    const theirs = await readGgufTensor(f, f.tensors.find((u) => u.name === t.name)!);
+    assert.ok(Buffer.from(mine.buffer).equals(Buffer.from(theirs)), `${t.name} (${t.type}): dequantized values differ from llama.cpp's`);
+  }
 }
 
 const SYNTH_TARGETS: Array<[GgufTarget, string, boolean]> = [
@@ -253,8 +277,9 @@ test('every type byte-identical to llama-quantize on a model whose rows fit ever
   const synth = await synthModel();
   const source = readGgufHeader(synth.path);
   for (const [target, type, pure] of SYNTH_TARGETS) {
-    const theirs = readGgufHeader(llamaQuantize(synth.path, type, { pure }));
-    await compareFile(target, source, theirs);
+    const path = llamaQuantize(synth.path, type, { pure });
+    await compareFile(target, source, readGgufHeader(path));
+    await compareDequantized(path);
   }
 });
 
@@ -263,7 +288,9 @@ test('with an importance matrix: byte-identical to llama-quantize --imatrix', { 
   const source = readGgufHeader(synth.path);
   const imatrixPath = await synthImatrix(synth.data, source);
   const importance = await readImatrix(imatrixPath);
-  for (const [target, type, pure] of SYNTH_TARGETS.filter(([t]) => !t.startsWith('f') && !t.startsWith('bf'))) {
+  // The types that take importance: Q4_0/Q5_0 (make_qx_quants), Q4_1/Q5_1 (make_qkx3_quants), and in the
+  // K-quant mixes Q4_K/Q5_K (make_qkx3 + make_qp_quants) and Q6_K (attn_v, ffn_down, output).
+  for (const [target, type, pure] of SYNTH_TARGETS.filter(([t]) => ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k_m', 'q5_k_m'].includes(t))) {
     const theirs = readGgufHeader(llamaQuantize(synth.path, type, { imatrix: imatrixPath, pure }));
     await compareFile(target, source, theirs, importance);
   }
@@ -310,4 +337,70 @@ test('llama-imatrix’s own importance matrix on a tiny checkpoint: byte-identic
   ] as Array<[GgufTarget, string]>) {
     await compareFile(target, source, readGgufHeader(llamaQuantize(path, type, { imatrix: imatrixPath })), importance);
   }
+});
+
+test('the mix table’s options and reasons', () => {
+  const t = (name: string, cols: number, layer: number | null = null) => ({ name, layer, nLayers: 16, rows: 64, cols, arch: 'llama' });
+  const d = (target: GgufTarget, name: string, cols: number, layer: number | null = null, o = {}) =>
+    ggufTensorDecision(target, t(name, cols, layer), o);
+  assert.equal(d('q4_k_m', 'output.weight', 4096).type, 'Q6_K');
+  assert.equal(d('q4_k_m', 'output.weight', 4096, null, { quantizeEmbeddings: true }).type, 'Q4_K');
+  assert.equal(d('q4_k_m', 'token_embd.weight', 4096).type, 'Q4_K', 'an untied embedding takes the default type');
+  assert.equal(d('q4_k_m', 'token_embd.weight', 4096, null, { hasOutput: false }).type, 'Q6_K', 'a tied embedding is the output');
+  assert.equal(d('q8_0', 'output.weight', 4096).type, 'Q8_0');
+  assert.equal(d('q4_0', 'output.weight', 4096).type, 'Q6_K');
+  assert.equal(d('q4_k', 'output.weight', 4096).type, 'Q4_K', 'q4_k is --pure');
+  assert.equal(d('f16', 'blk.0.attn_q.weight', 100).type, 'F16', 'float targets take any row');
+  assert.equal(d('q4_k_m', 'blk.0.attn_norm.weight', 4096).type, 'F32');
+  assert.equal(d('q4_k_m', 'blk.0.attn_q.bias', 4096).type, 'F32');
+  // use_more_bits over 16 layers: 0, 1, 4, 7, 10, 13, 14, 15.
+  const more = Array.from({ length: 16 }, (_, l) => d('q4_k_m', `blk.${l}.ffn_down.weight`, 4096, l).type === 'Q6_K');
+  assert.deepEqual(
+    more.flatMap((m, l) => (m ? [l] : [])),
+    [0, 1, 4, 7, 10, 13, 14, 15],
+  );
+  assert.equal(d('q4_k_m', 'blk.3.attn_qkv.weight', 4096, 3).type, 'Q4_K', 'a fused qkv counts as attn_v');
+  assert.equal(d('q5_k_m', 'blk.4.attn_qkv.weight', 4096, 4).type, 'Q6_K');
+  assert.equal(d('q4_0', 'blk.0.ffn_down.weight', 4096, 0, { importance: true }).type, 'Q4_1');
+  assert.equal(d('q4_0', 'blk.2.ffn_down.weight', 4096, 2, { importance: true }).type, 'Q4_0');
+  const fb = d('q4_k_m', 'blk.2.attn_q.weight', 4160, 2);
+  assert.equal(fb.type, 'Q5_0');
+  assert.equal(fb.reason, 'tensor blk.2.attn_q.weight: 4160 columns is not a multiple of 256 (Q4_K) — llama.cpp falls back to Q5_0');
+  const f16 = d('q5_k_m', 'blk.0.ffn_down.weight', 172, 0);
+  assert.equal(f16.type, 'F16');
+  assert.match(f16.reason, /172 columns is not a multiple of 256 \(Q6_K\) — nor of 32 \(Q8_0\): llama.cpp falls back to F16/);
+});
+
+test('an importance matrix file that is not one is refused with its name and what is wrong', async () => {
+  const dir = tempDir();
+  const noCounts = join(dir, 'no-counts.gguf');
+  const sums = new Float32Array([1, 2, 3, 4]);
+  await writeGguf(
+    noCounts,
+    [],
+    [{ name: 'blk.0.attn_q.weight.in_sum2', shape: [1, 4], type: 'F32', data: () => new Uint8Array(sums.buffer) }],
+  );
+  await assert.rejects(readImatrix(noCounts), (e: Error) => {
+    assert.equal(e.name, 'InputError');
+    assert.match(
+      e.message,
+      /no-counts\.gguf: not an importance matrix: "blk\.0\.attn_q\.weight\.in_sum2" has no "blk\.0\.attn_q\.weight\.counts"/,
+    );
+    return true;
+  });
+  const empty = join(dir, 'model.gguf');
+  await writeGguf(empty, [], [{ name: 'token_embd.weight', shape: [1, 4], type: 'F32', data: () => new Uint8Array(sums.buffer) }]);
+  await assert.rejects(readImatrix(empty), /model\.gguf: not an importance matrix: it holds no "\*\.in_sum2" tensors/);
+  const good = join(dir, 'imatrix.gguf');
+  const counts = new Float32Array([2, 0]);
+  const two = new Float32Array([2, 4, 6, 8]);
+  await writeGguf(
+    good,
+    [],
+    [
+      { name: 'e.in_sum2', shape: [2, 2], type: 'F32', data: () => new Uint8Array(two.buffer) },
+      { name: 'e.counts', shape: [2], type: 'F32', data: () => new Uint8Array(counts.buffer) },
+    ],
+  );
+  assert.deepEqual([...(await readImatrix(good)).get('e')!], [1, 2, 1, 1], 'sums / count per matrix; 1 where a matrix saw no tokens');
 });

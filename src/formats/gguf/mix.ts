@@ -54,14 +54,12 @@ export interface GgufTensorShape {
   /** The block index of a blk.N tensor, null for the others. */
   layer: number | null;
   nLayers: number;
-  /** Outer dimension (GGUF ne[1], 1 for a vector). */
+  /** The product of the outer dimensions (GGUF ne[1] for a matrix, 1 for a vector). */
   rows: number;
   /** Row length (GGUF ne[0]): what the block size must divide. */
   cols: number;
   /** `general.architecture`. */
   arch: string;
-  /** Number of dimensions (default: 2 when rows > 1, else 1). llama.cpp quantizes only tensors of 2 or more. */
-  dims?: number;
 }
 
 export interface GgufMixOptions {
@@ -73,7 +71,10 @@ export interface GgufMixOptions {
   quantizeEmbeddings?: boolean;
   /** An importance matrix is used: llama.cpp then gives Q4_0 / Q5_0 files' first ffn_down layers Q4_1 / Q5_1. */
   importance?: boolean;
-  /** Whether the model has an output.weight (default true); without one, token_embd is the output too. */
+  /**
+   * Whether the model has an output.weight (default true); without one (tied embeddings) token_embd is
+   * the output too and takes its type. {@link ggufMix} reads it from the tensor names.
+   */
   hasOutput?: boolean;
 }
 
@@ -125,10 +126,13 @@ const NEVER_QUANTIZED = [
   'mm.a.code_embd',
 ];
 
-/** Whether llama-quantize quantizes this tensor at all (otherwise it keeps its stored type, F32 here). */
-export function ggufQuantizable(t: Pick<GgufTensorShape, 'name' | 'rows' | 'dims'>): boolean {
-  const dims = t.dims ?? (t.rows > 1 ? 2 : 1);
-  if (dims < 2 || !t.name.endsWith('weight')) return false;
+/**
+ * Whether llama-quantize quantizes this tensor at all (otherwise it keeps its stored type, F32 here). It
+ * takes tensors of 2 or more dimensions by ggml_n_dims, which counts up to the last one above 1: a
+ * [1, n] matrix is a vector to it, so `rows` (the product of the outer dimensions) must exceed 1.
+ */
+export function ggufQuantizable(t: Pick<GgufTensorShape, 'name' | 'rows'>): boolean {
+  if (t.rows < 2 || !t.name.endsWith('weight')) return false;
   if (t.name === 'position_embd.weight' || t.name === 'token_types.weight') return false;
   return !NEVER_QUANTIZED.some((p) => t.name.includes(p));
 }
@@ -225,4 +229,17 @@ export function ggufTensorDecision(target: GgufTarget, t: GgufTensorShape, optio
  */
 export function ggufTensorType(target: GgufTarget, tensor: GgufTensorShape, options?: GgufMixOptions): GgmlType {
   return ggufTensorDecision(target, tensor, options).type;
+}
+
+/**
+ * The decisions for a whole model's tensors at once, as llama-quantize makes them: whether the embedding
+ * is tied (no output.weight) is read from the names, so token_embd gets the output's type then.
+ */
+export function ggufMix(
+  target: GgufTarget,
+  tensors: GgufTensorShape[],
+  options: Omit<GgufMixOptions, 'hasOutput'> = {},
+): GgufTensorDecision[] {
+  const hasOutput = tensors.some((t) => t.name === 'output.weight');
+  return tensors.map((t) => ggufTensorDecision(target, t, { ...options, hasOutput }));
 }

@@ -7,14 +7,7 @@ import { blockParams, dequantizeValue, quantizeValue, type BlockParams } from '.
 import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 /** GPTQ options on top of the block layout (`blockSize` is the group size along the input dimension). */
-export interface GptqConfig extends BlockQuantConfig {
-  /** Relative dampening: percdamp * mean(diag(H)) is added to the diagonal (default 0.01). */
-  dampening?: number;
-  /** Process columns by decreasing diag(H), with static groups (see {@link gptqQuantize}). */
-  actOrder?: boolean;
-  /** Columns per lazy-batch update (default 128). */
-  lazyBlock?: number;
-}
+export type GptqConfig = BlockQuantConfig & GptqRun;
 
 /** What {@link gptqQuantize} returns. */
 export interface GptqResult {
@@ -50,37 +43,61 @@ function lazyBlocks(cols: number, lazy: number, group: number, alignToGroups: bo
   return blocks;
 }
 
+function checkInputs(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number): void {
+  if (w.length !== rows * cols) throw new InputError(`weight has ${w.length} values, expected ${rows}x${cols}`);
+  if (H.length !== cols * cols) throw new InputError(`Hessian has ${H.length} values, expected ${cols}x${cols}`);
+  if (!(nSamples > 0)) throw new InputError(`GPTQ needs calibration tokens, got ${nSamples}`);
+}
+
 function positiveInteger(value: number, what: string): number {
   if (!Number.isInteger(value) || value < 1) throw new InputError(`${what} ${value}: must be a positive integer`);
   return value;
 }
 
 /**
- * GPTQ-quantizes a linear weight W [rows = out_features, cols = in_features] given the calibration
- * Gram matrix H = sum_tokens x x^T [cols, cols] over `nSamples` tokens (neither input is modified).
- *
- * As in the reference implementation: inputs with H_jj = 0 get H_jj = 1 and zero weights; H is
- * dampened; columns are quantized in lazy blocks, each column's scaled error propagated to the rest of
- * its block at once and to the later columns in one update per block.
- *
- * Groups (cfg.blockSize columns, the last one ragged) take their parameters from `blockParams`:
- * - in natural order, from the current, error-updated weights of the group when the loop reaches its
- *   first column (the reference reads its stale copy there when a group starts inside a lazy block;
- *   here lazy blocks are cut at group starts instead, so the weights are always current);
- * - with `actOrder`, from the original weights, all up front ("static groups"): columns go by decreasing
- *   diag(H) but each keeps the parameters of its group in the original column order, the contiguous
- *   groups that MatMulNBits stores. The codes come back in the original column order.
- * Scales are rounded to float32 before use, as the runtime stores them.
+ * The grid GPTQ rounds onto, chosen group by group: a group is `groupSize` consecutive input columns of one
+ * row whose parameters (scales, zero points, mins) are chosen together; then each column's value is rounded
+ * onto that group's grid. The MatMulNBits grid below is one; the GGUF block types are others.
  */
-export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number, cfg: GptqConfig): GptqResult {
-  if (w.length !== rows * cols) throw new InputError(`weight has ${w.length} values, expected ${rows}x${cols}`);
-  if (H.length !== cols * cols) throw new InputError(`Hessian has ${H.length} values, expected ${cols}x${cols}`);
-  if (!(nSamples > 0)) throw new InputError(`GPTQ needs calibration tokens, got ${nSamples}`);
-  const group = positiveInteger(cfg.blockSize, 'block size');
+export interface GptqGrid {
+  readonly groupSize: number;
+  /**
+   * Chooses row `r`'s parameters for group `g` from values[start..end) (the group's columns in original
+   * order; the current, error-updated weights in natural order, the original weights with act order).
+   */
+  choose(r: number, g: number, values: ArrayLike<number>, start: number, end: number): void;
+  /** Rounds `x` (row `r`, original column `c`, in group `g`) onto the grid: records its code, returns its value. */
+  round(r: number, c: number, g: number, x: number): number;
+}
+
+/** GPTQ's own settings, whatever the grid. */
+export interface GptqRun {
+  /** Relative dampening: percdamp * mean(diag(H)) is added to the diagonal (default 0.01). */
+  dampening?: number;
+  /** Process columns by decreasing diag(H), with static groups (see {@link gptqQuantize}). */
+  actOrder?: boolean;
+  /** Columns per lazy-batch update (default 128). */
+  lazyBlock?: number;
+}
+
+/**
+ * GPTQ on any grid (see {@link gptqQuantize} for the algorithm): W [rows, cols] and H [cols, cols] as
+ * there; the codes go to the grid. Returns the dampening used and the loss.
+ */
+export function gptqOnGrid(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  H: Float64Array,
+  nSamples: number,
+  grid: GptqGrid,
+  cfg: GptqRun,
+): { dampeningUsed: number; error: number } {
+  checkInputs(w, rows, cols, H, nSamples);
+  const group = positiveInteger(grid.groupSize, 'block size');
   const lazy = positiveInteger(cfg.lazyBlock ?? 128, 'GPTQ lazy block');
   const actOrder = cfg.actOrder ?? false;
-  const { bits } = cfg;
-  const nb = blocksPerRow(cols, group);
+  const nb = Math.ceil(cols / group);
 
   // perm[j] = the original column processed j-th; dead inputs rank with H_jj = 1, as in the reference.
   const diag = Float64Array.from({ length: cols }, (_, j) => H[j * cols + j]! || 1);
@@ -102,20 +119,11 @@ export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Flo
   const dead = new Uint8Array(cols); // [cols] in the original order
   for (let j = 0; j < cols; j++) dead[perm[j]!] = deadInOrder[j]!;
 
-  const codes = new Uint8Array(rows * cols);
-  const scales = new Float32Array(rows * nb); // [rows, nb]
-  const zeroPoints = cfg.symmetric ? null : new Uint8Array(rows * nb); // [rows, nb]
-  const half = 1 << (bits - 1);
-  const setParams = (r: number, g: number, values: ArrayLike<number>, start: number, end: number) => {
-    const p = blockParams(values, start, end, cfg);
-    scales[r * nb + g] = Math.fround(p.scale);
-    if (zeroPoints) zeroPoints[r * nb + g] = p.zero;
-  };
   if (actOrder) {
     const row = new Float64Array(cols); // [cols] one original row, dead inputs zeroed
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < cols; c++) row[c] = dead[c] ? 0 : w[r * cols + c]!;
-      for (let g = 0; g < nb; g++) setParams(r, g, row, g * group, Math.min(cols, (g + 1) * group));
+      for (let g = 0; g < nb; g++) grid.choose(r, g, row, g * group, Math.min(cols, (g + 1) * group));
     }
   }
 
@@ -125,7 +133,6 @@ export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Flo
   const blocks = lazyBlocks(cols, lazy, group, !actOrder);
   const work = new Float64Array(ROW_CHUNK * cols); // [ROW_CHUNK, cols] rows in processing order
   const err = new Float64Array(ROW_CHUNK * Math.min(lazy, cols)); // [ROW_CHUNK, block width]
-  const p: BlockParams = { scale: 1, zero: 0 };
   let loss = 0;
   for (let r0 = 0; r0 < rows; r0 += ROW_CHUNK) {
     const nr = Math.min(rows, r0 + ROW_CHUNK) - r0;
@@ -144,13 +151,9 @@ export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Flo
         for (let j = i1; j < i2; j++) {
           const c = perm[j]!;
           const g = Math.floor(c / group);
-          if (!actOrder && j % group === 0) setParams(r, g, work, base + j, base + Math.min(cols, j + group));
-          p.scale = scales[r * nb + g]!;
-          p.zero = zeroPoints ? zeroPoints[r * nb + g]! : half;
+          if (!actOrder && j % group === 0) grid.choose(r, g, work, base + j, base + Math.min(cols, j + group));
           const x = work[base + j]!;
-          const code = quantizeValue(x, p, bits);
-          codes[r * cols + c] = code;
-          const e = (x - dequantizeValue(code, p)) / u[j * cols + j]!;
+          const e = (x - grid.round(r, c, g, x)) / u[j * cols + j]!;
           loss += e * e;
           err[rr * width + (j - i1)] = e;
           if (e === 0) continue;
@@ -162,9 +165,77 @@ export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Flo
       lazyBatchUpdate(work, nr, err, u, cols, i1, i2);
     }
   }
+  return { dampeningUsed: dampening, error: loss / nSamples };
+}
 
-  const quantized: BlockQuantized = { ...pickConfig(cfg), rows, cols, blocksPerRow: nb, codes, scales, zeroPoints };
-  return { quantized, dampeningUsed: dampening, error: loss / nSamples };
+/** MatMulNBits' grid: `blockParams` per group, float32 scales, codes as quantizeValue rounds them. */
+class NBitsGrid implements GptqGrid {
+  readonly groupSize: number;
+  readonly codes: Uint8Array;
+  readonly scales: Float32Array;
+  readonly zeroPoints: Uint8Array | null;
+  private readonly nb: number;
+  private readonly half: number;
+  private readonly p: BlockParams = { scale: 1, zero: 0 };
+  constructor(
+    private readonly cfg: BlockQuantConfig,
+    rows: number,
+    private readonly cols: number,
+  ) {
+    this.groupSize = cfg.blockSize;
+    this.nb = blocksPerRow(cols, cfg.blockSize);
+    this.codes = new Uint8Array(rows * cols);
+    this.scales = new Float32Array(rows * this.nb); // [rows, nb]
+    this.zeroPoints = cfg.symmetric ? null : new Uint8Array(rows * this.nb); // [rows, nb]
+    this.half = 1 << (cfg.bits - 1);
+  }
+  choose(r: number, g: number, values: ArrayLike<number>, start: number, end: number): void {
+    const p = blockParams(values, start, end, this.cfg);
+    this.scales[r * this.nb + g] = Math.fround(p.scale);
+    if (this.zeroPoints) this.zeroPoints[r * this.nb + g] = p.zero;
+  }
+  round(r: number, c: number, g: number, x: number): number {
+    const p = this.p;
+    p.scale = this.scales[r * this.nb + g]!;
+    p.zero = this.zeroPoints ? this.zeroPoints[r * this.nb + g]! : this.half;
+    const code = quantizeValue(x, p, this.cfg.bits);
+    this.codes[r * this.cols + c] = code;
+    return dequantizeValue(code, p);
+  }
+}
+
+/**
+ * GPTQ-quantizes a linear weight W [rows = out_features, cols = in_features] given the calibration
+ * Gram matrix H = sum_tokens x x^T [cols, cols] over `nSamples` tokens (neither input is modified).
+ *
+ * As in the reference implementation: inputs with H_jj = 0 get H_jj = 1 and zero weights; H is
+ * dampened; columns are quantized in lazy blocks, each column's scaled error propagated to the rest of
+ * its block at once and to the later columns in one update per block.
+ *
+ * Groups (cfg.blockSize columns, the last one ragged) take their parameters from `blockParams`:
+ * - in natural order, from the current, error-updated weights of the group when the loop reaches its
+ *   first column (the reference reads its stale copy there when a group starts inside a lazy block;
+ *   here lazy blocks are cut at group starts instead, so the weights are always current);
+ * - with `actOrder`, from the original weights, all up front ("static groups"): columns go by decreasing
+ *   diag(H) but each keeps the parameters of its group in the original column order, the contiguous
+ *   groups that MatMulNBits stores. The codes come back in the original column order.
+ * Scales are rounded to float32 before use, as the runtime stores them.
+ */
+export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number, cfg: GptqConfig): GptqResult {
+  checkInputs(w, rows, cols, H, nSamples);
+  positiveInteger(cfg.blockSize, 'block size');
+  const grid = new NBitsGrid(pickConfig(cfg), rows, cols);
+  const { dampeningUsed, error } = gptqOnGrid(w, rows, cols, H, nSamples, grid, cfg);
+  const quantized: BlockQuantized = {
+    ...pickConfig(cfg),
+    rows,
+    cols,
+    blocksPerRow: blocksPerRow(cols, cfg.blockSize),
+    codes: grid.codes,
+    scales: grid.scales,
+    zeroPoints: grid.zeroPoints,
+  };
+  return { quantized, dampeningUsed, error };
 }
 
 /** The plain block layout out of GPTQ options (the quantized record carries no GPTQ settings). */

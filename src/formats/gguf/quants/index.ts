@@ -37,6 +37,11 @@ export function quantizeRows(
   if (data.length !== rows * cols) throw new InputError(`${type}: ${data.length} values for a ${rows}x${cols} matrix`);
   const imp = options.importance;
   if (imp !== undefined && imp.length !== cols) throw new InputError(`${type}: importance has ${imp.length} values for ${cols} columns`);
+  // llama.cpp refuses non-finite weights (its loader validates the data); a NaN would also poison a block's scale.
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) throw new InputError(`${type}: value ${data[i]} at row ${Math.floor(i / cols)}, column ${i % cols}`);
+  }
+  if (imp?.some((v) => !Number.isFinite(v) || v < 0)) throw new InputError(`${type}: importance values must be finite and non-negative`);
   switch (type) {
     case 'F32':
     case 'F16':

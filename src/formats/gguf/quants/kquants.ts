@@ -173,12 +173,12 @@ export function packKBlock(type: 'Q4_K' | 'Q5_K', out: Uint8Array, o: number, s:
  * The scales of one Q6_K super-block: make_qx_quants(16, 32) per sub-block (weights x^2, or the importance
  * as given when there is one), the int8 scales relative to the largest, d = its scale / -128.
  */
-export function chooseQ6Scales(x: ArrayLike<number>, at: number, codes: Uint8Array, importance?: ArrayLike<number>, impAt = 0): Q6Scales {
+export function chooseQ6Scales(x: ArrayLike<number>, at: number, codes: Uint8Array, importance?: Float32Array, impAt = 0): Q6Scales {
   const scales = new Float32Array(16);
   let maxScale = 0;
   let maxAbsScale = 0;
   for (let ib = 0; ib < 16; ib++) {
-    const qw = importance ? Float32Array.from({ length: 16 }, (_, j) => importance[impAt + 16 * ib + j]!) : null;
+    const qw = importance ? importance.subarray(impAt + 16 * ib, impAt + 16 * ib + 16) : null;
     const scale = makeQxQuants(16, 32, x, at + 16 * ib, codes.subarray(16 * ib), qw);
     scales[ib] = scale;
     if (Math.abs(scale) > maxAbsScale) {

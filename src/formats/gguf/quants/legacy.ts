@@ -52,7 +52,7 @@ export function packLegacyBlock(type: LegacyType, out: Uint8Array, o: number, p:
 }
 
 /** quantize_row_*_ref for one block of x[at..at+32): llama.cpp's round-to-nearest choice of scale and codes. */
-function refBlock(type: LegacyType, x: ArrayLike<number>, at: number, L: Uint8Array): LegacyBlock {
+export function chooseLegacyBlock(type: LegacyType, x: ArrayLike<number>, at: number, L: Uint8Array): LegacyBlock {
   if (type === 'Q8_0') {
     let amax = 0;
     for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[at + j]!));
@@ -102,7 +102,7 @@ function refBlock(type: LegacyType, x: ArrayLike<number>, at: number, L: Uint8Ar
  * quantize_row_*_impl for one block, given `weight` = importance * sqrt(sigma2 + x^2): make_qx_quants for
  * the symmetric types, make_qkx3_quants for the ones with a min; codes straight from the search.
  */
-function weightedBlock(
+export function weightedBlock(
   type: LegacyType,
   x: ArrayLike<number>,
   at: number,
@@ -145,7 +145,7 @@ export function quantizeLegacy(type: LegacyType, data: Float32Array, rows: numbe
         }
         p = weightedBlock(type, data, at, weight, L, Laux);
       } else {
-        p = refBlock(type, data, at, L);
+        p = chooseLegacyBlock(type, data, at, L);
       }
       packLegacyBlock(type, out, (r * nb + b) * bytes, p, L);
     }

@@ -89,10 +89,53 @@ export interface ScaleMin {
 
 /**
  * make_qkx2_quants: an asymmetric scale and min for codes [0, nmax], from the range, then `nstep + 1`
- * trial scales (rmin + rdelta * is + nmax) / range, each refit by weighted least squares; the lowest
- * weighted squared error wins. Returns scale and min (L[0..n) the codes).
+ * trial scales (rmin + rdelta * is + nmax) / (max - min), each refit by weighted least squares; the
+ * lowest weighted squared error wins. Returns scale and min (L[0..n) the codes).
  */
 export function makeQkx2Quants(
+  n: number,
+  nmax: number,
+  x: ArrayLike<number>,
+  at: number,
+  weights: ArrayLike<number>,
+  L: Uint8Array,
+  Laux: Uint8Array,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+): ScaleMin {
+  return searchScaleMin(n, nmax, x, at, weights, L, Laux, rmin, rdelta, nstep);
+}
+
+/**
+ * make_qkx3_quants: the variant the importance-weighted paths use: weights x^2 when null, and trial codes
+ * guarded against a min at or near the max. For finite inputs its trial codes equal make_qkx2_quants'
+ * clamped ones (a non-positive value gives 0, one past nmax gives nmax), so both share one search.
+ */
+export function makeQkx3Quants(
+  n: number,
+  nmax: number,
+  x: ArrayLike<number>,
+  at: number,
+  weights: ArrayLike<number> | null,
+  L: Uint8Array,
+  Laux: Uint8Array,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+): ScaleMin {
+  if (weights === null) {
+    const w = new Float32Array(n);
+    for (let i = 0; i < n; i++) w[i] = fr(x[at + i]! * x[at + i]!);
+    weights = w;
+  }
+  return searchScaleMin(n, nmax, x, at, weights, L, Laux, rmin, rdelta, nstep);
+}
+
+/** x - min of the group, in float32, for the current best min (recomputed when it changes). */
+const XM = new Float32Array(256);
+
+function searchScaleMin(
   n: number,
   nmax: number,
   x: ArrayLike<number>,
@@ -121,30 +164,40 @@ export function makeQkx2Quants(
     L.fill(0, 0, n);
     return { scale: 0, min: -min };
   }
+  const xm = n <= XM.length ? XM : new Float32Array(n);
+  for (let i = 0; i < n; i++) xm[i] = x[at + i]! - min;
   let iscale = fr(nmax / fr(max - min));
   let scale = fr(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const xi = x[at + i]!;
-    L[i] = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax);
-    const diff = fr(fr(fr(scale * L[i]!) + min) - xi);
+    L[i] = clamp(nearestInt(fr(iscale * xm[i]!)), 0, nmax);
+    const diff = fr(fr(fr(scale * L[i]!) + min) - x[at + i]!);
     bestError = fr(bestError + fr(weights[i]! * fr(diff * diff)));
   }
   if (nstep < 1) return { scale, min: -min };
   for (let is = 0; is <= nstep; is++) {
     // (max - min) with the best min so far, as llama.cpp writes it.
     iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min));
+    // A trial whose codes equal the previous trial's has the same fit and error (they depend on the codes
+    // alone), which did not beat the best then and cannot now: skipping it changes nothing.
+    let changed = is === 0;
+    for (let i = 0; i < n; i++) {
+      const l = clamp(nearestInt(fr(iscale * xm[i]!)), 0, nmax);
+      if (Laux[i] !== l) {
+        Laux[i] = l;
+        changed = true;
+      }
+    }
+    if (!changed) continue;
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const xi = x[at + i]!;
-      const l = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax);
-      Laux[i] = l;
+      const l = Laux[i]!;
       const wl = fr(weights[i]! * l);
       sumL = fr(sumL + wl);
       sumL2 = fr(sumL2 + fr(wl * l));
-      sumXL = fr(sumXL + fr(wl * xi));
+      sumXL = fr(sumXL + fr(wl * x[at + i]!));
     }
     const D = fr(fr(sumW * sumL2) - fr(sumL * sumL));
     if (D > 0) {
@@ -163,91 +216,10 @@ export function makeQkx2Quants(
         L.set(Laux.subarray(0, n));
         bestError = curError;
         scale = thisScale;
-        min = thisMin;
-      }
-    }
-  }
-  return { scale, min: -min };
-}
-
-/**
- * make_qkx3_quants: as make_qkx2_quants (the variant the importance-weighted paths use), with weights
- * x^2 when null and the trial codes guarded against a min at or near the max.
- */
-export function makeQkx3Quants(
-  n: number,
-  nmax: number,
-  x: ArrayLike<number>,
-  at: number,
-  weights: ArrayLike<number> | null,
-  L: Uint8Array,
-  Laux: Uint8Array,
-  rmin: number,
-  rdelta: number,
-  nstep: number,
-): ScaleMin {
-  const wAt = (i: number) => (weights ? weights[i]! : fr(x[at + i]! * x[at + i]!));
-  let min = x[at]!;
-  let max = x[at]!;
-  let sumW = wAt(0);
-  let sumX = fr(sumW * x[at]!);
-  for (let i = 1; i < n; i++) {
-    const xi = x[at + i]!;
-    if (xi < min) min = xi;
-    if (xi > max) max = xi;
-    const w = wAt(i);
-    sumW = fr(sumW + w);
-    sumX = fr(sumX + fr(w * xi));
-  }
-  if (min > 0) min = 0;
-  if (max <= min) {
-    L.fill(0, 0, n);
-    return { scale: 0, min: -min };
-  }
-  let iscale = fr(nmax / fr(max - min));
-  let scale = fr(1 / iscale);
-  let bestMad = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = x[at + i]!;
-    L[i] = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax);
-    const diff = fr(fr(fr(scale * L[i]!) + min) - xi);
-    bestMad = fr(bestMad + fr(wAt(i) * fr(diff * diff)));
-  }
-  if (nstep < 1) return { scale, min: -min };
-  for (let is = 0; is <= nstep; is++) {
-    // (max - min) with the best min so far, as llama.cpp writes it.
-    iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min));
-    let sumL = 0;
-    let sumL2 = 0;
-    let sumXL = 0;
-    for (let i = 0; i < n; i++) {
-      const xi = x[at + i]!;
-      const v = fr(iscale * fr(xi - min));
-      const l = v > 0 ? nearestInt(Math.min(v, nmax)) : 0;
-      Laux[i] = l;
-      const wl = fr(wAt(i) * l);
-      sumL = fr(sumL + wl);
-      sumL2 = fr(sumL2 + fr(wl * l));
-      sumXL = fr(sumXL + fr(wl * xi));
-    }
-    const D = fr(fr(sumW * sumL2) - fr(sumL * sumL));
-    if (D > 0) {
-      let thisScale = fr(fr(fr(sumW * sumXL) - fr(sumX * sumL)) / D);
-      let thisMin = fr(fr(fr(sumL2 * sumX) - fr(sumL * sumXL)) / D);
-      if (thisMin > 0) {
-        thisMin = 0;
-        thisScale = fr(sumXL / sumL2);
-      }
-      let mad = 0;
-      for (let i = 0; i < n; i++) {
-        const diff = fr(fr(fr(thisScale * Laux[i]!) + thisMin) - x[at + i]!);
-        mad = fr(mad + fr(wAt(i) * fr(diff * diff)));
-      }
-      if (mad < bestMad) {
-        L.set(Laux.subarray(0, n));
-        bestMad = mad;
-        scale = thisScale;
-        min = thisMin;
+        if (thisMin !== min) {
+          min = thisMin;
+          for (let i = 0; i < n; i++) xm[i] = x[at + i]! - min;
+        }
       }
     }
   }
