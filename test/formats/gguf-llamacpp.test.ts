@@ -145,7 +145,7 @@ for (const name of MODELS) {
     test(`${name} ${type}: llama-quantize's file, run by llama.cpp as llmopt runs its weights`, { skip, timeout: 120_000 }, async (t) => {
       const dir = tempDir('llmopt-gguf-');
       const gguf = join(dir, `${type}.gguf`);
-      const report = await quantizeGguf(source, gguf, { to: type, exclude: [], quantizeEmbeddings: false, fallback: true });
+      const report = await quantizeGguf(source, gguf, { to: type, method: 'rtn', exclude: [], quantizeEmbeddings: false, fallback: true });
       // llama-quantize from llmopt's F32 file, told the F16 fallbacks it would refuse to choose itself.
       const f32 = join(dir, 'f32.gguf');
       await exportGguf(source, f32, { dtype: 'f32' });

@@ -258,7 +258,8 @@ export const LLAMA: GgufArchitecture = {
   spacePrefix: 'config',
   unsupported: (spec) => {
     if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions) {
-      return `sliding_window ${spec.slidingWindow} is shorter than the context ${spec.maxPositions}: llama.cpp's llama architecture has no sliding window`;
+      const window = `sliding_window ${spec.slidingWindow} is shorter than the context ${spec.maxPositions}`;
+      return `${window}: llama.cpp's llama architecture has no sliding window`;
     }
     return biasesBeyond(spec, ['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
   },
@@ -524,6 +525,15 @@ function applyTransform(spec: DecoderSpec, t: GgufTransform | undefined, data: F
   const out = new Float32Array(data.length);
   for (let r = 0; r < rows; r++) out.set(data.subarray(from[r]! * cols, (from[r]! + 1) * cols), r * cols);
   return out;
+}
+
+/**
+ * For a tensor whose transform reorders rows (llama.cpp's q/k permutation): the row of its stacked Hugging Face
+ * parts each GGUF row holds; null when rows keep their order. Quantized rows (whole blocks each) move by it as they are.
+ */
+export function ggufRowOrder(spec: DecoderSpec, entry: GgufTensorEntry): Int32Array | null {
+  const t = entry.transform;
+  return t?.kind === 'rope-permute' ? permutation(entry.shape[0]!, permuteHeads(spec, t), false) : null;
 }
 
 /** A GGUF tensor's float values from its Hugging Face parts (stacked by rows, then transformed). */

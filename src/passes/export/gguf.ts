@@ -30,6 +30,8 @@ export interface GgufTensorSlot {
   /** Outermost first: [rows, cols] for a matrix. */
   shape: number[];
   layer: number | null;
+  /** The architecture table's entry (absent for rope factor tensors). */
+  entry?: GgufTensorEntry;
 }
 
 export interface GgufWriterOptions {
@@ -39,10 +41,11 @@ export interface GgufWriterOptions {
   typeOf: (slot: GgufTensorSlot, spec: DecoderSpec, arch: GgufArchitecture) => GgmlType;
   /** Bytes of a tensor in a block type (F32/F16/BF16 are converted here); the tensor's float values in GGUF layout. */
   encode?: (slot: GgufTensorSlot, data: Float32Array, type: GgmlType) => Uint8Array | Promise<Uint8Array>;
-  /** Before anything is written: checks of the spec and plan (refusals), e.g. a type a shape cannot take. */
-  check?: (spec: DecoderSpec, arch: GgufArchitecture, slots: GgufTensorSlot[]) => void;
-  /** Float values to write instead of the checkpoint's, by Hugging Face name (a pass's compressed weights). */
-  weights?: (source: WeightSource) => WeightSource;
+  /**
+   * After every tensor's type is chosen and before anything is written: work on the opened model the encoder then
+   * uses (GPTQ's calibration), given each slot's type.
+   */
+  prepare?: (spec: DecoderSpec, weights: WeightSource, slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>) => Promise<void>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -121,7 +124,7 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
     const missed = [...hfShapes.keys()].filter((n) => !covered.has(n));
     if (missed.length > 0) throw new InputError(`GGUF: llama.cpp's ${arch.gguf} has no tensor for ${missed.slice(0, 3).join(', ')}`);
     const rope = ropeTensors(spec);
-    const slots: Array<GgufTensorSlot & { entry?: GgufTensorEntry; rope?: Float32Array }> = [
+    const slots: Array<GgufTensorSlot & { rope?: Float32Array }> = [
       ...rope.map((r) => ({ name: r.name, hf: [], shape: [r.data.length], layer: null, rope: r.data })),
       ...plan.map((e) => ({ name: e.gguf, hf: e.hf, shape: e.shape, layer: layerOf(e.gguf), entry: e })),
     ];
@@ -134,9 +137,12 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
         );
       }
     });
-    o.check?.(spec, arch, slots);
-
-    const weights = o.weights ? o.weights(model.weights) : model.weights;
+    const weights = model.weights;
+    await o.prepare?.(
+      spec,
+      weights,
+      slots.map((s, i) => ({ name: s.name, hf: s.hf, shape: s.shape, layer: s.layer, entry: s.entry, type: types[i]! })),
+    );
     const name = modelNameOf(basename(resolve(source)));
     const parameters = slots.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
     const metadata = [

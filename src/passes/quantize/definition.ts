@@ -80,8 +80,11 @@ export const quantizePass = definePass({
   },
   run: async (o, ctx) => {
     if (o.format === 'gguf') {
-      const options = { to: o.to as (typeof GGUF_TARGETS)[number], exclude: o.exclude, quantizeEmbeddings: o.quantizeEmbeddings };
-      const report = await quantizeGguf(ctx.reads.input!, ctx.output, { ...options, fallback: o.fallback, onProgress: ctx.onProgress });
+      const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
+        ...o,
+        to: o.to as (typeof GGUF_TARGETS)[number],
+        onProgress: ctx.onProgress,
+      });
       return { ...report, eval: null };
     }
     const options = {
