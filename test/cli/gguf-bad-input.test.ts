@@ -110,3 +110,28 @@ test('a byte-level pre-tokenizer llmopt cannot name for llama.cpp: refused', { s
     /tokenizer\.json: llmopt cannot name this pre-tokenizer for llama\.cpp .*no GGUF is written/,
   );
 });
+
+test("--exclude: Phi-3's fused attn_qkv is kept float whole or not at all", { skip: needsSharedModel('phi3-tiny') }, () => {
+  const phi3 = sharedModel('phi3-tiny');
+  refused(
+    ['quantize', phi3, '--format', 'gguf', '--to', 'q4_k_m', '--exclude', '*q_proj'],
+    /--exclude: model\.layers\.0\.self_attn\.q_proj is stored with .* in GGUF tensor "blk\.0\.attn_qkv\.weight"/,
+  );
+  const parent = tempDir();
+  const r = runCli(['quantize', phi3, '--format', 'gguf', '--to', 'q4_k_m', '--exclude', '*_proj', '-o', join(parent, 'm.gguf'), '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).excluded, [
+    'blk.0.ffn_down.weight',
+    'blk.0.ffn_up.weight',
+    'blk.0.attn_output.weight',
+    'blk.0.attn_qkv.weight',
+    'blk.1.ffn_down.weight',
+    'blk.1.ffn_up.weight',
+    'blk.1.attn_output.weight',
+    'blk.1.attn_qkv.weight',
+    'blk.2.ffn_down.weight',
+    'blk.2.ffn_up.weight',
+    'blk.2.attn_output.weight',
+    'blk.2.attn_qkv.weight',
+  ]);
+});
