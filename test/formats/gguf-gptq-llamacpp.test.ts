@@ -19,17 +19,18 @@ const run = promisify(execFile);
 const PERPLEXITY = join(LLAMACPP, 'bin', 'llama-perplexity');
 
 /**
- * llama-perplexity's mean KL divergence of `gguf` against the base logits file. Its report goes to a file through the
- * shell: read from a pipe, its last lines (the summary) did not arrive here.
+ * llama-perplexity's mean KL divergence of `gguf` against the base logits file. Its report is written by llama.cpp's
+ * asynchronous logger, which sometimes exits before the last lines (the summary) are out: up to four tries.
  */
 async function meanKl(gguf: string, base: string, dir: string): Promise<number> {
-  const out = join(dir, `kl-${Date.now()}.txt`);
   const args = ['-m', gguf, '-f', DREAMS_EVAL, '-c', '128', '-t', '2', '--kl-divergence-base', base, '--kl-divergence'];
-  await run('/bin/sh', ['-c', '"$0" "$@" > "$OUT" 2>/dev/null', PERPLEXITY, ...args], { env: { ...process.env, OUT: out } });
-  const text = readFileSync(out, 'utf8');
-  const m = /Mean\s+KLD:\s+([0-9.eE+-]+)/.exec(text);
-  if (!m) throw new Error(`${out}: no mean KLD in llama-perplexity's output`);
-  return Number(m[1]);
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const out = join(dir, `kl-${attempt}.txt`);
+    await run('/bin/sh', ['-c', '"$0" "$@" > "$OUT" 2>/dev/null', PERPLEXITY, ...args], { env: { ...process.env, OUT: out } });
+    const m = /Mean\s+KLD:\s+([0-9.eE+-]+)/.exec(readFileSync(out, 'utf8'));
+    if (m) return Number(m[1]);
+  }
+  throw new Error(`llama-perplexity printed no mean KLD for ${gguf} in four runs`);
 }
 
 for (const name of ['aidreams-260k', 'phi3-tiny']) {
