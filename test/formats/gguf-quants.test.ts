@@ -17,7 +17,11 @@ import { DREAMS_TRAIN, SHARED, sharedModel, tempDir } from '../support.js';
 import { normal } from '../passes/correlated-layer.js';
 
 const LLAMA_BIN = join(SHARED, 'tools', 'llama.cpp', 'bin');
-const NEEDS_LLAMA = existsSync(join(LLAMA_BIN, 'llama-quantize')) ? undefined : `${LLAMA_BIN} is absent: llama.cpp comparisons skipped`;
+const NEEDS_LLAMA = !existsSync(join(LLAMA_BIN, 'llama-quantize'))
+  ? `${LLAMA_BIN} is absent: llama.cpp comparisons skipped`
+  : !existsSync(join(sharedModel('qwen3-tiny'), 'qwen3-tiny-f32.gguf'))
+    ? '../shared/models/qwen3-tiny is absent: llama.cpp comparisons skipped'
+    : undefined;
 const ALL_TYPES = Object.keys(GGML_TYPES) as GgmlType[];
 
 test('fp16 and bf16 conversions round to nearest even, as ggml', () => {
