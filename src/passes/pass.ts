@@ -11,7 +11,9 @@ export type ModelKind =
   | { kind: 'hf-quantized' }
   | { kind: 'artifact'; precision: string }
   | { kind: 'sharded' }
-  | { kind: 'tensorrt-llm' };
+  | { kind: 'tensorrt-llm' }
+  /** One llama.cpp GGUF file. */
+  | { kind: 'gguf' };
 export type ModelKindName = ModelKind['kind'];
 /** Gate keys: thresholds a recipe checks against a stage's figures. */
 export type GateKey = 'max_kl' | 'max_ppl_ratio' | 'min_top1' | 'min_tokens_per_s';

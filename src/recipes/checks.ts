@@ -35,6 +35,8 @@ export function describeKind(k: ModelKind): string {
       return 'a sharded ONNX model';
     case 'tensorrt-llm':
       return 'a TensorRT-LLM checkpoint';
+    case 'gguf':
+      return 'a GGUF file (llama.cpp)';
   }
 }
 

@@ -76,7 +76,7 @@ test("aidreams-260k's SentencePiece-style tokenizer: written as llama.cpp's `lla
   skip: NEEDS_SHARED,
 }, () => {
   const config = JSON.parse(readFileSync(join(AIDREAMS, 'config.json'), 'utf8'));
-  const meta = ggufTokenizer(AIDREAMS, { vocabSize: config.vocab_size, config, spaceFromConfig: true });
+  const meta = ggufTokenizer(AIDREAMS, { vocabSize: config.vocab_size, config, spacePrefix: 'config' });
   assert.equal(meta.model, 'llama');
   const files = tokenizerFilesOf(new Map(meta.entries), 'aidreams.gguf', 128);
   const ours = new Tokenizer(files.tokenizer, files.tokenizerConfig);

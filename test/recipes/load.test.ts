@@ -144,7 +144,11 @@ test('bad recipes name the stage and the key', () => {
       [],
       /^stage 2 \(export\): name: stage 1 has the same name; give one of them a name: key$/,
     ],
-    [q, ['quantize.to=int3'], /^stage 1 \(quantize\): to: Invalid option: expected one of "fp16"\|"int8"\|"int4"\|"w8a8"$/],
+    [
+      q,
+      ['quantize.to=int3'],
+      /^stage 1 \(quantize\): to: Invalid option: expected one of "fp16"\|"int8"\|"int4"\|"w8a8"\|"f32"\|"f16"\|"bf16"\|"q8_0"\|.*\|"q5_k_m"$/,
+    ],
   ];
   for (const [yaml, sets, re] of cases) assert.match(refusal(yaml, sets), re, yaml);
   assert.throws(() => loadRecipe(recipe(q), ['nope.to=int8']), /--set nope.to=int8: .* has no stage "nope" \(stages: quantize\)/);

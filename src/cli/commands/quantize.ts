@@ -2,6 +2,7 @@
 // compressed-tensors checkpoint; a report of bytes per tensor kind, and with --eval the quality cost.
 import { passAction, passCommand } from '../pass-command.js';
 import { formatBytes, qualityRows, table } from '../output.js';
+import { ggufTable } from './gguf-report.js';
 
 export function quantizeCommand() {
   return passCommand('quantize')
@@ -14,13 +15,20 @@ export function quantizeCommand() {
       '\nExample:\n' +
         '  $ llmopt quantize path/to/hf-model --to int4 --block-size 32 -o out/m-int4\n' +
         '  $ llmopt quantize path/to/hf-model --to int4 --method gptq --calib train.txt --eval eval.txt -o out/m-gptq\n' +
-        '  $ llmopt quantize path/to/hf-model --to int8 --format compressed-tensors -o out/m-w8-hf',
+        '  $ llmopt quantize path/to/hf-model --to int8 --format compressed-tensors -o out/m-w8-hf\n' +
+        '  $ llmopt quantize path/to/hf-model --format gguf --to q4_k_m -o out/m-q4km.gguf',
     )
     .action(
       passAction('quantize', {
         labels: { calibrate: 'gptq layers', write: 'write tensors', eval: 'eval' },
         print: (report, o, out) => {
           if (o.json) return out.json(report);
+          if (report.format === 'gguf') {
+            const extra: Array<[string, string]> = [['target', `${report.to} (${report.method})`]];
+            if (report.fallbacks.length) extra.push(['fallbacks', report.fallbacks.join('; ')]);
+            if (report.excluded.length) extra.push(['kept f32', report.excluded.join(', ')]);
+            return out.result(ggufTable(report, extra));
+          }
           const quality = report.eval;
           const scheme = report.bits
             ? `int${report.bits}, blocks of ${report.blockSize}, ${report.symmetric ? 'symmetric' : 'asymmetric'}, ${report.method}`

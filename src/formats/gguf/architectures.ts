@@ -3,7 +3,7 @@
 // permutation of llama.cpp's `llama`, Gemma's stored 1 + w norms, Phi-3's fused rows), and metadata key <-> spec field.
 // Facts learnt from llama.cpp's convert_hf_to_gguf.py and gguf-py; what llama.cpp cannot represent is refused here.
 import { InputError } from '../../core/errors.js';
-import { layerHasRope, layerWindow, projectionShape, type DecoderSpec, type Projection } from '../../core/spec.js';
+import { layerHasRope, layerWindow, type DecoderSpec, type Projection } from '../../core/spec.js';
 import type { GgufScalar, GgufScalarType } from './file.js';
 
 /**
@@ -52,6 +52,11 @@ export interface GgufArchitecture {
   metadata: readonly GgufMetadataField[];
   /** Why llama.cpp's architecture cannot hold this spec, or null. */
   unsupported: (spec: DecoderSpec) => string | null;
+  /**
+   * tokenizer.ggml.add_space_prefix as the converter writes it: `config`, tokenizer_config.json's add_prefix_space
+   * (Llama, SmolLM3); `false`, always false (Gemma 2); absent, not written (llama.cpp's default for the tokenizer).
+   */
+  spacePrefix?: 'config' | false;
 }
 
 const u32 = (key: string, get: (s: DecoderSpec) => number | undefined, set?: (v: number, into: Partial<DecoderSpec>) => void) =>
@@ -250,6 +255,7 @@ export const LLAMA: GgufArchitecture = {
   globals: GLOBALS,
   layer: [...PRE_NORMS, ...PERMUTED_ATTENTION, ...MLP],
   metadata: llamaMetadata,
+  spacePrefix: 'config',
   unsupported: (spec) => {
     if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions) {
       const window = `sliding_window ${spec.slidingWindow} is shorter than the context ${spec.maxPositions}`;
@@ -304,6 +310,7 @@ export const SMOLLM3: GgufArchitecture = {
   globals: GLOBALS,
   layer: [...PRE_NORMS, ...PERMUTED_ATTENTION, ...MLP],
   metadata: llamaMetadata,
+  spacePrefix: 'config',
   unsupported: (spec) =>
     noWindow(spec) ??
     biasesBeyond(spec, []) ??
@@ -396,6 +403,7 @@ export const GEMMA2: GgufArchitecture = {
     only(FIELDS.ropeFreqBase, (s) => s.ropeTheta !== 10000),
   ],
   unsupported: (spec) => gemmaUnsupported(spec, 2),
+  spacePrefix: false,
 };
 
 export const GEMMA3: GgufArchitecture = {
@@ -441,135 +449,13 @@ export function ggufArchitectureOf(spec: DecoderSpec): GgufArchitecture {
 /** The architecture a GGUF file names (the reader's direction), or undefined. */
 export const ggufArchitectureNamed = (name: string): GgufArchitecture | undefined => GGUF_ARCHITECTURES.find((a) => a.gguf === name);
 
-/** One stored GGUF tensor of a spec: its name, its Hugging Face source tensors, its shape (outermost first). */
-export interface GgufTensorEntry {
-  gguf: string;
-  hf: string[];
-  shape: number[];
-  transform?: GgufTransform;
-}
-
-/** Rows each Hugging Face tensor contributes to a stacked GGUF tensor (Phi-3's fused ones). */
-export function partRows(spec: DecoderSpec, hfName: string, shape: number[]): number {
-  const m = /\.(q|k|v|o|gate|up|down)_proj\.(weight|bias)$/.exec(hfName);
-  return m ? projectionShape(spec, m[1] as Projection)[0] : shape[0]!;
-}
-
-/**
- * Every GGUF tensor of a spec from its tensors' Hugging Face names and shapes (`hfShapes`: the per-projection view, fused
- * parts split), in llama.cpp's converter's order (sorted by stored Hugging Face name), rope factor tensors first.
- */
-export function ggufTensorPlan(spec: DecoderSpec, arch: GgufArchitecture, hfShapes: ReadonlyMap<string, number[]>): GgufTensorEntry[] {
-  const entries: Array<GgufTensorEntry & { order: string }> = [];
-  const add = (rule: GgufTensorRule, ggufPrefix: string, hfPrefix: string) => {
-    for (const suffix of ['weight', 'bias']) {
-      const hf = rule.hf.map((m) => `${hfPrefix}${m}.${suffix}`);
-      if (!hf.every((n) => hfShapes.has(n))) continue;
-      const shapes = hf.map((n) => hfShapes.get(n)!);
-      const rows = shapes.reduce((a, s) => a + s[0]!, 0);
-      const shape = [rows, ...shapes[0]!.slice(1)];
-      // The converter meets a fused tensor under its stored name (qkv_proj sorts where q_proj would not).
-      const stored = hf.length > 1 ? `${hfPrefix}${rule.hf[0]!.replace(/\.[a-z]+_proj$/, `.${fusedName(rule)}`)}.${suffix}` : hf[0]!;
-      entries.push({ gguf: `${ggufPrefix}${rule.gguf}.${suffix}`, hf, shape, transform: rule.transform, order: stored });
-    }
-  };
-  for (const rule of arch.globals) if (rule.gguf !== 'output' || !spec.tiedEmbeddings) add(rule, '', '');
-  for (let i = 0; i < spec.numLayers; i++) for (const rule of arch.layer) add(rule, `blk.${i}.`, `model.layers.${i}.`);
-  entries.sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0));
-  return entries.map(({ order: _, ...e }) => e);
-}
-
-/** The Hugging Face module Phi-3 stores a fused rule's parts in. */
-const fusedName = (rule: GgufTensorRule) => (rule.gguf === 'attn_qkv' ? 'qkv_proj' : 'gate_up_proj');
-
-/** Heads a permuted tensor's rows are grouped in. */
-const permuteHeads = (spec: DecoderSpec, t: { heads: 'q' | 'k' }) => (t.heads === 'q' ? spec.numHeads : spec.kvHeads);
-
-/** Row order change of llama.cpp's q/k permutation: GGUF row r of a head holds Hugging Face row `from[r]`. */
-function permutation(rows: number, heads: number, inverse: boolean): Int32Array {
-  const d = rows / heads;
-  const half = d / 2;
-  const from = new Int32Array(rows);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const gg = h * d + 2 * i + j;
-        const hf = h * d + j * half + i;
-        if (inverse) from[hf] = gg;
-        else from[gg] = hf;
-      }
-    }
-  }
-  return from;
-}
-
-function applyTransform(spec: DecoderSpec, t: GgufTransform | undefined, data: Float32Array, shape: number[], inverse: boolean) {
-  if (!t) return data;
-  if (t.kind === 'add') {
-    const out = new Float32Array(data.length);
-    const v = inverse ? -t.value : t.value;
-    for (let i = 0; i < data.length; i++) out[i] = data[i]! + v;
-    return out;
-  }
-  const rows = shape[0]!;
-  const cols = data.length / rows;
-  const from = permutation(rows, permuteHeads(spec, t), inverse);
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) out.set(data.subarray(from[r]! * cols, (from[r]! + 1) * cols), r * cols);
-  return out;
-}
-
-/** A GGUF tensor's float values from its Hugging Face parts (stacked by rows, then transformed). */
-export function toGgufLayout(spec: DecoderSpec, entry: GgufTensorEntry, parts: readonly Float32Array[]): Float32Array {
-  let data: Float32Array;
-  if (parts.length === 1) data = parts[0]!;
-  else {
-    data = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      data.set(p, at);
-      at += p.length;
-    }
-  }
-  return applyTransform(spec, entry.transform, data, entry.shape, false);
-}
-
-/** The inverse: a GGUF tensor's float values back to its Hugging Face parts (the reader's direction). */
-export function fromGgufLayout(spec: DecoderSpec, entry: GgufTensorEntry, data: Float32Array): Float32Array[] {
-  const hf = applyTransform(spec, entry.transform, data, entry.shape, true);
-  if (entry.hf.length === 1) return [hf];
-  const cols = data.length / entry.shape[0]!;
-  const out: Float32Array[] = [];
-  let row = 0;
-  for (const name of entry.hf) {
-    const rows = partRows(spec, name, entry.shape);
-    out.push(hf.slice(row * cols, (row + rows) * cols));
-    row += rows;
-  }
-  return out;
-}
-
-/**
- * Llama 3.x rope scaling as llama.cpp holds it: one divisor per rotary frequency (the `rope_freqs` tensor), computed
- * as llama.cpp's converter does from rope_theta, head_dim and the llama3 rope_scaling keys. Null for other scalings.
- */
-export function llama3RopeFactors(spec: DecoderSpec): Float32Array | null {
-  const s = spec.ropeScaling;
-  if (s?.type !== 'llama3') return null;
-  const dim = spec.headDim;
-  const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
-  const highWavelen = s.originalMaxPositions / s.highFreqFactor;
-  const out = new Float32Array(dim / 2);
-  for (let i = 0; i < dim / 2; i++) {
-    // float32 as the converter's torch arithmetic: freq = 1 / base^(2i/dim).
-    const freq = Math.fround(1 / Math.fround(spec.ropeTheta ** Math.fround((2 * i) / dim)));
-    const wavelen = (2 * Math.PI) / freq;
-    if (wavelen < highWavelen) out[i] = 1;
-    else if (wavelen > lowWavelen) out[i] = s.factor;
-    else {
-      const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
-      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
-    }
-  }
-  return out;
-}
+// The layout half of the table lives in layout.ts; its names are exported from here too.
+export {
+  fromGgufLayout,
+  ggufRowOrder,
+  ggufTensorPlan,
+  llama3RopeFactors,
+  partRows,
+  toGgufLayout,
+  type GgufTensorEntry,
+} from './layout.js';

@@ -32,8 +32,8 @@ export interface GgufTokenizerOptions {
   vocabSize: number;
   /** config.json, whose *_token_id fill special ids tokenizer_config.json leaves unset. */
   config: Json;
-  /** Write tokenizer_config.json's add_prefix_space as tokenizer.ggml.add_space_prefix (llama.cpp's converter does for Llama). */
-  spaceFromConfig: boolean;
+  /** tokenizer.ggml.add_space_prefix: tokenizer_config.json's add_prefix_space (`config`), always false, or unwritten. */
+  spacePrefix?: 'config' | false;
 }
 
 type Obj = Record<string, unknown>;
@@ -237,7 +237,7 @@ export function ggufTokenizer(dir: string, o: GgufTokenizerOptions): GgufTokeniz
 
   const entries: Array<[string, GgufValue]> = [];
   const addPrefix = tc?.add_prefix_space;
-  if (o.spaceFromConfig && typeof addPrefix === 'boolean')
+  if (o.spacePrefix === 'config' && typeof addPrefix === 'boolean')
     entries.push(['tokenizer.ggml.add_space_prefix', { type: 'bool', value: addPrefix }]);
   entries.push(['tokenizer.ggml.model', { type: 'string', value: kind }]);
   entries.push(['tokenizer.ggml.pre', { type: 'string', value: pre }]);
@@ -255,8 +255,10 @@ export function ggufTokenizer(dir: string, o: GgufTokenizerOptions): GgufTokeniz
     if (v !== undefined) entries.push([`tokenizer.ggml.add_${typ}_token`, { type: 'bool', value: v }]);
   }
   entries.push(...chatTemplate(dir, tc));
-  // A SentencePiece-style tokenizer.json that does not prepend "▁" (llama.cpp would, by default).
-  if (kind === 'llama' && !prependsSpace(tok) && !entries.some(([k]) => k === 'tokenizer.ggml.add_space_prefix'))
+  // Gemma's converter says false; so does a SentencePiece-style tokenizer.json that does not prepend "▁" (llama.cpp
+  // would, by default).
+  const noPrefix = o.spacePrefix === false || (kind === 'llama' && !prependsSpace(tok));
+  if (noPrefix && !entries.some(([k]) => k === 'tokenizer.ggml.add_space_prefix'))
     entries.push(['tokenizer.ggml.add_space_prefix', { type: 'bool', value: false }]);
   return { entries, model: kind, pre, tokenCount: n };
 }

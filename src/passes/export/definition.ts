@@ -1,11 +1,25 @@
-// export's declaration: Hugging Face folder (float, or compressed-tensors) -> a float32 ONNX artifact.
+// export's declaration: Hugging Face folder (float, or compressed-tensors) -> a float32 ONNX artifact, or one
+// llama.cpp GGUF file (F32/F16/BF16, as llama.cpp's converter writes it).
 import { ATTENTION_FORMS } from '../../core/io.js';
-import { exportModel, LAYOUTS } from '../export.js';
+import { exportModel, LAYOUTS, type ExportReport } from '../export.js';
 import { choice, OptionError, outputFolder, printOptions, type OptionValues } from '../options.js';
 import { definePass } from '../pass.js';
+import { exportGguf, GGUF_DTYPES, type GgufExportReport } from './gguf.js';
+
+export const EXPORT_FORMATS = ['onnx', 'gguf'] as const;
 
 const options = {
-  ...outputFolder('artifact folder to write (written atomically)'),
+  ...outputFolder('artifact folder to write, or the .gguf file with --format gguf (written atomically)'),
+  format: choice(EXPORT_FORMATS, {
+    arg: '<format>',
+    default: 'onnx',
+    help: 'onnx: an artifact folder llmopt and onnxruntime run; gguf: one file llama.cpp (Ollama, LM Studio) loads',
+  }),
+  dtype: choice(GGUF_DTYPES, {
+    arg: '<dtype>',
+    default: 'f32',
+    help: "gguf: matrices in f32 | f16 | bf16 (norms and vectors stay f32, as llama.cpp's converter writes them)",
+  }),
   attention: choice(ATTENTION_FORMS, {
     arg: '<form>',
     default: 'fused',
@@ -21,14 +35,29 @@ const options = {
   ...printOptions('no progress bar'),
 };
 export type ExportCliOptions = OptionValues<typeof options>;
+/** What export reports: an ONNX artifact's figures or a GGUF file's. */
+export type ExportPassReport = (ExportReport & { format: 'onnx' }) | GgufExportReport;
 
 export const exportPass = definePass({
   name: 'export',
   options,
   reads: { input: ['hf', 'hf-quantized'] },
-  writes: () => ({ kind: 'artifact', precision: 'float32' }),
+  writes: (o) => (o.format === 'gguf' ? { kind: 'gguf' } : { kind: 'artifact', precision: 'float32' }),
   figures: () => [],
-  validate: (o) => {
+  validate: (o, given) => {
+    if (o.format === 'gguf') {
+      // ONNX-only options asked of a GGUF file are mistakes, not no-ops.
+      for (const key of ['attention', 'layout'] as const) {
+        if (given.has(key)) throw new OptionError(key, (n) => `${n(key)}: an ONNX option; ${n('format')} gguf writes one llama.cpp file`);
+      }
+      return;
+    }
+    if (given.has('dtype')) {
+      throw new OptionError(
+        'dtype',
+        (n) => `${n('dtype')} ${o.dtype}: a GGUF option (add ${n('format')} gguf); the ONNX artifact is float32`,
+      );
+    }
     if (o.attention === 'inplace' && o.layout === 'transformers.js') {
       throw new OptionError(
         'attention',
@@ -36,6 +65,14 @@ export const exportPass = definePass({
       );
     }
   },
-  run: (o, ctx) => exportModel(ctx.reads.input!, ctx.output, { attention: o.attention, layout: o.layout, onProgress: ctx.onProgress }),
+  run: async (o, ctx): Promise<ExportPassReport> => {
+    if (o.format === 'gguf') return exportGguf(ctx.reads.input!, ctx.output, { dtype: o.dtype, onProgress: ctx.onProgress });
+    const report = await exportModel(ctx.reads.input!, ctx.output, {
+      attention: o.attention,
+      layout: o.layout,
+      onProgress: ctx.onProgress,
+    });
+    return { format: 'onnx', ...report };
+  },
   measured: () => ({}),
 });

@@ -14,7 +14,7 @@ import {
   type GgufArchitecture,
   type GgufTensorEntry,
 } from '../../formats/gguf/architectures.js';
-import { writeGguf, type GgufTensorToWrite } from '../../formats/gguf/file.js';
+import { writeGguf, type GgufTensorToWrite, type GgufValue } from '../../formats/gguf/file.js';
 import { GGML_TYPES, type GgmlType, rowFits } from '../../formats/gguf/ggml-types.js';
 import { ggufModelMetadata, modelNameOf } from '../../formats/gguf/model-metadata.js';
 import { ggufTokenizer } from '../../formats/gguf/tokenizer.js';
@@ -30,6 +30,8 @@ export interface GgufTensorSlot {
   /** Outermost first: [rows, cols] for a matrix. */
   shape: number[];
   layer: number | null;
+  /** The architecture table's entry (absent for rope factor tensors). */
+  entry?: GgufTensorEntry;
 }
 
 export interface GgufWriterOptions {
@@ -39,10 +41,11 @@ export interface GgufWriterOptions {
   typeOf: (slot: GgufTensorSlot, spec: DecoderSpec, arch: GgufArchitecture) => GgmlType;
   /** Bytes of a tensor in a block type (F32/F16/BF16 are converted here); the tensor's float values in GGUF layout. */
   encode?: (slot: GgufTensorSlot, data: Float32Array, type: GgmlType) => Uint8Array | Promise<Uint8Array>;
-  /** Before anything is written: checks of the spec and plan (refusals), e.g. a type a shape cannot take. */
-  check?: (spec: DecoderSpec, arch: GgufArchitecture, slots: GgufTensorSlot[]) => void;
-  /** Float values to write instead of the checkpoint's, by Hugging Face name (a pass's compressed weights). */
-  weights?: (source: WeightSource) => WeightSource;
+  /**
+   * After every tensor's type is chosen and before anything is written: work on the opened model the encoder then
+   * uses (GPTQ's calibration), given each slot's type.
+   */
+  prepare?: (spec: DecoderSpec, weights: WeightSource, slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>) => Promise<void>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -87,6 +90,16 @@ function encodeFloat(type: GgmlType, data: Float32Array, name: string): Uint8Arr
   throw new Error(`GGUF writer: tensor "${name}" is ${type} but no quantizer was given`);
 }
 
+/**
+ * general.name, kept clear of what llama.cpp's vocabulary loader reads into it: a phi3 file named like Phi-3
+ * ("phi3", "phi-3", any case) makes it look up Phi-3's <|end|> token, and it fails to load when the vocabulary has none.
+ */
+function safeModelName(arch: GgufArchitecture, name: string, tokenizer: Array<[string, GgufValue]>): string {
+  if (arch.gguf !== 'phi3' || !/phi-?3/i.test(name)) return name;
+  const tokens = tokenizer.find(([k]) => k === 'tokenizer.ggml.tokens')?.[1].value as string[] | undefined;
+  return tokens?.includes('<|end|>') ? name : name.replace(/phi-?3/gi, 'Phi 3');
+}
+
 /** Writes `source` (a Hugging Face folder) as a GGUF file at `output`, atomically. */
 export async function writeGgufModel(source: string, output: string, o: GgufWriterOptions): Promise<GgufWriteReport> {
   const started = performance.now();
@@ -102,7 +115,7 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
     const tokenizer = ggufTokenizer(source, {
       vocabSize: spec.vocabSize,
       config,
-      spaceFromConfig: arch.gguf === 'llama' || arch.gguf === 'smollm3',
+      spacePrefix: arch.spacePrefix,
     });
 
     const hfShapes = expectedTensors(spec);
@@ -111,7 +124,7 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
     const missed = [...hfShapes.keys()].filter((n) => !covered.has(n));
     if (missed.length > 0) throw new InputError(`GGUF: llama.cpp's ${arch.gguf} has no tensor for ${missed.slice(0, 3).join(', ')}`);
     const rope = ropeTensors(spec);
-    const slots: Array<GgufTensorSlot & { entry?: GgufTensorEntry; rope?: Float32Array }> = [
+    const slots: Array<GgufTensorSlot & { rope?: Float32Array }> = [
       ...rope.map((r) => ({ name: r.name, hf: [], shape: [r.data.length], layer: null, rope: r.data })),
       ...plan.map((e) => ({ name: e.gguf, hf: e.hf, shape: e.shape, layer: layerOf(e.gguf), entry: e })),
     ];
@@ -124,12 +137,21 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
         );
       }
     });
-    o.check?.(spec, arch, slots);
-
-    const weights = o.weights ? o.weights(model.weights) : model.weights;
+    const weights = model.weights;
+    await o.prepare?.(
+      spec,
+      weights,
+      slots.map((s, i) => ({ name: s.name, hf: s.hf, shape: s.shape, layer: s.layer, entry: s.entry, type: types[i]! })),
+    );
+    const name = modelNameOf(basename(resolve(source)));
     const parameters = slots.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
     const metadata = [
-      ...ggufModelMetadata(spec, arch, { configKeys, fileType: o.fileType }, { name: modelNameOf(basename(resolve(source))), parameters }),
+      ...ggufModelMetadata(
+        spec,
+        arch,
+        { configKeys, fileType: o.fileType },
+        { name: safeModelName(arch, name, tokenizer.entries), parameters },
+      ),
       ...tokenizer.entries,
     ];
     const tensors: GgufTensorToWrite[] = slots.map((s, i) => ({
@@ -165,4 +187,25 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
   } finally {
     await model.close();
   }
+}
+
+export const GGUF_DTYPES = ['f32', 'f16', 'bf16'] as const;
+export type GgufDtype = (typeof GGUF_DTYPES)[number];
+const FILE_TYPE: Record<GgufDtype, number> = { f32: 0, f16: 1, bf16: 32 };
+
+export type GgufExportReport = GgufWriteReport & { format: 'gguf'; dtype: GgufDtype };
+
+/** export --format gguf: the float file llama.cpp's converter writes (`--outtype f32|f16|bf16`). */
+export async function exportGguf(
+  source: string,
+  output: string,
+  o: { dtype: GgufDtype; onProgress?: (done: number, total: number) => void },
+): Promise<GgufExportReport> {
+  const dtype = o.dtype.toUpperCase() as 'F32' | 'F16' | 'BF16';
+  const report = await writeGgufModel(source, output, {
+    fileType: FILE_TYPE[o.dtype],
+    typeOf: floatTypeOf(dtype),
+    onProgress: o.onProgress,
+  });
+  return { format: 'gguf', dtype: o.dtype, ...report };
 }

@@ -2,14 +2,19 @@
 // as an ONNX artifact or a checkpoint for the engines (compressed-tensors, GPTQ, AWQ); with eval, the quality cost.
 import { ATTENTION_FORMS } from '../../core/io.js';
 import { SERVE_DTYPES } from '../../formats/vllm-rules.js';
-import { boolean, choice, int, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
+import { boolean, choice, int, negatable, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
 import type { AccuracyLevel } from './matmul-nbits.js';
-import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions } from './quantize.js';
+import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
+import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
 
 export const QUANTIZE_OPTIONS = {
   ...outputFolder('output folder'),
-  to: choice(QUANT_TARGETS, { arg: '<precision>', required: true, help: QUANT_TARGETS.join(' | ') }),
+  to: choice([...QUANT_TARGETS, ...GGUF_TARGETS], {
+    arg: '<precision>',
+    required: true,
+    help: `${QUANT_TARGETS.join(' | ')}; with --format gguf: ${GGUF_TARGETS.join(' | ')}`,
+  }),
   method: choice(QUANT_METHODS, {
     arg: '<method>',
     default: 'rtn',
@@ -20,12 +25,12 @@ export const QUANTIZE_OPTIONS = {
   accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
   quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
-  format: choice(QUANT_FORMATS, {
+  format: choice([...QUANT_FORMATS, 'gguf'], {
     arg: '<format>',
     default: 'onnx',
     help:
       'onnx: an artifact llmopt runs; compressed-tensors (vLLM), gptq (GPTQModel/AutoGPTQ layout), ' +
-      'awq (AutoAWQ GEMM layout): Hugging Face folders the serving engines load',
+      'awq (AutoAWQ GEMM layout): Hugging Face folders the serving engines load; gguf: one llama.cpp file (-o m.gguf)',
   }),
   // The engines' formats: vLLM's rules are checked before anything is written.
   serveDtype: choice(SERVE_DTYPES, {
@@ -35,6 +40,9 @@ export const QUANTIZE_OPTIONS = {
   }),
   strict: boolean({
     help: 'compressed-tensors/gptq/awq: refuse (exit 2) where vLLM would split a fused group or has no kernel, instead of warning',
+  }),
+  fallback: negatable({
+    help: "gguf: rows that do not fit a type's blocks take llama.cpp's fallback type, or F16 (--no-fallback: refuse)",
   }),
   attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
   calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
@@ -51,12 +59,30 @@ export const quantizePass = definePass({
   options: QUANTIZE_OPTIONS,
   reads: { input: ['hf'] },
   readHint: 'quantize reads the float checkpoint: put quantize after prune and distill, and let it write the ONNX artifact',
-  writes: (o) => (o.format !== 'onnx' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to }),
+  writes: (o) =>
+    o.format === 'gguf' ? { kind: 'gguf' } : o.format !== 'onnx' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to },
   figures: (o) => (o.eval !== undefined ? QUALITY_GATES : []),
   gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
   dataDefaults: (o) => (o.method === 'gptq' ? ['calib'] : []),
   validate: (o, given) => {
-    validateQuantizeOptions({ ...o, symmetric: !o.asymmetric });
+    if (o.format === 'gguf') {
+      validateGgufQuantizeOptions(o, given);
+      if (o.eval !== undefined)
+        throw new OptionError('eval', (n) => `${n('eval')}: measures ONNX artifacts; a GGUF is measured by llama.cpp`);
+      return;
+    }
+    if ((GGUF_TARGETS as readonly string[]).includes(o.to))
+      throw new OptionError('to', (n) => `${n('to')} ${o.to}: a GGUF type; add ${n('format')} gguf`);
+    if (given.has('fallback')) {
+      const flag = (n: (key: string) => string) => n('fallback').replace(/^--/, '--no-');
+      throw new OptionError('fallback', (n) => `${flag(n)}: a GGUF option (add ${n('format')} gguf)`);
+    }
+    validateQuantizeOptions({
+      ...o,
+      to: o.to as QuantTarget,
+      format: o.format as (typeof QUANT_FORMATS)[number],
+      symmetric: !o.asymmetric,
+    });
     // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
     if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
       throw new OptionError(
@@ -66,8 +92,18 @@ export const quantizePass = definePass({
     }
   },
   run: async (o, ctx) => {
+    if (o.format === 'gguf') {
+      const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
+        ...o,
+        to: o.to as (typeof GGUF_TARGETS)[number],
+        onProgress: ctx.onProgress,
+      });
+      return { ...report, eval: null };
+    }
     const options = {
       ...o,
+      to: o.to as QuantTarget,
+      format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
       accuracyLevel: o.accuracyLevel as AccuracyLevel,
       onProgress: ctx.onProgress,

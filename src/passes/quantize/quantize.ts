@@ -34,8 +34,12 @@ export const BLOCK_SIZES = [16, 32, 64, 128] as const;
 /** The pass's options: the declared ones (quantize/definition.ts), with `symmetric` for --asymmetric. */
 type Declared = OptionValues<typeof QUANTIZE_OPTIONS>;
 type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict';
-export type QuantizeOptions = Omit<Declared, Optional | 'asymmetric' | 'accuracyLevel' | 'eval' | 'output' | 'json' | 'quiet'> &
+// `to`, `format` and `fallback` also declare --format gguf's values (quantize/gguf.ts); this path takes its own.
+type GgufOnly = 'to' | 'format' | 'fallback';
+export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | 'asymmetric' | 'accuracyLevel' | 'eval' | 'output' | 'json' | 'quiet'> &
   Partial<Pick<Declared, Optional>> & {
+    to: QuantTarget;
+    format: QuantFormat;
     symmetric: boolean;
     accuracyLevel: AccuracyLevel;
     batchSize?: number;

@@ -1,0 +1,193 @@
+// quantize --format gguf: a Hugging Face model into one llama.cpp file of a GGUF target (q8_0, q4_0, ..., q4_k_m),
+// each tensor's type as llama-quantize chooses it (formats/gguf/mix.ts), round-to-nearest with llama.cpp's scale
+// choice (formats/gguf/quants) or GPTQ codes in the same block layouts (gguf-gptq.ts); written tensor by tensor.
+import { existsSync } from 'node:fs';
+import { InputError } from '../../core/errors.js';
+import type { DecoderSpec } from '../../core/spec.js';
+import { ggufRowOrder } from '../../formats/gguf/architectures.js';
+import { GGML_TYPES, type GgmlType, tensorBytes } from '../../formats/gguf/ggml-types.js';
+import { GGUF_TARGETS, ggufFileType, ggufTensorDecision, type GgufTarget } from '../../formats/gguf/mix.js';
+import { dequantizeRows, quantizeRows } from '../../formats/gguf/quants/index.js';
+import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
+import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../export/gguf.js';
+import { OptionError } from '../options.js';
+import { globMatcher, linearModules } from '../targets.js';
+import { gptqQuantizeGguf } from './gguf-gptq.js';
+
+export { GGUF_TARGETS, type GgufTarget };
+
+export interface GgufQuantizeOptions {
+  to: GgufTarget;
+  /** Hugging Face module globs kept in float32 (`*down_proj`, `lm_head`, `model.embed_tokens`). */
+  exclude: readonly string[];
+  /** token_embd and output in the target's own type instead of llama.cpp's defaults for them. */
+  quantizeEmbeddings: boolean;
+  /**
+   * A tensor whose rows do not fit its type takes llama.cpp's fallback (a K-quant's Q5_0/Q5_1/Q8_0, then F16) or,
+   * for a type llama.cpp gives none (the 32-blocks and Q8_0), F16; false: refuse any fallback.
+   */
+  fallback: boolean;
+  method: 'rtn' | 'gptq';
+  /** GPTQ: calibration text (one document per line), windows and their length, Hessian dampening, act order. */
+  calib?: string;
+  calibSamples?: number;
+  calibSeqLen?: number;
+  dampening?: number;
+  actOrder?: boolean;
+  onProgress?: (done: number, total: number, phase?: 'calibrate' | 'write') => void;
+}
+
+export interface GgufQuantizeReport extends GgufWriteReport {
+  format: 'gguf';
+  to: GgufTarget;
+  method: 'rtn' | 'gptq';
+  /** GPTQ: calibration tokens, and the layers quantized with it (the others round to nearest). */
+  calibrationTokens: number;
+  gptqLayers: number;
+  /** Tensors that did not get the type llama.cpp wanted for them, and what they got instead. */
+  fallbacks: string[];
+  /** Tensors kept in float32 by --exclude. */
+  excluded: string[];
+}
+
+/** Checks of the GGUF options that need no file (the definition's validate calls it for --format gguf). */
+export function validateGgufQuantizeOptions(o: { to: string; method: string; calib?: string }, given: ReadonlySet<string>): void {
+  if (!(GGUF_TARGETS as readonly string[]).includes(o.to)) {
+    throw new OptionError('to', (n) => `${n('to')} ${o.to}: ${n('format')} gguf writes ${GGUF_TARGETS.join(', ')}`);
+  }
+  for (const key of ['blockSize', 'asymmetric', 'accuracyLevel', 'attention'] as const) {
+    if (given.has(key)) {
+      throw new OptionError(key, (n) => `${n(key)}: not a GGUF option (llama.cpp's types fix their blocks; ${n('to')} picks one)`);
+    }
+  }
+  if (o.method === 'gptq' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
+    throw new OptionError('method', (n) => `${n('method')} gptq: ${n('to')} ${o.to} has no quantization grid to calibrate`);
+  }
+  if (o.method === 'gptq' && !o.calib)
+    throw new OptionError('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
+  if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
+}
+
+const isBlockType = (t: GgmlType) => t !== 'F32' && t !== 'F16' && t !== 'BF16';
+
+/** GPTQ over the decoder's linear layers in their GGUF types; codes kept by Hugging Face module for the encoder. */
+async function gptqLayers(
+  source: string,
+  o: GgufQuantizeOptions,
+  spec: DecoderSpec,
+  weights: Parameters<typeof calibrateLayerwise>[1],
+  slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
+) {
+  const typeOf = new Map<string, GgmlType>();
+  for (const s of slots) {
+    if (s.shape.length !== 2 || s.layer === null || !isBlockType(s.type)) continue;
+    for (const n of s.hf) if (n.endsWith('.weight')) typeOf.set(n.slice(0, -'.weight'.length), s.type);
+  }
+  const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
+  const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
+  const codes = new Map<string, Uint8Array>();
+  const method: LayerwiseMethod = {
+    statistic: 'hessian',
+    compress: (t, w, inputs) => {
+      const type = typeOf.get(t.module)!;
+      const bytes = gptqQuantizeGguf(type, w, t.rows, t.cols, inputs.hessian!, inputs.tokens, {
+        dampening: o.dampening,
+        actOrder: o.actOrder,
+      });
+      codes.set(`${t.module}.weight`, bytes);
+      return dequantizeRows(type, bytes, t.rows, t.cols);
+    },
+  };
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
+  return { codes, tokens };
+}
+
+/** A GGUF tensor's bytes from its parts' GPTQ codes: rows stacked, then moved as the layout moves them. */
+function assembleCodes(spec: DecoderSpec, slot: GgufTensorSlot, parts: Uint8Array[], type: GgmlType): Uint8Array {
+  const all = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
+  const order = slot.entry ? ggufRowOrder(spec, slot.entry) : null;
+  if (!order) return all;
+  const rowBytes = tensorBytes(type, slot.shape.at(-1)!);
+  const out = new Uint8Array(all.length);
+  for (let r = 0; r < order.length; r++) out.set(all.subarray(order[r]! * rowBytes, (order[r]! + 1) * rowBytes), r * rowBytes);
+  return out;
+}
+
+/** The Hugging Face module (without .weight/.bias) of each part of a slot. */
+const modulesOf = (slot: GgufTensorSlot) => slot.hf.map((n) => n.replace(/\.(weight|bias)$/, ''));
+
+/** Writes `source` as a GGUF file of `o.to`; refuses, before writing, a fallback the user refused. */
+export async function quantizeGguf(source: string, output: string, o: GgufQuantizeOptions): Promise<GgufQuantizeReport> {
+  const excludedBy = globMatcher(o.exclude);
+  const fallbacks: string[] = [];
+  const excluded: string[] = [];
+  const decide = (slot: GgufTensorSlot, spec: DecoderSpec, archName: string): GgmlType => {
+    const modules = modulesOf(slot);
+    const hit = modules.filter((m) => excludedBy(m));
+    if (hit.length > 0 && hit.length < modules.length) {
+      throw new InputError(
+        `--exclude: ${hit.join(', ')} is stored with ${modules.filter((m) => !hit.includes(m)).join(', ')} ` +
+          `in GGUF tensor "${slot.name}"; ` +
+          'exclude all of them or none',
+      );
+    }
+    if (hit.length > 0 && slot.shape.length === 2) {
+      excluded.push(slot.name);
+      return 'F32';
+    }
+    const [rows, cols] = slot.shape.length === 2 ? slot.shape : [1, slot.shape[0]!];
+    const shape = { name: slot.name, layer: slot.layer, nLayers: spec.numLayers, rows: rows!, cols: cols!, arch: archName };
+    const hasOutput = !spec.tiedEmbeddings;
+    try {
+      const d = ggufTensorDecision(o.to, shape, { quantizeEmbeddings: o.quantizeEmbeddings, hasOutput });
+      if (d.type !== d.wanted) {
+        if (!o.fallback) throw new InputError(`GGUF ${o.to}: ${d.reason}; --no-fallback refuses it, so nothing is written`);
+        fallbacks.push(`${slot.name}: ${d.wanted} -> ${d.type}`);
+      }
+      return d.type;
+    } catch (e) {
+      // A type llama.cpp gives no fallback (llama-quantize refuses the file): F16 keeps the tensor exact enough.
+      if (!(e instanceof InputError) || !o.fallback || /--no-fallback/.test(e.message)) throw e;
+      const wanted = o.to.toUpperCase();
+      fallbacks.push(`${slot.name}: ${wanted} -> F16 (rows of ${cols} are not whole blocks; llama.cpp has no fallback)`);
+      return 'F16';
+    }
+  };
+  let gptq: { codes: Map<string, Uint8Array>; tokens: number; spec: DecoderSpec } | null = null;
+  const report = await writeGgufModel(source, output, {
+    fileType: ggufFileType(o.to),
+    typeOf: (slot, spec, arch) => decide(slot, spec, arch.gguf),
+    prepare:
+      o.method === 'gptq'
+        ? async (spec, weights, slots) => {
+            gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
+          }
+        : undefined,
+    encode: (slot, data, type) => {
+      const cols = slot.shape.at(-1)!;
+      if (cols % GGML_TYPES[type].blockSize !== 0) throw new Error(`GGUF: ${slot.name} cannot be ${type}`);
+      const parts = gptq ? slot.hf.map((n) => gptq!.codes.get(n)) : [];
+      if (gptq && parts.length > 0 && parts.every((p) => p !== undefined))
+        return assembleCodes(gptq.spec, slot, parts as Uint8Array[], type);
+      return quantizeRows(type, data, data.length / cols, cols);
+    },
+    onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
+  });
+  const g = gptq as { codes: Map<string, Uint8Array>; tokens: number } | null;
+  return {
+    ...report,
+    format: 'gguf',
+    to: o.to,
+    method: o.method,
+    calibrationTokens: g?.tokens ?? 0,
+    gptqLayers: g?.codes.size ?? 0,
+    fallbacks,
+    excluded,
+  };
+}
