@@ -14,6 +14,9 @@ import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { ggufCompanionFolder, readGgufModel } from '../../src/model/gguf-model.js';
 import { readModelSpec } from '../../src/model/architectures/index.js';
 import { exportModel } from '../../src/passes/export.js';
+import { exportGguf } from '../../src/passes/export/gguf.js';
+import { quantizeGguf, type GgufTarget } from '../../src/passes/quantize/gguf.js';
+import { ggufAsHfFolder } from './gguf-support.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import {
   AIDREAMS,
@@ -22,6 +25,7 @@ import {
   NEEDS_SHARED,
   SHARED,
   TINY_MODELS,
+  aidreamsReference,
   exportedArtifact,
   needsSharedModel,
   runCli,
@@ -183,3 +187,47 @@ test("llama-quantize's Q4_K_M and Q6_K files read dequantized: export, evaluate,
     String(warnings),
   );
 });
+
+/** Full-pass logits of an artifact on `ids`, [S, V] rows. */
+async function logitsOf(artifact: string, ids: number[]): Promise<Float32Array[]> {
+  const model = await DecoderModel.open(artifact, { device: 'cpu' });
+  const out = await model.forward(model.createCache(1, ids.length), [ids]);
+  const rows = ids.map((_, t) => Float32Array.from(out.at(0, t)));
+  await model.release();
+  return rows;
+}
+
+// What llmopt writes reads back as what was written: each file's export (through the reader: spec from the metadata,
+// tokenizer from tokenizer.ggml.*, the inverse layouts) against an export of the weights the file holds, laid back
+// out by the writer's test tool from the source's own config (ggufAsHfFolder).
+const READ_BACK: Array<[string, GgufTarget[]]> = [
+  ['aidreams-260k', ['f32', 'f16', 'q8_0', 'q4_0', 'q4_k_m']],
+  ['qwen3-tiny', ['f32', 'f16', 'q8_0', 'q4_0', 'q4_k_m']],
+  ['phi3-tiny', ['f16', 'q4_k_m']],
+  ['gemma3-tiny', ['f16', 'q4_k_m']],
+  ['qwen2-tiny', ['q4_k_m']],
+  ['smollm3-tiny', ['q4_k_m']],
+];
+for (const [name, targets] of READ_BACK) {
+  const source = name === 'aidreams-260k' ? AIDREAMS : sharedModel(name);
+  test(`${name}: GGUF files llmopt writes (${targets.join(', ')}) read back to the weights written, logits within 1e-5`, {
+    skip: name === 'aidreams-260k' ? NEEDS_SHARED : needsSharedModel(name),
+  }, async () => {
+    const ids = name === 'aidreams-260k' ? aidreamsReference().logits.input_ids : tinyReference(name).logits.input_ids;
+    for (const to of targets) {
+      const dir = tempDir();
+      const file = join(dir, `${to}.gguf`);
+      if (to === 'f32' || to === 'f16') await exportGguf(source, file, { dtype: to });
+      else await quantizeGguf(source, file, { to, method: 'rtn', exclude: [], quantizeEmbeddings: false, fallback: true });
+      const viaReader = join(dir, 'read');
+      await exportModel(await ggufCompanionFolder(file), viaReader, { attention: 'fused', layout: 'llmopt' });
+      const written = join(dir, 'written');
+      await exportModel(await ggufAsHfFolder(file, source, join(dir, 'hf')), written, { attention: 'fused', layout: 'llmopt' });
+      const [a, b] = [await logitsOf(viaReader, ids), await logitsOf(written, ids)];
+      let worst = 0;
+      a.forEach((row, t) => (worst = Math.max(worst, maxDiff(row, b[t]!))));
+      console.log(`# ${name} ${to}: max |reader - written| = ${worst.toExponential(2)}`);
+      assert.ok(worst <= 1e-5, `${name} ${to}: max |logit difference| ${worst}`);
+    }
+  });
+}
