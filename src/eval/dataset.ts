@@ -7,6 +7,8 @@ export interface EvalWindow {
   /** 1-based line in the file the window comes from. */
   line: number;
   ids: number[];
+  /** The first position whose prediction is scored (default 0: every token after the first). */
+  scoreFrom?: number;
 }
 
 /** Reads and tokenizes `path`; `limit` keeps only the first N documents. */

@@ -13,7 +13,7 @@ export interface EvalOptions {
 
 export interface EvalReport {
   windows: number;
-  /** Predicted tokens (each window's tokens after the first). */
+  /** Predicted tokens (each window's tokens after the first, or after its scoreFrom). */
   tokens: number;
   perplexity: number;
   meanNll: number;
@@ -35,12 +35,13 @@ export async function evaluate(model: CausalLM, windows: EvalWindow[], reference
   const started = performance.now();
   const acc = new MetricAccumulator();
   for (let i = 0; i < windows.length; i += opts.batchSize) {
-    const batch = windows.slice(i, i + opts.batchSize).map((w) => w.ids);
+    const group = windows.slice(i, i + opts.batchSize);
+    const batch = group.map((w) => w.ids);
     const logits = await forwardOnce(model, batch);
     const refLogits = reference ? await forwardOnce(reference, batch) : null;
     for (let b = 0; b < batch.length; b++) {
       const ids = batch[b]!;
-      for (let t = 0; t + 1 < ids.length; t++) {
+      for (let t = group[b]!.scoreFrom ?? 0; t + 1 < ids.length; t++) {
         acc.add(logSoftmax(logits.at(b, t)), ids[t + 1]!, refLogits ? logSoftmax(refLogits.at(b, t)) : undefined);
       }
     }

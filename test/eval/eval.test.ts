@@ -2,7 +2,9 @@
 // independent float64 implementation (dense perplexity 4.500 over 4,499 predicted tokens).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AIDREAMS, DREAMS_EVAL, MHA, NEEDS_SHARED, SAMPLE_TEXT, exportedArtifact } from '../support.js';
+import { readFileSync } from 'node:fs';
+import { AIDREAMS, DREAMS_EVAL, GQA, MHA, NEEDS_SHARED, SAMPLE_TEXT, exportedArtifact, runCli } from '../support.js';
+import { loadChunkedWindows } from '../../src/eval/chunks.js';
 import { klDivergence, logSoftmax, MetricAccumulator } from '../../src/eval/metrics.js';
 import { loadEvalWindows } from '../../src/eval/dataset.js';
 import { checkGates, evaluate } from '../../src/eval/evaluate.js';
@@ -70,4 +72,19 @@ test('aidreams-260k dense: perplexity 4.500 over 4,499 tokens, KL 0 and top-1 1 
   assert.ok(Math.abs(r.perplexity - 4.5) < 0.0005, `perplexity ${r.perplexity}`);
   assert.ok(r.reference!.kl < 1e-6);
   assert.equal(r.reference!.top1, 1);
+});
+
+test('--chunks n: windows as llama-perplexity -c n cuts the text (one stream, <s> first, the second halves scored)', () => {
+  const tokenizer = loadTokenizer(GQA);
+  const ids = tokenizer.encode(readFileSync(SAMPLE_TEXT, 'utf8'));
+  const windows = loadChunkedWindows(SAMPLE_TEXT, tokenizer, 16, 64, 1);
+  assert.equal(windows.length, Math.floor(ids.length / 16));
+  windows.forEach((w, c) => {
+    assert.deepEqual(w.ids, [1, ...ids.slice(c * 16 + 1, (c + 1) * 16)]);
+    assert.equal(w.scoreFrom, 8);
+  });
+  assert.throws(() => loadChunkedWindows(SAMPLE_TEXT, tokenizer, 128, 64, 1), /--chunks 128: longer than the model's context of 64/);
+  const r = runCli(['eval', GQA, '--data', SAMPLE_TEXT, '--chunks', '16', '--limit', '2']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--limit counts documents; --chunks reads the text as one stream/);
 });

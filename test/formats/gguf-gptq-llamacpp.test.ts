@@ -1,7 +1,8 @@
 // quantize --format gguf --method gptq checked by llama.cpp: on aidreams-260k (llama: q/k rows permuted after GPTQ) and
 // phi3-tiny (q/k/v and gate/up fused after GPTQ), llama.cpp runs the file within the RTN tolerance of llmopt's runtime on
 // its dequantized weights (codes moved with their rows as the layout moves them), GPTQ changed the calibrated tensors,
-// and on aidreams llama-perplexity's mean KL against the F32 file is lower than round-to-nearest's.
+// and on aidreams llama-perplexity's mean KL against the F32 file is lower than round-to-nearest's, and llmopt eval's KL
+// on llama-perplexity's chunks of the same weights agrees with it within 10%.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { readGgufHeader } from '../../src/formats/gguf/file.js';
 import { exportGguf } from '../../src/passes/export/gguf.js';
 import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
+import { compareModels } from '../../src/eval/compare.js';
 import { DREAMS_EVAL, DREAMS_TRAIN, aidreamsReference, needsSharedModel, sharedModel, tempDir, tinyReference } from '../support.js';
 import { LLAMACPP, ggufAsHfFolder, ggufDifferences, llamacppGreedy, llamacppSkip, llmoptGreedy } from './gguf-support.js';
 
@@ -80,6 +82,10 @@ for (const name of ['aidreams-260k', 'phi3-tiny']) {
       const [klGptq, klRtn] = [await meanKl(gptq, base, dir), await meanKl(rtn, base, dir)];
       t.diagnostic(`llama-perplexity mean KL vs F32 on dreams-eval: GPTQ ${klGptq}, round-to-nearest ${klRtn}`);
       assert.ok(klGptq < klRtn, `GPTQ's mean KL ${klGptq} is not below round-to-nearest's ${klRtn}`);
+      // llmopt eval on llama-perplexity's own chunks (--chunks 128) of the same dequantized weights agrees with it.
+      const ours = await compareModels(join(dir, 'onnx'), source, DREAMS_EVAL, { chunks: 128 });
+      t.diagnostic(`llmopt eval --chunks 128 KL ${ours.reference!.kl} over ${ours.tokens} tokens (llama-perplexity ${klGptq})`);
+      assert.ok(Math.abs(ours.reference!.kl - klGptq) <= 0.1 * klGptq, `llmopt ${ours.reference!.kl} vs llama.cpp ${klGptq}`);
     }
   });
 }

@@ -1,12 +1,13 @@
 // `llmopt eval`: perplexity over a text file and, against a reference, KL divergence and top-1
 // agreement; thresholds turn it into a CI gate (exit 1 when one fails).
 import { GateError } from '../../core/errors.js';
+import { loadChunkedWindows } from '../../eval/chunks.js';
 import { loadEvalWindows } from '../../eval/dataset.js';
 import { checkGates, evaluate } from '../../eval/evaluate.js';
 import { openReference, type OpenedReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import { openModel } from '../../runtime/model.js';
-import type { EVAL_OPTIONS } from '../../passes/eval/definition.js';
+import { evalPass, type EVAL_OPTIONS } from '../../passes/eval/definition.js';
 import type { OptionValues } from '../../passes/options.js';
 import { passCommand } from '../pass-command.js';
 import { Output, table } from '../output.js';
@@ -20,12 +21,17 @@ export function evalCommand() {
     .argument('<artifact>', 'artifact folder to evaluate')
     .addHelpText('after', '\nExample:\n  $ llmopt eval out/m --data eval.txt --reference path/to/hf-model --max-kl 0.01 --json')
     .action(async (artifact: string, o: EvalCliOptions) => {
+      evalPass.validate?.(o, new Set());
       const out = new Output(o);
       const gates = { maxKl: o.maxKl, minTop1: o.minTop1, maxPplRatio: o.maxPplRatio };
       const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
       let reference: OpenedReference | null = null;
       try {
-        const windows = loadEvalWindows(o.data, loadTokenizer(artifact), model.spec.maxPositions, o.limit);
+        const tokenizer = loadTokenizer(artifact);
+        const windows =
+          o.chunks !== undefined
+            ? loadChunkedWindows(o.data, tokenizer, o.chunks, model.spec.maxPositions, model.spec.bosTokenId)
+            : loadEvalWindows(o.data, tokenizer, model.spec.maxPositions, o.limit);
         if (o.reference) reference = await openReference(o.reference, { device: o.device, threads: o.threads });
         const bar = out.progress('eval');
         const report = await evaluate(model, windows, reference?.model ?? null, { batchSize: o.batchSize, onProgress: bar.update }).finally(

@@ -1,7 +1,7 @@
 // eval's declaration: perplexity of a model on a text and, against a reference, KL divergence and top-1
 // agreement. A recipe gates them with gate:; the command line with --max-kl, --min-top1, --max-ppl-ratio.
 import { compareModels } from '../../eval/compare.js';
-import { deviceOptions, int, number, printOptions, stageRef, textFile } from '../options.js';
+import { deviceOptions, int, number, OptionError, printOptions, stageRef, textFile } from '../options.js';
 import { definePass, QUALITY_GATES, quality, type ModelKindName } from '../pass.js';
 
 const EVALUATED: ModelKindName[] = ['hf', 'hf-quantized', 'artifact', 'sharded'];
@@ -20,6 +20,11 @@ export const EVAL_OPTIONS = {
   maxPplRatio: gate('<ratio>', 'fail (exit 1) when perplexity / reference perplexity exceeds this'),
   batchSize: int({ min: 1, default: 8, help: 'windows per forward pass' }),
   limit: int({ min: 1, help: 'evaluate only the first n documents' }),
+  chunks: int({
+    arg: '<n>',
+    min: 4,
+    help: "score as llama-perplexity -c n does: the whole text one stream, chunks of n tokens, each chunk's second half",
+  }),
   ...printOptions('no progress bar'),
 };
 
@@ -29,11 +34,16 @@ export const evalPass = definePass({
   reads: { input: EVALUATED, reference: EVALUATED },
   writes: () => null,
   figures: () => QUALITY_GATES,
+  validate: (o) => {
+    if (o.chunks !== undefined && o.limit !== undefined)
+      throw new OptionError('limit', (n) => `${n('limit')} counts documents; ${n('chunks')} reads the text as one stream`);
+  },
   run: (o, ctx) =>
     compareModels(ctx.reads.input!, ctx.reads.reference!, o.data, {
       device: ctx.device,
       batchSize: o.batchSize,
       limit: o.limit,
+      chunks: o.chunks,
       onProgress: ctx.onProgress,
     }),
   measured: quality,
