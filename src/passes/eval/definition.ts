@@ -1,7 +1,7 @@
 // eval's declaration: perplexity of a model on a text and, against a reference, KL divergence and top-1
 // agreement. A recipe gates them with gate:; the command line with --max-kl, --min-top1, --max-ppl-ratio.
 import { compareModels } from '../../eval/compare.js';
-import { deviceOptions, int, number, printOptions, stageRef, textFile } from '../options.js';
+import { boolean, deviceOptions, int, number, printOptions, stageRef, textFile } from '../options.js';
 import { definePass, QUALITY_GATES, quality, type ModelKindName } from '../pass.js';
 
 const EVALUATED: ModelKindName[] = ['hf', 'hf-quantized', 'artifact', 'sharded'];
@@ -20,6 +20,7 @@ export const EVAL_OPTIONS = {
   maxPplRatio: gate('<ratio>', 'fail (exit 1) when perplexity / reference perplexity exceeds this'),
   batchSize: int({ min: 1, default: 8, help: 'windows per forward pass' }),
   limit: int({ min: 1, help: 'evaluate only the first n documents' }),
+  chat: boolean({ only: 'cli', help: "each document is a user message, rendered with the model's chat template before scoring" }),
   ...printOptions('no progress bar'),
 };
 
