@@ -69,6 +69,7 @@ export class StreamingDecoder {
 
   /** Whatever is left (an incomplete character at the end is emitted as-is). */
   flush(): string {
+    if (this.ids.length === 0) return '';
     const text = this.tokenizer.decode(this.ids);
     const delta = text.startsWith(this.emitted) ? text.slice(this.emitted.length) : '';
     this.emitted = text;

@@ -58,7 +58,7 @@ export class LiveScheduler implements RequestSource {
       {
         slots: opts.slots,
         stopTokens: opts.stopTokens,
-        onToken: (i, id) => this.handlers.get(i)?.onToken(id, this.track.completion(i).logprobs?.at(-1)),
+        onToken: (i, id) => this.deliver(i, id),
         onDone: (i) => this.finish(i),
       },
       opts.capacity ?? model.spec.maxPositions,
@@ -133,6 +133,15 @@ export class LiveScheduler implements RequestSource {
     wake?.();
   }
 
+  /** Hands a token to its request's handler; a handler that throws cancels its own request, never the batch. */
+  private deliver(i: number, id: number): void {
+    try {
+      this.handlers.get(i)?.onToken(id, this.track.completion(i).logprobs?.at(-1));
+    } catch {
+      this.cancels.add(i);
+    }
+  }
+
   private finish(i: number, error?: Error): void {
     const h = this.handlers.get(i);
     if (!h) return;
@@ -141,7 +150,11 @@ export class LiveScheduler implements RequestSource {
     this.cancels.delete(i);
     this.track.forget(i);
     this.active--;
-    h.onDone(completion, error);
+    try {
+      h.onDone(completion, error);
+    } catch {
+      // The request is over either way; its handler's failure is its own.
+    }
   }
 
   /** The batch loop; a failed forward pass fails what was in flight, and the loop starts over for the rest. */

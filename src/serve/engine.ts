@@ -92,6 +92,7 @@ export class Engine {
     let sent = 0; // characters of `text` handed to onDelta
     let stopped = false;
     let count = 0;
+    let failed: Error | null = null;
     const infos: TokenInfo[] = [];
     const stopAt = (): number => {
       let at = -1;
@@ -107,39 +108,50 @@ export class Engine {
         { prompt: r.prompt, maxNewTokens: r.maxTokens, sampling: r.sampling, stopTokens: r.stopTokens, logprobs: r.logprobs },
         {
           onToken: (id, lp) => {
-            const now = performance.now();
-            this.metrics.generatedTokens++;
-            if (count++ === 0) this.metrics.timeToFirstToken.observe((now - arrived) / 1000);
-            else this.metrics.interTokenLatency.observe((now - last) / 1000);
-            last = now;
-            if (stopped) return;
-            const delta = decoder.push(id);
-            text += delta;
-            let info: TokenInfo | null = null;
-            if (lp) {
-              const top: Record<string, number> = {};
-              for (const t of lp.top) top[this.tokenizer.decode([t.id], false)] = t.logprob;
-              info = { text: delta, logprob: lp.logprob, top };
-              infos.push(info);
-            }
-            const at = r.stop.length > 0 ? stopAt() : -1;
-            if (at >= 0) {
-              text = text.slice(0, at);
-              stopped = true;
+            if (failed) return;
+            try {
+              const now = performance.now();
+              this.metrics.generatedTokens++;
+              if (count++ === 0) this.metrics.timeToFirstToken.observe((now - arrived) / 1000);
+              else this.metrics.interTokenLatency.observe((now - last) / 1000);
+              last = now;
+              if (stopped) return;
+              const delta = decoder.push(id);
+              text += delta;
+              let info: TokenInfo | null = null;
+              if (lp) {
+                const top: Record<string, number> = {};
+                for (const t of lp.top) top[this.tokenizer.decode([t.id], false)] = t.logprob;
+                info = { text: delta, logprob: lp.logprob, top };
+                infos.push(info);
+              }
+              const at = r.stop.length > 0 ? stopAt() : -1;
+              if (at >= 0) {
+                text = text.slice(0, at);
+                stopped = true;
+                ticket.cancel();
+              }
+              const upTo = stopped ? text.length : safeLength(text, r.stop);
+              if (upTo > sent || info) {
+                onDelta(text.slice(sent, Math.max(sent, upTo)), info);
+                sent = Math.max(sent, upTo);
+              }
+            } catch (e) {
+              // A failure of this request alone (its text or its client) never reaches the shared batch loop.
+              failed = e as Error;
               ticket.cancel();
-            }
-            const upTo = stopped ? text.length : safeLength(text, r.stop);
-            if (upTo > sent || info) {
-              onDelta(text.slice(sent, Math.max(sent, upTo)), info);
-              sent = Math.max(sent, upTo);
             }
           },
           onDone: (c, error) => {
             signal.removeEventListener('abort', abort);
-            if (error) return reject(error);
-            if (!stopped) {
-              text += decoder.flush();
-              if (text.length > sent) onDelta(text.slice(sent), null);
+            if (error || failed) return reject(error ?? failed);
+            try {
+              if (!stopped) {
+                text += decoder.flush();
+                if (text.length > sent) onDelta(text.slice(sent), null);
+              }
+            } catch (e) {
+              return reject(e);
             }
             resolve({
               text,
