@@ -46,7 +46,7 @@ before(async () => {
   assert.equal(chat.stopReason, 'eos');
   chatIds = chat.ids;
   chatText = chat.text;
-  served = await startServer([artifact, '--api-key', KEY, '--slots', '3']);
+  served = await startServer([artifact, '--api-key', KEY, '--slots', '3', '--threads', '1']);
   client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: KEY, maxRetries: 0 });
 });
 
@@ -168,7 +168,7 @@ test('chat on a model without a chat template: a 400 from serve, exit 2 from gen
   const e = runCli(['eval', plain, '--chat', '--data', 'fixtures/text/sample.txt', '--limit', '1']);
   assert.equal(e.code, 2);
   assert.match(e.stderr, /no chat_template/);
-  const s = await startServer([plain]);
+  const s = await startServer([plain, '--threads', '1']);
   try {
     const c = await fetch(`${s.url}/v1/chat/completions`, {
       method: 'POST',
