@@ -134,6 +134,7 @@ const FLAGS: Record<string, string[]> = {
     '--max-ppl-ratio',
     '--batch-size=8',
     '--limit',
+    '--chat',
     '--json',
     '--quiet',
   ],
