@@ -36,8 +36,25 @@ export interface LiveTicket {
   cancel(): void;
 }
 
+/** What a server needs of a live queue: this continuous batch, or speculative-queue.ts's one-at-a-time drafting. */
+export interface TokenScheduler {
+  /** Tokens a request may hold, prompt and generation together. */
+  readonly context: number;
+  /** Requests waiting for a slot. */
+  readonly waiting: number;
+  /** Requests submitted and not yet over (waiting or decoding). */
+  readonly inFlight: number;
+  /** Requests decoded together. */
+  readonly slots: number;
+  /** Whether requests may ask for logprobs. */
+  readonly logprobs: boolean;
+  submit(request: Request, handlers: LiveHandlers): LiveTicket;
+  /** Stops taking requests and resolves once everything submitted is over. */
+  close(): Promise<void>;
+}
+
 /** One continuous-batching loop over a queue that stays open until `close`. */
-export class LiveScheduler implements RequestSource {
+export class LiveScheduler implements RequestSource, TokenScheduler {
   private readonly track: Tracker;
   private readonly handlers = new Map<number, LiveHandlers>();
   private readonly queue: number[] = [];
@@ -48,6 +65,7 @@ export class LiveScheduler implements RequestSource {
   private readonly loop: Promise<void>;
   /** Timings summed over everything served so far. */
   readonly totals: ServeResult = emptyResult([]);
+  readonly logprobs = true;
 
   constructor(
     readonly model: CausalLM,
@@ -69,6 +87,10 @@ export class LiveScheduler implements RequestSource {
   /** Tokens a request may hold, prompt and generation together. */
   get context(): number {
     return this.track.context;
+  }
+
+  get slots(): number {
+    return this.opts.slots;
   }
 
   /** Requests waiting for a slot. */

@@ -1,8 +1,8 @@
-// One generation request of the server, from token ids to text: submitted to the live scheduler, its
+// One generation request of the server, from token ids to text: submitted to the live queue, its
 // tokens decoded incrementally, stop strings matched on the text (held back while they might still be
 // starting), and the request cancelled when its client leaves or a stop string ends it.
 import { StreamingDecoder, type TextTokenizer } from '../formats/tokenizer.js';
-import type { LiveScheduler } from '../runtime/live-scheduler.js';
+import type { TokenScheduler } from '../runtime/live-scheduler.js';
 import type { SamplingOptions, StopReason } from '../runtime/sampling.js';
 import type { Metrics } from './metrics.js';
 import { HttpError, type FinishReason } from './openai.js';
@@ -48,7 +48,7 @@ function safeLength(text: string, stops: string[]): number {
 
 export class Engine {
   constructor(
-    readonly scheduler: LiveScheduler,
+    readonly scheduler: TokenScheduler,
     readonly tokenizer: TextTokenizer,
     readonly metrics: Metrics,
   ) {}

@@ -87,7 +87,7 @@ export function buildServer(o: ServerOptions): LlmServer {
   app.get('/metrics', async (_req, reply) =>
     reply
       .type('text/plain; version=0.0.4')
-      .send(metrics.render({ waiting: engine.scheduler.waiting, inFlight: engine.scheduler.inFlight, slots: engine.scheduler.opts.slots })),
+      .send(metrics.render({ waiting: engine.scheduler.waiting, inFlight: engine.scheduler.inFlight, slots: engine.scheduler.slots })),
   );
 
   /** Counts the request in flight for drain, and aborts its generation when the client goes away. */
@@ -158,6 +158,8 @@ export function buildServer(o: ServerOptions): LlmServer {
     const p = b.prompt;
     const prompt =
       typeof p === 'string' ? engine.tokenizer.encode(p) : typeof p[0] === 'string' ? engine.tokenizer.encode(p[0]) : (p as number[]);
+    if (b.logprobs !== undefined && b.logprobs !== null && !engine.scheduler.logprobs)
+      throw new HttpError(400, 'logprobs are not available with speculative decoding (--draft)', undefined, 'logprobs');
     const r: GenerationRequest = { ...common(b, prompt, b.max_tokens ?? COMPLETION_MAX_TOKENS), logprobs: b.logprobs ?? undefined };
     const id = `cmpl-${randomUUID()}`;
     const now = Math.floor(Date.now() / 1000);

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { GQA, exportedArtifact, runCli } from '../support.js';
+import { GQA, MHA, exportedArtifact, runCli } from '../support.js';
 import { startServer, TURN_TEMPLATE, withChatTemplate, type Served } from './helpers.js';
 
 const KEY = 'sk-test-key';
@@ -188,4 +188,32 @@ test('eval --chat scores the templated text', () => {
   assert.equal(chat.code, 0, chat.stderr);
   const flat = runCli(['eval', artifact, ...args]);
   assert.ok(JSON.parse(chat.stdout).tokens > JSON.parse(flat.stdout).tokens, 'the template adds tokens around each document');
+});
+
+test('--draft: speculative decoding behind the same API gives the greedy output; logprobs are refused', async () => {
+  const want = generateJson(artifact, ['-p', PROMPT, '-n', '20']);
+  const s = await startServer([artifact, '--draft', await exportedArtifact(MHA, 'fused'), '--draft-tokens', '3', '--threads', '1']);
+  try {
+    const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'none', maxRetries: 0 });
+    const ask = { model: 'artifact', prompt: PROMPT, max_tokens: 20, temperature: 0 } as const;
+    const whole = await c.completions.create(ask);
+    assert.equal(whole.choices[0]!.text, want.text);
+    assert.equal(whole.usage!.completion_tokens, want.ids.length);
+    let text = '';
+    for await (const chunk of await c.completions.create({ ...ask, stream: true })) text += chunk.choices[0]?.text ?? '';
+    assert.equal(text, want.text);
+    const chat = await c.chat.completions.create({
+      model: 'artifact',
+      messages: [{ role: 'user', content: 'hello there' }],
+      max_tokens: 16,
+      temperature: 0,
+    });
+    assert.equal(chat.choices[0]!.message.content, chatText);
+    await assert.rejects(
+      c.completions.create({ ...ask, logprobs: 1 }),
+      (e: Error & { status?: number }) => e.status === 400 && /--draft/.test(e.message),
+    );
+  } finally {
+    assert.equal(await s.stop(), 0, s.stderr());
+  }
 });

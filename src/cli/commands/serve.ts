@@ -6,8 +6,9 @@ import { InputError } from '../../core/errors.js';
 import { loadChatTemplate, type ChatTemplate } from '../../formats/chat-template.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
 import type { Device } from '../../runtime/device.js';
-import { LiveScheduler } from '../../runtime/live-scheduler.js';
-import { openModel } from '../../runtime/model.js';
+import { LiveScheduler, type TokenScheduler } from '../../runtime/live-scheduler.js';
+import { SpeculativeQueue } from '../../runtime/speculative-queue.js';
+import { openModel, type CausalLM } from '../../runtime/model.js';
 import { Engine } from '../../serve/engine.js';
 import { Metrics } from '../../serve/metrics.js';
 import { buildServer } from '../../serve/server.js';
@@ -20,6 +21,8 @@ interface ServeCliOptions {
   slots: number;
   context?: number;
   apiKey?: string;
+  draft?: string;
+  draftTokens: number;
   modelName?: string;
   bodyLimit: number;
   device: Device;
@@ -37,6 +40,8 @@ export function serveCommand(): Command {
     .option('--host <address>', 'address to bind (127.0.0.1: this machine only)', '127.0.0.1')
     .option('--slots <n>', 'requests decoded together (continuous batching)', intOption('--slots', 1), 4)
     .option('--context <n>', "tokens per request, prompt and output (default: the model's context)", intOption('--context', 2))
+    .option('--draft <artifact>', 'speculative decoding with this draft artifact (requests then run one at a time)')
+    .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every request but /health')
     .option('--model-name <id>', 'the model id clients use (default: the artifact folder name)')
     .option('--body-limit <bytes>', 'largest request body (413 above it)', intOption('--body-limit', 1024), 1 << 20)
@@ -52,8 +57,10 @@ export function serveCommand(): Command {
     .action(async (artifact: string, o: ServeCliOptions) => {
       const out = new Output(o);
       const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
-      let scheduler: LiveScheduler | null = null;
+      let scheduler: TokenScheduler | null = null;
+      let draft: CausalLM | null = null;
       try {
+        if (o.draft) draft = await openModel(o.draft, { device: o.device, threads: o.threads });
         if (o.context !== undefined && o.context > model.spec.maxPositions)
           throw new InputError(`--context ${o.context}: the model's context is ${model.spec.maxPositions} tokens`);
         const tokenizer = loadTokenizer(artifact);
@@ -64,7 +71,9 @@ export function serveCommand(): Command {
           if (!(e instanceof InputError)) throw e;
           out.log(`no chat template: /v1/chat/completions answers 400 (${e.message})`);
         }
-        scheduler = new LiveScheduler(model, { slots: o.slots, capacity: o.context });
+        scheduler = draft
+          ? new SpeculativeQueue(model, draft, { draftTokens: o.draftTokens, capacity: o.context })
+          : new LiveScheduler(model, { slots: o.slots, capacity: o.context });
         const engine = new Engine(scheduler, tokenizer, new Metrics());
         const modelName = o.modelName ?? basename(resolve(artifact));
         const server = buildServer({ modelName, engine, chat, apiKey: o.apiKey, bodyLimit: o.bodyLimit });
@@ -77,8 +86,8 @@ export function serveCommand(): Command {
         } catch (e) {
           throw new InputError(`cannot listen on ${o.host}:${o.port} (${(e as Error).message})`);
         }
-        if (o.json) out.json({ url: address, model: modelName, slots: o.slots, context: engine.context, chat: chat !== null });
-        else out.result(`listening on ${address} (model ${modelName}, ${o.slots} slots, context ${engine.context})`);
+        if (o.json) out.json({ url: address, model: modelName, slots: scheduler.slots, context: engine.context, chat: chat !== null });
+        else out.result(`listening on ${address} (model ${modelName}, ${scheduler.slots} slots, context ${engine.context})`);
         const signal = await stopped;
         out.log(`${signal}: draining`);
         await server.drain();
@@ -86,6 +95,7 @@ export function serveCommand(): Command {
       } finally {
         await scheduler?.close();
         await model.release();
+        await draft?.release();
       }
     });
 }
