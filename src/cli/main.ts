@@ -9,6 +9,7 @@ import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { inspectCommand } from './commands/inspect.js';
 import { runCommand } from './commands/run.js';
+import { serveCommand } from './commands/serve.js';
 import { pruneCommand } from './commands/prune.js';
 import { quantizeCommand } from './commands/quantize.js';
 import { synthCommand } from './commands/synth.js';
@@ -34,6 +35,7 @@ export function program(): Command {
     synthCommand(),
     benchCommand(),
     devicesCommand(),
+    serveCommand(),
   ])
     p.addCommand(c);
   // Every subcommand reports usage errors through exitOverride so main() owns the exit code.

@@ -12,7 +12,7 @@ export interface EvalWindow {
 }
 
 /** Reads and tokenizes `path`; `limit` keeps only the first N documents. */
-export function loadEvalWindows(path: string, tokenizer: TextTokenizer, context: number, limit?: number): EvalWindow[] {
+export function loadEvalWindows(path: string, tokenizer: Pick<TextTokenizer, 'encode'>, context: number, limit?: number): EvalWindow[] {
   const lines = readUtf8File(path).split(/\r?\n/);
   const windows: EvalWindow[] = [];
   let docs = 0;

@@ -12,6 +12,10 @@ export class TextTokenizer {
   constructor(
     private readonly tok: Tokenizer,
     readonly path: string,
+    /** Added tokens marked special (content -> id): what ends a chat turn is one of these. */
+    readonly specialTokens: ReadonlyMap<string, number> = new Map(),
+    /** tokenizer_config.json, as read (the chat template and the bos/eos strings it uses live there). */
+    readonly config: Record<string, unknown> = {},
   ) {}
 
   /** Token ids of `text`; with special tokens (`<s>`) as the tokenizer's post-processor adds them. */
@@ -35,8 +39,10 @@ export function loadTokenizer(dir: string): TextTokenizer {
   const json = readJsonFile(path);
   const cfgPath = join(dir, 'tokenizer_config.json');
   const cfg = existsSync(cfgPath) ? readJsonFile(cfgPath) : {};
+  const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Array<{ id: number; content: string; special?: boolean }>) : [];
+  const special = new Map(added.filter((t) => t.special).map((t) => [t.content, t.id] as const));
   try {
-    return new TextTokenizer(new Tokenizer(json, cfg), path);
+    return new TextTokenizer(new Tokenizer(json, cfg), path, special, cfg);
   } catch (e) {
     throw new InputError(`${path}: cannot build the tokenizer (${(e as Error).message})`);
   }
@@ -63,6 +69,7 @@ export class StreamingDecoder {
 
   /** Whatever is left (an incomplete character at the end is emitted as-is). */
   flush(): string {
+    if (this.ids.length === 0) return '';
     const text = this.tokenizer.decode(this.ids);
     const delta = text.startsWith(this.emitted) ? text.slice(this.emitted.length) : '';
     this.emitted = text;

@@ -31,9 +31,21 @@ export interface ArtifactHooks {
   passes?: PassRecord[];
 }
 
+/** One more graph of the same model in the transformers.js layout: onnx/<name>.onnx + onnx/<name>.onnx_data. */
+export interface ArtifactVariant {
+  /** transformers.js's dtype it is selected by (`fp16`, `q4` ...). */
+  dtype: string;
+  /** File name without `.onnx`, e.g. `model_q4`. */
+  name: string;
+  linear?: LinearEmitter;
+  embedding?: EmbeddingEmitter;
+}
+
 export interface ArtifactOptions extends ArtifactHooks {
   attention: AttentionForm;
   layout: ArtifactLayout;
+  /** transformers.js layout only: further dtype variants beside onnx/model.onnx (fp32). */
+  variants?: ArtifactVariant[];
   opset?: number;
   /** Checks on the opened spec before anything is written (the attention form's limits). */
   check?: (spec: DecoderSpec) => void;
@@ -53,12 +65,21 @@ export async function writeOnnxArtifact(source: string, output: string, opts: Ar
   const opset = opts.opset ?? 17;
   const jsLayout = opts.layout === 'transformers.js';
   const dataName = jsLayout ? 'model.onnx_data' : 'model.onnx.data';
+  const variants = jsLayout ? (opts.variants ?? []) : [];
   try {
     opts.check?.(spec);
     const folder = {
       format: 'llmopt-artifact' as const,
       source,
-      passes: [...(opts.passes ?? []), passRecord('export', { attention: opts.attention, layout: opts.layout, opset })],
+      passes: [
+        ...(opts.passes ?? []),
+        passRecord('export', {
+          attention: opts.attention,
+          layout: opts.layout,
+          opset,
+          ...(variants.length > 0 ? { dtypes: ['fp32', ...variants.map((v) => v.dtype)] } : {}),
+        }),
+      ],
       model: {
         file: jsLayout ? 'onnx/model.onnx' : 'model.onnx',
         dataFile: jsLayout ? 'onnx/model.onnx_data' : 'model.onnx.data',
@@ -70,27 +91,42 @@ export async function writeOnnxArtifact(source: string, output: string, opts: Ar
     return await writeModelFolder(output, folder, async (tmp) => {
       const onnxDir = jsLayout ? join(tmp, 'onnx') : tmp;
       mkdirSync(onnxDir, { recursive: true });
-      const data = new ExternalDataWriter(join(onnxDir, dataName), dataName);
-      const g = new GraphBuilder(data);
-      const total = weightTensorCount(spec);
+      const total = weightTensorCount(spec) * (1 + variants.length);
       let done = 0;
-      try {
-        await buildDecoderGraph(g, spec, model.weights, {
-          attention: opts.attention,
-          linear: opts.linear,
-          embedding: opts.embedding,
-          onTensor: () => opts.onProgress?.(++done, total),
-        });
-      } finally {
-        data.close();
-      }
-      const bytes = encodeModel(g, 'llmopt_decoder', { opset, producerVersion: TOOL_VERSION });
-      // A graph that fails our structural check is a builder bug: never hand it to a user.
-      assertGraphValid(bytes);
-      writeFileSync(join(onnxDir, 'model.onnx'), bytes);
+      const graph = async (name: string, data: string, hooks: { linear?: LinearEmitter; embedding?: EmbeddingEmitter }) => {
+        const writer = new ExternalDataWriter(join(onnxDir, data), data);
+        const g = new GraphBuilder(writer);
+        try {
+          await buildDecoderGraph(g, spec, model.weights, {
+            attention: opts.attention,
+            linear: hooks.linear,
+            embedding: hooks.embedding,
+            onTensor: () => opts.onProgress?.(++done, total),
+          });
+        } finally {
+          writer.close();
+        }
+        const bytes = encodeModel(g, 'llmopt_decoder', { opset, producerVersion: TOOL_VERSION });
+        // A graph that fails our structural check is a builder bug: never hand it to a user.
+        assertGraphValid(bytes);
+        writeFileSync(join(onnxDir, `${name}.onnx`), bytes);
+        return bytes;
+      };
+      const bytes = await graph('model', dataName, opts);
+      for (const v of variants) await graph(v.name, `${v.name}.onnx_data`, v);
 
       const config = JSON.parse(readFileSync(join(source, 'config.json'), 'utf8'));
-      if (jsLayout) config['transformers.js_config'] = { use_external_data_format: true, dtype: 'fp32' };
+      if (jsLayout && variants.length === 0) config['transformers.js_config'] = { use_external_data_format: true, dtype: 'fp32' };
+      else if (jsLayout) {
+        // One external data chunk per graph; every variant keeps float32 inputs, outputs and cache.
+        const files = ['model', ...variants.map((v) => v.name)];
+        const dtypes = ['fp32', ...variants.map((v) => v.dtype)];
+        config['transformers.js_config'] = {
+          dtype: 'fp32',
+          use_external_data_format: Object.fromEntries(files.map((f) => [`${f}.onnx`, 1])),
+          kv_cache_dtype: Object.fromEntries(dtypes.map((d) => [d, 'float32'])),
+        };
+      }
       writeFileSync(join(tmp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
       return { spec, parameters: parameterCount(spec), modelBytes: bytes.byteLength, dataBytes: statSync(join(onnxDir, dataName)).size };
     });

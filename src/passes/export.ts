@@ -4,6 +4,7 @@ import { InputError } from '../core/errors.js';
 import { writeOnnxArtifact, type ArtifactHooks } from '../model/artifact-writer.js';
 import { ATTENTION, ATTENTION_FORMS, type AttentionForm } from '../core/io.js';
 import type { DecoderSpec } from '../core/spec.js';
+import { dtypeEmitters, TJS_SUFFIX, type TjsDtype } from './export/dtypes.js';
 
 export const LAYOUTS = ['llmopt', 'transformers.js'] as const;
 export type Layout = (typeof LAYOUTS)[number];
@@ -13,6 +14,8 @@ export interface ExportOptions extends ArtifactHooks {
   attention: AttentionForm;
   /** llmopt: model.onnx + model.onnx.data at the top; transformers.js: onnx/model.onnx + onnx/model.onnx_data. */
   layout: Layout;
+  /** transformers.js layout: the dtypes to write (onnx/model<suffix>.onnx each); fp32 is always written. */
+  dtypes?: TjsDtype[];
   opset?: number;
 }
 
@@ -34,7 +37,12 @@ export async function exportModel(source: string, output: string, opts: ExportOp
       throw new InputError(`--attention ${opts.attention}: its cache inputs are llmopt's own; ${hint}`);
     }
   };
-  const written = await writeOnnxArtifact(source, output, { ...opts, check });
+  if (opts.dtypes?.length && opts.layout !== 'transformers.js')
+    throw new InputError(`--dtype ${opts.dtypes.join(', ')}: dtype variants are for --layout transformers.js`);
+  const variants = [...new Set(opts.dtypes ?? [])]
+    .filter((d) => d !== 'fp32')
+    .map((dtype) => ({ dtype, name: `model${TJS_SUFFIX[dtype]}`, ...dtypeEmitters(dtype) }));
+  const written = await writeOnnxArtifact(source, output, { ...opts, check, variants });
   return {
     output,
     attention: opts.attention,

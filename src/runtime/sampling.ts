@@ -108,8 +108,39 @@ export class Sampler {
   }
 }
 
-/** Why a sequence stopped: an end-of-sequence id, its max new tokens, or the model's context. */
-export type StopReason = 'eos' | 'length' | 'context';
+/** The log-probability (natural log, of the model's own distribution) of a chosen token and its top alternatives. */
+export interface TokenLogprob {
+  logprob: number;
+  top: Array<{ id: number; logprob: number }>;
+}
+
+/** log softmax of `logits` at `id`, and the `top` most likely ids with theirs. */
+export function tokenLogprob(logits: Float32Array, id: number, top: number): TokenLogprob {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  let sum = 0;
+  for (const v of logits) sum += Math.exp(v - max);
+  const norm = max + Math.log(sum);
+  const best: Array<{ id: number; logprob: number }> = [];
+  if (top > 0) {
+    // A running top-k: vocabularies are large and k is at most a handful.
+    for (let t = 0; t < logits.length; t++) {
+      const v = logits[t]!;
+      if (best.length === top && v <= best[top - 1]!.logprob) continue;
+      best.push({ id: t, logprob: v });
+      best.sort((a, b) => b.logprob - a.logprob);
+      if (best.length > top) best.pop();
+    }
+    for (const b of best) b.logprob -= norm;
+  }
+  return { logprob: logits[id]! - norm, top: best };
+}
+
+/**
+ * Why a sequence stopped: an end-of-sequence id, its max new tokens, the model's context, or its caller
+ * cancelling it (a server's client that left, or a stop string the caller matched).
+ */
+export type StopReason = 'eos' | 'length' | 'context' | 'cancelled';
 
 /** When one sequence ends: on a stop id, or once it has its budget (max new tokens, cut by the context). */
 export class StopRule {

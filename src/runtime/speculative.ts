@@ -16,6 +16,8 @@ export interface SpeculativeOptions {
   /** Token ids that end generation (defaults to the target's eos ids). */
   stopTokens?: number[];
   onToken?: (id: number) => void;
+  /** Polled before each round and after each token: true ends generation early (stop reason 'cancelled'). */
+  cancelled?: () => boolean;
 }
 
 export interface SpeculativeResult {
@@ -117,7 +119,7 @@ async function speculate(
     seq.push(id);
     r.tokens.push(id);
     opts.onToken?.(id);
-    const why = rule.after(id, r.tokens.length);
+    const why = rule.after(id, r.tokens.length) ?? (opts.cancelled?.() ? 'cancelled' : null);
     if (why) r.stopReason = why;
     return why !== null;
   };
@@ -129,6 +131,10 @@ async function speculate(
   t0 = performance.now();
   // Invariant between rounds: the target's cache holds seq but its last token, which the next pass feeds.
   while (!done) {
+    if (opts.cancelled?.()) {
+      r.stopReason = 'cancelled';
+      break;
+    }
     // Proposals stop one short of the budget: the target's pass always adds a token of its own.
     const K = Math.min(opts.draftTokens, budget - r.tokens.length - 1);
     const proposals: number[] = [];

@@ -15,7 +15,7 @@ import type { AttentionForm } from '../../src/core/io.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
-import { LLAMA3_SHAPE, TINY_MODELS, needsSharedModel, sharedModel, tinyReference } from '../support.js';
+import { GQA, LLAMA3_SHAPE, TINY_MODELS, needsSharedModel, runCli, sharedModel, tinyReference } from '../support.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../../shared/models/aidreams-260k/', import.meta.url));
 const SKIP = existsSync(path.join(MODEL_DIR, 'reference.json'))
@@ -196,5 +196,70 @@ for (const attention of ['fused', 'standard'] as const satisfies readonly Attent
     } finally {
       await fs.rm(root, { recursive: true, force: true });
     }
+  });
+}
+
+// --dtype: every variant transformers.js selects by dtype (model.onnx, model_fp16, model_quantized (q8), model_q4,
+// model_q4f16) in one folder; transformers.js loads each with `dtype` set, and its greedy ids must equal llmopt's
+// runtime's on the same file (run here from a folder where that file is the model).
+test("transformers.js loads every dtype variant of llmopt's export with llmopt's greedy ids", { skip: SKIP }, async () => {
+  const out = path.join(tmp, 'dtypes');
+  await exportModel(MODEL_DIR, out, { attention: 'fused', layout: 'transformers.js', dtypes: ['fp16', 'q8', 'q4', 'q4f16'] });
+  const config = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'))['transformers.js_config'];
+  const files = { fp32: 'model', fp16: 'model_fp16', q8: 'model_quantized', q4: 'model_q4', q4f16: 'model_q4f16' } as const;
+  const { prompt_ids: promptIds, ids: referenceIds } = ref.greedy_from_prompt;
+  const sampling = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+  const seen = new Set<string>();
+  for (const [dtype, name] of Object.entries(files) as Array<[keyof typeof files, string]>) {
+    assert.equal(config.use_external_data_format[`${name}.onnx`], 1, `${name}.onnx: one external data chunk`);
+    assert.equal(config.kv_cache_dtype[dtype], 'float32');
+    // llmopt's runtime on this variant: a folder whose onnx/model.onnx is the variant's graph.
+    const alone = path.join(tmp, `dtype-${dtype}`);
+    await fs.mkdir(path.join(alone, 'onnx'), { recursive: true });
+    for (const f of await fs.readdir(out)) if (f !== 'onnx') await fs.copyFile(path.join(out, f), path.join(alone, f));
+    await fs.copyFile(path.join(out, 'onnx', `${name}.onnx`), path.join(alone, 'onnx', 'model.onnx'));
+    await fs.copyFile(path.join(out, 'onnx', `${name}.onnx_data`), path.join(alone, 'onnx', `${name}.onnx_data`));
+    const ours = await DecoderModel.open(alone, { device: 'cpu' });
+    let want: number[];
+    try {
+      want = (await generate(ours, [promptIds], { maxNewTokens: referenceIds.length, sampling, stopTokens: [] })).tokens[0]!;
+    } finally {
+      await ours.release();
+    }
+    const model = await AutoModelForCausalLM.from_pretrained(out, { dtype, device: 'cpu', local_files_only: true });
+    try {
+      const ids = await model.generate({
+        inputs: new Tensor('int64', BigInt64Array.from(promptIds, BigInt), [1, promptIds.length]),
+        attention_mask: new Tensor('int64', new BigInt64Array(promptIds.length).fill(1n), [1, promptIds.length]),
+        max_new_tokens: referenceIds.length,
+        do_sample: false,
+      });
+      const got = continuation(ids, promptIds.length);
+      console.log(`# aidreams ${dtype}: ${got.filter((id, i) => id === referenceIds[i]).length}/${got.length} of llama2.c's ids`);
+      assert.deepEqual(got, want, dtype);
+      if (dtype === 'fp32') assert.deepEqual(got, referenceIds);
+      seen.add(JSON.stringify(got));
+    } finally {
+      await model.dispose();
+    }
+  }
+  assert.ok(seen.size > 1, 'the variants are different models (at least one continuation differs)');
+});
+
+for (const [what, args, message] of [
+  ['an unknown dtype', ['--layout', 'transformers.js', '--dtype', 'q3'], /--dtype q3: expected one of fp32, fp16, q8, q4, q4f16/],
+  [
+    'a dtype without the transformers.js layout',
+    ['--dtype', 'q4'],
+    /--dtype q4: dtype variants are written in --layout transformers.js only/,
+  ],
+] as const) {
+  test(`export --dtype: ${what} is refused (exit 2) and nothing is written`, async () => {
+    const out = path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'llmopt-dtype-')), 'out');
+    const r = runCli(['export', GQA, '-o', out, ...args]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, message);
+    assert.ok(!existsSync(out), 'no output folder');
+    await fs.rm(path.dirname(out), { recursive: true, force: true });
   });
 }

@@ -6,6 +6,7 @@ import { loadEvalWindows } from '../../eval/dataset.js';
 import { checkGates, evaluate } from '../../eval/evaluate.js';
 import { openReference, type OpenedReference } from '../../eval/reference.js';
 import { loadTokenizer } from '../../formats/tokenizer.js';
+import { loadChatTemplate } from '../../formats/chat-template.js';
 import { openModel } from '../../runtime/model.js';
 import { evalPass, type EVAL_OPTIONS } from '../../passes/eval/definition.js';
 import type { OptionValues } from '../../passes/options.js';
@@ -28,10 +29,13 @@ export function evalCommand() {
       let reference: OpenedReference | null = null;
       try {
         const tokenizer = loadTokenizer(artifact);
+        const chat = o.chat ? loadChatTemplate(tokenizer) : null;
+        // --chat scores each document as the model sees it in a conversation: one user turn, templated.
+        const encoder = chat ? { encode: (text: string) => chat.encode([{ role: 'user', content: text }]) } : tokenizer;
         const windows =
           o.chunks !== undefined
-            ? loadChunkedWindows(o.data, tokenizer, o.chunks, model.spec.maxPositions, model.spec.bosTokenId)
-            : loadEvalWindows(o.data, tokenizer, model.spec.maxPositions, o.limit);
+            ? loadChunkedWindows(o.data, encoder, o.chunks, model.spec.maxPositions, model.spec.bosTokenId)
+            : loadEvalWindows(o.data, encoder, model.spec.maxPositions, o.limit);
         if (o.reference) reference = await openReference(o.reference, { device: o.device, threads: o.threads });
         const bar = out.progress('eval');
         const report = await evaluate(model, windows, reference?.model ?? null, { batchSize: o.batchSize, onProgress: bar.update }).finally(

@@ -6,6 +6,7 @@ import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';
 import { checkDraft, generateWithDraft } from '../../runtime/speculative.js';
 import { loadTokenizer, readUtf8File, StreamingDecoder } from '../../formats/tokenizer.js';
+import { loadChatTemplate } from '../../formats/chat-template.js';
 import { collect, deviceOptions, intOption, numberOption } from '../options.js';
 import { Output } from '../output.js';
 
@@ -22,6 +23,7 @@ interface GenerateCliOptions {
   threads?: number;
   draft?: string;
   draftTokens: number;
+  chat?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -39,6 +41,7 @@ export function generateCommand(): Command {
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
     .option('--draft <artifact>', 'speculative decoding with this draft artifact (same vocabulary; prompts run one at a time)')
     .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
+    .option('--chat', "each prompt is a user message, rendered with the model's chat template (stops at its end of turn)")
     .option('--json', 'print ids, text and timings as JSON')
     .option('-q, --quiet', 'no logs')
     .addHelpText(
@@ -46,6 +49,7 @@ export function generateCommand(): Command {
       '\nExample:\n' +
         '  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n' +
         '  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n' +
+        '  $ llmopt generate out/m --chat --prompt "What is the capital of France?"\n' +
         '  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"',
     )
     .action(async (artifact: string, o: GenerateCliOptions) => {
@@ -68,13 +72,16 @@ export function generateCommand(): Command {
       try {
         if (draft) checkDraft(model, draft);
         const tokenizer = loadTokenizer(artifact);
-        const prompts = texts.map((t) => tokenizer.encode(t));
+        const chat = o.chat ? loadChatTemplate(tokenizer) : null;
+        const prompts = texts.map((t) => (chat ? chat.encode([{ role: 'user', content: t }]) : tokenizer.encode(t)));
         checkPrompts(model, prompts);
         const streaming = !o.json && texts.length === 1;
         const stream = new StreamingDecoder(tokenizer);
-        if (streaming) process.stdout.write(texts[0]!);
+        // A chat reply is printed alone; a plain continuation follows its prompt.
+        if (streaming && !chat) process.stdout.write(texts[0]!);
         const options = {
           maxNewTokens: o.maxNewTokens,
+          stopTokens: chat ? [...new Set([...model.spec.eosTokenIds, ...chat.endOfTurnIds])] : undefined,
           sampling: { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed },
           onToken: streaming ? (_row: number, id: number) => void process.stdout.write(stream.push(id)) : undefined,
         };
@@ -110,7 +117,7 @@ export function generateCommand(): Command {
           });
         }
         if (streaming) process.stdout.write(`${stream.flush()}\n`);
-        else texts.forEach((t, i) => out.result(`[${i + 1}] ${t}${tokenizer.decode(result.tokens[i]!)}`));
+        else texts.forEach((t, i) => out.result(`[${i + 1}] ${chat ? '' : t}${tokenizer.decode(result.tokens[i]!)}`));
         out.log(
           `${generated} tokens; prefill ${timing.prefillTokensPerSecond.toFixed(1)} tok/s` +
             (timing.decodeTokensPerSecond ? `, decode ${timing.decodeTokensPerSecond.toFixed(1)} tok/s` : '') +

@@ -1,7 +1,7 @@
 // eval's declaration: perplexity of a model on a text and, against a reference, KL divergence and top-1
 // agreement. A recipe gates them with gate:; the command line with --max-kl, --min-top1, --max-ppl-ratio.
 import { compareModels } from '../../eval/compare.js';
-import { deviceOptions, int, number, OptionError, printOptions, stageRef, textFile } from '../options.js';
+import { boolean, deviceOptions, int, number, OptionError, printOptions, stageRef, textFile } from '../options.js';
 import { definePass, QUALITY_GATES, quality, type ModelKindName } from '../pass.js';
 
 const EVALUATED: ModelKindName[] = ['hf', 'hf-quantized', 'artifact', 'sharded'];
@@ -25,6 +25,7 @@ export const EVAL_OPTIONS = {
     min: 4,
     help: "score as llama-perplexity -c n does: the whole text one stream, chunks of n tokens, each chunk's second half",
   }),
+  chat: boolean({ only: 'cli', help: "each document is a user message, rendered with the model's chat template before scoring" }),
   ...printOptions('no progress bar'),
 };
 
@@ -37,6 +38,8 @@ export const evalPass = definePass({
   validate: (o) => {
     if (o.chunks !== undefined && o.limit !== undefined)
       throw new OptionError('limit', (n) => `${n('limit')} counts documents; ${n('chunks')} reads the text as one stream`);
+    if (o.chunks !== undefined && o.chat)
+      throw new OptionError('chat', (n) => `${n('chat')} templates each document; ${n('chunks')} reads the text as one stream`);
   },
   run: (o, ctx) =>
     compareModels(ctx.reads.input!, ctx.reads.reference!, o.data, {

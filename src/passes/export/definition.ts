@@ -1,10 +1,12 @@
-// export's declaration: Hugging Face folder (float, or compressed-tensors) -> a float32 ONNX artifact, or one
-// llama.cpp GGUF file (F32/F16/BF16, as llama.cpp's converter writes it).
+// export's declaration: Hugging Face folder (float, or compressed-tensors) -> a float32 ONNX artifact (with the
+// transformers.js layout, the dtype variants transformers.js selects beside it), or one llama.cpp GGUF file
+// (F32/F16/BF16, as llama.cpp's converter writes it).
 import { ATTENTION_FORMS } from '../../core/io.js';
 import { exportModel, LAYOUTS, type ExportReport } from '../export.js';
-import { choice, OptionError, outputFolder, printOptions, type OptionValues } from '../options.js';
+import { choice, OptionError, outputFolder, printOptions, repeatable, type OptionValues } from '../options.js';
 import { definePass } from '../pass.js';
-import { exportGguf, GGUF_DTYPES, type GgufExportReport } from './gguf.js';
+import { TJS_DTYPES, type TjsDtype } from './dtypes.js';
+import { exportGguf, GGUF_DTYPES, type GgufDtype, type GgufExportReport } from './gguf.js';
 
 export const EXPORT_FORMATS = ['onnx', 'gguf'] as const;
 
@@ -15,10 +17,12 @@ const options = {
     default: 'onnx',
     help: 'onnx: an artifact folder llmopt and onnxruntime run; gguf: one file llama.cpp (Ollama, LM Studio) loads',
   }),
-  dtype: choice(GGUF_DTYPES, {
+  // One flag for the two meanings a user means by it: the GGUF file's float type, or transformers.js' dtype variants.
+  dtype: repeatable({
     arg: '<dtype>',
-    default: 'f32',
-    help: "gguf: matrices in f32 | f16 | bf16 (norms and vectors stay f32, as llama.cpp's converter writes them)",
+    help:
+      `--format gguf: matrices in ${GGUF_DTYPES.join(' | ')} (default f32; norms and vectors stay f32, as llama.cpp's converter ` +
+      `writes them); --layout transformers.js: also write the variant transformers.js loads for ${TJS_DTYPES.join(' | ')} (repeatable)`,
   }),
   attention: choice(ATTENTION_FORMS, {
     arg: '<form>',
@@ -38,6 +42,9 @@ export type ExportCliOptions = OptionValues<typeof options>;
 /** What export reports: an ONNX artifact's figures or a GGUF file's. */
 export type ExportPassReport = (ExportReport & { format: 'onnx' }) | GgufExportReport;
 
+/** The GGUF float type asked for (f32 when none). */
+const ggufDtype = (o: { dtype: string[] }): GgufDtype => (o.dtype[0] ?? 'f32') as GgufDtype;
+
 export const exportPass = definePass({
   name: 'export',
   options,
@@ -50,13 +57,20 @@ export const exportPass = definePass({
       for (const key of ['attention', 'layout'] as const) {
         if (given.has(key)) throw new OptionError(key, (n) => `${n(key)}: an ONNX option; ${n('format')} gguf writes one llama.cpp file`);
       }
+      if (o.dtype.length > 1)
+        throw new OptionError('dtype', (n) => `${n('dtype')}: a GGUF file has one float type, given ${o.dtype.join(', ')}`);
+      const d = ggufDtype(o);
+      if (!(GGUF_DTYPES as readonly string[]).includes(d))
+        throw new OptionError('dtype', (n) => `${n('dtype')} ${d}: ${n('format')} gguf writes ${GGUF_DTYPES.join(', ')}`);
       return;
     }
-    if (given.has('dtype')) {
-      throw new OptionError(
-        'dtype',
-        (n) => `${n('dtype')} ${o.dtype}: a GGUF option (add ${n('format')} gguf); the ONNX artifact is float32`,
-      );
+    for (const d of o.dtype) {
+      if ((GGUF_DTYPES as readonly string[]).includes(d))
+        throw new OptionError('dtype', (n) => `${n('dtype')} ${d}: a GGUF option (add ${n('format')} gguf); the ONNX artifact is float32`);
+      if (o.layout !== 'transformers.js')
+        throw new OptionError('dtype', (n) => `${n('dtype')} ${d}: dtype variants are written in ${n('layout')} transformers.js only`);
+      if (!(TJS_DTYPES as readonly string[]).includes(d))
+        throw new OptionError('dtype', (n) => `${n('dtype')} ${d}: expected one of ${TJS_DTYPES.join(', ')}`);
     }
     if (o.attention === 'inplace' && o.layout === 'transformers.js') {
       throw new OptionError(
@@ -66,10 +80,11 @@ export const exportPass = definePass({
     }
   },
   run: async (o, ctx): Promise<ExportPassReport> => {
-    if (o.format === 'gguf') return exportGguf(ctx.reads.input!, ctx.output, { dtype: o.dtype, onProgress: ctx.onProgress });
+    if (o.format === 'gguf') return exportGguf(ctx.reads.input!, ctx.output, { dtype: ggufDtype(o), onProgress: ctx.onProgress });
     const report = await exportModel(ctx.reads.input!, ctx.output, {
       attention: o.attention,
       layout: o.layout,
+      dtypes: o.dtype as TjsDtype[],
       onProgress: ctx.onProgress,
     });
     return { format: 'onnx', ...report };

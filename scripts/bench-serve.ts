@@ -1,0 +1,139 @@
+// Serving benchmark (`npm run bench:serve`): the cost of the HTTP layer. One seeded trace (mixed prompt and
+// output lengths, everything waiting from the start) runs through the continuous-batching scheduler in
+// process (what `llmopt bench` measures) and through `llmopt serve` (the built CLI, streamed by `--clients`
+// concurrent HTTP clients), alternately, several repetitions; throughput, end-to-end p50/p95 and their
+// ratios (serve / in process). Flags: --model <hf folder> (default ../shared aidreams-260k, else the GQA
+// fixture), --requests 256, --clients 64, --slots 8, --reps 3, --threads 1.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportModel } from '../src/passes/export.js';
+import { DecoderModel } from '../src/runtime/decoder.js';
+import { seededRandom } from '../src/runtime/sampling.js';
+import { measureServing } from '../src/bench/serving.js';
+import { percentile } from '../src/bench/stats.js';
+import type { Request } from '../src/runtime/scheduler.js';
+import { describeMachine, flag, formatStats, log, machine, stats, textFlag } from './bench/common.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const AIDREAMS = join(ROOT, '..', 'shared', 'models', 'aidreams-260k');
+const source = textFlag('model') ?? (existsSync(AIDREAMS) ? AIDREAMS : join(ROOT, 'fixtures', 'tiny-llama-gqa'));
+const requests = flag('requests', 256);
+const clients = flag('clients', 64);
+const slots = flag('slots', 8);
+const reps = flag('reps', 3);
+const threads = flag('threads', 1);
+
+interface Run {
+  tokens: number;
+  seconds: number;
+  /** End-to-end p50 and p95, ms. */
+  e2e: number[];
+}
+
+/** The trace: prompts of 4-36 tokens, 8-40 new tokens each, seeded. */
+function trace(vocab: number, context: number): Request[] {
+  const random = seededRandom(17);
+  return Array.from({ length: requests }, () => {
+    const length = 4 + Math.floor(random() * 33);
+    const prompt = [1, ...Array.from({ length: length - 1 }, () => 3 + Math.floor(random() * (vocab - 3)))];
+    return { prompt, maxNewTokens: Math.min(8 + Math.floor(random() * 33), context - length) };
+  });
+}
+
+async function inProcess(model: DecoderModel, trace: Request[]): Promise<Run> {
+  const r = await measureServing(model, trace, 'continuous', slots);
+  return { tokens: r.generatedTokens, seconds: r.seconds, e2e: [r.endToEnd.p50, r.endToEnd.p95] };
+}
+
+/** Streams every request of the trace from `clients` concurrent HTTP clients; end-to-end per request. */
+async function overHttp(url: string, trace: Request[]): Promise<Run> {
+  const t0 = performance.now();
+  const e2e: number[] = [];
+  let tokens = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async (_, w) => {
+      for (let j = w; j < trace.length; j += clients) {
+        const { prompt, maxNewTokens } = trace[j]!;
+        const body = { prompt, max_tokens: maxNewTokens, temperature: 0, stream: true, stream_options: { include_usage: true } };
+        const res = await fetch(`${url}/v1/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+        const text = await res.text();
+        const usage = /"completion_tokens":(\d+)/.exec(text);
+        if (!res.ok || !usage) throw new Error(`request ${j}: ${res.status} ${text.slice(0, 200)}`);
+        tokens += Number(usage[1]);
+        e2e.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { tokens, seconds: (performance.now() - t0) / 1000, e2e: [percentile(e2e, 50), percentile(e2e, 95)] };
+}
+
+async function startServe(artifact: string): Promise<{ url: string; stop: () => Promise<void> }> {
+  const proc = spawn(process.execPath, [
+    join(ROOT, 'bin', 'llmopt.js'),
+    'serve',
+    artifact,
+    '--port',
+    '0',
+    '--slots',
+    String(slots),
+    '--threads',
+    String(threads),
+  ]);
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    proc.on('exit', (code) => reject(new Error(`llmopt serve exited ${code}`)));
+  });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      proc.once('exit', () => resolve());
+      proc.kill('SIGTERM');
+    });
+  return { url, stop };
+}
+
+const work = mkdtempSync(join(tmpdir(), 'llmopt-bench-serve-'));
+try {
+  const artifact = join(work, 'artifact');
+  await exportModel(source, artifact, { attention: 'fused', layout: 'llmopt' });
+  const model = await DecoderModel.open(artifact, { device: 'cpu', threads });
+  const server = await startServe(artifact);
+  try {
+    const t = trace(model.spec.vocabSize, model.spec.maxPositions);
+    log('warming up');
+    await inProcess(model, t.slice(0, 32)); // warm-up, both sides
+    await overHttp(server.url, t.slice(0, 32));
+    const local: Run[] = [];
+    const http: Run[] = [];
+    for (let r = 0; r < reps; r++) {
+      local.push(await inProcess(model, t));
+      http.push(await overHttp(server.url, t));
+    }
+    const tps = (runs: Run[]) => stats(runs.map((x) => x.tokens / x.seconds));
+    const ratio = stats(local.map((l, i) => http[i]!.tokens / http[i]!.seconds / (l.tokens / l.seconds)));
+    const e2e = (runs: Run[], k: number) => formatStats(stats(runs.map((x) => x.e2e[k]!)), 0);
+    const lines = [
+      describeMachine(machine()),
+      `model: ${source}; ${requests} requests, ${clients} HTTP clients, ${slots} slots, ${threads} thread(s), ${reps} repetitions`,
+      `in process (llmopt bench's continuous batching): ${formatStats(tps(local))} tok/s, end-to-end p50 ${e2e(local, 0)} ms, p95 ${e2e(local, 1)} ms`,
+      `llmopt serve (HTTP, streamed): ${formatStats(tps(http))} tok/s, end-to-end p50 ${e2e(http, 0)} ms, p95 ${e2e(http, 1)} ms`,
+      `throughput serve / in process: ${formatStats(ratio, 3)}`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    await server.stop();
+    await model.release();
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
