@@ -2,13 +2,16 @@
 // output lengths, everything waiting from the start) runs through the continuous-batching scheduler in
 // process (what `llmopt bench` measures) and through `llmopt serve` (the built CLI, streamed by `--clients`
 // concurrent HTTP clients), alternately, several repetitions; throughput, end-to-end p50/p95 and their
-// ratios (serve / in process). Flags: --model <hf folder> (default ../shared aidreams-260k, else the GQA
-// fixture), --requests 256, --clients 64, --slots 8, --reps 3, --threads 1.
-import { spawn } from 'node:child_process';
+// ratios (serve / in process). Where ../shared/tools/llama.cpp exists, llama-server runs the same weights (llmopt's
+// F32 GGUF of the model), the same trace, slots and threads, interleaved too. Flags: --model <hf folder> (default
+// ../shared aidreams-260k, else the GQA fixture), --requests 256, --clients 64, --slots 8, --reps 3, --threads 1.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportModel } from '../src/passes/export.js';
+import { exportGguf } from '../src/passes/export/gguf.js';
 import { DecoderModel } from '../src/runtime/decoder.js';
 import { seededRandom } from '../src/runtime/sampling.js';
 import { measureServing } from '../src/bench/serving.js';
@@ -63,7 +66,8 @@ async function overHttp(url: string, trace: Request[]): Promise<Run> {
           body: JSON.stringify(body),
         });
         const text = await res.text();
-        const usage = /"completion_tokens":(\d+)/.exec(text);
+        // llmopt serve and llama-server both report the count (usage; llama-server's timings too).
+        const usage = /"completion_tokens":(\d+)/.exec(text) ?? /"predicted_n":(\d+)/.exec(text);
         if (!res.ok || !usage) throw new Error(`request ${j}: ${res.status} ${text.slice(0, 200)}`);
         tokens += Number(usage[1]);
         e2e.push(performance.now() - t0);
@@ -102,22 +106,70 @@ async function startServe(artifact: string): Promise<{ url: string; stop: () => 
   return { url, stop };
 }
 
+const LLAMA_SERVER = join(ROOT, '..', 'shared', 'tools', 'llama.cpp', 'bin', 'llama-server');
+
+/** A free TCP port on 127.0.0.1 (llama-server takes no port 0). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** llama-server on `gguf`: as many parallel slots, each with the model's context, `threads` threads, F32 KV cache. */
+async function startLlamaServer(gguf: string, context: number): Promise<{ url: string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const args = ['-m', gguf, '--host', '127.0.0.1', '--port', String(port), '-np', String(slots), '-c', String(slots * context)];
+  const proc: ChildProcess = spawn(LLAMA_SERVER, [...args, '-t', String(threads), '-tb', String(threads), '--no-warmup'], {
+    stdio: 'ignore',
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    if (proc.exitCode !== null) throw new Error(`llama-server exited ${proc.exitCode}`);
+    const ok = await fetch(`${url}/health`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      proc.once('exit', () => resolve());
+      proc.kill('SIGTERM');
+    });
+  return { url, stop };
+}
+
 const work = mkdtempSync(join(tmpdir(), 'llmopt-bench-serve-'));
 try {
   const artifact = join(work, 'artifact');
   await exportModel(source, artifact, { attention: 'fused', layout: 'llmopt' });
   const model = await DecoderModel.open(artifact, { device: 'cpu', threads });
   const server = await startServe(artifact);
+  let peer: { url: string; stop: () => Promise<void> } | null = null;
+  if (existsSync(LLAMA_SERVER)) {
+    const gguf = join(work, 'model-f32.gguf');
+    await exportGguf(source, gguf, { dtype: 'f32' });
+    peer = await startLlamaServer(gguf, model.spec.maxPositions);
+  } else log(`${LLAMA_SERVER} is absent: no llama-server comparison`);
   try {
     const t = trace(model.spec.vocabSize, model.spec.maxPositions);
     log('warming up');
-    await inProcess(model, t.slice(0, 32)); // warm-up, both sides
+    await inProcess(model, t.slice(0, 32)); // warm-up, every side
     await overHttp(server.url, t.slice(0, 32));
+    if (peer) await overHttp(peer.url, t.slice(0, 32));
     const local: Run[] = [];
     const http: Run[] = [];
+    const llama: Run[] = [];
     for (let r = 0; r < reps; r++) {
       local.push(await inProcess(model, t));
       http.push(await overHttp(server.url, t));
+      if (peer) llama.push(await overHttp(peer.url, t));
     }
     const tps = (runs: Run[]) => stats(runs.map((x) => x.tokens / x.seconds));
     const ratio = stats(local.map((l, i) => http[i]!.tokens / http[i]!.seconds / (l.tokens / l.seconds)));
@@ -129,9 +181,18 @@ try {
       `llmopt serve (HTTP, streamed): ${formatStats(tps(http))} tok/s, end-to-end p50 ${e2e(http, 0)} ms, p95 ${e2e(http, 1)} ms`,
       `throughput serve / in process: ${formatStats(ratio, 3)}`,
     ];
+    if (peer) {
+      const vsPeer = stats(http.map((h, i) => h.tokens / h.seconds / (llama[i]!.tokens / llama[i]!.seconds)));
+      lines.push(
+        `llama-server (same weights as F32 GGUF, ${slots} slots): ${formatStats(tps(llama))} tok/s, ` +
+          `end-to-end p50 ${e2e(llama, 0)} ms, p95 ${e2e(llama, 1)} ms`,
+        `throughput llmopt serve / llama-server: ${formatStats(vsPeer, 3)}`,
+      );
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     await server.stop();
+    await peer?.stop();
     await model.release();
   }
 } finally {

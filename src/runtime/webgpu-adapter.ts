@@ -142,10 +142,29 @@ function writeCache(key: string, entry: ProbeResult & { warnings: string[] }): v
   }
 }
 
-/** The probe's file beside this one, .ts under tsx (tests), .js in dist. */
-function probeEntry(): string {
+/** A child entry beside this file (webgpu-probe, webgpu-details), .ts under tsx (tests), .js in dist. */
+function childEntry(name: string): string {
   const here = fileURLToPath(import.meta.url);
-  return join(dirname(here), `webgpu-probe${extname(here)}`);
+  return join(dirname(here), `${name}${extname(here)}`);
+}
+
+/** The adapter's description from Dawn's Node binding, in a child of its own; a failure is reported, not thrown. */
+function runDetails(): Promise<NonNullable<ProbeResult['details']>> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [...process.execArgv, childEntry('webgpu-details')], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), PROBE_TIMEOUT_MS);
+    child.on('error', (e) => done({ unavailable: String(e.message) }));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      try {
+        done(JSON.parse(out.trim().split('\n').pop() ?? ''));
+      } catch {
+        done({ unavailable: `the adapter description crashed (${signal ? `killed by ${signal}` : `exit code ${code}`})` });
+      }
+    });
+  });
 }
 
 const PROBE_TIMEOUT_MS = 120_000;
@@ -153,7 +172,7 @@ const PROBE_TIMEOUT_MS = 120_000;
 /** Runs the probe child and collects its JSON line and its stderr warnings. */
 function runProbe(): Promise<ProbeResult & { warnings: string[] }> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [...process.execArgv, probeEntry()], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...process.execArgv, childEntry('webgpu-probe')], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -197,8 +216,11 @@ export function webgpuAdapter(opts: { fresh?: boolean } = {}): Promise<AdapterRe
     const key = adapterFingerprint();
     const hit = opts.fresh ? undefined : readCache()[key];
     const found = hit ?? (await runProbe());
+    // The adapter's own description: with a new probe, or for an entry cached before it was read.
+    const described = found.adapter && found.details === undefined;
+    if (described) found.details = await runDetails();
     // Only a probe that reached a verdict is worth keeping; a crash or missing adapter probes again.
-    if (!hit && found.adapter) writeCache(key, found);
+    if ((!hit || described) && found.adapter) writeCache(key, found);
     const drivers = vulkanDrivers();
     return {
       ...found,

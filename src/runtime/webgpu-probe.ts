@@ -2,6 +2,7 @@
 // does it run float16 shaders, does its GroupQueryAttention kernel agree with the CPU. It prints one JSON
 // line; run apart so that Dawn's own warnings and a crashing kernel stay out of the caller's process.
 import * as ort from 'onnxruntime-node';
+import type { AdapterDetails } from './webgpu-details.js';
 import { f16Problem, GQA_CHECK_SHAPES, gqaProblem, maxAbsDiff, type KernelProblem } from './webgpu-problems.js';
 
 /** What one probe found (webgpu-adapter.ts reads it). */
@@ -16,6 +17,8 @@ export interface ProbeResult {
   f16Failure?: string;
   /** One entry per self-check shape: the largest |WebGPU - CPU| of the attention output. */
   gqa: { problem: string; maxDiff: number }[];
+  /** The adapter's own description (webgpu-details.ts), or why it could not be read. */
+  details?: AdapterDetails | { unavailable: string };
 }
 
 /** onnxruntime's message, first line, without its source location and check expression. */

@@ -41,7 +41,7 @@ for (const model of ['gemma3-tiny', 'phi3-tiny'] as const) {
   });
 }
 
-test('a Qwen3 with a 151,936-token vocabulary: int4 embeddings and head, w8a8 and fp16 stay close to float', () => {
+test('a Qwen3 with a 151,936-token vocabulary: int4 embeddings and head, and fp16, stay close to float', () => {
   const dir = tempDir();
   const source = join(dir, 'qwen3-large-vocab');
   ok(
@@ -58,7 +58,8 @@ test('a Qwen3 with a 151,936-token vocabulary: int4 embeddings and head, w8a8 an
     ]),
   );
   const kl: Record<string, number> = {};
-  for (const v of VARIANTS) {
+  // The vocabulary's weight is in the embedding and head: fp16 and int4 quantize both (w8a8 leaves them float).
+  for (const v of VARIANTS.filter((x) => x.name !== 'w8a8')) {
     const out = join(dir, v.name);
     ok(['quantize', source, ...v.args, '-o', out, '-q']);
     kl[v.name] = klAgainst(out, source, SAMPLE_TEXT);

@@ -32,12 +32,19 @@ test('devices on SwiftShader: a software adapter, no shader-f16, the GroupQueryA
     assert.match(w.f16Failure, /requires f16/);
     assert.equal(w.gqaCorrect, false, 'onnxruntime 1.30 on subgroups of 4 (microsoft/onnxruntime#26064); if this fails, recheck the fault');
     assert.ok(w.gqa[0].maxDiff > 1e-4);
+    // The adapter's own description, from Dawn's Node binding (the optional webgpu package) when installed.
+    if (!('unavailable' in w.details)) {
+      assert.deepEqual([w.details.vendor, w.details.architecture, w.details.fallback], ['google', 'swiftshader', true]);
+      assert.deepEqual([w.details.subgroupMinSize, w.details.subgroupMaxSize, w.details.shaderF16], [4, 4, false]);
+      assert.ok(w.details.limits.maxComputeInvocationsPerWorkgroup >= 256);
+    } else assert.match(w.details.unavailable, /optional 'webgpu' package/);
   }
   const text = runCliWebGpu(['devices']);
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /^webgpu +adapter found: /m);
   assert.match(text.stdout, /attention self-check/);
   assert.match(text.stdout, /probed +earlier \(cached per adapter/);
+  assert.match(text.stdout, /subgroup sizes +4-4|vendor, architecture, subgroups, limits +unknown/);
 });
 
 test('devices with an empty Vulkan driver manifest: no adapter, and the loader says why', { skip: NEEDS_WEBGPU }, () => {

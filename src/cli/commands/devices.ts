@@ -30,7 +30,22 @@ function webgpuRows(r: DevicesReport): Array<[string, string]> {
       : `GroupQueryAttention FAILS (max |diff| ${worst.toPrecision(2)} > ${SELF_CHECK_TOLERANCE}): fused graphs run it on the CPU`,
   ]);
   rows.push(['  probed', w.cached ? 'earlier (cached per adapter; --refresh probes again)' : 'now']);
-  rows.push(['  vendor, architecture, subgroups, limits', 'not exposed by onnxruntime-node (see the README, "GPU: WebGPU")']);
+  const d = w.details;
+  if (!d || 'unavailable' in d) {
+    rows.push(['  vendor, architecture, subgroups, limits', `unknown: ${d?.unavailable ?? 'not probed'} (onnxruntime-node exposes none)`]);
+    return rows;
+  }
+  rows.push([
+    '  vendor, architecture',
+    `${d.vendor} ${d.architecture} (${d.description || d.device})${d.fallback ? ', fallback adapter' : ''}`,
+  ]);
+  rows.push(['  subgroup sizes', d.subgroupMinSize === null ? 'unknown' : `${d.subgroupMinSize}-${d.subgroupMaxSize}`]);
+  rows.push([
+    '  limits',
+    Object.entries(d.limits)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', '),
+  ]);
   return rows;
 }
 
