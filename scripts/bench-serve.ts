@@ -124,7 +124,9 @@ function freePort(): Promise<number> {
 async function startLlamaServer(gguf: string, context: number): Promise<{ url: string; stop: () => Promise<void> }> {
   const port = await freePort();
   const args = ['-m', gguf, '--host', '127.0.0.1', '--port', String(port), '-np', String(slots), '-c', String(slots * context)];
-  const proc: ChildProcess = spawn(LLAMA_SERVER, [...args, '-t', String(threads), '-tb', String(threads), '--no-warmup'], {
+  // An HTTP thread per client: with fewer, clients that keep their connection open starve the others (cpp-httplib).
+  const http = ['--threads-http', String(clients)];
+  const proc: ChildProcess = spawn(LLAMA_SERVER, [...args, '-t', String(threads), '-tb', String(threads), ...http, '--no-warmup'], {
     stdio: 'ignore',
   });
   const url = `http://127.0.0.1:${port}`;
