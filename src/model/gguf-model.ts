@@ -2,7 +2,7 @@
 // table, inverted), its tokenizer as Hugging Face files, and its tensors dequantized to float32 one at a time in the
 // Hugging Face layout. Commands that read model folders get a small companion folder (config.json, tokenizer,
 // a marker naming the file) whose weights are read from the GGUF file itself.
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
@@ -20,7 +20,7 @@ import {
 import { GGUF_MAGIC, readGgufHeader, readGgufTensor, type GgufFile, type GgufTensorInfo } from '../formats/gguf/file.js';
 import { dequantizeRows } from '../formats/gguf/quants/index.js';
 import type { GgmlType } from '../formats/gguf/ggml-types.js';
-import { tokenizerFilesOf } from '../formats/gguf/tokenizer-json.js';
+import { tokenizerFilesOf, type TokenizerFiles } from '../formats/gguf/tokenizer-json.js';
 import { GGUF_SOURCE_MARKER } from '../formats/gguf/companion.js';
 import type { Json } from '../formats/hf-config.js';
 import { configJsonOf, specFromConfig } from './architectures/index.js';
@@ -47,6 +47,8 @@ export interface GgufModel {
   plan: GgufTensorEntry[];
   /** ggml types present beyond F32/F16/BF16 (empty for a float file). */
   quantizedTypes: string[];
+  /** The tokenizer as Hugging Face files, from tokenizer.ggml.*. */
+  tokenizer: TokenizerFiles;
 }
 
 const scalar = (file: GgufFile, key: string) => file.metadata.get(key)?.value;
@@ -102,8 +104,25 @@ function llama3ScalingOf(path: string, spec: DecoderSpec, factors: Float32Array)
   throw new InputError(`${path}: rope_freqs.weight matches no Llama 3 rope scaling llmopt knows (factor ${factor})`);
 }
 
-/** Reads a GGUF file's header into a model: spec, config.json and the tensor plan; refuses what llmopt cannot read. */
-export async function readGgufModel(path: string): Promise<GgufModel> {
+const models = new Map<string, Promise<GgufModel>>();
+
+/**
+ * Reads a GGUF file's header into a model: spec, config.json, tokenizer and the tensor plan; refuses what llmopt
+ * cannot read. Read once per file and process: every pass that opens the file's companion folder shares it.
+ */
+export function readGgufModel(path: string): Promise<GgufModel> {
+  const abs = resolve(path);
+  let model = models.get(abs);
+  if (!model) {
+    model = readModel(abs);
+    models.set(abs, model);
+    // A refusal is not kept: the next open reads the file again.
+    model.catch(() => models.delete(abs));
+  }
+  return model;
+}
+
+async function readModel(path: string): Promise<GgufModel> {
   const file = readGgufHeader(path);
   const name = scalar(file, 'general.architecture');
   const arch = typeof name === 'string' ? ggufArchitectureNamed(name) : undefined;
@@ -130,7 +149,8 @@ export async function readGgufModel(path: string): Promise<GgufModel> {
   const numLayers = need(partial.numLayers, 'block_count');
   const headDim = partial.headDim ?? hiddenSize / numHeads;
   const tokens = file.metadata.get('tokenizer.ggml.tokens');
-  const tokenizer = tokenizerFilesOf(file.metadata, path, partial.maxPositions ?? 2048);
+  const maxPositions = need(partial.maxPositions, 'context_length');
+  const tokenizer = tokenizerFilesOf(file.metadata, path, maxPositions);
   let spec: DecoderSpec = {
     architecture: arch.llmopt[0]!,
     hiddenSize,
@@ -140,7 +160,7 @@ export async function readGgufModel(path: string): Promise<GgufModel> {
     headDim,
     intermediateSize: need(partial.intermediateSize, 'feed_forward_length'),
     vocabSize: embd.shape[0]!,
-    maxPositions: need(partial.maxPositions, 'context_length'),
+    maxPositions,
     rmsNormEps: partial.rmsNormEps ?? 1e-5,
     ropeTheta: partial.ropeTheta ?? 10000,
     ropeScaling: partial.ropeScaling ?? null,
@@ -187,7 +207,7 @@ export async function readGgufModel(path: string): Promise<GgufModel> {
   const extra = file.tensors.find((t) => !planned.has(t.name));
   if (extra) throw new InputError(`${path}: tensor "${extra.name}" is not one llmopt reads for ${arch.gguf}`);
   const quantizedTypes = [...new Set(file.tensors.map((t) => t.type).filter((t) => !isFloatType(t)))];
-  return { file, arch, spec: final, config, plan, quantizedTypes };
+  return { file, arch, spec: final, config, plan, quantizedTypes, tokenizer };
 }
 
 /** rope scaling from the rope factor tensors and keys llama.cpp keeps it in. */
@@ -271,9 +291,9 @@ export async function ggufCompanionFolder(path: string): Promise<string> {
     const root = companionRoot;
     process.once('exit', () => rmSync(root, { recursive: true, force: true }));
   }
-  const dir = join(companionRoot, basename(abs).replace(/\.gguf$/i, '') || 'model');
-  mkdirSync(dir, { recursive: true });
-  const tokenizer = tokenizerFilesOf(model.file.metadata, abs, model.spec.maxPositions);
+  // A folder of its own per file: two files of one name (a/m.gguf, b/m.gguf) in one run must not share one.
+  const dir = mkdtempSync(join(companionRoot, `${basename(abs).replace(/\.gguf$/i, '') || 'model'}-`));
+  const { tokenizer } = model;
   const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
   writeFileSync(join(dir, 'config.json'), json(model.config));
   writeFileSync(

@@ -148,31 +148,20 @@ function childEntry(name: string): string {
   return join(dirname(here), `${name}${extname(here)}`);
 }
 
-/** The adapter's description from Dawn's Node binding, in a child of its own; a failure is reported, not thrown. */
-function runDetails(): Promise<NonNullable<ProbeResult['details']>> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [...process.execArgv, childEntry('webgpu-details')], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), PROBE_TIMEOUT_MS);
-    child.on('error', (e) => done({ unavailable: String(e.message) }));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      try {
-        done(JSON.parse(out.trim().split('\n').pop() ?? ''));
-      } catch {
-        done({ unavailable: `the adapter description crashed (${signal ? `killed by ${signal}` : `exit code ${code}`})` });
-      }
-    });
-  });
-}
-
 const PROBE_TIMEOUT_MS = 120_000;
 
-/** Runs the probe child and collects its JSON line and its stderr warnings. */
-function runProbe(): Promise<ProbeResult & { warnings: string[] }> {
+/** What a child entry printed: its last stdout line parsed (null when none parses), its stderr, how it ended. */
+interface ChildRun<T> {
+  result: T | null;
+  stderr: string;
+  /** "exit code 1" or "killed by SIGKILL". */
+  ended: string;
+}
+
+/** Runs a child entry (killed after PROBE_TIMEOUT_MS) and parses the JSON line it ends with. */
+function runChild<T>(name: string): Promise<ChildRun<T>> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [...process.execArgv, childEntry('webgpu-probe')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...process.execArgv, childEntry(name)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -181,27 +170,36 @@ function runProbe(): Promise<ProbeResult & { warnings: string[] }> {
     child.on('error', fail);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      const warnings = err
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => /^Warning: /.test(l))
-        .map((l) => l.replace(/^Warning: /, ''));
-      const line = out.trim().split('\n').pop() ?? '';
+      let result: T | null = null;
       try {
-        done({ ...(JSON.parse(line) as ProbeResult), warnings });
+        result = JSON.parse(out.trim().split('\n').pop() ?? '') as T;
       } catch {
-        const why = signal ? `killed by ${signal}` : `exit code ${code}`;
-        const last = err.trim().split('\n').filter(Boolean).pop() ?? '';
-        done({
-          adapter: false,
-          shaderF16: false,
-          gqa: [],
-          failure: `the WebGPU probe crashed (${why}${last ? `: ${last}` : ''})`,
-          warnings,
-        });
+        // Reported through `ended`.
       }
+      done({ result, stderr: err, ended: signal ? `killed by ${signal}` : `exit code ${code}` });
     });
   });
+}
+
+/** The adapter's description from Dawn's Node binding, in a child of its own; a failure is reported, not thrown. */
+async function runDetails(): Promise<NonNullable<ProbeResult['details']>> {
+  const run = await runChild<NonNullable<ProbeResult['details']>>('webgpu-details').catch((e: Error) => e);
+  if (run instanceof Error) return { unavailable: run.message };
+  return run.result ?? { unavailable: `the adapter description crashed (${run.ended})` };
+}
+
+/** Runs the probe child and collects its JSON line and its stderr warnings. */
+async function runProbe(): Promise<ProbeResult & { warnings: string[] }> {
+  const run = await runChild<ProbeResult>('webgpu-probe');
+  const warnings = run.stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^Warning: /.test(l))
+    .map((l) => l.replace(/^Warning: /, ''));
+  if (run.result) return { ...run.result, warnings };
+  const last = run.stderr.trim().split('\n').filter(Boolean).pop() ?? '';
+  const failure = `the WebGPU probe crashed (${run.ended}${last ? `: ${last}` : ''})`;
+  return { adapter: false, shaderF16: false, gqa: [], failure, warnings };
 }
 
 let current: Promise<AdapterReport> | null = null;

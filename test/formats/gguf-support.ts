@@ -7,10 +7,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkpointTensors, fusedLayout } from '../../src/core/fused.js';
 import { expectedTensors } from '../../src/core/spec.js';
-import { toFloat32 } from '../../src/formats/dtype.js';
 import { fromGgufLayout, ggufArchitectureOf, ggufTensorPlan } from '../../src/formats/gguf/architectures.js';
 import { readGgufHeader, readGgufTensor, type GgufFile, type GgufValue } from '../../src/formats/gguf/file.js';
-import { dequantizeRows } from '../../src/formats/gguf/quants/index.js';
+import { dequantizeTensor } from '../../src/model/gguf-model.js';
 import { writeSafetensors } from '../../src/formats/safetensors.js';
 import { TOKENIZER_FILES } from '../../src/formats/tokenizer.js';
 import { readModelSpec } from '../../src/model/architectures/index.js';
@@ -67,14 +66,11 @@ export function tokenizerWarnings(log: string): string[] {
     .filter((l) => /warn|missing|degrad|unknown|not recogni[sz]ed|mismatch|invalid|failed/i.test(l));
 }
 
-/** A tensor's float values as the file stores them. */
+/** A tensor's float values as the file stores them (the reader's dequantization). */
 export async function ggufFloats(file: GgufFile, name: string): Promise<Float32Array> {
   const t = file.tensors.find((x) => x.name === name);
   if (!t) throw new Error(`${file.path}: no tensor ${name}`);
-  const bytes = await readGgufTensor(file, t);
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16') return toFloat32(bytes, t.type);
-  const cols = t.shape.at(-1)!;
-  return dequantizeRows(t.type, bytes, bytes.length === 0 ? 0 : t.shape.reduce((a, b) => a * b, 1) / cols, cols);
+  return dequantizeTensor(file, t);
 }
 
 /**
