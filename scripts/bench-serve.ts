@@ -6,6 +6,7 @@
 // F32 GGUF of the model), the same trace, slots and threads, interleaved too. Flags: --model <hf folder> (default
 // ../shared aidreams-260k, else the GQA fixture), --requests 256, --clients 64, --slots 8, --reps 3, --threads 1.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,6 +51,32 @@ async function inProcess(model: DecoderModel, trace: Request[]): Promise<Run> {
   return { tokens: r.generatedTokens, seconds: r.seconds, e2e: [r.endToEnd.p50, r.endToEnd.p95] };
 }
 
+/**
+ * One POST, on a connection of its own that the request closes (`Connection: close`, no agent): cpp-httplib closes an
+ * idle keep-alive connection after a few seconds while a pooling client may pick it for the next request, and a POST
+ * is never retried, so reusing connections measured a race instead of the servers. Both servers get the same client.
+ */
+function post(url: string, body: unknown, timeoutMs: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = httpRequest(url, {
+      method: 'POST',
+      agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), connection: 'close' },
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
 /** Streams every request of the trace from `clients` concurrent HTTP clients; end-to-end per request. */
 async function overHttp(url: string, trace: Request[]): Promise<Run> {
   const t0 = performance.now();
@@ -60,15 +87,12 @@ async function overHttp(url: string, trace: Request[]): Promise<Run> {
       for (let j = w; j < trace.length; j += clients) {
         const { prompt, maxNewTokens } = trace[j]!;
         const body = { prompt, max_tokens: maxNewTokens, temperature: 0, stream: true, stream_options: { include_usage: true } };
-        const res = await fetch(`${url}/v1/completions`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
+        const res = await post(`${url}/v1/completions`, body, 120_000).catch((e: Error) => {
+          throw new Error(`${url}: request ${j}: ${e.message}`);
         });
-        const text = await res.text();
         // llmopt serve and llama-server both report the count (usage; llama-server's timings too).
-        const usage = /"completion_tokens":(\d+)/.exec(text) ?? /"predicted_n":(\d+)/.exec(text);
-        if (!res.ok || !usage) throw new Error(`request ${j}: ${res.status} ${text.slice(0, 200)}`);
+        const usage = /"completion_tokens":(\d+)/.exec(res.text) ?? /"predicted_n":(\d+)/.exec(res.text);
+        if (res.status !== 200 || !usage) throw new Error(`request ${j}: ${res.status} ${res.text.slice(0, 200)}`);
         tokens += Number(usage[1]);
         e2e.push(performance.now() - t0);
       }
