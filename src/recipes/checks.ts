@@ -28,7 +28,7 @@ export function describeKind(k: ModelKind): string {
     case 'hf':
       return 'a float Hugging Face folder';
     case 'hf-quantized':
-      return 'a quantized (compressed-tensors) Hugging Face folder';
+      return 'a quantized Hugging Face folder (compressed-tensors, GPTQ or AWQ)';
     case 'artifact':
       return `${/^[aeiou]/.test(k.precision) ? 'an' : 'a'} ${k.precision} ONNX artifact`;
     case 'sharded':
