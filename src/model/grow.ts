@@ -233,9 +233,10 @@ class Grower {
     const from = this.layerSource[layer] ?? null;
     const proj = /\.(\w+)_proj\.weight$/.exec(name)?.[1];
     // Inputs of new parts: random, at the scale that gives unit-variance outputs from a normalised stream.
-    const fanIn = Math.sqrt(shape[1]!);
-    const random = () => this.addNoise(`${name}/init`, new Float32Array(size), 1 / fanIn);
-    if (from === null) return proj === 'o' || proj === 'down' ? this.addNoise(name, new Float32Array(size), this.noise / fanIn) : random();
+    const rootFanIn = Math.sqrt(shape[1]!);
+    const random = () => this.addNoise(`${name}/init`, new Float32Array(size), 1 / rootFanIn);
+    if (from === null)
+      return proj === 'o' || proj === 'down' ? this.addNoise(name, new Float32Array(size), this.noise / rootFanIn) : random();
     const t = layerTensorNames(from);
     const d = src.headDim;
     const D = dst.headDim;
@@ -258,7 +259,7 @@ class Grower {
       const fresh = (row: number) => !used.has(Math.floor(row / D)) || proj === 'v';
       for (let row = 0; row < shape[0]!; row++) {
         if (rows[row]) continue;
-        const std = (fresh(row) ? 1 : this.noise) / fanIn;
+        const std = (fresh(row) ? 1 : this.noise) / rootFanIn;
         for (let p = 0; p < dst.hiddenSize; p++) out[row * dst.hiddenSize + p] = std * init[row * dst.hiddenSize + p]!;
       }
       return out;
@@ -268,7 +269,7 @@ class Grower {
       const colOf = (k: number) => this.heads.query[Math.floor(k / d)]! * D + (k % d);
       const out = this.mixOut(W, src.numHeads * d, colOf, shape[1]!);
       const mapped = new Set(Array.from({ length: src.numHeads * d }, (_, k) => colOf(k)));
-      return this.addNoise(name, out, this.noise / fanIn, (i) => !mapped.has(i % shape[1]!));
+      return this.addNoise(name, out, this.noise / rootFanIn, (i) => !mapped.has(i % shape[1]!));
     }
     if (proj === 'gate' || proj === 'up') {
       const g = await this.weights.readFloat32(t.postAttentionNorm);
@@ -281,7 +282,7 @@ class Grower {
     if (proj === 'down') {
       const f = src.intermediateSize;
       const out = this.mixOut(await this.weights.readFloat32(`${t.down}.weight`), f, (k) => k, shape[1]!);
-      return this.addNoise(name, out, this.noise / fanIn, (i) => i % shape[1]! >= f);
+      return this.addNoise(name, out, this.noise / rootFanIn, (i) => i % shape[1]! >= f);
     }
     throw new Error(`grow: no rule for tensor "${name}"`);
   }

@@ -38,6 +38,7 @@ test('grown model (noise 0) computes the source: logits within 1e-4; noise 0.01 
   const noisy = join(tempDir(), 'noisy');
   await growModel(SOURCE, noisy, { ...SHAPE, noise: 0.01 }, {});
   const moved = maxDiff(await logits(noisy), reference);
+  console.log(`# noise 0.01: max |logit - source| = ${moved.toFixed(3)}`);
   assert.ok(moved > 1e-3 && moved < 5, `noise 0.01 moved the logits by ${moved}`);
 });
 
