@@ -2,12 +2,16 @@
 // when the prompt holds the continuation; sampled output still follows the target (chi-square); the CLI's --draft.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GQA, MHA, exportedArtifact, runCli } from '../support.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GQA, MHA, exportedArtifact, runCli, tempDir } from '../support.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { generate } from '../../src/runtime/generate.js';
 import { GREEDY, samplingDistribution } from '../../src/runtime/sampling.js';
 import { PROMPT_LOOKUP, lookupProposals } from '../../src/runtime/prompt-lookup.js';
 import { speculativeGenerate } from '../../src/runtime/speculative.js';
+import { SpeculativeQueue } from '../../src/runtime/speculative-queue.js';
+import type { Completion } from '../../src/runtime/scheduler.js';
 import { StepLogits, type CausalLM, type SequenceState } from '../../src/runtime/model.js';
 import type { DecoderSpec } from '../../src/core/spec.js';
 
@@ -144,4 +148,28 @@ test('generate --draft prompt-lookup: the ids of plain greedy, with acceptance r
   assert.deepEqual(b.outputs[0].ids, a.outputs[0].ids);
   assert.equal(b.speculative.draftTokens, 3);
   assert.ok(b.speculative.acceptanceRate >= 0 && b.speculative.acceptanceRate <= 1);
+});
+
+test("serve's queue with prompt lookup streams the target's greedy tokens", async () => {
+  const prompt = [...DOC, ...DOC.slice(0, 2)];
+  const alone = await generate(documentReader, [prompt], { maxNewTokens: 20, sampling: GREEDY, stopTokens: [] });
+  const queue = new SpeculativeQueue(documentReader, PROMPT_LOOKUP, { draftTokens: 4 });
+  const streamed: number[] = [];
+  const done = await new Promise<Completion>((resolve, reject) =>
+    queue.submit({ prompt, maxNewTokens: 20 }, { onToken: (id) => streamed.push(id), onDone: (c, e) => (e ? reject(e) : resolve(c)) }),
+  );
+  await queue.close();
+  assert.deepEqual(done.tokens, alone.tokens[0]);
+  assert.deepEqual(streamed, alone.tokens[0]);
+});
+
+test('bench --draft prompt-lookup: speculative figures with the same output as plain decoding', async () => {
+  const artifact = await exportedArtifact(MHA, 'fused');
+  const file = join(tempDir(), 'bench.json');
+  const r = runCli(['bench', artifact, '--draft', 'prompt-lookup', '--prompt-len', '16', '--gen-len', '8', '--reps', '1', '--json', file]);
+  assert.equal(r.code, 0, r.stderr);
+  const s = JSON.parse(readFileSync(file, 'utf8')).speculative[0];
+  assert.equal(s.draft, 'prompt-lookup');
+  assert.equal(s.identical, true);
+  assert.ok(s.tokensPerTargetPass.median >= 1);
 });
