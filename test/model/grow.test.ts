@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { growModel, mapHeads, orthonormalColumns } from '../../src/model/grow.js';
 import { exportModel } from '../../src/passes/export.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
+import { writeSyntheticLlama } from '../../src/model/synthetic.js';
+import { synthSpec } from '../../src/model/synthetic-shapes.js';
 import { AIDREAMS, MHA, tempDir } from '../support.js';
 
 // aidreams-260k (trained, hidden 64, 4 layers, 4/4 heads, head_dim 16, ffn 172) when ../shared has it, else the MHA fixture.
@@ -40,6 +42,19 @@ test('grown model (noise 0) computes the source: logits within 1e-4; noise 0.01 
   const moved = maxDiff(await logits(noisy), reference);
   console.log(`# noise 0.01: max |logit - source| = ${moved.toFixed(3)}`);
   assert.ok(moved > 1e-3 && moved < 5, `noise 0.01 moved the logits by ${moved}`);
+});
+
+test('grouped source heads copied into smaller target groups: logits within 1e-4', async () => {
+  // 8 heads / 2 kv heads (groups of 4) into 8 heads / 4 kv heads (groups of 2): each kv head is held twice.
+  const knobs = { hidden: 64, layers: 2, heads: 8, kvHeads: 2, ffn: 96, vocab: 320, context: 64, dtype: 'float32' as const, tied: false };
+  const { spec } = synthSpec('llama', knobs);
+  const tmp = tempDir();
+  await writeSyntheticLlama(tmp, spec);
+  const source = join(tmp, spec.name);
+  const grown = join(tempDir(), 'grown');
+  await growModel(source, grown, { hidden: 96, layers: 3, heads: 8, kvHeads: 4, headDim: 16, ffn: 128, noise: 0, dtype: 'float32' }, {});
+  const diff = maxDiff(await logits(grown), await logits(source));
+  assert.ok(diff < 1e-4, `max diff ${diff}`);
 });
 
 test('head placement: kv heads copied when the target groups are smaller; query heads land in their kv group', () => {
