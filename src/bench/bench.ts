@@ -8,7 +8,8 @@ import type { Device } from '../runtime/device.js';
 import { openModel, type CausalLM } from '../runtime/model.js';
 import type { SamplingOptions } from '../runtime/sampling.js';
 import type { Policy } from '../runtime/scheduler.js';
-import { checkDraft } from '../runtime/speculative.js';
+import { checkDraft, openDraft, releaseDraft, type Draft } from '../runtime/speculative.js';
+import { PROMPT_LOOKUP } from '../runtime/prompt-lookup.js';
 import { measureBatch, type BatchRun } from './batching.js';
 import { machineInfo, type Machine } from './machine.js';
 import { measureServing, type ServingRun } from './serving.js';
@@ -110,16 +111,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (!Number.isInteger(o.reps) || o.reps < 1) throw new InputError(`--reps ${o.reps}: expected a positive integer`);
   for (const b of o.batches) if (!Number.isInteger(b) || b < 1) throw new InputError(`batch size ${b}: expected a positive integer`);
   const models: CausalLM[] = [];
-  const release = async () => Promise.all(models.map((m) => m.release()));
+  let draft: Draft | null = null;
+  const release = async () => Promise.all([...models.map((m) => m.release()), releaseDraft(draft)]);
   try {
-    for (const dir of [...o.artifacts, ...(o.draft ? [o.draft] : [])])
-      models.push(await openModel(dir, { device: o.device, threads: o.threads, rankDevices: dir === o.draft ? undefined : o.rankDevices }));
-    const draft = o.draft ? models.pop()! : null;
+    for (const dir of o.artifacts) models.push(await openModel(dir, { device: o.device, threads: o.threads, rankDevices: o.rankDevices }));
+    if (o.draft) draft = await openDraft(o.draft, { device: o.device, threads: o.threads });
     const prompts = models.map((m, a) =>
       o.prompt ? loadTokenizer(o.artifacts[a]!).encode(o.prompt) : syntheticPrompt(o.promptLen, m.spec.vocabSize),
     );
     models.forEach((m, a) => {
-      const context = Math.min(m.spec.maxPositions, draft?.spec.maxPositions ?? Infinity);
+      const context = Math.min(m.spec.maxPositions, draft && draft !== PROMPT_LOOKUP ? draft.spec.maxPositions : Infinity);
       const longest = Math.max(prompts[a]!.length, o.trace?.promptLen[1] ?? 0) + Math.max(o.genLen, o.trace?.genLen[1] ?? 0);
       if (longest > context)
         throw new InputError(
@@ -220,12 +221,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
 
     if (draft) {
+      const d = draft; // narrowed for the closures below
       o.onProgress?.(`speculative decoding, K = ${o.draftTokens}`);
       const runs = await alternate(
         models,
         o.reps,
-        (m, a) => measureSpeculative(m, draft, prompts[a]!, Math.min(8, o.genLen), o.draftTokens, o.sampling),
-        (m, a) => measureSpeculative(m, draft, prompts[a]!, o.genLen, o.draftTokens, o.sampling),
+        (m, a) => measureSpeculative(m, d, prompts[a]!, Math.min(8, o.genLen), o.draftTokens, o.sampling),
+        (m, a) => measureSpeculative(m, d, prompts[a]!, o.genLen, o.draftTokens, o.sampling),
       );
       runs.forEach((rs, a) => {
         const s = (f: (r: SpeculativeRun) => number) => stats(rs.map(f));

@@ -3,7 +3,7 @@
 import { generate } from '../runtime/generate.js';
 import type { CausalLM } from '../runtime/model.js';
 import type { SamplingOptions } from '../runtime/sampling.js';
-import { speculativeGenerate } from '../runtime/speculative.js';
+import { speculativeGenerate, type Draft } from '../runtime/speculative.js';
 
 export interface SpeculativeRun {
   draftTokens: number;
@@ -24,7 +24,7 @@ export interface SpeculativeRun {
 
 export async function measureSpeculative(
   target: CausalLM,
-  draft: CausalLM,
+  draft: Draft,
   prompt: number[],
   genLen: number,
   draftTokens: number,

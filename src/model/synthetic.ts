@@ -60,14 +60,14 @@ const NORM_STD = 0.1;
 const BIAS_STD = 0.05;
 
 /** 32-bit FNV-1a, to give every tensor its own seed so its values do not depend on generation order. */
-function fnv1a(text: string): number {
+export function fnv1a(text: string): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193) >>> 0;
   return hash;
 }
 
 /** Standard normal samples from a mulberry32 stream through the Box-Muller transform. */
-function normalSamples(seed: number, count: number): Float32Array {
+export function normalSamples(seed: number, count: number): Float32Array {
   let state = seed >>> 0;
   const uniform = (): number => {
     state = (state + 0x6d2b79f5) >>> 0;

@@ -4,7 +4,8 @@
 import type { LiveHandlers, LiveTicket, TokenScheduler } from './live-scheduler.js';
 import type { CausalLM } from './model.js';
 import type { Request } from './scheduler.js';
-import { checkDraft, speculativeGenerate } from './speculative.js';
+import { PROMPT_LOOKUP } from './prompt-lookup.js';
+import { checkDraft, speculativeGenerate, type Draft } from './speculative.js';
 
 export interface SpeculativeQueueOptions {
   /** K: tokens the draft proposes per target pass. */
@@ -38,11 +39,15 @@ export class SpeculativeQueue implements TokenScheduler {
 
   constructor(
     readonly target: CausalLM,
-    readonly draft: CausalLM,
+    readonly draft: Draft,
     readonly opts: SpeculativeQueueOptions,
   ) {
     checkDraft(target, draft);
-    this.context = Math.min(opts.capacity ?? Infinity, target.spec.maxPositions, draft.spec.maxPositions);
+    this.context = Math.min(
+      opts.capacity ?? Infinity,
+      target.spec.maxPositions,
+      draft === PROMPT_LOOKUP ? Infinity : draft.spec.maxPositions,
+    );
     this.loop = this.run();
   }
 

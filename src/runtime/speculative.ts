@@ -1,9 +1,10 @@
-// Speculative decoding at batch 1 (Leviathan et al. 2023, Chen et al. 2023): a small draft model
-// proposes K tokens one at a time, the target scores all of them in one forward pass, and the
+// Speculative decoding at batch 1 (Leviathan et al. 2023, Chen et al. 2023): a small draft model (or prompt lookup,
+// prompt-lookup.ts) proposes K tokens, the target scores all of them in one forward pass, and the
 // rejection-sampling rule keeps a prefix of them so that the output follows the target's own
 // distribution (greedy: exactly the target's greedy output). Both caches roll back past a rejection.
 import { InputError } from '../core/errors.js';
-import type { CausalLM, SequenceState } from './model.js';
+import { openModel, type CausalLM, type OpenOptions, type SequenceState } from './model.js';
+import { PROMPT_LOOKUP, lookupProposals } from './prompt-lookup.js';
 import { Sampler, StopRule, draw, type SamplingOptions, type StopReason } from './sampling.js';
 import { checkPrompts } from './scheduler.js';
 import type { GenerateOptions, GenerateResult } from './generate.js';
@@ -37,8 +38,22 @@ export interface SpeculativeResult {
   draftSeconds: number;
 }
 
+/** What proposes tokens: a draft model, or prompt lookup (n-gram matches in the text so far). */
+export type Draft = CausalLM | typeof PROMPT_LOOKUP;
+
+/** Opens what --draft names: `prompt-lookup` (a folder of that name: ./prompt-lookup), or a draft artifact. */
+export async function openDraft(path: string, opts: OpenOptions): Promise<Draft> {
+  return path === PROMPT_LOOKUP ? PROMPT_LOOKUP : openModel(path, opts);
+}
+
+/** Releases a draft model (prompt lookup holds nothing). */
+export async function releaseDraft(draft: Draft | null): Promise<void> {
+  if (draft !== null && draft !== PROMPT_LOOKUP) await draft.release();
+}
+
 /** Refuses a draft that cannot propose the target's tokens. */
-export function checkDraft(target: CausalLM, draft: CausalLM): void {
+export function checkDraft(target: CausalLM, draft: Draft): void {
+  if (draft === PROMPT_LOOKUP) return;
   if (draft.spec.vocabSize !== target.spec.vocabSize) {
     throw new InputError(
       `the draft's vocabulary has ${draft.spec.vocabSize} tokens, the target's ${target.spec.vocabSize}: ` +
@@ -63,7 +78,7 @@ export function verifyProposal(x: number, p: Float64Array, q: Float64Array, rand
 /** Generates from `prompt` with the target, the draft proposing; see the file header. */
 export async function speculativeGenerate(
   target: CausalLM,
-  draft: CausalLM,
+  draft: Draft,
   prompt: number[],
   opts: SpeculativeOptions,
 ): Promise<SpeculativeResult> {
@@ -71,7 +86,7 @@ export async function speculativeGenerate(
   if (!Number.isInteger(opts.draftTokens) || opts.draftTokens < 1)
     throw new InputError(`--draft-tokens ${opts.draftTokens}: expected a positive integer`);
   if (prompt.length === 0) throw new InputError('the prompt is empty');
-  const context = Math.min(target.spec.maxPositions, draft.spec.maxPositions);
+  const context = Math.min(target.spec.maxPositions, draft === PROMPT_LOOKUP ? Infinity : draft.spec.maxPositions);
   if (prompt.length >= context) throw new InputError(`the prompt is ${prompt.length} tokens, longer than the context of ${context} allows`);
   const rule = new StopRule(new Set(opts.stopTokens ?? target.spec.eosTokenIds), opts.maxNewTokens, prompt.length, context);
   const budget = rule.budget;
@@ -91,21 +106,91 @@ export async function speculativeGenerate(
   if (budget <= 0) return r;
   // Neither cache ever holds more than the prompt and the budget (see the proposal bound below).
   const targetCache = target.createCache(1, prompt.length + budget);
-  const draftCache = draft.createCache(1, prompt.length + budget);
+  const drafter = draft === PROMPT_LOOKUP ? lookupDrafter(target.spec.vocabSize) : modelDrafter(draft, prompt.length + budget);
   try {
-    return await speculate(target, draft, targetCache, draftCache, prompt, opts, { rule, sampler, r });
+    return await speculate(target, drafter, targetCache, prompt, opts, { rule, sampler, r });
   } finally {
     targetCache.release();
-    draftCache.release();
+    drafter.release();
   }
 }
 
-/** The rounds of speculativeGenerate over its two caches (see the file header). */
+/** One round's proposals, each with the draft distribution it was drawn from. */
+interface Proposals {
+  tokens: number[];
+  q: Float64Array[];
+}
+
+/** The draft side of the rounds: proposes continuations of seq, and forgets what the target rejected. */
+interface Drafter {
+  /** Up to k proposals after seq (fewer, even none, when it has nothing to propose); adds to r's draft figures. */
+  propose(seq: readonly number[], k: number, dist: (logits: Float32Array) => Float64Array, random: () => number): Promise<Proposals>;
+  /** Only seq's first `length` tokens stand. */
+  keep(length: number): void;
+  release(): void;
+  passes: number;
+  seconds: number;
+}
+
+/** A draft model with its own cache, fed one token at a time (after catching up on what it has not seen). */
+function modelDrafter(draft: CausalLM, capacity: number): Drafter {
+  const cache = draft.createCache(1, capacity);
+  const d: Drafter = {
+    passes: 0,
+    seconds: 0,
+    async propose(seq, k, dist, random) {
+      const out: Proposals = { tokens: [], q: [] };
+      let feed = seq.slice(cache.lengths[0]);
+      for (let i = 0; i < k; i++) {
+        const t = performance.now();
+        const logits = await draft.forward(cache, [feed], { logits: 'last' });
+        d.seconds += (performance.now() - t) / 1000;
+        d.passes++;
+        out.q.push(dist(logits.at(0, feed.length - 1)));
+        out.tokens.push(draw(out.q[i]!, random));
+        feed = [out.tokens[i]!];
+      }
+      return out;
+    },
+    keep(length) {
+      if (cache.lengths[0]! > length) cache.truncate(0, length);
+    },
+    release: () => cache.release(),
+  };
+  return d;
+}
+
+/**
+ * Prompt lookup: proposals chosen outright, so q is all mass on the proposal; the rule then keeps x with probability
+ * p(x) and otherwise draws from p without x, which is still exactly p (greedy: kept iff x is the target's argmax).
+ */
+function lookupDrafter(vocab: number): Drafter {
+  const d: Drafter = {
+    passes: 0,
+    seconds: 0,
+    async propose(seq, k) {
+      const t = performance.now();
+      const tokens = lookupProposals(seq, k);
+      const q = tokens.map((x) => {
+        const one = new Float64Array(vocab);
+        one[x] = 1;
+        return one;
+      });
+      d.seconds += (performance.now() - t) / 1000;
+      d.passes++;
+      return { tokens, q };
+    },
+    keep: () => {},
+    release: () => {},
+  };
+  return d;
+}
+
+/** The rounds of speculativeGenerate over the target's cache and the drafter (see the file header). */
 async function speculate(
   target: CausalLM,
-  draft: CausalLM,
+  drafter: Drafter,
   targetCache: SequenceState,
-  draftCache: SequenceState,
   prompt: number[],
   opts: SpeculativeOptions,
   { rule, sampler, r }: { rule: StopRule; sampler: Sampler; r: SpeculativeResult },
@@ -136,19 +221,8 @@ async function speculate(
       break;
     }
     // Proposals stop one short of the budget: the target's pass always adds a token of its own.
-    const K = Math.min(opts.draftTokens, budget - r.tokens.length - 1);
-    const proposals: number[] = [];
-    const q: Float64Array[] = [];
-    let feed = seq.slice(draftCache.lengths[0]); // the draft catches up on what it has not seen
-    for (let k = 0; k < K; k++) {
-      const t = performance.now();
-      const logits = await draft.forward(draftCache, [feed], { logits: 'last' });
-      r.draftSeconds += (performance.now() - t) / 1000;
-      r.draftPasses++;
-      q.push(dist(logits.at(0, feed.length - 1)));
-      proposals.push(draw(q[k]!, random));
-      feed = [proposals[k]!];
-    }
+    const { tokens: proposals, q } = await drafter.propose(seq, Math.min(opts.draftTokens, budget - r.tokens.length - 1), dist, random);
+    const K = proposals.length;
     const t = performance.now();
     const scored = await target.forward(targetCache, [[seq[seq.length - 1]!, ...proposals]]); // [1, K+1, V]
     r.targetSeconds += (performance.now() - t) / 1000;
@@ -167,17 +241,19 @@ async function speculate(
     r.accepted += n;
     // Roll back past the first rejected proposal: keep seq and the n accepted tokens.
     targetCache.truncate(0, seq.length + n);
-    if (draftCache.lengths[0]! > seq.length + n) draftCache.truncate(0, seq.length + n);
+    drafter.keep(seq.length + n);
     for (const id of [...proposals.slice(0, n), next]) if ((done = emit(id))) break;
   }
   r.decodeSeconds = (performance.now() - t0) / 1000;
+  r.draftPasses = drafter.passes;
+  r.draftSeconds = drafter.seconds;
   return r;
 }
 
 /** `generate` with a draft: each prompt in turn (speculative decoding runs at batch 1), seeds as in generate. */
 export async function generateWithDraft(
   target: CausalLM,
-  draft: CausalLM,
+  draft: Draft,
   prompts: number[][],
   opts: GenerateOptions & { draftTokens: number },
 ): Promise<GenerateResult & { proposed: number; accepted: number; targetPasses: number }> {

@@ -4,7 +4,7 @@ import { InputError } from '../../core/errors.js';
 import type { Device } from '../../runtime/device.js';
 import { openModel } from '../../runtime/model.js';
 import { checkPrompts, generate } from '../../runtime/generate.js';
-import { checkDraft, generateWithDraft } from '../../runtime/speculative.js';
+import { checkDraft, generateWithDraft, openDraft, releaseDraft } from '../../runtime/speculative.js';
 import { loadTokenizer, readUtf8File, StreamingDecoder } from '../../formats/tokenizer.js';
 import { loadChatTemplate } from '../../formats/chat-template.js';
 import { collect, deviceOptions, intOption, numberOption } from '../options.js';
@@ -39,7 +39,11 @@ export function generateCommand(): Command {
     .option('--top-k <k>', 'sample from the k most likely tokens (0: all)', intOption('--top-k', 0), 0)
     .option('--top-p <p>', 'nucleus sampling threshold', numberOption('--top-p', 0, 1), 1)
     .option('--seed <n>', 'sampling seed', intOption('--seed', 0), 0)
-    .option('--draft <artifact>', 'speculative decoding with this draft artifact (same vocabulary; prompts run one at a time)')
+    .option(
+      '--draft <artifact>',
+      'speculative decoding with this draft artifact (same vocabulary), or prompt-lookup (n-gram matches in the text so far); ' +
+        'prompts run one at a time',
+    )
     .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
     .option('--chat', "each prompt is a user message, rendered with the model's chat template (stops at its end of turn)")
     .option('--json', 'print ids, text and timings as JSON')
@@ -50,7 +54,8 @@ export function generateCommand(): Command {
         '  $ llmopt generate out/m --prompt "Once upon a time" --max-new-tokens 64\n' +
         '  $ llmopt generate out/m -p "Hello" -p "The sea" --temperature 0.8 --top-p 0.9 --seed 7 --json\n' +
         '  $ llmopt generate out/m --chat --prompt "What is the capital of France?"\n' +
-        '  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"',
+        '  $ llmopt generate out/m --draft out/m-int4 --draft-tokens 4 --prompt "Once upon a time"\n' +
+        '  $ llmopt generate out/m --draft prompt-lookup --prompt-file edit-this.txt',
     )
     .action(async (artifact: string, o: GenerateCliOptions) => {
       const out = new Output(o);
@@ -64,7 +69,7 @@ export function generateCommand(): Command {
       if (texts.length === 0) throw new InputError('no prompt: give --prompt or --prompt-file');
       const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
       const draft = o.draft
-        ? await openModel(o.draft, { device: o.device, threads: o.threads }).catch(async (e) => {
+        ? await openDraft(o.draft, { device: o.device, threads: o.threads }).catch(async (e) => {
             await model.release();
             throw e;
           })
@@ -129,7 +134,7 @@ export function generateCommand(): Command {
         );
       } finally {
         await model.release();
-        await draft?.release();
+        await releaseDraft(draft);
       }
     });
 }

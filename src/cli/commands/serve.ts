@@ -8,7 +8,8 @@ import { loadTokenizer } from '../../formats/tokenizer.js';
 import type { Device } from '../../runtime/device.js';
 import { LiveScheduler, type TokenScheduler } from '../../runtime/live-scheduler.js';
 import { SpeculativeQueue } from '../../runtime/speculative-queue.js';
-import { openModel, type CausalLM } from '../../runtime/model.js';
+import { openModel } from '../../runtime/model.js';
+import { openDraft, releaseDraft, type Draft } from '../../runtime/speculative.js';
 import { Engine } from '../../serve/engine.js';
 import { Metrics } from '../../serve/metrics.js';
 import { buildServer } from '../../serve/server.js';
@@ -40,7 +41,10 @@ export function serveCommand(): Command {
     .option('--host <address>', 'address to bind (127.0.0.1: this machine only)', '127.0.0.1')
     .option('--slots <n>', 'requests decoded together (continuous batching)', intOption('--slots', 1), 4)
     .option('--context <n>', "tokens per request, prompt and output (default: the model's context)", intOption('--context', 2))
-    .option('--draft <artifact>', 'speculative decoding with this draft artifact (requests then run one at a time)')
+    .option(
+      '--draft <artifact>',
+      'speculative decoding with this draft artifact, or prompt-lookup (n-gram matches, no model); requests then run one at a time',
+    )
     .option('--draft-tokens <k>', 'tokens the draft proposes per target pass', intOption('--draft-tokens', 1), 4)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every request but /health')
     .option('--model-name <id>', 'the model id clients use (default: the artifact folder name)')
@@ -58,9 +62,9 @@ export function serveCommand(): Command {
       const out = new Output(o);
       const model = await openModel(artifact, { device: o.device, threads: o.threads, rankDevices: o.rankDevices });
       let scheduler: TokenScheduler | null = null;
-      let draft: CausalLM | null = null;
+      let draft: Draft | null = null;
       try {
-        if (o.draft) draft = await openModel(o.draft, { device: o.device, threads: o.threads });
+        if (o.draft) draft = await openDraft(o.draft, { device: o.device, threads: o.threads });
         if (o.context !== undefined && o.context > model.spec.maxPositions)
           throw new InputError(`--context ${o.context}: the model's context is ${model.spec.maxPositions} tokens`);
         const tokenizer = loadTokenizer(artifact);
@@ -95,7 +99,7 @@ export function serveCommand(): Command {
       } finally {
         await scheduler?.close();
         await model.release();
-        await draft?.release();
+        await releaseDraft(draft);
       }
     });
 }

@@ -26,7 +26,10 @@ export const BENCH_OPTIONS = {
   traceOutput: range({ help: 'output lengths of the trace, e.g. 8-128 (default 8 to --gen-len)' }),
   slots: int({ min: 1, help: 'rows decoded together when serving the trace (default: the largest --batch, else 8)' }),
   seed: int({ min: 0, default: 0, help: 'trace and sampling seed' }),
-  draft: stageRef({ arg: '<artifact>', help: 'speculative decoding with this draft artifact (same vocabulary)' }),
+  draft: stageRef({
+    arg: '<artifact>',
+    help: 'speculative decoding with this draft artifact (same vocabulary), or prompt-lookup (n-gram matches, no model)',
+  }),
   draftTokens: int({ arg: '<k>', min: 1, default: 4, help: 'tokens the draft proposes per target pass' }),
   temperature: number({ arg: '<t>', min: 0, default: 0, help: 'speculative decoding: 0 for greedy' }),
   topK: int({ arg: '<k>', min: 0, default: 0, help: 'speculative decoding: sample from the k most likely tokens (0: all)' }),
