@@ -13,6 +13,7 @@ import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../ex
 import { OptionError } from '../options.js';
 import { globMatcher, linearModules } from '../targets.js';
 import { gptqQuantizeGguf } from './gguf-gptq.js';
+import { ggufMixType } from './mix-policy.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -28,6 +29,8 @@ export interface GgufQuantizeOptions {
    */
   fallback: boolean;
   method: 'rtn' | 'gptq';
+  /** --mix: tensors raised above llama.cpp's choice for the target (mix-policy.ts); 'none' or absent: its choice. */
+  mix?: 'none' | 'k-quant-m' | 'edges8';
   /** GPTQ: calibration text (one document per line), windows and their length, Hessian dampening, act order. */
   calib?: string;
   calibSamples?: number;
@@ -48,6 +51,8 @@ export interface GgufQuantizeReport extends GgufWriteReport {
   fallbacks: string[];
   /** Tensors kept in float32 by --exclude. */
   excluded: string[];
+  /** --mix: the policy and each tensor it raised, as "name: from -> to". */
+  mix: { policy: 'k-quant-m' | 'edges8'; raised: string[] } | null;
 }
 
 /** Checks of the GGUF options that need no file (the definition's validate calls it for --format gguf). */
@@ -127,6 +132,10 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
   const excludedBy = globMatcher(o.exclude);
   const fallbacks: string[] = [];
   const excluded: string[] = [];
+  const policy = o.mix && o.mix !== 'none' ? o.mix : null;
+  // q4_k_m and q5_k_m are llama.cpp's k-quant mixes already: --mix k-quant-m leaves them as llama-quantize writes them.
+  const mix = policy === 'k-quant-m' && (o.to === 'q4_k_m' || o.to === 'q5_k_m') ? null : policy;
+  const raised: string[] = [];
   const decide = (slot: GgufTensorSlot, spec: DecoderSpec, archName: string): GgmlType => {
     const modules = modulesOf(slot);
     const hit = modules.filter((m) => excludedBy(m));
@@ -150,7 +159,9 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
         if (!o.fallback) throw new InputError(`GGUF ${o.to}: ${d.reason}; --no-fallback refuses it, so nothing is written`);
         fallbacks.push(`${slot.name}: ${d.wanted} -> ${d.type}`);
       }
-      return d.type;
+      const type = mix ? ggufMixType(mix, shape, hasOutput, d.type) : d.type;
+      if (type !== d.type) raised.push(`${slot.name}: ${d.type} -> ${type}`);
+      return type;
     } catch (e) {
       // A type llama.cpp gives no fallback (llama-quantize refuses the file): F16 keeps the tensor exact enough.
       if (!(e instanceof InputError) || !o.fallback || /--no-fallback/.test(e.message)) throw e;
@@ -163,12 +174,12 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
   const report = await writeGgufModel(source, output, {
     fileType: ggufFileType(o.to),
     typeOf: (slot, spec, arch) => decide(slot, spec, arch.gguf),
-    prepare:
-      o.method === 'gptq'
-        ? async (spec, weights, slots) => {
-            gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
-          }
-        : undefined,
+    prepare: async (spec, weights, slots) => {
+      // Every type is chosen and nothing written yet: a mix that raised nothing is refused here.
+      if (mix && raised.length === 0)
+        throw new InputError(`--mix ${mix}: names no tensor that --to ${o.to} quantizes below its type here (excluded or fallen back)`);
+      if (o.method === 'gptq') gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
+    },
     encode: (slot, data, type) => {
       const cols = slot.shape.at(-1)!;
       if (cols % GGML_TYPES[type].blockSize !== 0) throw new Error(`GGUF: ${slot.name} cannot be ${type}`);
@@ -189,5 +200,6 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     gptqLayers: g?.codes.size ?? 0,
     fallbacks,
     excluded,
+    mix: policy ? { policy, raised } : null,
   };
 }
