@@ -10,6 +10,7 @@ import { readGgufHeader } from '../../src/formats/gguf/file.js';
 import { ggufTensorDecision } from '../../src/formats/gguf/mix.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 import { readOnnxInitializers, type OnnxInitializer } from '../../src/formats/onnx/initializers.js';
+import { inspectModel } from '../../src/model/inspect.js';
 import { readModelSpec } from '../../src/model/architectures/index.js';
 import { parseSparsity, prune } from '../../src/passes/prune/prune.js';
 import { linearModules } from '../../src/passes/targets.js';
@@ -92,6 +93,8 @@ test('a mix written as ONNX: each module stores the bytes and bits its plan says
         assert.equal(record.tensorBits[t.module], bits, t.module);
         planned += bytes;
       }
+      // inspect reads the same bits from the artifact's initializers.
+      assert.deepEqual((await inspectModel(out)).weightBits, record.tensorBits);
       const weights = linearModules(spec()).reduce((a, t) => a + t.rows * t.cols, 0);
       assert.ok(Math.abs(report.mix!.bitsPerWeight - (planned * 8) / weights) < 1e-12);
     }
