@@ -18,7 +18,13 @@ import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
 import { unpackMatMulNBits } from '../../src/passes/quantize/matmul-nbits.js';
 import { ggufMixType, matMulNBitsBytes, planOnnxMix, spendBudget } from '../../src/passes/quantize/mix-policy.js';
 import { quantize, type QuantizeOptions } from '../../src/passes/quantize/quantize.js';
-import { MHA, SAMPLE_TEXT, tempDir } from '../support.js';
+import { exportedArtifact, MHA, SAMPLE_TEXT, tempDir } from '../support.js';
+import { klDivergence, logSoftmax } from '../../src/eval/metrics.js';
+import { forwardOnce, openModel } from '../../src/runtime/model.js';
+import { loadModelCalibration } from '../../src/passes/calibration.js';
+import { measureSensitivity } from '../../src/passes/quantize/sensitivity.js';
+import { openHfModel } from '../../src/model/checkpoint.js';
+import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
 
 const BASE: QuantizeOptions = {
   to: 'int4',
@@ -99,6 +105,11 @@ test('a mix written as ONNX: each module stores the bytes and bits its plan says
       assert.ok(Math.abs(report.mix!.bitsPerWeight - (planned * 8) / weights) < 1e-12);
     }
   }
+  // GPTQ quantizes each module at its mix's width.
+  const g = join(tempDir(), 'g');
+  await quantize(MHA, g, { ...BASE, method: 'gptq', calib: SAMPLE_TEXT, calibSamples: 2, mix: 'k-quant-m' });
+  const bits = [...moduleBytes(await readOnnxInitializers(join(g, 'model.onnx')))].filter(([, e]) => e.bits === 8).map(([m]) => m);
+  assert.deepEqual(bits.sort(), ['model.layers.1.mlp.down_proj', 'model.layers.1.self_attn.v_proj']);
   // 2 layers: k-quant-m raises layer 1's v_proj and down_proj (use_more_bits), edges8 every layer.
   const k = await quantize(MHA, join(tempDir(), 'q'), { ...BASE, mix: 'k-quant-m' });
   assert.deepEqual(k.mix!.raised.sort(), ['model.layers.1.mlp.down_proj', 'model.layers.1.self_attn.v_proj']);
@@ -193,4 +204,34 @@ test('a mix written as GGUF: each tensor has the type the policy gives it and th
       assert.equal(t.type, raised.get(t.name) ?? before.get(t.name), t.name);
     }
   }
+});
+
+test('the switched measurement of --mix auto equals the KL of an artifact with only that tensor in int4 (MatMulNBits)', async () => {
+  const module = 'model.layers.1.mlp.down_proj';
+  const set = loadModelCalibration(SAMPLE_TEXT, MHA, spec(), 2);
+  const windows = set.windows.filter((w) => w.length === set.windows[0]!.length);
+  const cfg = { bits: 4, blockSize: 16, symmetric: true } as const;
+  const target = linearModules(spec()).find((t) => t.module === module)!;
+  const hf = await openHfModel(MHA);
+  const measured = await measureSensitivity(hf.spec, hf.weights, { path: set.path, windows }, [target], {
+    windows: windows.length,
+    fakeQuantize: (t, w, level) => dequantize(quantizeRtn(w, t.rows, t.cols, { ...cfg, bits: level === 'low' ? 4 : 8 })),
+  });
+  await hf.close();
+  // The independent path: quantize writes the one tensor as MatMulNBits, onnxruntime runs both artifacts.
+  const others = linearModules(spec())
+    .filter((t) => t.module !== module)
+    .map((t) => t.module);
+  const out = join(tempDir(), 'one');
+  await quantize(MHA, out, { ...BASE, exclude: others });
+  const [float, one] = [await openModel(await exportedArtifact(MHA, 'fused'), { device: 'cpu' }), await openModel(out, { device: 'cpu' })];
+  const [p, q] = [await forwardOnce(float, windows), await forwardOnce(one, windows)];
+  let sum = 0;
+  for (let b = 0; b < windows.length; b++)
+    for (let t = 0; t < windows[b]!.length; t++) sum += klDivergence(logSoftmax(p.at(b, t)), logSoftmax(q.at(b, t)));
+  const kl = sum / (windows.length * windows[0]!.length);
+  await float.release();
+  await one.release();
+  assert.ok(kl > 0);
+  assert.ok(Math.abs(measured.get(module)!.low - kl) <= 1e-4 * kl, `switched ${measured.get(module)!.low}, artifact ${kl}`);
 });
