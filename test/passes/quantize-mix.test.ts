@@ -235,3 +235,25 @@ test('the switched measurement of --mix auto equals the KL of an artifact with o
   assert.ok(kl > 0);
   assert.ok(Math.abs(measured.get(module)!.low - kl) <= 1e-4 * kl, `switched ${measured.get(module)!.low}, artifact ${kl}`);
 });
+
+test("--mix auto written as GGUF: the raised tensors are Q8_0, the rest llama.cpp's types, within the budget", async () => {
+  const gguf = { to: 'q4_0', exclude: [], quantizeEmbeddings: false, fallback: true, method: 'rtn' } as const;
+  const plain = readGgufHeader((await quantizeGguf(MHA, join(tempDir(), 'p.gguf'), gguf)).output).tensors;
+  const out = join(tempDir(), 'm.gguf');
+  const report = await quantizeGguf(MHA, out, { ...gguf, mix: 'auto', targetBits: 5.5, calib: SAMPLE_TEXT, calibSamples: 2 });
+  const raised = new Set(report.mix!.raised.map((r) => r.split(':')[0]!));
+  assert.ok(raised.size > 0);
+  let bytes = 0;
+  let weights = 0;
+  for (const t of readGgufHeader(out).tensors) {
+    const before = plain.find((p) => p.name === t.name)!;
+    assert.equal(t.type, raised.has(t.name) ? 'Q8_0' : before.type, t.name);
+    // The candidates: one linear module each, below Q8_0 at llama.cpp's choice (ffn_down, rows of 80, is F16).
+    if (/^blk\.\d+\.(attn_[qkv]|attn_output|ffn_gate|ffn_up)\.weight$/.test(t.name)) {
+      bytes += t.bytes;
+      weights += t.shape[0]! * t.shape[1]!;
+    }
+  }
+  assert.ok((bytes * 8) / weights <= 5.5, `${(bytes * 8) / weights}`);
+  assert.equal(report.mix!.bitsPerWeight, (bytes * 8) / weights);
+});

@@ -29,7 +29,7 @@ export const QUANTIZE_OPTIONS = {
     default: 'none',
     help:
       'int4 / GGUF: tensors at a higher type — k-quant-m (those llama.cpp Q4_K_M raises), edges8 (first and last layers, ' +
-      'lm_head at 8 bits), auto (measured KL per byte, needs --calib and --target-bits; ONNX)',
+      'lm_head at 8 bits), auto (measured KL per byte, needs --calib and --target-bits)',
   }),
   targetBits: number({ arg: '<bits>', positive: true, help: '--mix auto: bits per quantized weight to spend, scales included' }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
@@ -107,7 +107,7 @@ export const quantizePass = definePass({
       const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
         ...o,
         to: o.to as (typeof GGUF_TARGETS)[number],
-        mix: o.mix === 'auto' ? 'none' : o.mix,
+        mix: o.mix,
         onProgress: ctx.onProgress,
       });
       return { ...report, eval: null };

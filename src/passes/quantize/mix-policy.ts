@@ -91,10 +91,8 @@ export function validateMixOptions(o: MixOptionValues, given: ReadonlySet<string
     const c = onnxMixConfigs(o);
     [low, high] = [nominalBitsPerWeight(c.low), nominalBitsPerWeight(c.high)];
   } else {
-    if (o.mix === 'auto')
-      fail('mix', (n) => `${n('mix')} auto: ${n('format')} gguf is not measured yet (auto is ONNX only); use k-quant-m or edges8`);
     const base = ggufBaseType(o.to as GgufTarget);
-    const raise = o.mix === 'edges8' ? 'Q8_0' : 'Q6_K';
+    const raise = o.mix === 'k-quant-m' ? 'Q6_K' : 'Q8_0';
     if (!(base in GGML_TYPES) || GGML_TYPES[base].blockSize === 1 || ggmlBitsPerWeight(base) >= ggmlBitsPerWeight(raise))
       fail('mix', (n) => `${n('mix')} ${o.mix} raises tensors to ${raise}; ${n('to')} ${o.to} has no lower type to raise from`);
     [low, high] = [ggmlBitsPerWeight(base), ggmlBitsPerWeight(raise)];
