@@ -76,7 +76,7 @@ function switchableLinear(
 }
 
 /** Windows of one length batched together (no padding, so every token is a real one). */
-function batches(set: CalibrationSet, windows: number, maxRows = 8): number[][][] {
+function batches(set: CalibrationSet, windows: number, maxRows = 4): number[][][] {
   const byLength = new Map<number, number[][]>();
   for (const w of set.windows.slice(0, windows)) {
     if (w.length < 2) continue;
@@ -106,7 +106,7 @@ function feeds(rows: number[][], select: Float32Array): Record<string, Tensor> {
 /**
  * Each candidate's KL at the low and at the high level, measured against the float model on the first
  * `o.windows` calibration windows (every position of a window predicts its next token). Memory: the float
- * model, two more float copies of the candidates' weights, and the float model's log-probabilities.
+ * model, two more float copies of the candidates' weights, and one batch's (4 windows') float log-probabilities.
  */
 export async function measureSensitivity(
   spec: DecoderSpec,
@@ -134,32 +134,27 @@ export async function measureSensitivity(
       const V = spec.vocabSize;
       const run = async (rows: number[][], select: Float32Array) =>
         (await session.run(feeds(rows, select), { [io.logits]: null }))[io.logits]!.data as Float32Array;
-      // The float model's log-probabilities, once per batch.
-      const reference: Float64Array[][] = [];
-      for (const rows of groups) {
-        const logits = await run(rows, new Float32Array(2 * candidates.length));
-        const tokens = rows.length * rows[0]!.length;
-        reference.push(Array.from({ length: tokens }, (_, t) => logSoftmax(logits.subarray(t * V, (t + 1) * V))));
-      }
-      const meanKl = async (switchOn: number): Promise<number> => {
-        const select = new Float32Array(2 * candidates.length);
-        select[switchOn] = 1;
-        let sum = 0;
-        let count = 0;
-        for (const [b, rows] of groups.entries()) {
+      // Batch by batch: the float model's log-probabilities of one batch are held (never all windows' at once),
+      // then every switch runs on it. sums[k]: KL summed over tokens with switch k on.
+      const switches = 2 * candidates.length;
+      const sums = new Float64Array(switches);
+      let tokens = 0;
+      for (const [b, rows] of groups.entries()) {
+        const floatLogits = await run(rows, new Float32Array(switches));
+        const n = rows.length * rows[0]!.length;
+        const reference = Array.from({ length: n }, (_, t) => logSoftmax(floatLogits.subarray(t * V, (t + 1) * V)));
+        for (let k = 0; k < switches; k++) {
+          const select = new Float32Array(switches);
+          select[k] = 1;
           const logits = await run(rows, select);
-          for (const [t, ref] of reference[b]!.entries()) {
-            sum += klDivergence(ref, logSoftmax(logits.subarray(t * V, (t + 1) * V)));
-            count++;
-          }
+          for (let t = 0; t < n; t++) sums[k]! += klDivergence(reference[t]!, logSoftmax(logits.subarray(t * V, (t + 1) * V)));
+          o.onProgress?.(b * switches + k + 1, groups.length * switches);
         }
-        return count ? sum / count : 0;
-      };
-      const out = new Map<string, Sensitivity>();
-      for (const [i, c] of candidates.entries()) {
-        out.set(c.module, { low: await meanKl(2 * i), high: await meanKl(2 * i + 1) });
-        o.onProgress?.(i + 1, candidates.length);
+        tokens += n;
       }
+      const out = new Map<string, Sensitivity>();
+      const mean = (k: number) => (tokens ? sums[k]! / tokens : 0);
+      for (const [i, c] of candidates.entries()) out.set(c.module, { low: mean(2 * i), high: mean(2 * i + 1) });
       return out;
     } finally {
       await session.release();
