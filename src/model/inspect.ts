@@ -70,6 +70,11 @@ export interface InspectReport {
   manifest?: PassRecord[];
   /** GGUF files: the metadata keys and values (arrays summarized by item type and count). */
   metadata?: Record<string, string | number | boolean>;
+  /**
+   * Artifacts with block-quantized weights: each weight's bits (module, `model.embed_tokens` or `lm_head`), read
+   * from its MatMulNBits / GatherBlockQuantized initializer (`<module>.weight_Q<bits>`); several values under --mix.
+   */
+  weightBits?: Record<string, number>;
   /** N:M compliance of the linear weights, when the checkpoint declares N:M pruning or --nm asks. */
   nm?: { n: number; m: number; tensors: number; compliant: number; violatingTensors: string[] };
 }
@@ -278,7 +283,14 @@ async function inspectArtifact(dir: string, opts: InspectOptions): Promise<Inspe
     report.add(init.name, dtype, init.dims, init.byteLength, values, isWeight(init.name, init.external));
     opts.onProgress?.(i + 1, initializers.length);
   }
+  // The packed codes are named `<module>.weight_Q<bits>` (quantize/matmul-nbits.ts): their bits are in the name.
+  const weightBits: Record<string, number> = {};
+  for (const init of initializers) {
+    const m = /^(.+)\.weight_Q(\d+)$/.exec(init.name);
+    if (m) weightBits[m[1]!] = Number(m[2]);
+  }
   return {
+    ...(Object.keys(weightBits).length ? { weightBits } : {}),
     kind: 'artifact',
     path: dir,
     architecture: architectureOf(artifact.spec),

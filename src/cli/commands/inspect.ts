@@ -47,6 +47,13 @@ export function inspectCommand(): Command {
         ],
         ['zeros', `${(r.zeroFraction * 100).toFixed(2)}%`],
       ];
+      if (r.weightBits) {
+        const byBits = new Map<number, string[]>();
+        for (const [module, bits] of Object.entries(r.weightBits)) byBits.set(bits, [...(byBits.get(bits) ?? []), module]);
+        const few = (m: string[]) => (m.length <= 4 ? `: ${m.join(', ')}` : '');
+        const parts = [...byBits].sort(([a], [b]) => a - b).map(([bits, m]) => `${bits}-bit ${m.length}${byBits.size > 1 ? few(m) : ''}`);
+        rows.push(['weight bits', parts.join('; ')]);
+      }
       if (r.manifest) rows.push(['passes', r.manifest.map((p) => p.pass).join(' -> ')]);
       if (r.metadata) for (const [key, value] of Object.entries(r.metadata)) rows.push([key, String(value)]);
       if (r.nm) {

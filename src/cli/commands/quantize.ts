@@ -27,6 +27,7 @@ export function quantizeCommand() {
             const extra: Array<[string, string]> = [['target', `${report.to} (${report.method})`]];
             if (report.fallbacks.length) extra.push(['fallbacks', report.fallbacks.join('; ')]);
             if (report.excluded.length) extra.push(['kept f32', report.excluded.join(', ')]);
+            if (report.mix) extra.push([`--mix ${report.mix.policy}`, report.mix.raised.join('; ') || 'nothing raised']);
             return out.result(ggufTable(report, extra));
           }
           const quality = report.eval;
@@ -38,6 +39,14 @@ export function quantizeCommand() {
             ['scheme', scheme],
             ['quantized layers', report.quantized],
             ...(report.excluded.length ? [['kept float', report.excluded.join(', ')]] : []),
+            ...(report.mix
+              ? [
+                  [
+                    `--mix ${report.mix.policy}`,
+                    `${report.mix.bitsPerWeight.toFixed(3)} bits per linear weight; int8: ${report.mix.raised.join(', ') || 'none'}`,
+                  ],
+                ]
+              : []),
             ['', 'before -> after'],
             ...Object.entries(report.bytes).map(([k, v]) => [`  ${k}`, `${formatBytes(v!.before)} -> ${formatBytes(v!.after)}`]),
             [

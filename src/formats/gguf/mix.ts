@@ -243,3 +243,21 @@ export function ggufMix(
   const hasOutput = tensors.some((t) => t.name === 'output.weight');
   return tensors.map((t) => ggufTensorDecision(target, t, { ...options, hasOutput }));
 }
+
+/** Bits per weight of a ggml type, block scales included (Q4_0 4.5, Q8_0 8.5, Q6_K 6.5625). */
+export function ggmlBitsPerWeight(type: GgmlType): number {
+  const t = GGML_TYPES[type];
+  return (t.blockBytes * 8) / t.blockSize;
+}
+
+/**
+ * Whether llama.cpp's Q4_K_M gives this tensor more bits than its base Q4_K (the attn_v and ffn_down of the
+ * use_more_bits layers, and the output: Q6_K), read from {@link ggufTensorDecision}'s table itself, so the
+ * `--mix k-quant-m` of the other targets and of ONNX raise exactly the tensors Q4_K_M raises. Which tensors,
+ * not whether a row fits: the row fit is the caller's type's business.
+ */
+export function kQuantMRaises(t: Pick<GgufTensorShape, 'name' | 'layer' | 'nLayers' | 'arch' | 'rows'>, hasOutput: boolean): boolean {
+  const shape = { ...t, cols: GGML_TYPES.Q6_K.blockSize };
+  if (!ggufQuantizable(shape)) return false;
+  return ggmlBitsPerWeight(ggufTensorDecision('q4_k_m', shape, { hasOutput }).wanted) > ggmlBitsPerWeight('Q4_K');
+}

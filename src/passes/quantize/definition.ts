@@ -6,6 +6,7 @@ import { boolean, choice, int, negatable, number, OptionError, outputFolder, pri
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
 import type { AccuracyLevel } from './matmul-nbits.js';
 import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
+import { MIX_POLICIES, validateMixOptions } from './mix-policy.js';
 import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
 
 export const QUANTIZE_OPTIONS = {
@@ -23,6 +24,14 @@ export const QUANTIZE_OPTIONS = {
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
   asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
   accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
+  mix: choice(MIX_POLICIES, {
+    arg: '<policy>',
+    default: 'none',
+    help:
+      'int4 / GGUF: tensors at a higher type — k-quant-m (those llama.cpp Q4_K_M raises), edges8 (first and last layers, ' +
+      'lm_head at 8 bits), auto (measured KL per byte, needs --calib and --target-bits)',
+  }),
+  targetBits: number({ arg: '<bits>', positive: true, help: '--mix auto: bits per quantized weight to spend, scales included' }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
   quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
   format: choice([...QUANT_FORMATS, 'gguf'], {
@@ -63,10 +72,11 @@ export const quantizePass = definePass({
     o.format === 'gguf' ? { kind: 'gguf' } : o.format !== 'onnx' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to },
   figures: (o) => (o.eval !== undefined ? QUALITY_GATES : []),
   gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
-  dataDefaults: (o) => (o.method === 'gptq' ? ['calib'] : []),
+  dataDefaults: (o) => (o.method === 'gptq' || o.mix === 'auto' ? ['calib'] : []),
   validate: (o, given) => {
     if (o.format === 'gguf') {
       validateGgufQuantizeOptions(o, given);
+      validateMixOptions(o, given);
       if (o.eval !== undefined)
         throw new OptionError('eval', (n) => `${n('eval')}: measures ONNX artifacts; a GGUF is measured by llama.cpp`);
       return;
@@ -90,12 +100,14 @@ export const quantizePass = definePass({
         (n) => `${n('blockSize')} ${o.blockSize}: ${n('to')} ${o.to} has no blocks (block sizes apply to int4 and int8)`,
       );
     }
+    validateMixOptions(o, given);
   },
   run: async (o, ctx) => {
     if (o.format === 'gguf') {
       const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
         ...o,
         to: o.to as (typeof GGUF_TARGETS)[number],
+        mix: o.mix,
         onProgress: ctx.onProgress,
       });
       return { ...report, eval: null };

@@ -13,6 +13,8 @@ import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../ex
 import { OptionError } from '../options.js';
 import { globMatcher, linearModules } from '../targets.js';
 import { gptqQuantizeGguf } from './gguf-gptq.js';
+import { ggufMixType } from './mix-policy.js';
+import { planGgufAuto, type GgufAutoPlan } from './gguf-mix-auto.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -28,6 +30,10 @@ export interface GgufQuantizeOptions {
    */
   fallback: boolean;
   method: 'rtn' | 'gptq';
+  /** --mix: tensors raised above llama.cpp's choice for the target (mix-policy.ts); 'none' or absent: its choice. */
+  mix?: 'none' | 'k-quant-m' | 'edges8' | 'auto';
+  /** --mix auto: bits per weight over the linear tensors it may raise, scales included. */
+  targetBits?: number;
   /** GPTQ: calibration text (one document per line), windows and their length, Hessian dampening, act order. */
   calib?: string;
   calibSamples?: number;
@@ -48,6 +54,8 @@ export interface GgufQuantizeReport extends GgufWriteReport {
   fallbacks: string[];
   /** Tensors kept in float32 by --exclude. */
   excluded: string[];
+  /** --mix: the policy and each tensor it raised, as "name: from -> to". */
+  mix: { policy: 'k-quant-m' | 'edges8' | 'auto'; raised: string[]; bitsPerWeight?: number } | null;
 }
 
 /** Checks of the GGUF options that need no file (the definition's validate calls it for --format gguf). */
@@ -127,7 +135,13 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
   const excludedBy = globMatcher(o.exclude);
   const fallbacks: string[] = [];
   const excluded: string[] = [];
-  const decide = (slot: GgufTensorSlot, spec: DecoderSpec, archName: string): GgmlType => {
+  const policy = o.mix && o.mix !== 'none' ? o.mix : null;
+  // q4_k_m and q5_k_m are llama.cpp's k-quant mixes already: --mix k-quant-m leaves them as llama-quantize writes them.
+  const mix = policy === 'k-quant-m' && (o.to === 'q4_k_m' || o.to === 'q5_k_m') ? null : policy;
+  const raised: string[] = [];
+  let auto: GgufAutoPlan | null = null;
+  // `log`: false while --mix auto plans (llama.cpp's type only, nothing recorded).
+  const decide = (slot: GgufTensorSlot, spec: DecoderSpec, archName: string, log = true): GgmlType => {
     const modules = modulesOf(slot);
     const hit = modules.filter((m) => excludedBy(m));
     if (hit.length > 0 && hit.length < modules.length) {
@@ -138,7 +152,7 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
       );
     }
     if (hit.length > 0 && slot.shape.length === 2) {
-      excluded.push(slot.name);
+      if (log) excluded.push(slot.name);
       return 'F32';
     }
     const [rows, cols] = slot.shape.length === 2 ? slot.shape : [1, slot.shape[0]!];
@@ -148,27 +162,33 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
       const d = ggufTensorDecision(o.to, shape, { quantizeEmbeddings: o.quantizeEmbeddings, hasOutput });
       if (d.type !== d.wanted) {
         if (!o.fallback) throw new InputError(`GGUF ${o.to}: ${d.reason}; --no-fallback refuses it, so nothing is written`);
-        fallbacks.push(`${slot.name}: ${d.wanted} -> ${d.type}`);
+        if (log) fallbacks.push(`${slot.name}: ${d.wanted} -> ${d.type}`);
       }
-      return d.type;
+      if (!log) return d.type;
+      let type = d.type;
+      if (auto) type = auto.raised.has(slot.name) ? 'Q8_0' : d.type;
+      else if (mix && mix !== 'auto') type = ggufMixType(mix, shape, hasOutput, d.type);
+      if (type !== d.type) raised.push(`${slot.name}: ${d.type} -> ${type}`);
+      return type;
     } catch (e) {
       // A type llama.cpp gives no fallback (llama-quantize refuses the file): F16 keeps the tensor exact enough.
       if (!(e instanceof InputError) || !o.fallback || /--no-fallback/.test(e.message)) throw e;
       const wanted = o.to.toUpperCase();
-      fallbacks.push(`${slot.name}: ${wanted} -> F16 (rows of ${cols} are not whole blocks; llama.cpp has no fallback)`);
+      if (log) fallbacks.push(`${slot.name}: ${wanted} -> F16 (rows of ${cols} are not whole blocks; llama.cpp has no fallback)`);
       return 'F16';
     }
   };
+  if (mix === 'auto') auto = await planGgufAuto(source, { ...o, targetBits: o.targetBits!, calib: o.calib! }, decide);
   let gptq: { codes: Map<string, Uint8Array>; tokens: number; spec: DecoderSpec } | null = null;
   const report = await writeGgufModel(source, output, {
     fileType: ggufFileType(o.to),
     typeOf: (slot, spec, arch) => decide(slot, spec, arch.gguf),
-    prepare:
-      o.method === 'gptq'
-        ? async (spec, weights, slots) => {
-            gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
-          }
-        : undefined,
+    prepare: async (spec, weights, slots) => {
+      // Every type is chosen and nothing written yet: a mix that raised nothing is refused here.
+      if (mix && mix !== 'auto' && raised.length === 0)
+        throw new InputError(`--mix ${mix}: names no tensor that --to ${o.to} quantizes below its type here (excluded or fallen back)`);
+      if (o.method === 'gptq') gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
+    },
     encode: (slot, data, type) => {
       const cols = slot.shape.at(-1)!;
       if (cols % GGML_TYPES[type].blockSize !== 0) throw new Error(`GGUF: ${slot.name} cannot be ${type}`);
@@ -189,5 +209,6 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     gptqLayers: g?.codes.size ?? 0,
     fallbacks,
     excluded,
+    mix: policy ? { policy, raised, ...(auto ? { bitsPerWeight: auto.bitsPerWeight } : {}) } : null,
   };
 }

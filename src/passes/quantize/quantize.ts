@@ -22,6 +22,7 @@ import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../co
 import { gptqQuantize } from './gptq.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
+import { configOf, LM_HEAD_MODULE, planOnnxMix, type OnnxMixPlan } from './mix-policy.js';
 
 export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
 export type QuantTarget = (typeof QUANT_TARGETS)[number];
@@ -33,7 +34,7 @@ export const BLOCK_SIZES = [16, 32, 64, 128] as const;
 
 /** The pass's options: the declared ones (quantize/definition.ts), with `symmetric` for --asymmetric. */
 type Declared = OptionValues<typeof QUANTIZE_OPTIONS>;
-type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict';
+type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict' | 'mix' | 'targetBits';
 // `to`, `format` and `fallback` also declare --format gguf's values (quantize/gguf.ts); this path takes its own.
 type GgufOnly = 'to' | 'format' | 'fallback';
 export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | 'asymmetric' | 'accuracyLevel' | 'eval' | 'output' | 'json' | 'quiet'> &
@@ -66,6 +67,8 @@ export interface QuantizeReport {
   compression: number;
   calibrationTokens: number;
   gptq: { meanError: number; maxDampening: number } | null;
+  /** --mix: the policy, the modules at 8 bits, and the linear weights' bits per weight under it (scales included). */
+  mix: { policy: OnnxMixPlan['policy']; raised: string[]; bitsPerWeight: number } | null;
   /** What the target engine's rules found and llmopt adjusted or could not (one line each). */
   warnings: string[];
   seconds: number;
@@ -106,14 +109,24 @@ export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel'
 }
 
 /** GPTQ over every targeted layer, layer by layer on inputs through the already-quantized layers. */
-async function gptqAll(model: HfModel, targets: LinearModule[], cfg: BlockQuantConfig, o: QuantizeOptions, set: CalibrationSet) {
+async function gptqAll(
+  model: HfModel,
+  targets: LinearModule[],
+  cfgOf: (module: string) => BlockQuantConfig,
+  o: QuantizeOptions,
+  set: CalibrationSet,
+) {
   const results = new Map<string, BlockQuantized>();
   let errorSum = 0;
   let maxDampening = 0;
   const method: LayerwiseMethod = {
     statistic: 'hessian',
     compress: (t, w, inputs) => {
-      const r = gptqQuantize(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, { ...cfg, actOrder: o.actOrder, dampening: o.dampening });
+      const r = gptqQuantize(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, {
+        ...cfgOf(t.module),
+        actOrder: o.actOrder,
+        dampening: o.dampening,
+      });
       results.set(t.module, r.quantized);
       errorSum += r.error;
       maxDampening = Math.max(maxDampening, r.dampeningUsed);
@@ -134,6 +147,9 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         `(the output of prune, or the checkpoint the artifact was exported from)`,
     );
   }
+  const mixPolicy = o.mix ?? 'none';
+  if (mixPolicy !== 'none' && o.format !== 'onnx')
+    throw new InputError(`--mix ${mixPolicy}: --format ${o.format} writes one scheme for every layer; mixes are for onnx and gguf`);
   const model = await openHfModel(source);
   try {
     // A quantized GGUF file is read dequantized: requantizing it compounds both roundings, so it is allowed with a warning.
@@ -184,9 +200,29 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     // Read (and checked) once, before any work: an empty file is bad input whatever the method.
     const calibSet = o.calib ? loadModelCalibration(o.calib, source, spec, o.calibSamples, o.calibSeqLen) : null;
 
-    const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfg!, o, calibSet!) : null;
+    // --mix: which modules take int8 (auto measures each target on the calibration windows first).
+    const quantizeHead = o.to === 'fp16' || o.quantizeEmbeddings;
+    const plan = await planOnnxMix({
+      policy: cfg ? mixPolicy : 'none',
+      targetBits: o.targetBits,
+      low: cfg!,
+      high: { ...cfg!, bits: 8 },
+      spec,
+      targets,
+      headQuantized: Boolean(cfg) && quantizeHead,
+      weights: model.weights,
+      calib: calibSet,
+      fakeQuantize: (t, w, c) => dequantize(quantizeRtn(w, t.rows, t.cols, { ...c, ...grid })),
+      onProgress: (done, total) => o.onProgress?.(done, total, 'calibrate'),
+    });
+    const cfgOf = (module: string): BlockQuantConfig & QuantGrid => ({ ...configOf(plan, cfg!, module), ...grid });
+
+    const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfgOf, o, calibSet!) : null;
     const quantizeLayer = (module: string, w: Float32Array, rows: number, cols: number): BlockQuantized =>
-      calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfg!);
+      calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfgOf(module));
+    // Each quantized module's bits, as the manifest records them (inspect shows them from the artifact itself).
+    const quantizedModules = [...targets.map((t) => t.module), ...(cfg && quantizeHead ? [LM_HEAD_MODULE] : [])];
+    const tensorBits = cfg ? Object.fromEntries(quantizedModules.map((m) => [m, cfgOf(m).bits])) : null;
     const record: PassRecord = {
       pass: 'quantize',
       options: {
@@ -201,6 +237,16 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         format: o.format,
         actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null,
         calibration: o.calib ? resolve(o.calib) : null,
+        // Only with a mix, so the manifests of unmixed artifacts stay as they were.
+        ...(plan
+          ? {
+              mix: plan.policy,
+              targetBits: plan.policy === 'auto' ? o.targetBits : null,
+              bitsPerWeight: (plan.bytes * 8) / plan.weights,
+              tensorBits,
+              sensitivity: plan.sensitivity,
+            }
+          : {}),
       },
       at: new Date().toISOString(),
     };
@@ -222,7 +268,6 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       await written.close();
     } else {
       // Targets take the new precision; lm_head too with --to fp16 or --quantize-embeddings; --exclude keeps float32.
-      const quantizeHead = o.to === 'fp16' || o.quantizeEmbeddings;
       const quantizes = (module: string) => (module.startsWith('lm_head') ? quantizeHead : targetSet.has(module));
       const onlyTargets =
         (emitter: LinearEmitter): LinearEmitter =>
@@ -242,7 +287,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         o.to === 'fp16'
           ? fp16Embedding
           : o.quantizeEmbeddings && cfg
-            ? quantizedEmbedding(cfg, { accuracyLevel: o.accuracyLevel })
+            ? quantizedEmbedding(spec.tiedEmbeddings ? cfgOf(LM_HEAD_MODULE) : cfg, { accuracyLevel: o.accuracyLevel })
             : undefined;
       await exportModel(source, output, {
         attention: o.attention,
@@ -281,6 +326,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       compression: totalBefore / totalAfter,
       calibrationTokens: calibrated?.tokens ?? 0,
       gptq: calibrated?.gptq ?? null,
+      mix: plan ? { policy: plan.policy, raised: [...plan.raised], bitsPerWeight: (plan.bytes * 8) / plan.weights } : null,
       warnings,
       seconds: (performance.now() - started) / 1000,
     };
