@@ -91,7 +91,8 @@ export async function speculativeGenerate(
   if (budget <= 0) return r;
   // Neither cache ever holds more than the prompt and the budget (see the proposal bound below).
   const targetCache = target.createCache(1, prompt.length + budget);
-  const draftCache = draft.createCache(1, prompt.length + budget);
+  // The draft rolls back up to draftTokens proposals it made one step each (a sliding-window cache keeps them).
+  const draftCache = draft.createCache(1, prompt.length + budget, { rollback: opts.draftTokens });
   try {
     return await speculate(target, draft, targetCache, draftCache, prompt, opts, { rule, sampler, r });
   } finally {
