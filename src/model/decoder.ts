@@ -641,6 +641,8 @@ class DecoderGraph {
     const attends = (seg.layers !== undefined && seg.layers.to > seg.layers.from) || seg.half?.block === 'attn';
     const [first, end] = seg.layers ? [seg.layers.from, seg.layers.to] : [seg.half?.layer ?? 0, (seg.half?.layer ?? 0) + 1];
     const rotates = Array.from({ length: end - first }, (_, k) => layerHasRope(spec, first + k)).some(Boolean);
+    const slides = Array.from({ length: end - first }, (_, k) => layerWindow(spec, first + k) !== null).some(Boolean);
+    this.windowed = attends && slides && this.opts.windowedCache === true;
     const ctx = attends ? this.prologue(tokens, rotates) : null;
     if (seg.layers) this.pastInputs(seg.layers.from, seg.layers.to);
     if (seg.half?.block === 'attn') this.pastInputs(seg.half.layer, seg.half.layer + 1);

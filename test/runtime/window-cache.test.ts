@@ -13,6 +13,8 @@ import type { KvCache } from '../../src/runtime/kv-cache.js';
 import { serve, type Request } from '../../src/runtime/scheduler.js';
 import { speculativeGenerate } from '../../src/runtime/speculative.js';
 import { GREEDY } from '../../src/runtime/sampling.js';
+import { ShardedModel } from '../../src/runtime/sharded/model.js';
+import { shardModel } from '../../src/passes/shard/shard.js';
 import { GEMMA2, writeCheckpoint } from '../model/window-checkpoints.js';
 import { maxDiff } from '../model/window-checks.js';
 
@@ -149,4 +151,31 @@ test('a trimmed cache refuses a rollback deeper than it kept, naming the row and
   assert.ok(maxDiff(step.at(0, 0), full.at(0, 15)) < 1e-4);
   assert.ok(model.session.inputNames.includes(io.attentionMaskLocal));
   await model.release();
+});
+
+test("gemma3-tiny tp 2 x pp 2: the ranks trim their sliding layers' caches too, and decode as the unsharded export", {
+  skip,
+}, async () => {
+  const source = sharedModel('gemma3-tiny');
+  const out = join(tempDir(), 'sharded');
+  await shardModel(source, out, { tp: 2, pp: 2, vocab: 'replicated', attention: 'fused', format: 'onnx' });
+  const model = await ShardedModel.open(out, { device: 'cpu' });
+  const reference = await DecoderModel.open(await exportedArtifact(source, 'fused'), { device: 'cpu' });
+  const W = reference.spec.slidingWindow!;
+  const cache = model.createCache(1, IDS.length);
+  const full = await reference.forward(reference.createCache(1, IDS.length), [IDS]);
+  await model.forward(cache, [IDS.slice(0, 3)]);
+  let diff = 0;
+  for (let t = 3; t < IDS.length; t++) diff = Math.max(diff, maxDiff((await model.forward(cache, [[IDS[t]!]])).at(0, 0), full.at(0, t)));
+  const slots = await model.rankWindowSlots();
+  console.log(`# tp 2 x pp 2: trimmed cache slots per rank ${slots.join(', ')}; |sharded decode - full pass| ${diff.toExponential(2)}`);
+  // Every rank holds sliding layers (both stages), each within the window.
+  assert.ok(
+    slots.every((n) => n > 0 && n <= W),
+    `slots ${slots.join(', ')}`,
+  );
+  assert.ok(diff < 1e-4, `sharded decoding differs by ${diff}`);
+  cache.release();
+  await model.release();
+  await reference.release();
 });
