@@ -37,7 +37,7 @@ async function childExport(source: string, out: string, form: AttentionForm): Pr
 async function childMemory(artifact: string, kind: CacheKind, steps: number): Promise<void> {
   const model = await DecoderModel.open(artifact, { device: 'cpu' });
   const ids = prompt(16);
-  const cache = model.createCache(1, ids.length + steps, kind);
+  const cache = model.createCache(1, ids.length + steps, { kind });
   let logits = await model.forward(cache, [ids]);
   let next = argmax(logits.at(0, ids.length - 1));
   const samples: Record<number, number> = {};

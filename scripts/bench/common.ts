@@ -127,7 +127,7 @@ export async function timeRun(
   kind?: CacheKind,
 ): Promise<{ prefill: number; decode: number }> {
   const rows = Array.from({ length: batch }, (_, b) => prompt(promptLen, b));
-  const cache = model.createCache(batch, promptLen + genLen, kind);
+  const cache = model.createCache(batch, promptLen + genLen, { kind });
   let t0 = performance.now();
   let logits = await model.forward(cache, rows);
   const prefill = (batch * promptLen) / ((performance.now() - t0) / 1000);

@@ -10,6 +10,11 @@ export type AttentionForm = (typeof ATTENTION_FORMS)[number];
 export const io = {
   inputIds: 'input_ids',
   attentionMask: 'attention_mask',
+  /**
+   * Graphs whose sliding layers keep only their window (the runtime trims those caches): the mask over the sliding
+   * layers' own cache slots and the step's tokens, [B, local slots + S], as attention_mask is over the whole cache's.
+   */
+  attentionMaskLocal: 'attention_mask_local',
   positionIds: 'position_ids',
   logits: 'logits',
   /** inplace form: flat indices into the step's [batch * seq] positions whose logits to compute, [batch, n]. */
@@ -105,10 +110,14 @@ export function cacheOutputOf(input: string): string {
   return p.output + input.slice(p.input.length);
 }
 
-/** Every input of a whole decoder graph of `form` with `numLayers` layers, in the order the builder declares them. */
-export function decoderInputs(form: AttentionForm, numLayers: number): string[] {
+/**
+ * Every input of a whole decoder graph of `form` with `numLayers` layers, in the order the builder declares them;
+ * `windowed`: its sliding layers' caches hold only their window (attention_mask_local).
+ */
+export function decoderInputs(form: AttentionForm, numLayers: number, windowed = false): string[] {
   const t = ATTENTION[form];
   const names: string[] = [io.inputIds, io.attentionMask];
+  if (windowed) names.push(io.attentionMaskLocal);
   if (t.positionIds) names.push(io.positionIds);
   for (let i = 0; i < numLayers; i++) names.push(...cacheInputs(form, i));
   if (t.selectsLogits) names.push(io.logitsIndex);
@@ -128,7 +137,8 @@ export function attentionFormOf(
   numLayers: number,
   stated: AttentionForm | null,
 ): AttentionForm {
-  const matching = ATTENTION_FORMS.filter((f) => sorted(decoderInputs(f, numLayers)) === sorted(inputNames));
+  const given = sorted(inputNames);
+  const matching = ATTENTION_FORMS.filter((f) => [false, true].some((w) => sorted(decoderInputs(f, numLayers, w)) === given));
   if (stated && matching.includes(stated)) return stated;
   const found = `its inputs are ${inputNames.join(', ')}`;
   if (stated) {

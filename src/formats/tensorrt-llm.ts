@@ -23,6 +23,10 @@
 // and every norm weight stored plus 1 (TensorRT-LLM's RmsNorm scales by w, Gemma's by 1 + w). llmopt writes it at
 // tp 1: its ONNX shards split Gemma, but no rebuild of TensorRT-LLM's Gemma split checks a tp > 1 checkpoint yet;
 // GemmaConfig reads no rope_scaling, so that is refused.
+// Gemma 2 goes to its Gemma2ForCausalLM format (the same module: GemmaConfig with the Gemma2ConfigGroup
+// query_pre_attn_scalar, final_logit_softcapping, attn_logit_softcapping; the same HfParser weights, no q/k norms), at
+// tp 1 too. That group has no sliding window: TensorRT-LLM takes Gemma 2's per layer at run time
+// (max_attention_window_size), and attends globally on every layer without it.
 import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
@@ -54,11 +58,14 @@ const TENSORRT_LLM_CLASSES: Record<string, string> = {
   qwen3: 'Qwen3ForCausalLM',
   phi3: 'Phi3ForCausalLM',
   gemma3: 'Gemma3ForCausalLM',
+  gemma2: 'Gemma2ForCausalLM',
 };
 export const TENSORRT_LLM_ARCHITECTURES = Object.keys(TENSORRT_LLM_CLASSES);
 const isQwen = (spec: DecoderSpec) => spec.architecture === 'qwen2' || spec.architecture === 'qwen3';
 const isPhi3 = (spec: DecoderSpec) => spec.architecture === 'phi3';
 const isGemma3 = (spec: DecoderSpec) => spec.architecture === 'gemma3';
+/** Gemma 2 or 3: TensorRT-LLM's gemma module (GemmaConfig, norms stored plus 1, four norms a layer). */
+const isGemma = (spec: DecoderSpec) => isGemma3(spec) || spec.architecture === 'gemma2';
 
 /** Gemma 3's local/global period: every p-th layer global (Gemma3ConfigGroup._sliding_window_pattern), or null. */
 function slidingPattern(spec: DecoderSpec): number | null {
@@ -84,9 +91,12 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1): string | null
     if (spec.ropeScaling !== null)
       return `does not write phi3's longrope rope_scaling (TensorRT-LLM's Phi3Config takes it from 128k contexts only)`;
   }
+  if (isGemma(spec)) {
+    const arch = spec.architecture;
+    if (tp > 1) return `writes ${arch} at --tp 1 only (use --pp)`;
+    if (spec.ropeScaling !== null) return `cannot hold ${arch}'s rope_scaling: TensorRT-LLM's GemmaConfig reads none`;
+  }
   if (isGemma3(spec)) {
-    if (tp > 1) return 'writes gemma3 at --tp 1 only (use --pp)';
-    if (spec.ropeScaling !== null) return `cannot hold gemma3's rope_scaling: TensorRT-LLM's GemmaConfig reads none`;
     if (slidingPattern(spec) === null)
       return `cannot hold gemma3's layer_types: TensorRT-LLM's Gemma 3 takes one global layer every _sliding_window_pattern layers`;
   }
@@ -117,7 +127,7 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
     num_attention_heads: spec.numHeads,
     num_key_value_heads: spec.kvHeads,
     head_size: spec.headDim,
-    hidden_act: isPhi3(spec) ? 'swiglu' : isGemma3(spec) ? 'gelu_pytorch_tanh' : 'silu',
+    hidden_act: isPhi3(spec) ? 'swiglu' : isGemma(spec) ? 'gelu_pytorch_tanh' : 'silu',
     intermediate_size: spec.intermediateSize,
     norm_epsilon: spec.rmsNormEps,
     position_embedding_type: 'rope_gpt_neox',
@@ -152,18 +162,24 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
     delete config.mlp_bias;
     config.rotary_pct = (spec.rotaryDim ?? spec.headDim) / spec.headDim;
   }
-  if (isGemma3(spec)) {
-    // GemmaConfig: inter_layernorms for the four norms, and the Gemma3 config group (from the HF config's own keys).
+  if (isGemma(spec)) {
+    // GemmaConfig: inter_layernorms for the four norms, and its Gemma 3 or Gemma 2 config group (from the HF config's keys).
     const scalar = (spec.attentionScale ?? spec.headDim ** -0.5) ** -2;
     Object.assign(config, {
       inter_layernorms: true,
       query_pre_attn_scalar: Math.abs(scalar - Math.round(scalar)) < 1e-6 ? Math.round(scalar) : scalar,
       final_logit_softcapping: spec.finalSoftcap ?? null,
+    });
+  }
+  if (isGemma3(spec)) {
+    Object.assign(config, {
       _sliding_window_pattern: slidingPattern(spec),
       rope_local_base_freq: spec.localRopeTheta ?? 10000,
       sliding_window: spec.slidingWindow ?? null,
     });
   }
+  // Gemma2ConfigGroup: the attention-logit cap (Gemma 3 has none), and no window (see the file header).
+  if (spec.architecture === 'gemma2') config.attn_logit_softcapping = spec.attnSoftcap ?? null;
   return config;
 }
 
@@ -194,7 +210,7 @@ export function tensorRtLlmRankTensors(spec: DecoderSpec, tp: number, r: TensorR
   const add = (name: string, parts: string[]) => {
     const s = parts.map(shape);
     // Gemma's norms scale by (1 + w): TensorRT-LLM's converter stores w + 1 (models/gemma/convert.py).
-    const plusOne = isGemma3(spec) && /(layernorm|ln_f)\.weight$/.test(name);
+    const plusOne = isGemma(spec) && /(layernorm|ln_f)\.weight$/.test(name);
     out.push({ name, shape: [s.reduce((a, p) => a + p[0]!, 0), ...s[0]!.slice(1)], parts, ...(plusOne ? { plusOne } : {}) });
   };
   if (r.first) add('transformer.vocab_embedding.weight', [EMBED_TOKENS]);

@@ -99,6 +99,8 @@ export async function writeOnnxArtifact(source: string, output: string, opts: Ar
         try {
           await buildDecoderGraph(g, spec, model.weights, {
             attention: opts.attention,
+            // llmopt's runtime trims sliding layers' caches to their window; transformers.js feeds whole caches.
+            windowedCache: !jsLayout,
             linear: hooks.linear,
             embedding: hooks.embedding,
             onTensor: () => opts.onProgress?.(++done, total),

@@ -6,7 +6,7 @@
 //   inplace:  the runtime owns the cache: the graph reads kv_cache.{i}.* where it lies and returns only
 //             the new entries (kv_new.{i}.*), which the runtime writes into the cache itself.
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
-import { layerHasRope, rotaryDimOf, type DecoderSpec } from '../core/spec.js';
+import { layerHasRope, layerWindow, rotaryDimOf, type DecoderSpec } from '../core/spec.js';
 
 /** Graph-wide values attention reads, computed once per graph by the decoder builder. */
 export interface AttentionContext {
@@ -25,6 +25,13 @@ export interface AttentionContext {
   allowedLocal?: string;
   /** The local rotary base's caches and cos/sin (Gemma 3's sliding layers); the builder swaps them in per layer. */
   localRotary?: { cosCache: string; sinCache: string; cos?: string; sin?: string };
+  /**
+   * Whether the sliding layers' caches hold only their window (the runtime trims them; see windowedCache in
+   * model/decoder.ts). Their slots then follow attention_mask_local, not the positions attention_mask gives.
+   */
+  windowedCache?: boolean;
+  /** windowedCache: seqlens_k / total_sequence_length (fused) or `allowed` (the others) over the sliding layers' slots. */
+  local?: { seqlensK?: string; totalSeqLen?: string; allowed?: string };
 }
 
 export interface AttentionIO {
@@ -58,19 +65,21 @@ const attentionScale = (spec: DecoderSpec): number => spec.attentionScale ?? 1 /
  * nothing may stand between them and the rotary (q/k norms). It turns the whole head (no partial rotary) from
  * one cache indexed by position (not longrope's table chosen by sequence length). Elsewhere the graph rotates q and k first.
  */
-export function gqaAppliesRotary(spec: DecoderSpec, layer: number): boolean {
+export function gqaAppliesRotary(spec: DecoderSpec, layer: number, windowedCache = false): boolean {
   const whole = rotaryDimOf(spec) === spec.headDim && spec.ropeScaling?.type !== 'longrope';
-  return layerHasRope(spec, layer) && spec.headDim % 16 === 0 && !spec.qkNorm && whole;
+  // A trimmed cache's seqlens_k counts its own slots, not the position: the op would rotate at the wrong one.
+  const trimmed = windowedCache && layerWindow(spec, layer) !== null;
+  return layerHasRope(spec, layer) && spec.headDim % 16 === 0 && !spec.qkNorm && whole && !trimmed;
 }
 
 /** Whether the fused graph needs the cos/sin at each position itself (some layer rotates outside GroupQueryAttention). */
-export function fusedNeedsPositions(spec: DecoderSpec): boolean {
-  return Array.from({ length: spec.numLayers }, (_, i) => layerHasRope(spec, i) && !gqaAppliesRotary(spec, i)).some(Boolean);
+export function fusedNeedsPositions(spec: DecoderSpec, windowedCache = false): boolean {
+  return Array.from({ length: spec.numLayers }, (_, i) => layerHasRope(spec, i) && !gqaAppliesRotary(spec, i, windowedCache)).some(Boolean);
 }
 
 /** GroupQueryAttention: rotary, cache append, grouped heads and the causal/padding mask in one op. */
 export function fusedAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
-  const inside = gqaAppliesRotary(spec, io.layer);
+  const inside = gqaAppliesRotary(spec, io.layer, ctx.windowedCache);
   let { q, k } = io;
   if (!inside && (io.rope || io.qNorm)) {
     // Norms and rotary on [B, S, heads, D], then back to the [B, S, heads*D] the op takes.

@@ -33,6 +33,11 @@ export interface DecoderGraphOptions {
   captures?: CaptureMode;
   /** Expose each layer's output (the residual stream after it) as `hidden.layers.{i}` (distillation's hidden loss). */
   hiddenStates?: boolean;
+  /**
+   * Whole decoders of a model with sliding layers: those layers' caches hold only their window, which the runtime
+   * trims; the graph takes attention_mask_local over their slots (core/io.ts). Off: every cache holds the whole context.
+   */
+  windowedCache?: boolean;
 }
 
 /** Number of weight tensors the builder writes (for progress bars). */
@@ -87,6 +92,8 @@ function outputShape(g: GraphBuilder, x: string, vocab: number): string {
 
 class DecoderGraph {
   private readonly linear: LinearEmitter;
+  /** Whether this graph's sliding layers read trimmed caches (set by build: whole decoders with a cache only). */
+  private windowed = false;
 
   constructor(
     readonly g: GraphBuilder,
@@ -187,6 +194,7 @@ class DecoderGraph {
   private prologue(tokens: string, rotates = true): AttentionContext {
     const { g, spec } = this;
     g.input(io.attentionMask, Elem.INT64, ['batch_size', 'total_sequence_length']);
+    if (this.windowed) g.input(io.attentionMaskLocal, Elem.INT64, ['batch_size', 'local_total_sequence_length']);
     const half = rotaryDimOf(spec) / 2;
     const { cos, sin } = rotaryCaches(spec);
     const rows = rotaryCacheRows(spec);
@@ -208,8 +216,9 @@ class DecoderGraph {
       const shape = g.op('Shape', [io.attentionMask], `${p}/Shape`);
       const total = g.op('Gather', [shape, scalar('/const/one_i64', 1)], `${p}/Gather`, { axis: { int: 0 } });
       const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
-      if (!fusedNeedsPositions(spec) || !rotates) {
-        return { seqlensK, totalSeqLen, cosCache, sinCache, ...(local ? { localRotary: local } : {}) };
+      const windowed = this.windowed ? this.localContext(tokens) : {};
+      if (!fusedNeedsPositions(spec, this.windowed) || !rotates) {
+        return { seqlensK, totalSeqLen, cosCache, sinCache, ...(local ? { localRotary: local } : {}), ...windowed };
       }
       // Layers that rotate outside the op use the positions the op itself would: with S new tokens, row b's
       // query s sits at max(0, valid_b - S) + s (s in a first, right-padded prompt; seqlens_k when decoding).
@@ -227,13 +236,52 @@ class DecoderGraph {
       const localRotary = local
         ? { localRotary: { ...local, ...this.rotaryAt(positions, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
         : {};
-      return { seqlensK, totalSeqLen, cosCache, sinCache, ...this.rotaryAt(positions, cosCache, sinCache), ...localRotary };
+      return { seqlensK, totalSeqLen, cosCache, sinCache, ...this.rotaryAt(positions, cosCache, sinCache), ...localRotary, ...windowed };
     }
 
     g.input(io.positionIds, Elem.INT64, ['batch_size', 'sequence_length']);
-    const p = '/model/attn_mask';
-    // Query s sits at slot P + s of the cache (P = T - S); it may see slot t when t <= P + s and mask[t] = 1.
-    const T = g.op('Gather', [g.op('Shape', [io.attentionMask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, {
+    const { allowed, P, T } = this.slotMask(io.attentionMask, tokens, '/model/attn_mask');
+    const windowed = this.windowed ? this.localContext(tokens) : {};
+    const window = this.windowed ? undefined : spec.slidingWindow;
+    const allowedLocal = window === undefined ? {} : { allowedLocal: this.windowMask(allowed, window, P, T) };
+    const localRotary = local
+      ? { localRotary: { ...local, ...this.rotaryAt(io.positionIds, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
+      : {};
+    const rotary = this.rotaryAt(io.positionIds, cosCache, sinCache);
+    return { allowed, ...rotary, cosCache, sinCache, ...allowedLocal, ...localRotary, ...windowed };
+  }
+
+  /**
+   * The sliding layers' lengths over their trimmed caches, from attention_mask_local: GroupQueryAttention's
+   * seqlens_k and total_sequence_length (fused), or the windowed `allowed` mask over their slots (the others).
+   */
+  private localContext(tokens: string): Pick<AttentionContext, 'windowedCache' | 'local'> {
+    const { g, spec } = this;
+    const mask = io.attentionMaskLocal;
+    const p = '/model/attn_mask_local';
+    if (!ATTENTION[this.opts.attention].positionIds) {
+      const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+      const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
+      const sum = g.op('ReduceSum', [mask, i64('/const/axes_1', [1])], `${p}/ReduceSum`, { keepdims: { int: 0 } });
+      const seqlens = g.op('Sub', [sum, scalar('/const/one_i64', 1)], `${p}/Sub`);
+      const seqlensK = g.op('Cast', [seqlens], `${p}/seqlens_k/Cast`, { to: { int: Elem.INT32 } });
+      const total = g.op('Gather', [g.op('Shape', [mask], `${p}/Shape`), scalar('/const/one_i64', 1)], `${p}/Gather`, { axis: { int: 0 } });
+      const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
+      return { windowedCache: true, local: { seqlensK, totalSeqLen } };
+    }
+    const { allowed, P, T } = this.slotMask(mask, tokens, p);
+    return { windowedCache: true, local: { allowed: this.windowMask(allowed, spec.slidingWindow!, P, T, mask, `${p}/window`) } };
+  }
+
+  /**
+   * [B,1,1,S,T] bool over the slots of `mask` [B, T] (a cache's and then the step's S tokens): query s sits at slot
+   * P + s (P = T - S); it may see slot t when t <= P + s and mask[t] = 1.
+   */
+  private slotMask(mask: string, tokens: string, p: string): { allowed: string; P: string; T: string } {
+    const g = this.g;
+    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
+    const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
+    const T = g.op('Gather', [g.op('Shape', [mask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, {
       axis: { int: 0 },
     });
     const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
@@ -249,14 +297,9 @@ class DecoderGraph {
       ],
       `${p}/causal`,
     ); // [S, T]
-    const valid = g.op('Cast', [io.attentionMask], `${p}/valid`, { to: { int: Elem.BOOL } });
+    const valid = g.op('Cast', [mask], `${p}/valid`, { to: { int: Elem.BOOL } });
     const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
-    const allowed = g.op('And', [causal, valid5], `${p}/allowed`); // [B,1,1,S,T]
-    const allowedLocal = spec.slidingWindow === undefined ? {} : { allowedLocal: this.windowMask(allowed, spec.slidingWindow, P, T) };
-    const localRotary = local
-      ? { localRotary: { ...local, ...this.rotaryAt(io.positionIds, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
-      : {};
-    return { allowed, ...this.rotaryAt(io.positionIds, cosCache, sinCache), cosCache, sinCache, ...allowedLocal, ...localRotary };
+    return { allowed: g.op('And', [causal, valid5], `${p}/allowed`), P, T }; // [B,1,1,S,T]
   }
 
   /** The local rotary caches (spec.localRopeTheta, unscaled) when some layer uses them, else null. */
@@ -278,12 +321,18 @@ class DecoderGraph {
    * origin is the client's (transformers.js numbers Gemma 3's from 1, as PaliGemma's are), which shifts the rotary
    * harmlessly but would narrow the window by one.
    */
-  private windowMask(allowed: string, window: number, P: string, T: string): string {
+  private windowMask(
+    allowed: string,
+    window: number,
+    P: string,
+    T: string,
+    mask: string = io.attentionMask,
+    p = '/model/attn_mask/window',
+  ): string {
     const g = this.g;
-    const p = '/model/attn_mask/window';
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const one = g.constant('/const/one_i64', Elem.INT64, [], [1]);
-    const counts = g.op('CumSum', [io.attentionMask, one], `${p}/CumSum`); // [B,T]
+    const counts = g.op('CumSum', [mask, one], `${p}/CumSum`); // [B,T]
     const pos = g.op('Sub', [counts, one], `${p}/slot_pos`); // [B,T]
     const kPos = g.op('Unsqueeze', [pos, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/k_pos5`); // [B,1,1,1,T]
     const axes0 = i64('/const/axes_0', [0]);
@@ -415,7 +464,8 @@ class DecoderGraph {
     );
     if (cache) {
       // A graph-owned cache comes back whole; a runtime-owned one gets only the step's new entries.
-      const seq = ATTENTION[form].cacheOwner === 'runtime' ? 'sequence_length' : 'total_sequence_length';
+      const local = this.windowed && window !== null ? 'local_' : '';
+      const seq = ATTENTION[form].cacheOwner === 'runtime' ? 'sequence_length' : `${local}total_sequence_length`;
       g.output(aio.presentKey, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
       g.output(aio.presentValue, Elem.FLOAT, ['batch_size', kvHeads, seq, d]);
     }
@@ -443,6 +493,8 @@ class DecoderGraph {
     let out = ctx;
     if (layerUsesLocalRope(this.spec, i)) out = { ...out, ...ctx.localRotary! };
     if (layerWindow(this.spec, i) !== null && ctx.allowedLocal) out = { ...out, allowed: ctx.allowedLocal };
+    // A trimmed cache: the layer's slots are attention_mask_local's.
+    if (layerWindow(this.spec, i) !== null && ctx.local) out = { ...out, ...ctx.local };
     return out;
   }
 
@@ -511,13 +563,14 @@ class DecoderGraph {
     const { kvHeads, headDim: d } = this.spec;
     for (let i = from; i < to; i++) {
       const [key, value] = cacheInputs(this.opts.attention, i);
+      const local = this.windowed && layerWindow(this.spec, i) !== null ? 'local_' : '';
       if (ATTENTION[this.opts.attention].cacheOwner === 'runtime') {
-        this.g.input(key, Elem.FLOAT, ['batch_size', kvHeads, d, 'cache_slots']);
-        this.g.input(value, Elem.FLOAT, ['batch_size', kvHeads, 'cache_slots', d]);
+        this.g.input(key, Elem.FLOAT, ['batch_size', kvHeads, d, `${local}cache_slots`]);
+        this.g.input(value, Elem.FLOAT, ['batch_size', kvHeads, `${local}cache_slots`, d]);
         continue;
       }
-      this.g.input(key, Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
-      this.g.input(value, Elem.FLOAT, ['batch_size', kvHeads, 'past_sequence_length', d]);
+      this.g.input(key, Elem.FLOAT, ['batch_size', kvHeads, `${local}past_sequence_length`, d]);
+      this.g.input(value, Elem.FLOAT, ['batch_size', kvHeads, `${local}past_sequence_length`, d]);
     }
   }
 
@@ -553,6 +606,8 @@ class DecoderGraph {
   async build(cache = true): Promise<void> {
     const { g, spec } = this;
     g.input(io.inputIds, Elem.INT64, ['batch_size', 'sequence_length']);
+    const sliding = Array.from({ length: spec.numLayers }, (_, i) => layerWindow(spec, i) !== null).some(Boolean);
+    this.windowed = cache && sliding && this.opts.windowedCache === true;
     const ctx = this.prologue(io.inputIds);
     if (cache) this.pastInputs(0, spec.numLayers);
 
@@ -586,6 +641,8 @@ class DecoderGraph {
     const attends = (seg.layers !== undefined && seg.layers.to > seg.layers.from) || seg.half?.block === 'attn';
     const [first, end] = seg.layers ? [seg.layers.from, seg.layers.to] : [seg.half?.layer ?? 0, (seg.half?.layer ?? 0) + 1];
     const rotates = Array.from({ length: end - first }, (_, k) => layerHasRope(spec, first + k)).some(Boolean);
+    const slides = Array.from({ length: end - first }, (_, k) => layerWindow(spec, first + k) !== null).some(Boolean);
+    this.windowed = attends && slides && this.opts.windowedCache === true;
     const ctx = attends ? this.prologue(tokens, rotates) : null;
     if (seg.layers) this.pastInputs(seg.layers.from, seg.layers.to);
     if (seg.half?.block === 'attn') this.pastInputs(seg.half.layer, seg.half.layer + 1);

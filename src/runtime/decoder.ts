@@ -4,10 +4,10 @@ import type { Artifact } from '../formats/artifact.js';
 import { openArtifact } from '../model/artifact.js';
 import { InputError } from '../core/errors.js';
 import { ATTENTION, attentionFormOf, cacheOutputOf, io, isCacheInput, type AttentionForm } from '../core/io.js';
-import type { DecoderSpec } from '../core/spec.js';
+import { layerWindow, type DecoderSpec } from '../core/spec.js';
 import { CACHE_ADOPTS_ROWS, createKvCache, defaultCacheKind, type CacheKind, type CacheLayout, type KvCache } from './kv-cache.js';
 import { ModelSession, Tensor } from './session.js';
-import { StepLogits, type CausalLM, type ForwardOptions, type ModelCapabilities, type OpenOptions } from './model.js';
+import { StepLogits, type CacheOptions, type CausalLM, type ForwardOptions, type ModelCapabilities, type OpenOptions } from './model.js';
 
 export { StepLogits };
 import type { Device } from './device.js';
@@ -57,12 +57,24 @@ export class DecoderModel implements CausalLM<KvCache> {
     return { adoptRows: CACHE_ADOPTS_ROWS[defaultCacheKind(this.form)] };
   }
 
+  /** Whether the graph's sliding layers read caches trimmed to their window (it takes attention_mask_local). */
+  get windowedCache(): boolean {
+    return this.session.inputNames.includes(io.attentionMaskLocal);
+  }
+
   /**
    * A fresh cache for `batch` rows; `capacity` bounds the tokens a row may hold. The fused form
    * shares one pre-allocated buffer between past and present; `kind: 'concat'` forces the copying
    * cache instead (GroupQueryAttention accepts both at batch 1; the benchmark compares them).
+   * Sliding layers of a windowed graph keep only their window (and `rollback` more).
    */
-  createCache(batch: number, capacity: number, kind: CacheKind = defaultCacheKind(this.form)): KvCache {
+  createCache(batch: number, capacity: number, opts: CacheOptions & { kind?: CacheKind } = {}): KvCache {
+    const kind = opts.kind ?? defaultCacheKind(this.form);
+    const spec = this.spec;
+    const local = this.pastNames.filter((n) => layerWindow(spec, Number(n.split('.')[1])) !== null);
+    const window = this.windowedCache
+      ? { names: local, needed: spec.slidingWindow! - 1, rollback: Math.max(0, Math.floor(opts.rollback ?? 0)) }
+      : undefined;
     const layout: CacheLayout = {
       batch,
       kvHeads: this.spec.kvHeads,
@@ -72,6 +84,7 @@ export class DecoderModel implements CausalLM<KvCache> {
       positionIds: ATTENTION[this.form].positionIds,
       maxPositions: this.spec.maxPositions,
       emptyInputs: this.device !== 'webgpu',
+      ...(window ? { window } : {}),
     };
     if (capacity > this.spec.maxPositions) {
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);

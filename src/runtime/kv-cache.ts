@@ -4,152 +4,27 @@
 //     pre-allocated as the present, so GroupQueryAttention appends in place (but onnxruntime-node
 //     still copies every present back into a new JavaScript buffer after the run).
 //   InPlaceCache (inplace): the graph reads the buffers and returns only the new entries; written here.
-//   ConcatCache (standard): the graph returns past+new; the present becomes the next past.
-import { InputError } from '../core/errors.js';
+//   ConcatCache (standard, kv-concat.ts): the graph returns past+new; the present becomes the next past.
+// Sliding layers of a graph that takes attention_mask_local keep only their window (kv-layout.ts WindowPlan): their
+// buffers are a second group with its own per-row counts and mask, trimmed before each step.
 import { io, type AttentionForm } from '../core/io.js';
-import { Tensor } from './session.js';
+import { ConcatCache } from './kv-concat.js';
+import { heldAfterTruncate, int64, positionFeeds, wholeNames, type CacheLayout, type KvCache, type StepFeeds } from './kv-layout.js';
+import { SlotBuffers } from './kv-slots.js';
+import type { Tensor } from './session.js';
 import type { SequenceState } from './model.js';
 
-/** What one forward step feeds besides input_ids. */
-export interface StepFeeds {
-  feeds: Record<string, Tensor>;
-  fetches?: Record<string, Tensor | null>;
-}
-
-export interface KvCache extends SequenceState {
-  /** Feeds for a step appending newCounts[b] tokens to row b, padded to S. */
-  prepare(newCounts: number[], S: number): StepFeeds;
-  /** Records a finished step. */
-  commit(outputs: Record<string, Tensor>, newCounts: number[]): void;
-}
-
-export interface CacheLayout {
-  batch: number;
-  kvHeads: number;
-  headDim: number;
-  /** past_key_values.* input names, in graph order. */
-  pastNames: string[];
-  /** present.* output name for each past name. */
-  presentOf: (past: string) => string;
-  /** Whether the graph takes position_ids. */
-  positionIds: boolean;
-  maxPositions: number;
-  /**
-   * Whether the device takes zero-sized cache inputs. onnxruntime 1.30's WebGPU provider crashes the
-   * process (SIGSEGV) on the inplace graph's zero-slot kv_cache.*; there the first prefill reads C
-   * masked-out slots instead.
-   */
-  emptyInputs?: boolean;
-}
-
-function int64(values: number[] | BigInt64Array, dims: number[]): Tensor {
-  const data = values instanceof BigInt64Array ? values : BigInt64Array.from(values, (v) => BigInt(v));
-  return new Tensor('int64', data, dims);
-}
-
-function positionFeeds(layout: CacheLayout, lengths: readonly number[], S: number): Record<string, Tensor> {
-  if (!layout.positionIds) return {};
-  const pos = new BigInt64Array(layout.batch * S);
-  for (let b = 0; b < layout.batch; b++) {
-    // Padding slots get a clamped position: their outputs are never read.
-    for (let s = 0; s < S; s++) pos[b * S + s] = BigInt(Math.min(lengths[b]! + s, layout.maxPositions - 1));
-  }
-  return { [io.positionIds]: int64(pos, [layout.batch, S]) };
-}
-
-/**
- * Growable cache tensors, one per cache input, each [B, kvH, C, D] or, for keys the inplace graph
- * reads transposed, [B, kvH, D, C] (slots last). Both are B*kvH*R rows of C*E floats (R = 1, E = D
- * or R = D, E = 1), so growing and copying rows is one loop for both.
- */
-class SlotBuffers {
-  readonly tensors = new Map<string, Tensor>();
-  /** Sequence slots the buffers hold now; they grow on demand up to `maxCapacity`. */
-  allocated = 0;
-
-  constructor(
-    private readonly layout: CacheLayout,
-    readonly maxCapacity: number,
-    private readonly slotsLast: (name: string) => boolean,
-  ) {}
-
-  private shape(name: string): { R: number; E: number } {
-    return this.slotsLast(name) ? { R: this.layout.headDim, E: 1 } : { R: 1, E: this.layout.headDim };
-  }
-
-  /**
-   * Makes the buffers hold at least `width` slots. A step's time grows with the allocated slots
-   * (fused form at batch 8: 33 ms with 140 slots, 125 ms with 1,800, most of it onnxruntime-node
-   * copying the whole present out of the run), so the buffers start near the prompt and grow by
-   * half (amortised copies) rather than being sized for the longest possible run.
-   */
-  ensure(width: number): void {
-    if (width <= this.allocated) return;
-    if (width > this.maxCapacity) throw new InputError(`sequence of ${width} tokens exceeds the cache capacity of ${this.maxCapacity}`);
-    const next = Math.min(this.maxCapacity, Math.max(width + 64, Math.ceil(this.allocated * 1.5)));
-    const { batch: B, kvHeads: H, headDim: D } = this.layout;
-    for (const name of this.layout.pastNames) {
-      const { R, E } = this.shape(name);
-      const grown = new Float32Array(B * H * next * D);
-      const old = this.tensors.get(name)?.data as Float32Array | undefined;
-      const was = this.allocated * E;
-      if (old) for (let r = 0; r < B * H * R; r++) grown.set(old.subarray(r * was, (r + 1) * was), r * next * E);
-      this.tensors.set(name, new Tensor('float32', grown, R === 1 ? [B, H, next, D] : [B, H, D, next]));
-    }
-    this.allocated = next;
-  }
-
-  /** Drops the buffers (a released cache). */
-  release(): void {
-    this.tensors.clear();
-    this.allocated = 0;
-  }
-
-  /** A tensor shaped like `name`'s with zero slots. */
-  noSlots(name: string): Tensor {
-    const { batch: B, kvHeads: H, headDim: D } = this.layout;
-    return new Tensor('float32', new Float32Array(0), this.shape(name).R === 1 ? [B, H, 0, D] : [B, H, D, 0]);
-  }
-
-  /**
-   * Writes `n` new entries of row `row` at slots at..at+n-1 of `name`'s buffer, from `src`
-   * [B, kvH, S, D] (its row `row`, positions 0..n-1), in whichever layout the buffer has.
-   */
-  writeEntries(name: string, row: number, at: number, src: Float32Array, S: number, n: number): void {
-    const { kvHeads: H, headDim: D } = this.layout;
-    const { R, E } = this.shape(name);
-    const dst = this.tensors.get(name)!.data as Float32Array;
-    const rowStride = this.allocated * E;
-    for (let h = 0; h < H; h++) {
-      const from = (row * H + h) * S * D;
-      if (R === 1) {
-        dst.set(src.subarray(from, from + n * D), (row * H + h) * rowStride + at * D);
-        continue;
-      }
-      const base = (row * H + h) * R * rowStride + at; // [.., d, slot]
-      for (let s = 0; s < n; s++) for (let d = 0; d < D; d++) dst[base + d * rowStride + s] = src[from + s * D + d]!;
-    }
-  }
-
-  /** Copies the first `n` slots of row `from` of `source` into row `row`. */
-  copyRow(row: number, source: SlotBuffers, from: number, n: number): void {
-    const H = this.layout.kvHeads;
-    for (const [name, t] of this.tensors) {
-      const { R, E } = this.shape(name);
-      const src = source.tensors.get(name)!.data as Float32Array;
-      const dst = t.data as Float32Array;
-      for (let hr = 0; hr < H * R; hr++) {
-        const s = (from * H * R + hr) * source.allocated * E;
-        dst.set(src.subarray(s, s + n * E), (row * H * R + hr) * this.allocated * E);
-      }
-    }
-  }
-}
+export type { CacheLayout, KvCache, StepFeeds, WindowPlan } from './kv-layout.js';
+export { ConcatCache } from './kv-concat.js';
 
 /** What the two slot-buffer caches share: per-row lengths over growable buffers, rollback, row adoption. */
 abstract class SlotCache implements KvCache {
   readonly lengths: number[];
+  /** The caches of layers that hold the whole context. */
   protected readonly slots: SlotBuffers;
+  /** Trimmed sliding layers' caches, and the entries each row holds there (its latest tokens), or null. */
+  protected readonly local: SlotBuffers | null;
+  protected readonly localHeld: number[];
 
   constructor(
     readonly layout: CacheLayout,
@@ -157,7 +32,11 @@ abstract class SlotCache implements KvCache {
     slotsLast: (name: string) => boolean = () => false,
   ) {
     this.lengths = new Array(layout.batch).fill(0);
-    this.slots = new SlotBuffers(layout, maxCapacity, slotsLast);
+    this.localHeld = new Array(layout.batch).fill(0);
+    this.slots = new SlotBuffers(layout, wholeNames(layout), maxCapacity, slotsLast);
+    const w = layout.window;
+    // A decode step's width: the kept entries and the new token.
+    this.local = w ? new SlotBuffers(layout, w.names, maxCapacity, slotsLast, w.needed + w.rollback + 1) : null;
   }
 
   get batch(): number {
@@ -167,9 +46,36 @@ abstract class SlotCache implements KvCache {
   abstract prepare(newCounts: number[], S: number): StepFeeds;
   abstract commit(outputs: Record<string, Tensor>, newCounts: number[]): void;
 
+  held(): ReadonlyMap<string, Tensor> {
+    return new Map([...this.slots.tensors, ...(this.local?.tensors ?? [])]);
+  }
+
+  /**
+   * Trimmed rows drop their oldest entries down to what the window (and rollback) needs, then the buffers take the
+   * step: returns the sliding layers' width (the widest row's kept entries and new tokens).
+   */
+  protected trimLocal(newCounts: number[]): number {
+    const plan = this.layout.window!;
+    const keep = plan.needed + plan.rollback;
+    for (let b = 0; b < this.batch; b++) {
+      const held = this.localHeld[b]!;
+      if (held <= keep) continue;
+      this.local!.shift(b, held - keep, keep);
+      this.localHeld[b] = keep;
+    }
+    const width = Math.max(...this.localHeld.map((l, b) => l + newCounts[b]!));
+    this.local!.fit(width);
+    this.local!.ensure(width);
+    return width;
+  }
+
   /** Slots past `length` are simply overwritten by later steps: nothing to move. */
   truncate(row: number, length: number): void {
     if (length > this.lengths[row]!) throw new Error(`truncate: row ${row} holds ${this.lengths[row]} tokens, not ${length}`);
+    if (this.layout.window) {
+      const drop = this.lengths[row]! - length;
+      this.localHeld[row] = heldAfterTruncate(this.layout.window, row, this.localHeld[row]!, drop, length);
+    }
     this.lengths[row] = length;
   }
 
@@ -186,10 +92,17 @@ abstract class SlotCache implements KvCache {
     this.slots.ensure(Math.max(n, 1));
     this.slots.copyRow(row, source.slots, from, n);
     this.lengths[row] = n;
+    if (this.local && source.local) {
+      const held = source.localHeld[from]!;
+      this.local.ensure(Math.max(held, 1));
+      this.local.copyRow(row, source.local, from, held);
+      this.localHeld[row] = held;
+    }
   }
 
   release(): void {
     this.slots.release();
+    this.local?.release();
   }
 }
 
@@ -206,7 +119,16 @@ export class SharedBufferCache extends SlotCache {
     for (let b = 0; b < B; b++) mask.fill(1n, b * width, b * width + totals[b]!);
     const feeds: Record<string, Tensor> = { [io.attentionMask]: int64(mask, [B, width]), ...positionFeeds(this.layout, this.lengths, S) };
     const fetches: Record<string, Tensor | null> = {};
-    for (const [name, t] of this.slots.tensors) {
+    const buffers = [...this.slots.tensors];
+    if (this.local) {
+      // The sliding layers' seqlens_k and total_sequence_length come from their own mask, over their own buffers.
+      const localWidth = this.trimLocal(newCounts);
+      const localMask = new BigInt64Array(B * localWidth);
+      for (let b = 0; b < B; b++) localMask.fill(1n, b * localWidth, b * localWidth + this.localHeld[b]! + newCounts[b]!);
+      feeds[io.attentionMaskLocal] = int64(localMask, [B, localWidth]);
+      buffers.push(...this.local.tensors);
+    }
+    for (const [name, t] of buffers) {
       feeds[name] = t;
       fetches[this.layout.presentOf(name)] = t;
     }
@@ -214,7 +136,10 @@ export class SharedBufferCache extends SlotCache {
   }
 
   commit(_outputs: Record<string, Tensor>, newCounts: number[]): void {
-    for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
+    for (let b = 0; b < this.batch; b++) {
+      this.lengths[b]! += newCounts[b]!;
+      this.localHeld[b]! += newCounts[b]!;
+    }
   }
 }
 
@@ -230,110 +155,48 @@ export class InPlaceCache extends SlotCache {
   }
 
   prepare(newCounts: number[], S: number): StepFeeds {
-    const B = this.batch;
     this.slots.ensure(Math.max(...this.lengths.map((l, b) => l + newCounts[b]!)));
+    const feeds: Record<string, Tensor> = {
+      ...this.slotFeeds(this.slots, this.lengths, io.attentionMask, newCounts, S),
+      ...positionFeeds(this.layout, this.lengths, S),
+    };
+    if (this.local) {
+      this.trimLocal(newCounts);
+      Object.assign(feeds, this.slotFeeds(this.local, this.localHeld, io.attentionMaskLocal, newCounts, S));
+    }
+    return { feeds };
+  }
+
+  /** The buffers of one group and its mask [B, C + S]: `held` slots of each row, then its new tokens. */
+  private slotFeeds(slots: SlotBuffers, held: number[], maskName: string, newCounts: number[], S: number): Record<string, Tensor> {
+    const B = this.batch;
     // A prefill into an empty cache attends to no slot: the graph gets zero slots rather than C masked ones.
-    const empty = this.layout.emptyInputs !== false && this.lengths.every((l) => l === 0);
-    const C = empty ? 0 : this.slots.allocated;
+    const empty = this.layout.emptyInputs !== false && held.every((l) => l === 0);
+    const C = empty ? 0 : slots.allocated;
     const T = C + S;
     const mask = new BigInt64Array(B * T);
     for (let b = 0; b < B; b++) {
-      mask.fill(1n, b * T, b * T + this.lengths[b]!);
+      mask.fill(1n, b * T, b * T + held[b]!);
       mask.fill(1n, b * T + C, b * T + C + newCounts[b]!);
     }
-    const feeds: Record<string, Tensor> = { [io.attentionMask]: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
-    for (const [name, t] of this.slots.tensors) feeds[name] = empty ? this.slots.noSlots(name) : t;
-    return { feeds };
+    const feeds: Record<string, Tensor> = { [maskName]: int64(mask, [B, T]) };
+    for (const [name, t] of slots.tensors) feeds[name] = empty ? slots.noSlots(name) : t;
+    return feeds;
   }
 
   commit(outputs: Record<string, Tensor>, newCounts: number[]): void {
-    for (const name of this.slots.tensors.keys()) {
-      const fresh = outputs[this.layout.presentOf(name)]!; // [B, kvH, S, D]
-      for (let b = 0; b < this.batch; b++)
-        this.slots.writeEntries(name, b, this.lengths[b]!, fresh.data as Float32Array, fresh.dims[2]!, newCounts[b]!);
-    }
-    for (let b = 0; b < this.batch; b++) this.lengths[b]! += newCounts[b]!;
-  }
-}
-
-export class ConcatCache implements KvCache {
-  readonly lengths: number[];
-  private past: Map<string, Tensor>;
-  /** Per slot and row: 1 where the slot holds a real token, 0 for padding. */
-  private valid: Uint8Array[];
-
-  constructor(readonly layout: CacheLayout) {
-    this.lengths = new Array(layout.batch).fill(0);
-    const dims = [layout.batch, layout.kvHeads, 0, layout.headDim];
-    this.past = new Map(layout.pastNames.map((n) => [n, new Tensor('float32', new Float32Array(0), dims)]));
-    this.valid = Array.from({ length: layout.batch }, () => new Uint8Array(0));
-  }
-
-  get batch(): number {
-    return this.layout.batch;
-  }
-
-  /** Rows of different lengths share one padded past here: a row cannot be moved in on its own. */
-  adoptRow(): void {
-    throw new Error('adoptRow: a concatenating cache cannot take over rows (see CACHE_ADOPTS_ROWS)');
-  }
-
-  release(): void {
-    this.past.clear();
-    this.valid = [];
-  }
-
-  prepare(newCounts: number[], S: number): StepFeeds {
-    const B = this.batch;
-    const T = this.valid[0]!.length + S;
-    const mask = new BigInt64Array(B * T);
-    for (let b = 0; b < B; b++) {
-      const v = this.valid[b]!;
-      for (let t = 0; t < v.length; t++) mask[b * T + t] = BigInt(v[t]!);
-      for (let s = 0; s < S; s++) mask[b * T + v.length + s] = s < newCounts[b]! ? 1n : 0n;
-    }
-    const feeds: Record<string, Tensor> = { [io.attentionMask]: int64(mask, [B, T]), ...positionFeeds(this.layout, this.lengths, S) };
-    for (const [name, t] of this.past) feeds[name] = t;
-    return { feeds };
-  }
-
-  /**
-   * Marks row's slots after its first `length` tokens as padding. At batch 1 the cache is cut to
-   * that length (no padding left behind); with more rows the slots stay, masked out.
-   */
-  truncate(row: number, length: number): void {
-    const valid = this.valid[row]!;
-    let kept = 0;
-    for (let t = 0; t < valid.length; t++) {
-      if (!valid[t]) continue;
-      if (kept >= length) valid[t] = 0;
-      else kept++;
-    }
-    if (kept < length) throw new Error(`truncate: row ${row} holds ${kept} tokens, not ${length}`);
-    this.lengths[row] = length;
-    if (this.batch === 1) {
-      const T = length;
-      for (const [name, t] of this.past) {
-        const [B, H, oldT, D] = t.dims as [number, number, number, number];
-        const src = t.data as Float32Array;
-        const out = new Float32Array(B * H * T * D);
-        for (let h = 0; h < B * H; h++) out.set(src.subarray(h * oldT * D, h * oldT * D + T * D), h * T * D);
-        this.past.set(name, new Tensor('float32', out, [B, H, T, D]));
+    const groups: [SlotBuffers, number[]][] = [[this.slots, this.lengths]];
+    if (this.local) groups.push([this.local, this.localHeld]);
+    for (const [slots, held] of groups) {
+      for (const name of slots.tensors.keys()) {
+        const fresh = outputs[this.layout.presentOf(name)]!; // [B, kvH, S, D]
+        for (let b = 0; b < this.batch; b++)
+          slots.writeEntries(name, b, held[b]!, fresh.data as Float32Array, fresh.dims[2]!, newCounts[b]!);
       }
-      this.valid[0] = this.valid[0]!.slice(0, T);
     }
-  }
-
-  commit(outputs: Record<string, Tensor>, newCounts: number[]): void {
-    const S = Math.max(...newCounts);
-    for (const name of this.past.keys()) this.past.set(name, outputs[this.layout.presentOf(name)]!);
     for (let b = 0; b < this.batch; b++) {
-      const old = this.valid[b]!;
-      const next = new Uint8Array(old.length + S);
-      next.set(old);
-      next.fill(1, old.length, old.length + newCounts[b]!);
-      this.valid[b] = next;
       this.lengths[b]! += newCounts[b]!;
+      this.localHeld[b]! += newCounts[b]!;
     }
   }
 }

@@ -60,6 +60,15 @@ export interface ModelCapabilities {
   adoptRows: boolean;
 }
 
+/** How a cache will be used, where that bounds what it must keep. */
+export interface CacheOptions {
+  /**
+   * Tokens a row may be truncated by below the start of its last step (a speculative draft proposes one token a step
+   * and rolls several back). Caches trimmed to a sliding window keep as many more entries; 0 by default.
+   */
+  rollback?: number;
+}
+
 export interface CausalLM<S extends SequenceState = SequenceState> {
   readonly spec: DecoderSpec;
   readonly device: Device;
@@ -67,7 +76,7 @@ export interface CausalLM<S extends SequenceState = SequenceState> {
   readonly description: string;
   readonly capabilities: ModelCapabilities;
   /** Fresh state for `batch` rows of at most `capacity` tokens each; the caller releases it. */
-  createCache(batch: number, capacity: number): S;
+  createCache(batch: number, capacity: number, opts?: CacheOptions): S;
   /** Appends rows[b] to row b and returns the logits at every new position (or each row's last, see ForwardOptions). */
   forward(cache: S, rows: number[][], opts?: ForwardOptions): Promise<StepLogits>;
   release(): Promise<void>;

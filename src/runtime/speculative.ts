@@ -106,7 +106,8 @@ export async function speculativeGenerate(
   if (budget <= 0) return r;
   // Neither cache ever holds more than the prompt and the budget (see the proposal bound below).
   const targetCache = target.createCache(1, prompt.length + budget);
-  const drafter = draft === PROMPT_LOOKUP ? lookupDrafter(target.spec.vocabSize) : modelDrafter(draft, prompt.length + budget);
+  const drafter =
+    draft === PROMPT_LOOKUP ? lookupDrafter(target.spec.vocabSize) : modelDrafter(draft, prompt.length + budget, opts.draftTokens);
   try {
     return await speculate(target, drafter, targetCache, prompt, opts, { rule, sampler, r });
   } finally {
@@ -133,8 +134,9 @@ interface Drafter {
 }
 
 /** A draft model with its own cache, fed one token at a time (after catching up on what it has not seen). */
-function modelDrafter(draft: CausalLM, capacity: number): Drafter {
-  const cache = draft.createCache(1, capacity);
+function modelDrafter(draft: CausalLM, capacity: number, draftTokens: number): Drafter {
+  // The draft rolls back up to draftTokens proposals it made one step each (a sliding-window cache keeps them).
+  const cache = draft.createCache(1, capacity, { rollback: draftTokens });
   const d: Drafter = {
     passes: 0,
     seconds: 0,

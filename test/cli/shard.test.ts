@@ -81,7 +81,7 @@ for (const name of TINY_MODELS) {
     const refusal =
       arch === 'phi3'
         ? '--format tensorrt-llm writes phi3 at --tp 1 only'
-        : `--format tensorrt-llm writes llama, mistral, qwen2, qwen3, phi3 and gemma3 checkpoints, not ${arch}; use --format onnx`;
+        : `--format tensorrt-llm writes llama, mistral, qwen2, qwen3, phi3, gemma3 and gemma2 checkpoints, not ${arch}; use --format onnx`;
     test(`${name}: --format tensorrt-llm is refused with one line, exit 2, nothing written`, { skip: needsSharedModel(name) }, () => {
       const dir = tempDir();
       const out = join(dir, 'trt');

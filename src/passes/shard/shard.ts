@@ -92,7 +92,8 @@ async function writeOnnxRank(
     const data = new ExternalDataWriter(join(rankDir, dataName), dataName);
     const g = new GraphBuilder(data);
     try {
-      await buildSegmentGraph(g, local, sliced, seg, { attention: opts.attention, onTensor: tick });
+      // The rank workers trim sliding layers' caches to their window (runtime/sharded/worker.ts).
+      await buildSegmentGraph(g, local, sliced, seg, { attention: opts.attention, windowedCache: true, onTensor: tick });
     } finally {
       data.close();
     }

@@ -7,11 +7,11 @@ import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { DeviceError, InputError } from '../../core/errors.js';
 import { readModelSpec } from '../../model/architectures/index.js';
-import type { DecoderSpec } from '../../core/spec.js';
+import { layerWindow, type DecoderSpec } from '../../core/spec.js';
 import type { Device } from '../device.js';
 import { RunError } from '../session.js';
 import { io } from '../../core/io.js';
-import { StepLogits, type CausalLM, type ModelCapabilities, type OpenOptions, type SequenceState } from '../model.js';
+import { StepLogits, type CacheOptions, type CausalLM, type ModelCapabilities, type OpenOptions, type SequenceState } from '../model.js';
 import { readShardManifest, type RankRecord, type ShardManifest } from './manifest.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './protocol.js';
 
@@ -114,6 +114,10 @@ class ShardedCache implements SequenceState {
   }
 }
 
+/** The layers that attend through the sliding window. */
+const slidingLayers = (spec: DecoderSpec): number[] =>
+  Array.from({ length: spec.numLayers }, (_, i) => i).filter((i) => layerWindow(spec, i) !== null);
+
 /**
  * Starts a rank's worker: the compiled worker.js, or under tsx (tests, benchmarks) worker.ts after
  * registering tsx's loader in the worker, which does not inherit the parent's loader hooks.
@@ -157,6 +161,7 @@ export class ShardedModel implements CausalLM<ShardedCache> {
         kvHeads: r.kvHeads[1] - r.kvHeads[0],
         headDim: spec.headDim,
         maxPositions: spec.maxPositions,
+        ...(spec.slidingWindow === undefined ? {} : { window: { size: spec.slidingWindow, layers: slidingLayers(spec) } }),
         attention: manifest.layout.attention,
         device: opts.rankDevices?.[r.rank] ?? opts.device,
         threads,
@@ -186,7 +191,13 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     return Promise.all(ranks.map(async (r) => ((await r.request({ op: 'stats' })) as { caches?: number }).caches ?? 0));
   }
 
-  createCache(batch: number, capacity: number): ShardedCache {
+  /** The most slots a trimmed sliding-layer cache tensor holds now, per rank in rank order (0: none trimmed). */
+  async rankWindowSlots(): Promise<number[]> {
+    const ranks = [...this.ranks.flat()].sort((a, b) => a.record.rank - b.record.rank);
+    return Promise.all(ranks.map(async (r) => ((await r.request({ op: 'stats' })) as { windowSlots?: number }).windowSlots ?? 0));
+  }
+
+  createCache(batch: number, capacity: number, opts: CacheOptions = {}): ShardedCache {
     if (capacity > this.spec.maxPositions)
       throw new InputError(`${capacity} tokens exceed the model's context of ${this.spec.maxPositions} (max_position_embeddings)`);
     // One micro-batch per stage where the rows allow: while stage s works on group g, stage s-1 takes g+1.
@@ -196,7 +207,7 @@ export class ShardedModel implements CausalLM<ShardedCache> {
     );
     const cache = new ShardedCache(this.nextCache++, groups, this.ranks.flat());
     for (const r of this.ranks.flat())
-      void r.request({ op: 'cache', cache: cache.id, groups: groups.map((g) => ({ batch: g.length, capacity })) });
+      void r.request({ op: 'cache', cache: cache.id, groups: groups.map((g) => ({ batch: g.length, capacity })), rollback: opts.rollback });
     return cache;
   }
 

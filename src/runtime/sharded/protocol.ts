@@ -10,13 +10,19 @@ export interface WorkerInit {
   kvHeads: number;
   headDim: number;
   maxPositions: number;
+  /**
+   * The model's sliding window and the layers that slide: a segment graph taking attention_mask_local keeps those
+   * layers' caches trimmed to it (runtime/kv-layout.ts WindowPlan).
+   */
+  window?: { size: number; layers: number[] };
   attention: AttentionForm;
   device: Device;
   threads?: number;
 }
 
 export type WorkerRequest =
-  | { op: 'cache'; cache: number; groups: Array<{ batch: number; capacity: number }> }
+  /** `rollback`: what trimmed sliding-layer caches keep beyond the window (CacheOptions.rollback). */
+  | { op: 'cache'; cache: number; groups: Array<{ batch: number; capacity: number }>; rollback?: number }
   | {
       op: 'run';
       cache: number;
@@ -39,5 +45,6 @@ export type WorkerRequest =
 /** A rank's reply to request `id`: the output tensor of a run, or an error to rethrow with its kind. */
 export type WorkerReply =
   /** `residual`: a segment with partial_sum also returns hidden_states with it added (hidden_states_out). */
-  | { id: number; ok: true; data?: Float32Array; dims?: number[]; residual?: Float32Array; caches?: number }
+  /** `windowSlots` (stats): the most slots a trimmed sliding-layer cache tensor of the rank holds. */
+  | { id: number; ok: true; data?: Float32Array; dims?: number[]; residual?: Float32Array; caches?: number; windowSlots?: number }
   | { id: number; ok: false; kind: 'input' | 'device' | 'run' | 'internal'; message: string };

@@ -14,9 +14,14 @@ const sessions = new Map<string, { session: ModelSession; pastNames: string[] }>
 /** cache id -> micro-batch group -> segment id -> that graph's KV cache. */
 const caches = new Map<number, Array<Map<string, KvCache>>>();
 
-function layout(batch: number, pastNames: string[]): CacheLayout {
+/** A segment's cache layout; its sliding layers' caches are trimmed where the graph takes attention_mask_local. */
+function layout(batch: number, session: ModelSession, pastNames: string[], rollback: number): CacheLayout {
   const positionIds = ATTENTION[init.attention].positionIds;
+  const w = init.window;
+  const local = pastNames.filter((n) => w?.layers.includes(Number(n.split('.')[1])));
+  const windowed = w && session.inputNames.includes(io.attentionMaskLocal);
   return {
+    ...(windowed ? { window: { names: local, needed: w.size - 1, rollback } } : {}),
     batch,
     kvHeads: init.kvHeads,
     headDim: init.headDim,
@@ -33,6 +38,7 @@ interface Result {
   dims?: number[];
   residual?: Float32Array;
   caches?: number;
+  windowSlots?: number;
 }
 
 async function handle(req: WorkerRequest): Promise<Result> {
@@ -42,9 +48,9 @@ async function handle(req: WorkerRequest): Promise<Result> {
         req.cache,
         req.groups.map(({ batch, capacity }) => {
           const m = new Map<string, KvCache>();
-          for (const [id, { pastNames }] of sessions) {
+          for (const [id, { session, pastNames }] of sessions) {
             if (pastNames.length === 0) continue;
-            const l = layout(batch, pastNames);
+            const l = layout(batch, session, pastNames, req.rollback ?? 0);
             m.set(id, createKvCache(defaultCacheKind(init.attention), l, capacity));
           }
           return m;
@@ -84,8 +90,18 @@ async function handle(req: WorkerRequest): Promise<Result> {
       for (const group of caches.get(req.cache) ?? []) for (const c of group.values()) c.release();
       caches.delete(req.cache);
       return {};
-    case 'stats':
-      return { caches: caches.size };
+    case 'stats': {
+      // The most slots any trimmed sliding-layer cache tensor holds now (0 without one).
+      let windowSlots = 0;
+      for (const group of caches.values())
+        for (const m of group)
+          for (const [id, c] of m) {
+            const { session, pastNames } = sessions.get(id)!;
+            const local = new Set(layout(1, session, pastNames, 0).window?.names ?? []);
+            for (const [name, t] of c.held()) if (local.has(name)) windowSlots = Math.max(windowSlots, t.dims[2]!);
+          }
+      return { caches: caches.size, windowSlots };
+    }
     case 'close':
       for (const { session } of sessions.values()) await session.release();
       sessions.clear();
@@ -95,13 +111,13 @@ async function handle(req: WorkerRequest): Promise<Result> {
 
 function reply(id: number, result: Promise<Result>): Promise<void> {
   return result.then(
-    ({ data, dims, residual, caches: held }) => {
+    ({ data, dims, residual, caches: held, windowSlots }) => {
       // Outputs own their buffers: hand them over instead of copying.
       const owned = (x: Float32Array | undefined) => (x && x.byteOffset === 0 && x.byteLength === x.buffer.byteLength ? x : x?.slice());
       const own = owned(data);
       const res = owned(residual);
       const transfer = [own, res].flatMap((x) => (x ? [x.buffer as ArrayBuffer] : []));
-      port.postMessage({ id, ok: true, data: own, dims, residual: res, caches: held } satisfies WorkerReply, transfer);
+      port.postMessage({ id, ok: true, data: own, dims, residual: res, caches: held, windowSlots } satisfies WorkerReply, transfer);
     },
     (e: unknown) => {
       const kind = e instanceof InputError ? 'input' : e instanceof DeviceError ? 'device' : e instanceof RunError ? 'run' : 'internal';
