@@ -2,11 +2,31 @@
 // as an ONNX artifact or a checkpoint for the engines (compressed-tensors, GPTQ, AWQ); with eval, the quality cost.
 import { ATTENTION_FORMS } from '../../core/io.js';
 import { SERVE_DTYPES } from '../../formats/vllm-rules.js';
-import { boolean, choice, int, negatable, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
+import { z } from 'zod';
+import { InputError } from '../../core/errors.js';
+import { DEVICES } from '../../runtime/device.js';
+import { defaultAttention } from '../export.js';
+import {
+  boolean,
+  choice,
+  custom,
+  int,
+  negatable,
+  number,
+  OptionError,
+  outputFolder,
+  printOptions,
+  repeatable,
+  textFile,
+} from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
-import type { AccuracyLevel } from './matmul-nbits.js';
+import { matMulNBitsDefaults, type AccuracyLevel } from './matmul-nbits.js';
 import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
 import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
+
+const invalid = (flag: string, value: string): never => {
+  throw new InputError(`${flag} ${value}: expected yes or no (or the flag alone for yes)`);
+};
 
 export const QUANTIZE_OPTIONS = {
   ...outputFolder('output folder'),
@@ -22,9 +42,19 @@ export const QUANTIZE_OPTIONS = {
   }),
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
   asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
-  accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
+  accuracyLevel: int({
+    min: 0,
+    max: 4,
+    help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute (default: 4 for int4 on --device cpu, else 0)',
+  }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
-  quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
+  // Three states: absent leaves it to the device (int4 on the CPU: at 8 bits), yes at the layers' bits, no in float.
+  quantizeEmbeddings: custom<boolean, { arg: string; help: string }>({
+    arg: '[yes|no]',
+    help: 'also quantize the embedding (GatherBlockQuantized) and lm_head at --to bits (default: int4 on --device cpu at 8 bits)',
+    schema: z.boolean(),
+    parse: (flag, value) => (value === 'yes' ? true : value === 'no' ? false : invalid(flag, value)),
+  }),
   format: choice([...QUANT_FORMATS, 'gguf'], {
     arg: '<format>',
     default: 'onnx',
@@ -44,7 +74,16 @@ export const QUANTIZE_OPTIONS = {
   fallback: negatable({
     help: "gguf: rows that do not fit a type's blocks take llama.cpp's fallback type, or F16 (--no-fallback: refuse)",
   }),
-  attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
+  attention: choice(ATTENTION_FORMS, {
+    arg: '<form>',
+    help: 'attention form of the ONNX artifact (default: inplace for --device cpu, fused for webgpu and cuda)',
+  }),
+  device: choice(DEVICES, {
+    arg: '<device>',
+    default: 'cpu',
+    only: 'cli',
+    help: `the device the artifact is for (${DEVICES.join(' | ')}): picks the attention form and MatMulNBits settings not given`,
+  }),
   calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
   calibSamples: int({ min: 1, default: 128, help: 'calibration windows' }),
   calibSeqLen: int({ min: 2, help: 'tokens per calibration window (default: min(128, context))' }),
@@ -79,6 +118,8 @@ export const quantizePass = definePass({
     }
     validateQuantizeOptions({
       ...o,
+      accuracyLevel: o.accuracyLevel ?? 0,
+      quantizeEmbeddings: o.quantizeEmbeddings ?? false,
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
@@ -96,16 +137,23 @@ export const quantizePass = definePass({
       const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
         ...o,
         to: o.to as (typeof GGUF_TARGETS)[number],
+        quantizeEmbeddings: o.quantizeEmbeddings ?? false,
         onProgress: ctx.onProgress,
       });
       return { ...report, eval: null };
     }
+    // What the user left unsaid comes from the device the artifact is for (the engines' formats have no such choice).
+    const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
+    const fast = bits && o.format === 'onnx' ? matMulNBitsDefaults(ctx.device, bits) : { accuracyLevel: 0 as const, embeddingBits: null };
     const options = {
       ...o,
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
-      accuracyLevel: o.accuracyLevel as AccuracyLevel,
+      accuracyLevel: (o.accuracyLevel ?? fast.accuracyLevel) as AccuracyLevel,
+      attention: o.attention ?? defaultAttention(ctx.device, 'llmopt'),
+      quantizeEmbeddings: o.quantizeEmbeddings ?? fast.embeddingBits !== null,
+      ...(o.quantizeEmbeddings === undefined && fast.embeddingBits ? { embeddingBits: fast.embeddingBits } : {}),
       onProgress: ctx.onProgress,
       onWarning: (text: string) => ctx.onLog?.(`warning: ${text}`),
     };
