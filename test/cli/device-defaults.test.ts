@@ -1,6 +1,6 @@
 // The defaults `export` and `quantize` take from the device the artifact is for (--device, default cpu): the
 // attention form, MatMulNBits' accuracy_level and whether the embedding and lm_head are quantized (and at what bits);
-// explicit flags win, transformers.js gets a form it loads, and a bad --quantize-embeddings value writes nothing.
+// explicit flags win, transformers.js gets a form it loads, and contradicting flags write nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -55,7 +55,7 @@ test('quantize --to int4 on the CPU: accuracy_level 4, inplace, embedding and lm
   assert.deepEqual(nbits(gpu), { levels: new Set([0]), gatherBits: null });
 
   const asked = join(tempDir(), 'q');
-  const flags = ['--accuracy-level', '0', '--quantize-embeddings', 'no', '--attention', 'fused'];
+  const flags = ['--accuracy-level', '0', '--float-embeddings', '--attention', 'fused'];
   assert.equal(runCli(['quantize', GQA, '-o', asked, '--to', 'int4', ...flags]).code, 0);
   assert.deepEqual(nbits(asked), { levels: new Set([0]), gatherBits: null });
 
@@ -74,7 +74,11 @@ test('quantize --to int8 keeps accuracy_level 0 and float embeddings by default 
 
 test('bad defaults-related input: one line, exit 2, nothing written', () => {
   for (const [args, message] of [
-    [['quantize', GQA, '--to', 'int4', '--quantize-embeddings', 'maybe'], /--quantize-embeddings maybe: expected yes or no/],
+    [
+      ['quantize', GQA, '--to', 'int4', '--quantize-embeddings', '--float-embeddings'],
+      /--float-embeddings contradicts --quantize-embeddings/,
+    ],
+    [['quantize', GQA, '--to', 'fp16', '--float-embeddings'], /--float-embeddings: only --to int4 and int8 quantize embeddings/],
     [['export', GQA, '--format', 'gguf', '--device', 'cpu'], /--device: an ONNX option; --format gguf writes one llama.cpp file/],
     [['export', MHA, '--layout', 'transformers.js', '--attention', 'inplace'], /--attention inplace: .*transformers\.js runs/],
   ] as const) {

@@ -219,7 +219,7 @@ const KEYS: Record<string, string[]> = {
     'asymmetric=false',
     'accuracy_level',
     'exclude=[]',
-    'quantize_embeddings',
+    'quantize_embeddings=false',
     'format="onnx"',
     'fallback=true',
     'attention',

@@ -2,31 +2,13 @@
 // as an ONNX artifact or a checkpoint for the engines (compressed-tensors, GPTQ, AWQ); with eval, the quality cost.
 import { ATTENTION_FORMS } from '../../core/io.js';
 import { SERVE_DTYPES } from '../../formats/vllm-rules.js';
-import { z } from 'zod';
-import { InputError } from '../../core/errors.js';
 import { DEVICES } from '../../runtime/device.js';
 import { defaultAttention } from '../export.js';
-import {
-  boolean,
-  choice,
-  custom,
-  int,
-  negatable,
-  number,
-  OptionError,
-  outputFolder,
-  printOptions,
-  repeatable,
-  textFile,
-} from '../options.js';
+import { boolean, choice, int, negatable, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
 import { matMulNBitsDefaults, type AccuracyLevel } from './matmul-nbits.js';
 import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
 import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
-
-const invalid = (flag: string, value: string): never => {
-  throw new InputError(`${flag} ${value}: expected yes or no (or the flag alone for yes)`);
-};
 
 export const QUANTIZE_OPTIONS = {
   ...outputFolder('output folder'),
@@ -48,13 +30,10 @@ export const QUANTIZE_OPTIONS = {
     help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute (default: 4 for int4 on --device cpu, else 0)',
   }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
-  // Three states: absent leaves it to the device (int4 on the CPU: at 8 bits), yes at the layers' bits, no in float.
-  quantizeEmbeddings: custom<boolean, { arg: string; help: string }>({
-    arg: '[yes|no]',
-    help: 'also quantize the embedding (GatherBlockQuantized) and lm_head at --to bits (default: int4 on --device cpu at 8 bits)',
-    schema: z.boolean(),
-    parse: (flag, value) => (value === 'yes' ? true : value === 'no' ? false : invalid(flag, value)),
-  }),
+  quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head, at --to bits' }),
+  // The int4 CPU default quantizes them at 8 bits; this is the way back to float (a flag of its own, not an optional value,
+  // so that no model path is ever taken for one).
+  floatEmbeddings: boolean({ help: 'keep the embedding and lm_head in float (default: int4 on --device cpu quantizes them at 8 bits)' }),
   format: choice([...QUANT_FORMATS, 'gguf'], {
     arg: '<format>',
     default: 'onnx',
@@ -106,6 +85,8 @@ export const quantizePass = definePass({
   validate: (o, given) => {
     if (o.format === 'gguf') {
       validateGgufQuantizeOptions(o, given);
+      if (o.floatEmbeddings)
+        throw new OptionError('floatEmbeddings', (n) => `${n('floatEmbeddings')}: an ONNX option; GGUF files follow llama.cpp's types`);
       if (o.eval !== undefined)
         throw new OptionError('eval', (n) => `${n('eval')}: measures ONNX artifacts; a GGUF is measured by llama.cpp`);
       return;
@@ -116,10 +97,16 @@ export const quantizePass = definePass({
       const flag = (n: (key: string) => string) => n('fallback').replace(/^--/, '--no-');
       throw new OptionError('fallback', (n) => `${flag(n)}: a GGUF option (add ${n('format')} gguf)`);
     }
+    if (o.floatEmbeddings && o.to !== 'int4' && o.to !== 'int8')
+      throw new OptionError(
+        'floatEmbeddings',
+        (n) => `${n('floatEmbeddings')}: only ${n('to')} int4 and int8 quantize embeddings by default`,
+      );
+    if (o.quantizeEmbeddings && o.floatEmbeddings)
+      throw new OptionError('floatEmbeddings', (n) => `${n('floatEmbeddings')} contradicts ${n('quantizeEmbeddings')}: give one`);
     validateQuantizeOptions({
       ...o,
       accuracyLevel: o.accuracyLevel ?? 0,
-      quantizeEmbeddings: o.quantizeEmbeddings ?? false,
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
@@ -137,7 +124,6 @@ export const quantizePass = definePass({
       const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
         ...o,
         to: o.to as (typeof GGUF_TARGETS)[number],
-        quantizeEmbeddings: o.quantizeEmbeddings ?? false,
         onProgress: ctx.onProgress,
       });
       return { ...report, eval: null };
@@ -152,8 +138,8 @@ export const quantizePass = definePass({
       symmetric: !o.asymmetric,
       accuracyLevel: (o.accuracyLevel ?? fast.accuracyLevel) as AccuracyLevel,
       attention: o.attention ?? defaultAttention(ctx.device, 'llmopt'),
-      quantizeEmbeddings: o.quantizeEmbeddings ?? fast.embeddingBits !== null,
-      ...(o.quantizeEmbeddings === undefined && fast.embeddingBits ? { embeddingBits: fast.embeddingBits } : {}),
+      quantizeEmbeddings: o.quantizeEmbeddings || (!o.floatEmbeddings && fast.embeddingBits !== null),
+      ...(!o.quantizeEmbeddings && !o.floatEmbeddings && fast.embeddingBits ? { embeddingBits: fast.embeddingBits } : {}),
       onProgress: ctx.onProgress,
       onWarning: (text: string) => ctx.onLog?.(`warning: ${text}`),
     };

@@ -38,7 +38,7 @@ type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'stri
 // `to`, `format` and `fallback` also declare --format gguf's values (quantize/gguf.ts); this path takes its own.
 type GgufOnly = 'to' | 'format' | 'fallback';
 // The definition leaves attention, accuracyLevel and quantizeEmbeddings to the device's defaults; here they are resolved.
-type Resolved = 'accuracyLevel' | 'attention' | 'quantizeEmbeddings' | 'device';
+type Resolved = 'accuracyLevel' | 'attention' | 'floatEmbeddings' | 'device';
 export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | Resolved | 'asymmetric' | 'eval' | 'output' | 'json' | 'quiet'> &
   Partial<Pick<Declared, Optional>> & {
     to: QuantTarget;
@@ -46,7 +46,6 @@ export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | Resolved | 'a
     symmetric: boolean;
     accuracyLevel: AccuracyLevel;
     attention: AttentionForm;
-    quantizeEmbeddings: boolean;
     /** Bits of the quantized embedding and lm_head (default: the layers' own); int4 on the CPU keeps them at 8. */
     embeddingBits?: 4 | 8;
     batchSize?: number;
