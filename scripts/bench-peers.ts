@@ -98,23 +98,29 @@ async function main(): Promise<void> {
   const { spec, precisions } = checkpointSpec(textFlag('arch'));
   const chosen = textFlag('precisions')?.split(',') ?? precisions;
   const pairs = PAIRS.filter((p) => chosen.includes(p.precision) && (p.key === p.precision || !args.includes('--defaults-only')));
-  const work = mkdtempSync(join(tmpdir(), 'llmopt-bench-peers-'));
+  // --work <dir>: a folder of an earlier run (--keep) whose checkpoint and files are reused; it is kept.
+  const given = textFlag('work');
+  const work = given ?? mkdtempSync(join(tmpdir(), 'llmopt-bench-peers-'));
   try {
-    log(`writing synthetic checkpoint (${spec.name}) ...`);
-    await writeSyntheticLlama(work, spec);
     const source = join(work, spec.name);
+    if (!existsSync(source)) {
+      log(`writing synthetic checkpoint (${spec.name}) ...`);
+      await writeSyntheticLlama(work, spec);
+    }
     const artifacts: Record<string, { path: string; bytes: number }> = {};
     const ggufs: Record<string, { path: string; bytes: number }> = {};
     for (const pair of pairs) {
       const out = join(work, `llmopt-${pair.key}`);
-      log(`llmopt ${pair.command.join(' ')} (defaults) ...`);
-      execFileSync(process.execPath, [CLI, ...pair.command, source, '-o', out, '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
+      log(`llmopt ${pair.command.join(' ')} ...`);
+      if (!existsSync(join(out, 'model.onnx')))
+        execFileSync(process.execPath, [CLI, ...pair.command, source, '-o', out, '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
       artifacts[pair.key] = { path: out, bytes: artifactBytes(out) };
       for (const t of pair.gguf) {
         if (ggufs[t]) continue;
         const path = join(work, `${t}.gguf`);
         log(`GGUF ${t.toUpperCase()} (llmopt's writer) ...`);
-        if (t === 'f32') await exportGguf(source, path, { dtype: 'f32' });
+        if (existsSync(path)) log('  (reused)');
+        else if (t === 'f32') await exportGguf(source, path, { dtype: 'f32' });
         else await quantizeGguf(source, path, { to: t, method: 'rtn', exclude: [], quantizeEmbeddings: false, fallback: true });
         ggufs[t] = { path, bytes: statSync(path).size };
       }
@@ -211,7 +217,7 @@ async function main(): Promise<void> {
       ]),
     );
   } finally {
-    if (!args.includes('--keep')) rmSync(work, { recursive: true, force: true });
+    if (!args.includes('--keep') && !given) rmSync(work, { recursive: true, force: true });
     else log(`kept ${work}`);
   }
 }

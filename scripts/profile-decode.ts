@@ -3,7 +3,8 @@
 // with onnxruntime's profiler on; each op kind's share of the step next to the weight bytes it reads per token and
 // the GB/s that implies. Needs `npm run build`. Shares are from one run; the machine may be shared.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeModel } from '../src/formats/onnx/graph.js';
 import { readOnnxInitializers } from '../src/formats/onnx/initializers.js';
@@ -23,15 +24,30 @@ interface TraceEvent {
   args?: { op_name?: string };
 }
 
-await withSyntheticCheckpoint(async (work, source) => {
-  const precision = textFlag('precision') ?? 'int4';
-  const steps = flag('steps', 32);
-  const threads = flag('threads', 0) || undefined;
-  const out = join(work, precision);
-  const command = precision === 'f32' ? ['export'] : ['quantize', '--to', precision];
-  log(`llmopt ${command.join(' ')} (defaults) ...`);
-  execFileSync(process.execPath, [CLI, ...command, source, '-o', out, '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
+const precision = textFlag('precision') ?? 'int4';
+const steps = flag('steps', 32);
+const threads = flag('threads', 0) || undefined;
+const command = precision === 'f32' ? ['export'] : ['quantize', '--to', precision];
+// --artifact <dir>: profile that artifact (written the same way, e.g. kept by bench:peers --keep) instead of writing one.
+const given = textFlag('artifact');
+if (given) {
+  const work = mkdtempSync(join(tmpdir(), 'llmopt-profile-'));
+  try {
+    await profile(work, given);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+} else {
+  await withSyntheticCheckpoint(async (work, source) => {
+    const out = join(work, precision);
+    log(`llmopt ${command.join(' ')} (defaults) ...`);
+    execFileSync(process.execPath, [CLI, ...command, source, '-o', out, '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await profile(work, out);
+  });
+}
 
+/** Decodes `steps` tokens of `out` with the profiler on (trace file under `work`) and prints the table. */
+async function profile(work: string, out: string): Promise<void> {
   // Weight bytes each node reads per step: its initializers (GatherBlockQuantized/Gather read one row, not counted).
   const sizes = new Map((await readOnnxInitializers(join(out, 'model.onnx'))).map((t) => [t.name, t.byteLength]));
   const nodes = decodeModel(readFileSync(join(out, 'model.onnx'))).graph!.node!;
@@ -86,4 +102,4 @@ await withSyntheticCheckpoint(async (work, source) => {
       }),
     ]),
   );
-});
+}
