@@ -1,7 +1,7 @@
 // What the benchmarks under scripts/ share: flags, median and spread, child processes that report their
 // own peak RSS, the machine and the synthetic ~110M checkpoint they run on, and a timed prefill/decode run.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -141,4 +141,58 @@ export async function timeRun(
     next = next.map((_, b) => argmax(logits.at(b, 0)));
   }
   return { prefill, decode: (batch * genLen) / ((performance.now() - t0) / 1000) };
+}
+
+/** llama.cpp's built tools in ../shared (absent on machines without it: the side-by-side benchmarks skip). */
+export const LLAMACPP_BIN = join(import.meta.dirname, '..', '..', '..', 'shared', 'tools', 'llama.cpp', 'bin');
+
+/** Bytes of an ONNX artifact as deployed: the graph and its external weights. */
+export function artifactBytes(dir: string): number {
+  return readdirSync(dir)
+    .filter((f) => f.startsWith('model.onnx'))
+    .reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+}
+
+/**
+ * llama-bench on one GGUF file, one repetition (interleaving is the caller's): prefill of promptLen tokens from an
+ * empty cache, or decode of genLen tokens after `depth` tokens already in the cache. Tokens/s.
+ */
+export function llamaBench(gguf: string, threads: number, test: { prompt: number } | { gen: number; depth: number }): number {
+  const shape = 'prompt' in test ? ['-p', String(test.prompt), '-n', '0'] : ['-p', '0', '-n', String(test.gen), '-d', String(test.depth)];
+  const out = execFileSync(join(LLAMACPP_BIN, 'llama-bench'), ['-m', gguf, ...shape, '-t', String(threads), '-r', '1', '-o', 'json'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+    maxBuffer: 1 << 24,
+  });
+  const rows = JSON.parse(out) as Array<{ avg_ts: number }>;
+  if (rows.length !== 1) throw new Error(`llama-bench ${gguf}: expected one result, got ${rows.length}`);
+  return rows[0]!.avg_ts;
+}
+
+/**
+ * llama-batched-bench on one GGUF file: `batch` sequences, each a promptLen-token prompt then genLen decoded tokens,
+ * in one unified cache. Returns the aggregate prefill and decode tokens/s (its S_PP and S_TG columns). Its
+ * markdown table is parsed: the JSONL output of the build in ../shared prints nothing.
+ */
+export function llamaBatchedBench(gguf: string, threads: number, promptLen: number, genLen: number, batch: number) {
+  const ctx = Math.ceil((batch * (promptLen + genLen)) / 256) * 256;
+  // A cheap batch-1 run follows the one measured: this build's logger loses the last table row now and then at exit.
+  const args = ['-m', gguf, '-c', String(ctx), '-kvu', '-npp', String(promptLen), '-ntg', String(genLen), '-npl', `${batch},1`];
+  const out = execFileSync(join(LLAMACPP_BIN, 'llama-batched-bench'), [...args, '-t', String(threads), '-tb', String(threads)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+    maxBuffer: 1 << 24,
+  });
+  // | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
+  const row = out
+    .split('\n')
+    .map((l) =>
+      l
+        .split('|')
+        .map((c) => c.trim())
+        .filter(Boolean),
+    )
+    .find((cells) => cells.length === 10 && cells[0] === String(promptLen) && cells[2] === String(batch));
+  if (!row) throw new Error(`llama-batched-bench ${gguf}: no result row for batch ${batch} in its output:\n${out}`);
+  return { prefill: Number(row[5]), decode: Number(row[7]) };
 }

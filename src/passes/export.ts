@@ -4,10 +4,20 @@ import { InputError } from '../core/errors.js';
 import { writeOnnxArtifact, type ArtifactHooks } from '../model/artifact-writer.js';
 import { ATTENTION, ATTENTION_FORMS, type AttentionForm } from '../core/io.js';
 import type { DecoderSpec } from '../core/spec.js';
+import type { Device } from '../runtime/device.js';
 import { dtypeEmitters, TJS_SUFFIX, type TjsDtype } from './export/dtypes.js';
 
 export const LAYOUTS = ['llmopt', 'transformers.js'] as const;
 export type Layout = (typeof LAYOUTS)[number];
+
+/**
+ * The attention form written when the user names none: on the CPU, inplace (the cache stays where it lies, logits
+ * only where asked: the fastest decode at batch 1 and batched, npm run bench:peers); transformers.js loads only
+ * past/present graphs and the GPU providers run GroupQueryAttention on their own buffers, so those get fused.
+ */
+export function defaultAttention(device: Device, layout: Layout): AttentionForm {
+  return device === 'cpu' && layout === 'llmopt' ? 'inplace' : 'fused';
+}
 
 /** The export's own options; how weights are emitted (quantization's hooks) and progress: ArtifactHooks. */
 export interface ExportOptions extends ArtifactHooks {

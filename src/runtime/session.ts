@@ -18,6 +18,11 @@ export interface SessionOptions {
    * the cores with others (one per sharded rank) turn it off so a waiting rank does not steal them.
    */
   spinning?: boolean;
+  /**
+   * onnxruntime's profiler: every node's kernel time goes to `<prefix>_<date>.json` (Chrome trace events),
+   * written when endProfiling is called. For finding where a step's time goes, not for normal runs.
+   */
+  profilePrefix?: string;
 }
 
 /** Raised when onnxruntime fails on a run: an internal failure, not bad user input. */
@@ -50,6 +55,7 @@ export class ModelSession {
       logSeverityLevel: 3,
     };
     if (opts.threads) options.intraOpNumThreads = opts.threads;
+    if (opts.profilePrefix) Object.assign(options, { enableProfiling: true, profileFilePrefix: opts.profilePrefix });
     if (opts.spinning === false) options.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
     try {
       return new ModelSession(await ort.InferenceSession.create(path, options), path, opts.device, webgpu);
@@ -79,6 +85,11 @@ export class ModelSession {
       if (e instanceof DeviceError) throw e;
       throw new RunError(`${this.path}: run failed (${first}); inputs ${described}`);
     }
+  }
+
+  /** Ends profiling (sessions opened with profilePrefix) and writes the trace file. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {

@@ -16,12 +16,12 @@ export interface GoldenCase {
 const TRAIN = join(SHARED, 'data', 'dreams-train.txt');
 
 export const GOLDEN_CASES: GoldenCase[] = [
-  { name: 'export-gqa-fused', args: (o) => ['export', GQA, '-o', o] },
+  { name: 'export-gqa-fused', args: (o) => ['export', GQA, '-o', o, '--attention', 'fused'] },
   { name: 'export-gqa-standard', args: (o) => ['export', GQA, '-o', o, '--attention', 'standard'] },
   { name: 'export-gqa-inplace', args: (o) => ['export', GQA, '-o', o, '--attention', 'inplace'] },
   { name: 'export-mha-transformersjs', args: (o) => ['export', MHA, '-o', o, '--attention', 'standard', '--layout', 'transformers.js'] },
-  { name: 'quantize-gqa-fp16', args: (o) => ['quantize', GQA, '-o', o, '--to', 'fp16'] },
-  { name: 'quantize-gqa-int8', args: (o) => ['quantize', GQA, '-o', o, '--to', 'int8'] },
+  { name: 'quantize-gqa-fp16', args: (o) => ['quantize', GQA, '-o', o, '--to', 'fp16', '--attention', 'fused'] },
+  { name: 'quantize-gqa-int8', args: (o) => ['quantize', GQA, '-o', o, '--to', 'int8', '--attention', 'fused', '--accuracy-level', '0'] },
   {
     name: 'quantize-gqa-int4-asym-emb',
     args: (o) => [
@@ -37,6 +37,8 @@ export const GOLDEN_CASES: GoldenCase[] = [
       '4',
       '--block-size',
       '16',
+      '--attention',
+      'fused',
     ],
   },
   {
@@ -55,6 +57,11 @@ export const GOLDEN_CASES: GoldenCase[] = [
       '--calib-samples',
       '8',
       '--act-order',
+      '--attention',
+      'fused',
+      '--accuracy-level',
+      '0',
+      '--float-embeddings',
     ],
   },
   { name: 'quantize-mha-w8a8', args: (o) => ['quantize', MHA, '-o', o, '--to', 'w8a8', '--attention', 'standard'] },
@@ -114,7 +121,7 @@ export const GOLDEN_CASES: GoldenCase[] = [
       o,
     ],
   },
-  { name: 'aidreams-export-fused', shared: true, args: (o) => ['export', AIDREAMS, '-o', o] },
+  { name: 'aidreams-export-fused', shared: true, args: (o) => ['export', AIDREAMS, '-o', o, '--attention', 'fused'] },
   {
     name: 'aidreams-quantize-int4-gptq',
     shared: true,
@@ -132,6 +139,11 @@ export const GOLDEN_CASES: GoldenCase[] = [
       TRAIN,
       '--calib-samples',
       '32',
+      '--attention',
+      'fused',
+      '--accuracy-level',
+      '0',
+      '--float-embeddings',
     ],
   },
   {

@@ -31,7 +31,8 @@ export function artifact(source: string, form: AttentionForm, precision: Precisi
   const args =
     precision === 'fp32'
       ? ['export', source, '-o', out, '--attention', form, '-q']
-      : ['quantize', source, '--to', precision, '-o', out, '--attention', form, '-q'];
+      : // Made for WebGPU: its MatMulNBits settings (accuracy_level 0, float embedding), not the CPU's defaults.
+        ['quantize', source, '--to', precision, '-o', out, '--attention', form, '--device', 'webgpu', '-q'];
   const r = runCli(args);
   assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   built.set(key, out);

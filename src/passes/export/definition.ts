@@ -2,7 +2,8 @@
 // transformers.js layout, the dtype variants transformers.js selects beside it), or one llama.cpp GGUF file
 // (F32/F16/BF16, as llama.cpp's converter writes it).
 import { ATTENTION_FORMS } from '../../core/io.js';
-import { exportModel, LAYOUTS, type ExportReport } from '../export.js';
+import { DEVICES } from '../../runtime/device.js';
+import { defaultAttention, exportModel, LAYOUTS, type ExportReport } from '../export.js';
 import { choice, OptionError, outputFolder, printOptions, repeatable, type OptionValues } from '../options.js';
 import { definePass } from '../pass.js';
 import { TJS_DTYPES, type TjsDtype } from './dtypes.js';
@@ -24,12 +25,19 @@ const options = {
       `--format gguf: matrices in ${GGUF_DTYPES.join(' | ')} (default f32; norms and vectors stay f32, as llama.cpp's converter ` +
       `writes them); --layout transformers.js: also write the variant transformers.js loads for ${TJS_DTYPES.join(' | ')} (repeatable)`,
   }),
+  // No fixed default: the device the artifact is for picks it (defaultAttention).
   attention: choice(ATTENTION_FORMS, {
     arg: '<form>',
-    default: 'fused',
     help:
       'fused: com.microsoft GroupQueryAttention (onnxruntime CPU/WebGPU/CUDA, onnxruntime-genai I/O); ' +
-      "standard: ai.onnx ops only; inplace: the cache stays in llmopt's runtime, fastest batched decoding on CPU (llmopt only)",
+      "standard: ai.onnx ops only; inplace: the cache stays in llmopt's runtime, fastest on CPU (llmopt only). " +
+      'Default: inplace for --device cpu, fused for webgpu, cuda and --layout transformers.js',
+  }),
+  device: choice(DEVICES, {
+    arg: '<device>',
+    default: 'cpu',
+    only: 'cli',
+    help: `the device the artifact is for (${DEVICES.join(' | ')}): picks the fastest attention form unless --attention is given`,
   }),
   layout: choice(LAYOUTS, {
     arg: '<layout>',
@@ -54,7 +62,7 @@ export const exportPass = definePass({
   validate: (o, given) => {
     if (o.format === 'gguf') {
       // ONNX-only options asked of a GGUF file are mistakes, not no-ops.
-      for (const key of ['attention', 'layout'] as const) {
+      for (const key of ['attention', 'layout', 'device'] as const) {
         if (given.has(key)) throw new OptionError(key, (n) => `${n(key)}: an ONNX option; ${n('format')} gguf writes one llama.cpp file`);
       }
       if (o.dtype.length > 1)
@@ -82,7 +90,7 @@ export const exportPass = definePass({
   run: async (o, ctx): Promise<ExportPassReport> => {
     if (o.format === 'gguf') return exportGguf(ctx.reads.input!, ctx.output, { dtype: ggufDtype(o), onProgress: ctx.onProgress });
     const report = await exportModel(ctx.reads.input!, ctx.output, {
-      attention: o.attention,
+      attention: o.attention ?? defaultAttention(ctx.device, o.layout),
       layout: o.layout,
       dtypes: o.dtype as TjsDtype[],
       onProgress: ctx.onProgress,

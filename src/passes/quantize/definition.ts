@@ -2,9 +2,11 @@
 // as an ONNX artifact or a checkpoint for the engines (compressed-tensors, GPTQ, AWQ); with eval, the quality cost.
 import { ATTENTION_FORMS } from '../../core/io.js';
 import { SERVE_DTYPES } from '../../formats/vllm-rules.js';
+import { DEVICES } from '../../runtime/device.js';
+import { defaultAttention } from '../export.js';
 import { boolean, choice, int, negatable, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
-import type { AccuracyLevel } from './matmul-nbits.js';
+import { matMulNBitsDefaults, type AccuracyLevel } from './matmul-nbits.js';
 import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
 import { MIX_POLICIES, validateMixOptions } from './mix-policy.js';
 import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
@@ -23,7 +25,11 @@ export const QUANTIZE_OPTIONS = {
   }),
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
   asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
-  accuracyLevel: int({ min: 0, max: 4, default: 0, help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute' }),
+  accuracyLevel: int({
+    min: 0,
+    max: 4,
+    help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute (default: 4 for int4 on --device cpu, else 0)',
+  }),
   mix: choice(MIX_POLICIES, {
     arg: '<policy>',
     default: 'none',
@@ -33,7 +39,10 @@ export const QUANTIZE_OPTIONS = {
   }),
   targetBits: number({ arg: '<bits>', positive: true, help: '--mix auto: bits per quantized weight to spend, scales included' }),
   exclude: repeatable({ arg: '<glob>', help: 'keep matching modules in float, e.g. "model.layers.0.*" or "*down_proj" (repeatable)' }),
-  quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head' }),
+  quantizeEmbeddings: boolean({ help: 'also quantize the embedding (GatherBlockQuantized) and lm_head, at --to bits' }),
+  // The int4 CPU default quantizes them at 8 bits; this is the way back to float (a flag of its own, not an optional value,
+  // so that no model path is ever taken for one).
+  floatEmbeddings: boolean({ help: 'keep the embedding and lm_head in float (default: int4 on --device cpu quantizes them at 8 bits)' }),
   format: choice([...QUANT_FORMATS, 'gguf'], {
     arg: '<format>',
     default: 'onnx',
@@ -53,7 +62,16 @@ export const QUANTIZE_OPTIONS = {
   fallback: negatable({
     help: "gguf: rows that do not fit a type's blocks take llama.cpp's fallback type, or F16 (--no-fallback: refuse)",
   }),
-  attention: choice(ATTENTION_FORMS, { arg: '<form>', default: 'fused', help: 'attention form of the ONNX artifact' }),
+  attention: choice(ATTENTION_FORMS, {
+    arg: '<form>',
+    help: 'attention form of the ONNX artifact (default: inplace for --device cpu, fused for webgpu and cuda)',
+  }),
+  device: choice(DEVICES, {
+    arg: '<device>',
+    default: 'cpu',
+    only: 'cli',
+    help: `the device the artifact is for (${DEVICES.join(' | ')}): picks the attention form and MatMulNBits settings not given`,
+  }),
   calib: textFile({ help: 'calibration text for GPTQ, one document per line' }),
   calibSamples: int({ min: 1, default: 128, help: 'calibration windows' }),
   calibSeqLen: int({ min: 2, help: 'tokens per calibration window (default: min(128, context))' }),
@@ -77,6 +95,8 @@ export const quantizePass = definePass({
     if (o.format === 'gguf') {
       validateGgufQuantizeOptions(o, given);
       validateMixOptions(o, given);
+      if (o.floatEmbeddings)
+        throw new OptionError('floatEmbeddings', (n) => `${n('floatEmbeddings')}: an ONNX option; GGUF files follow llama.cpp's types`);
       if (o.eval !== undefined)
         throw new OptionError('eval', (n) => `${n('eval')}: measures ONNX artifacts; a GGUF is measured by llama.cpp`);
       return;
@@ -87,8 +107,16 @@ export const quantizePass = definePass({
       const flag = (n: (key: string) => string) => n('fallback').replace(/^--/, '--no-');
       throw new OptionError('fallback', (n) => `${flag(n)}: a GGUF option (add ${n('format')} gguf)`);
     }
+    if (o.floatEmbeddings && o.to !== 'int4' && o.to !== 'int8')
+      throw new OptionError(
+        'floatEmbeddings',
+        (n) => `${n('floatEmbeddings')}: only ${n('to')} int4 and int8 quantize embeddings by default`,
+      );
+    if (o.quantizeEmbeddings && o.floatEmbeddings)
+      throw new OptionError('floatEmbeddings', (n) => `${n('floatEmbeddings')} contradicts ${n('quantizeEmbeddings')}: give one`);
     validateQuantizeOptions({
       ...o,
+      accuracyLevel: o.accuracyLevel ?? 0,
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
@@ -112,12 +140,18 @@ export const quantizePass = definePass({
       });
       return { ...report, eval: null };
     }
+    // What the user left unsaid comes from the device the artifact is for (the engines' formats have no such choice).
+    const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
+    const fast = bits && o.format === 'onnx' ? matMulNBitsDefaults(ctx.device, bits) : { accuracyLevel: 0 as const, embeddingBits: null };
     const options = {
       ...o,
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
-      accuracyLevel: o.accuracyLevel as AccuracyLevel,
+      accuracyLevel: (o.accuracyLevel ?? fast.accuracyLevel) as AccuracyLevel,
+      attention: o.attention ?? defaultAttention(ctx.device, 'llmopt'),
+      quantizeEmbeddings: o.quantizeEmbeddings || (!o.floatEmbeddings && fast.embeddingBits !== null),
+      ...(!o.quantizeEmbeddings && !o.floatEmbeddings && fast.embeddingBits ? { embeddingBits: fast.embeddingBits } : {}),
       onProgress: ctx.onProgress,
       onWarning: (text: string) => ctx.onLog?.(`warning: ${text}`),
     };

@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../../core/errors.js';
+import type { AttentionForm } from '../../core/io.js';
 import { OptionError, type OptionValues } from '../options.js';
 import type { QUANTIZE_OPTIONS } from './definition.js';
 import { Checkpoint } from '../../formats/safetensors.js';
@@ -37,12 +38,17 @@ type Declared = OptionValues<typeof QUANTIZE_OPTIONS>;
 type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict' | 'mix' | 'targetBits';
 // `to`, `format` and `fallback` also declare --format gguf's values (quantize/gguf.ts); this path takes its own.
 type GgufOnly = 'to' | 'format' | 'fallback';
-export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | 'asymmetric' | 'accuracyLevel' | 'eval' | 'output' | 'json' | 'quiet'> &
+// The definition leaves attention, accuracyLevel and quantizeEmbeddings to the device's defaults; here they are resolved.
+type Resolved = 'accuracyLevel' | 'attention' | 'floatEmbeddings' | 'device';
+export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | Resolved | 'asymmetric' | 'eval' | 'output' | 'json' | 'quiet'> &
   Partial<Pick<Declared, Optional>> & {
     to: QuantTarget;
     format: QuantFormat;
     symmetric: boolean;
     accuracyLevel: AccuracyLevel;
+    attention: AttentionForm;
+    /** Bits of the quantized embedding and lm_head (default: the layers' own); int4 on the CPU keeps them at 8. */
+    embeddingBits?: 4 | 8;
     batchSize?: number;
     onProgress?: (done: number, total: number, phase: 'calibrate' | 'write') => void;
     /** A rule of the target engine that llmopt worked around or could not meet, or a requantized GGUF source (one line). */
@@ -85,7 +91,7 @@ export function kindOf(name: string): TensorKind {
 }
 
 /** Option checks that need no file: each names the option (as a flag here, as a key in a recipe). */
-export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel'> & { accuracyLevel: number }): void {
+export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel' | 'attention'> & { accuracyLevel: number }): void {
   const integer = o.to === 'int4' || o.to === 'int8';
   const fail = (key: string, render: (n: (key: string) => string) => string) => {
     throw new OptionError(key, render);
@@ -215,7 +221,13 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       fakeQuantize: (t, w, c) => dequantize(quantizeRtn(w, t.rows, t.cols, { ...c, ...grid })),
       onProgress: (done, total) => o.onProgress?.(done, total, 'calibrate'),
     });
-    const cfgOf = (module: string): BlockQuantConfig & QuantGrid => ({ ...configOf(plan, cfg!, module), ...grid });
+    // The embedding and lm_head may take their own bits (an 8-bit head beside 4-bit layers, as llama.cpp's Q4_K_M keeps
+    // its output at 6 bits): most of the quality an int4 head costs, at a fraction of the model's bytes. A mix may raise it.
+    const headCfg = cfg && o.embeddingBits ? { ...cfg, bits: o.embeddingBits } : cfg;
+    const cfgOf = (module: string): BlockQuantConfig & QuantGrid => ({
+      ...configOf(plan, module === LM_HEAD_MODULE ? headCfg! : cfg!, module),
+      ...grid,
+    });
 
     const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfgOf, o, calibSet!) : null;
     const quantizeLayer = (module: string, w: Float32Array, rows: number, cols: number): BlockQuantized =>
@@ -233,6 +245,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         symmetric: cfg ? o.symmetric : null,
         accuracyLevel: o.accuracyLevel,
         quantizeEmbeddings: o.format === 'onnx' && o.quantizeEmbeddings,
+        ...(o.embeddingBits && o.quantizeEmbeddings ? { embeddingBits: o.embeddingBits } : {}),
         excluded,
         format: o.format,
         actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null,
@@ -287,7 +300,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         o.to === 'fp16'
           ? fp16Embedding
           : o.quantizeEmbeddings && cfg
-            ? quantizedEmbedding(spec.tiedEmbeddings ? cfgOf(LM_HEAD_MODULE) : cfg, { accuracyLevel: o.accuracyLevel })
+            ? quantizedEmbedding(spec.tiedEmbeddings ? cfgOf(LM_HEAD_MODULE) : headCfg!, { accuracyLevel: o.accuracyLevel })
             : undefined;
       await exportModel(source, output, {
         attention: o.attention,
