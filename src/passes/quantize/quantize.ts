@@ -208,6 +208,9 @@ export async function quantize(source: string, output: string, o: QuantizeOption
 
     // --mix: which modules take int8 (auto measures each target on the calibration windows first).
     const quantizeHead = o.to === 'fp16' || o.quantizeEmbeddings;
+    // The embedding and lm_head may take their own bits (an 8-bit head beside 4-bit layers, as llama.cpp's Q4_K_M keeps
+    // its output at 6 bits): most of the quality an int4 head costs, at a fraction of the model's bytes. A mix may raise it.
+    const headCfg = cfg && o.embeddingBits ? { ...cfg, bits: o.embeddingBits } : cfg;
     const plan = await planOnnxMix({
       policy: cfg ? mixPolicy : 'none',
       targetBits: o.targetBits,
@@ -215,15 +218,13 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       high: { ...cfg!, bits: 8 },
       spec,
       targets,
-      headQuantized: Boolean(cfg) && quantizeHead,
+      // A head already at 8 bits (the int4 CPU default) is not one a mix can raise.
+      headQuantized: Boolean(cfg) && quantizeHead && headCfg!.bits < 8,
       weights: model.weights,
       calib: calibSet,
       fakeQuantize: (t, w, c) => dequantize(quantizeRtn(w, t.rows, t.cols, { ...c, ...grid })),
       onProgress: (done, total) => o.onProgress?.(done, total, 'calibrate'),
     });
-    // The embedding and lm_head may take their own bits (an 8-bit head beside 4-bit layers, as llama.cpp's Q4_K_M keeps
-    // its output at 6 bits): most of the quality an int4 head costs, at a fraction of the model's bytes. A mix may raise it.
-    const headCfg = cfg && o.embeddingBits ? { ...cfg, bits: o.embeddingBits } : cfg;
     const cfgOf = (module: string): BlockQuantConfig & QuantGrid => ({
       ...configOf(plan, module === LM_HEAD_MODULE ? headCfg! : cfg!, module),
       ...grid,
