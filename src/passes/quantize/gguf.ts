@@ -51,7 +51,10 @@ export interface GgufQuantizeReport extends GgufWriteReport {
 }
 
 /** Checks of the GGUF options that need no file (the definition's validate calls it for --format gguf). */
-export function validateGgufQuantizeOptions(o: { to: string; method: string; calib?: string }, given: ReadonlySet<string>): void {
+export function validateGgufQuantizeOptions(
+  o: { to: string; method: string; calib?: string; clip?: string },
+  given: ReadonlySet<string>,
+): void {
   if (!(GGUF_TARGETS as readonly string[]).includes(o.to)) {
     throw new OptionError('to', (n) => `${n('to')} ${o.to}: ${n('format')} gguf writes ${GGUF_TARGETS.join(', ')}`);
   }
@@ -63,6 +66,11 @@ export function validateGgufQuantizeOptions(o: { to: string; method: string; cal
   if (o.method === 'gptq' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
     throw new OptionError('method', (n) => `${n('method')} gptq: ${n('to')} ${o.to} has no quantization grid to calibrate`);
   }
+  // AWQ's folding and the clip search are written for the ONNX and Hugging Face grids; GGUF's own types are not done.
+  if (o.method === 'awq' || o.method === 'awq+gptq')
+    throw new OptionError('method', (n) => `${n('method')} ${o.method}: not implemented for ${n('format')} gguf (rtn or gptq)`);
+  if (o.clip === 'search')
+    throw new OptionError('clip', (n) => `${n('clip')} search: not implemented for ${n('format')} gguf (its K-types search their scales)`);
   if (o.method === 'gptq' && !o.calib)
     throw new OptionError('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
