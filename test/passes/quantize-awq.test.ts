@@ -26,6 +26,8 @@ import { awqMethod, emptyAwqResult, type AwqResult } from '../../src/passes/quan
 import { blockParams, quantizeRtn } from '../../src/passes/quantize/blockwise.js';
 import { blockError, clipChooser, searchBlockParams } from '../../src/passes/quantize/clip.js';
 import { quantize, type QuantizeOptions } from '../../src/passes/quantize/quantize.js';
+import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
+import { ggufAsHfFolder } from '../formats/gguf-support.js';
 import { selectTargets } from '../../src/passes/targets.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
@@ -57,10 +59,11 @@ async function logits(dir: string, ids: number[]): Promise<Float32Array> {
 }
 
 /** The float model with AWQ's scales folded in (no rounding) against the plain export: max |logit diff| / max |logit|. */
-async function foldedDifference(source: string): Promise<{ relative: number; out: AwqResult }> {
-  const out = await runAwq(source, { alpha: 0.5, round: false });
+async function foldedDifference(source: string): Promise<{ relative: number; out: AwqResult; scaled: Map<string, Float32Array> }> {
+  const scaled = new Map<string, Float32Array>();
+  const out = await runAwq(source, { alpha: 0.5, rounder: (t, w) => (scaled.set(`${t.module}.weight`, w), w) });
   const dir = tempDir();
-  const overrides = new Map([...out.scaledWeights, ...out.overrides]);
+  const overrides = new Map([...scaled, ...out.overrides]);
   await exportModel(source, join(dir, 'plain'), { attention: 'fused', layout: 'llmopt' });
   await exportModel(source, join(dir, 'folded'), { attention: 'fused', layout: 'llmopt', overrides });
   const ids = [1, 5, 17, 3, 22, 9, 30, 2];
@@ -72,7 +75,7 @@ async function foldedDifference(source: string): Promise<{ relative: number; out
     worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
     scale = Math.max(scale, Math.abs(a[i]!));
   }
-  return { relative: worst / scale, out };
+  return { relative: worst / scale, out, scaled };
 }
 
 for (const [name, source, skip] of [
@@ -82,12 +85,13 @@ for (const [name, source, skip] of [
   ['phi3-tiny (fused qkv and gate_up split at load)', sharedModel('phi3-tiny'), needsSharedModel('phi3-tiny')],
 ] as const) {
   test(`AWQ's folded float model gives the source's logits within 1e-5: ${name}`, { skip }, async () => {
-    const { relative, out } = await foldedDifference(source);
+    const { relative, out, scaled } = await foldedDifference(source);
     // Every group was scaled: the norms, and v_proj / up_proj through their rows.
     assert.equal(out.skipped.length, 0, out.skipped.join('; '));
     assert.ok([...out.overrides.keys()].some((n) => n.endsWith('input_layernorm.weight')));
-    const scaled = [...out.scaledWeights.values()][0]!;
-    assert.ok(scaled.length > 0);
+    const model = await openHfModel(source);
+    await model.close();
+    assert.equal(scaled.size, 7 * model.spec.numLayers, 'every projection scaled');
     assert.ok(relative < 1e-5, `relative logit difference ${relative}`);
   });
 }
@@ -202,4 +206,23 @@ test('aidreams-260k int4 b32 symmetric: AWQ and the clip search below round-to-n
   console.log(`# aidreams-260k int4 sym: RTN + clip search KL ${clip.toFixed(5)}, AWQ (32 windows) KL ${awq.toFixed(5)} (RTN 0.03170)`);
   assert.ok(Math.abs(clip - 0.02446) < 0.001, `clip search KL ${clip}`);
   assert.ok(awq < 0.0317 && Math.abs(awq - 0.02717) < 0.0015, `AWQ KL ${awq}`);
+});
+
+test('GGUF --method awq: the folded norms reach the file (q8_0 read back is as close to the float model as RTN)', {
+  skip: NEEDS_SHARED,
+}, async () => {
+  const dir = tempDir();
+  const common = { to: 'q8_0' as const, exclude: [], quantizeEmbeddings: false, fallback: true };
+  const report = await quantizeGguf(AIDREAMS, join(dir, 'awq.gguf'), { ...common, method: 'awq', calib: DREAMS_TRAIN, calibSamples: 16 });
+  assert.ok(report.awq && report.awq.groups > 0, 'groups scaled');
+  await quantizeGguf(AIDREAMS, join(dir, 'rtn.gguf'), { ...common, method: 'rtn' });
+  const kl = async (name: string) => {
+    const hf = await ggufAsHfFolder(join(dir, `${name}.gguf`), AIDREAMS, join(dir, `${name}-hf`));
+    await exportModel(hf, join(dir, name), { attention: 'fused', layout: 'llmopt' });
+    return (await compareModels(join(dir, name), AIDREAMS, DREAMS_EVAL)).reference!.kl;
+  };
+  const awq = await kl('awq');
+  const rtn = await kl('rtn');
+  console.log(`# aidreams-260k q8_0 GGUF KL: AWQ ${awq.toExponential(3)}, RTN ${rtn.toExponential(3)}`);
+  assert.ok(awq < 2 * rtn + 1e-5, `AWQ ${awq} against RTN ${rtn}`);
 });

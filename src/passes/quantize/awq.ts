@@ -26,15 +26,17 @@ export interface AwqSettings {
   searchRows?: number;
   /** A fixed exponent instead of the search (tests). */
   alpha?: number;
-  /** false: fold the scales and keep the float weights (tests check the folded model against the source). */
-  round?: boolean;
+  /**
+   * Rounds a scaled weight in another grid (GGUF's block types), given the Gram matrix of the scaled inputs: returns
+   * the dequantized weight later layers see (the weight itself: the folded float model, as tests check it).
+   * Absent: MatMulNBits' grid, `cfg`, by RTN or GPTQ, the codes in `quantized`.
+   */
+  rounder?: (target: LinearModule, w: Float32Array, H: Float64Array, tokens: number) => Float32Array;
 }
 
 export interface AwqResult {
   /** Codes of the scaled weights, by module. */
   quantized: Map<string, BlockQuantized>;
-  /** The scaled float weights by tensor name, when `round` is false. */
-  scaledWeights: Map<string, Float32Array>;
   /** Float tensors the folding changed (norm weights, v_proj / up_proj biases): written in place of the source's. */
   overrides: Map<string, Float32Array>;
   /** The exponent chosen for each group, keyed by its first module. */
@@ -48,7 +50,6 @@ export interface AwqResult {
 
 export const emptyAwqResult = (): AwqResult => ({
   quantized: new Map(),
-  scaledWeights: new Map(),
   overrides: new Map(),
   alphas: new Map(),
   skipped: [],
@@ -255,10 +256,7 @@ export function awqMethod(spec: DecoderSpec, weights: WeightSource, settings: Aw
 
   const round = (p: Pending): Float32Array => {
     const { rows, cols, module } = p.target;
-    if (settings.round === false) {
-      out.scaledWeights.set(`${module}.weight`, p.w);
-      return p.w;
-    }
+    if (settings.rounder) return settings.rounder(p.target, p.w, p.H, p.tokens);
     const choose = clipChooser(settings.clip, cfg, hessianDiagonal(p.H, cols));
     let q: BlockQuantized;
     if (settings.gptq) {

@@ -111,7 +111,6 @@ export const quantizePass = definePass({
     if (o.format === 'gguf') {
       const report = await quantizeGguf(ctx.reads.input!, ctx.output, {
         ...o,
-        method: o.method as 'rtn' | 'gptq',
         to: o.to as (typeof GGUF_TARGETS)[number],
         onProgress: ctx.onProgress,
       });

@@ -11,8 +11,9 @@ import { dequantizeRows, quantizeRows } from '../../formats/gguf/quants/index.js
 import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../export/gguf.js';
 import { OptionError } from '../options.js';
-import { globMatcher, linearModules } from '../targets.js';
+import { globMatcher, linearModules, type LinearModule } from '../targets.js';
 import { gptqQuantizeGguf } from './gguf-gptq.js';
+import { awqMethod, emptyAwqResult } from './awq.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -27,7 +28,7 @@ export interface GgufQuantizeOptions {
    * for a type llama.cpp gives none (the 32-blocks and Q8_0), F16; false: refuse any fallback.
    */
   fallback: boolean;
-  method: 'rtn' | 'gptq';
+  method: 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
   /** GPTQ: calibration text (one document per line), windows and their length, Hessian dampening, act order. */
   calib?: string;
   calibSamples?: number;
@@ -40,7 +41,9 @@ export interface GgufQuantizeOptions {
 export interface GgufQuantizeReport extends GgufWriteReport {
   format: 'gguf';
   to: GgufTarget;
-  method: 'rtn' | 'gptq';
+  method: 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
+  /** AWQ: groups scaled and the mean exponent chosen. */
+  awq: { groups: number; meanAlpha: number; skipped: string[] } | null;
   /** GPTQ: calibration tokens, and the layers quantized with it (the others round to nearest). */
   calibrationTokens: number;
   gptqLayers: number;
@@ -63,20 +66,28 @@ export function validateGgufQuantizeOptions(
       throw new OptionError(key, (n) => `${n(key)}: not a GGUF option (llama.cpp's types fix their blocks; ${n('to')} picks one)`);
     }
   }
-  if (o.method === 'gptq' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
-    throw new OptionError('method', (n) => `${n('method')} gptq: ${n('to')} ${o.to} has no quantization grid to calibrate`);
+  if (o.method !== 'rtn' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
+    throw new OptionError('method', (n) => `${n('method')} ${o.method}: ${n('to')} ${o.to} has no quantization grid to calibrate`);
   }
-  // AWQ's folding and the clip search are written for the ONNX and Hugging Face grids; GGUF's own types are not done.
-  if (o.method === 'awq' || o.method === 'awq+gptq')
-    throw new OptionError('method', (n) => `${n('method')} ${o.method}: not implemented for ${n('format')} gguf (rtn or gptq)`);
+  // The clip search is written for MatMulNBits' and the engines' grids; llama.cpp's types choose their own scales.
   if (o.clip === 'search')
     throw new OptionError('clip', (n) => `${n('clip')} search: not implemented for ${n('format')} gguf (its K-types search their scales)`);
-  if (o.method === 'gptq' && !o.calib)
-    throw new OptionError('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
+  if (o.method !== 'rtn' && !o.calib)
+    throw new OptionError('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
 }
 
 const isBlockType = (t: GgmlType) => t !== 'F32' && t !== 'F16' && t !== 'BF16';
+
+/** The block type of each decoder linear module (by Hugging Face module name) stored in one. */
+function blockTypes(slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>): Map<string, GgmlType> {
+  const typeOf = new Map<string, GgmlType>();
+  for (const s of slots) {
+    if (s.shape.length !== 2 || s.layer === null || !isBlockType(s.type)) continue;
+    for (const n of s.hf) if (n.endsWith('.weight')) typeOf.set(n.slice(0, -'.weight'.length), s.type);
+  }
+  return typeOf;
+}
 
 /** GPTQ over the decoder's linear layers in their GGUF types; codes kept by Hugging Face module for the encoder. */
 async function gptqLayers(
@@ -86,11 +97,7 @@ async function gptqLayers(
   weights: Parameters<typeof calibrateLayerwise>[1],
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
 ) {
-  const typeOf = new Map<string, GgmlType>();
-  for (const s of slots) {
-    if (s.shape.length !== 2 || s.layer === null || !isBlockType(s.type)) continue;
-    for (const n of s.hf) if (n.endsWith('.weight')) typeOf.set(n.slice(0, -'.weight'.length), s.type);
-  }
+  const typeOf = blockTypes(slots);
   const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
   const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
   const codes = new Map<string, Uint8Array>();
@@ -109,6 +116,43 @@ async function gptqLayers(
   const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
   return { codes, tokens };
+}
+
+/**
+ * AWQ before llama.cpp's rounding: the scales are searched on a 4-bit grid of 32-blocks (symmetric for Q4_0/Q5_0/Q8_0,
+ * with a minimum for the others: a stand-in for each type's own grid), folded, then each scaled weight is rounded in its
+ * GGUF type (llama.cpp's way, or GPTQ on the scaled inputs' Hessian); the folded norms and biases go to the writer.
+ */
+async function awqLayers(
+  source: string,
+  o: GgufQuantizeOptions,
+  spec: DecoderSpec,
+  weights: Parameters<typeof calibrateLayerwise>[1],
+  slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
+  overrides: Map<string, Float32Array>,
+) {
+  const typeOf = blockTypes(slots);
+  const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
+  const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
+  const codes = new Map<string, Uint8Array>();
+  const symmetric = ['q4_0', 'q5_0', 'q8_0'].includes(o.to);
+  const out = emptyAwqResult();
+  const rounder = (t: LinearModule, w: Float32Array, H: Float64Array, tokens: number): Float32Array => {
+    const type = typeOf.get(t.module)!;
+    const bytes =
+      o.method === 'awq+gptq'
+        ? gptqQuantizeGguf(type, w, t.rows, t.cols, H, tokens, { dampening: o.dampening, actOrder: o.actOrder })
+        : quantizeRows(type, w, t.rows, t.cols);
+    codes.set(`${t.module}.weight`, bytes);
+    return dequantizeRows(type, bytes, t.rows, t.cols);
+  };
+  const method = awqMethod(spec, weights, { cfg: { bits: 4, blockSize: 32, symmetric }, clip: 'minmax', gptq: null, rounder }, out);
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
+  for (const [name, t] of out.overrides) overrides.set(name, t);
+  const alphas = [...out.alphas.values()];
+  const awq = { groups: alphas.length, meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), skipped: out.skipped };
+  return { codes, tokens, awq };
 }
 
 /** A GGUF tensor's bytes from its parts' GPTQ codes: rows stacked, then moved as the layout moves them. */
@@ -167,7 +211,8 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
       return 'F16';
     }
   };
-  let gptq: { codes: Map<string, Uint8Array>; tokens: number; spec: DecoderSpec } | null = null;
+  let gptq: { codes: Map<string, Uint8Array>; tokens: number; spec: DecoderSpec; awq?: GgufQuantizeReport['awq'] } | null = null;
+  const overrides = new Map<string, Float32Array>();
   const report = await writeGgufModel(source, output, {
     fileType: ggufFileType(o.to),
     typeOf: (slot, spec, arch) => decide(slot, spec, arch.gguf),
@@ -176,7 +221,12 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
         ? async (spec, weights, slots) => {
             gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
           }
-        : undefined,
+        : o.method !== 'rtn'
+          ? async (spec, weights, slots) => {
+              gptq = { ...(await awqLayers(source, o, spec, weights, slots, overrides)), spec };
+            }
+          : undefined,
+    overrides,
     encode: (slot, data, type) => {
       const cols = slot.shape.at(-1)!;
       if (cols % GGML_TYPES[type].blockSize !== 0) throw new Error(`GGUF: ${slot.name} cannot be ${type}`);
@@ -187,12 +237,13 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     },
     onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
   });
-  const g = gptq as { codes: Map<string, Uint8Array>; tokens: number } | null;
+  const g = gptq as { codes: Map<string, Uint8Array>; tokens: number; awq?: GgufQuantizeReport['awq'] } | null;
   return {
     ...report,
     format: 'gguf',
     to: o.to,
     method: o.method,
+    awq: g?.awq ?? null,
     calibrationTokens: g?.tokens ?? 0,
     gptqLayers: g?.codes.size ?? 0,
     fallbacks,
