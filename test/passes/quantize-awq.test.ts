@@ -28,7 +28,7 @@ import { blockError, clipChooser, searchBlockParams } from '../../src/passes/qua
 import { quantize, type QuantizeOptions } from '../../src/passes/quantize/quantize.js';
 import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
 import { ggufAsHfFolder } from '../formats/gguf-support.js';
-import { selectTargets } from '../../src/passes/targets.js';
+import { selectTargets, type LinearModule } from '../../src/passes/targets.js';
 import { DecoderModel } from '../../src/runtime/decoder.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 
@@ -61,7 +61,11 @@ async function logits(dir: string, ids: number[]): Promise<Float32Array> {
 /** The float model with AWQ's scales folded in (no rounding) against the plain export: max |logit diff| / max |logit|. */
 async function foldedDifference(source: string): Promise<{ relative: number; out: AwqResult; scaled: Map<string, Float32Array> }> {
   const scaled = new Map<string, Float32Array>();
-  const out = await runAwq(source, { alpha: 0.5, rounder: (t, w) => (scaled.set(`${t.module}.weight`, w), w) });
+  const keep = (t: LinearModule, w: Float32Array) => {
+    scaled.set(`${t.module}.weight`, w);
+    return w;
+  };
+  const out = await runAwq(source, { alpha: 0.5, rounder: keep });
   const dir = tempDir();
   const overrides = new Map([...scaled, ...out.overrides]);
   await exportModel(source, join(dir, 'plain'), { attention: 'fused', layout: 'llmopt' });
