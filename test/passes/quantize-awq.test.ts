@@ -96,6 +96,7 @@ for (const [name, source, skip] of [
     const model = await openHfModel(source);
     await model.close();
     assert.equal(scaled.size, 7 * model.spec.numLayers, 'every projection scaled');
+    console.log(`# ${name}: max |logit difference| / max |logit| ${relative.toExponential(2)}`);
     assert.ok(relative < 1e-5, `relative logit difference ${relative}`);
   });
 }
