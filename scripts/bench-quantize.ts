@@ -102,6 +102,7 @@ async function main(): Promise<void> {
       log(`quantize ${key} ...`);
       const dir = join(work, key);
       const job = runChild(import.meta.url, 'quantize', source, dir, key, calib, String(calibSamples));
+      log(`  ${key}: ${(job.seconds as number).toFixed(1)} s, peak RSS ${(job.peakRssMiB as number).toFixed(0)} MiB`);
       return { key, dir, seconds: job.seconds as number, peakRssMiB: job.peakRssMiB as number, fileBytes: artifactBytes(dir) };
     });
     if (quantizeOnly) {
