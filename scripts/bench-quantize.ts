@@ -1,12 +1,17 @@
 // Quantization benchmark (`npm run bench:quantize`): on the synthetic ~110M checkpoint, file size,
 // quantization time and peak RSS (each variant in its own process), then prefill and decode tokens/s at
 // batch 1 and 8 for fp32, int8 and int4, all loaded in one process and measured alternately; speeds are
-// also given as ratios to fp32 taken per repetition, so machine noise between repetitions cancels.
+// also given as ratios to fp32 taken per repetition, so machine noise between repetitions cancels. With
+// --quantize-only --variants int4,int4-awq,...: the methods' time and peak RSS alone.
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { exportModel } from '../src/passes/export.js';
 import { quantize, type QuantizeOptions } from '../src/passes/quantize/quantize.js';
 import { DecoderModel } from '../src/runtime/decoder.js';
+
+/** Calibration text for the calibrated variants unless --calib names one (the synthetic model reads any text). */
+const SAMPLE_CALIB = fileURLToPath(new URL('../fixtures/text/sample.txt', import.meta.url));
 import {
   SYNTHETIC,
   args,
@@ -25,7 +30,8 @@ import {
   withSyntheticCheckpoint,
 } from './bench/common.js';
 
-type Precision = Pick<QuantizeOptions, 'to' | 'accuracyLevel' | 'quantizeEmbeddings'>;
+type Precision = Pick<QuantizeOptions, 'to' | 'accuracyLevel' | 'quantizeEmbeddings'> & Partial<Pick<QuantizeOptions, 'method' | 'clip'>>;
+const INT4 = { to: 'int4', accuracyLevel: 0, quantizeEmbeddings: false } as const;
 
 /** What each variant is; null quantization means the plain float32 export every ratio is taken against. */
 const VARIANTS: Record<string, { label: string; precision: Precision | null }> = {
@@ -39,18 +45,27 @@ const VARIANTS: Record<string, { label: string; precision: Precision | null }> =
     label: 'int4 b32 sym, acc 4, + embedding/lm_head',
     precision: { to: 'int4', accuracyLevel: 4, quantizeEmbeddings: true },
   },
+  // The methods' cost (--variants, with --quantize-only to skip the speed runs): calibrated on --calib text.
+  'int4-clip': { label: 'int4 RTN + clip search (no calib)', precision: { ...INT4, clip: 'search' } },
+  'int4-gptq': { label: 'int4 GPTQ', precision: { ...INT4, method: 'gptq' } },
+  'int4-gptq-clip': { label: 'int4 GPTQ + clip search', precision: { ...INT4, method: 'gptq', clip: 'search' } },
+  'int4-awq': { label: 'int4 AWQ', precision: { ...INT4, method: 'awq' } },
+  'int4-awq-clip': { label: 'int4 AWQ + clip search', precision: { ...INT4, method: 'awq', clip: 'search' } },
+  'int4-awq-gptq': { label: 'int4 AWQ + GPTQ', precision: { ...INT4, method: 'awq+gptq' } },
 };
+const CALIBRATED = new Set(['gptq', 'awq', 'awq+gptq']);
 const DEFAULT_VARIANTS = 'fp32,int8,int4,int4-acc4';
 
 /** Child: one quantization (or the fp32 export), timed, with its own peak RSS. */
-async function childQuantize(source: string, out: string, variant: string): Promise<void> {
+async function childQuantize(source: string, out: string, variant: string, calib: string, calibSamples: number): Promise<void> {
   const precision = VARIANTS[variant]!.precision;
   await reportJob(async () => {
     if (!precision) await exportModel(source, out, { attention: 'fused', layout: 'llmopt' });
     else
       await quantize(source, out, {
-        ...precision,
         method: 'rtn',
+        ...precision,
+        ...(CALIBRATED.has(precision.method ?? 'rtn') ? { calib, calibSamples } : {}),
         blockSize: 32,
         symmetric: true,
         exclude: [],
@@ -74,6 +89,9 @@ async function main(): Promise<void> {
   const genLen = flag('gen-len', 64);
   const threads = flag('threads', 0) || undefined;
   const batches = (textFlag('batches') ?? '1,8').split(',').map(Number);
+  const quantizeOnly = args.includes('--quantize-only');
+  const calib = textFlag('calib') ?? SAMPLE_CALIB;
+  const calibSamples = flag('calib-samples', 32);
   // fp32 always runs, first: every ratio is to it.
   const keys = ['fp32', ...(textFlag('variants') ?? DEFAULT_VARIANTS).split(',').filter((k) => k !== 'fp32')];
   const unknown = keys.filter((k) => !VARIANTS[k]);
@@ -83,9 +101,22 @@ async function main(): Promise<void> {
     const built = keys.map((key) => {
       log(`quantize ${key} ...`);
       const dir = join(work, key);
-      const job = runChild(import.meta.url, 'quantize', source, dir, key);
+      const job = runChild(import.meta.url, 'quantize', source, dir, key, calib, String(calibSamples));
+      log(`  ${key}: ${(job.seconds as number).toFixed(1)} s, peak RSS ${(job.peakRssMiB as number).toFixed(0)} MiB`);
       return { key, dir, seconds: job.seconds as number, peakRssMiB: job.peakRssMiB as number, fileBytes: artifactBytes(dir) };
     });
+    if (quantizeOnly) {
+      console.log(describeMachine(machine()));
+      console.log(describeModel(statSync(join(built[0]!.dir, 'model.onnx.data')).size / 4));
+      console.log(`\nquantization, each in its own process (block 32, symmetric; calibrated: ${calibSamples} windows of ${calib}):`);
+      console.log(
+        formatTable([
+          ['variant', 'file MiB', 'time s', 'peak RSS MiB'],
+          ...built.map((b) => [VARIANTS[b.key]!.label, (b.fileBytes / 2 ** 20).toFixed(1), b.seconds.toFixed(1), b.peakRssMiB.toFixed(0)]),
+        ]),
+      );
+      return;
+    }
 
     log(
       `speed: ${reps} repetitions, batch ${batches.join(' and ')}, prompt ${promptLen}, generate ${genLen}, threads ${threads ?? 'default'}, alternating ...`,
@@ -167,5 +198,5 @@ async function main(): Promise<void> {
   });
 }
 
-if (args[0] === '--child') await childQuantize(args[2]!, args[3]!, args[4]!);
+if (args[0] === '--child') await childQuantize(args[2]!, args[3]!, args[4]!, args[5]!, Number(args[6]));
 else await main();

@@ -13,6 +13,7 @@ import { buildDecoderGraph, weightTensorCount, type EmbeddingEmitter } from './d
 import type { AttentionForm } from '../core/io.js';
 import { parameterCount, type DecoderSpec } from '../core/spec.js';
 import type { LinearEmitter } from './linear.js';
+import { overlayWeights } from '../core/weights.js';
 
 /** llmopt: model.onnx + model.onnx.data at the top; transformers.js: onnx/model.onnx + onnx/model.onnx_data. */
 export type ArtifactLayout = 'llmopt' | 'transformers.js';
@@ -29,6 +30,8 @@ export interface ArtifactHooks {
   precision?: string;
   /** Passes applied before the export, recorded in the manifest ahead of it. */
   passes?: PassRecord[];
+  /** Float tensors read in place of the source's (AWQ's folded norms and biases), by tensor name. */
+  overrides?: ReadonlyMap<string, Float32Array>;
 }
 
 /** One more graph of the same model in the transformers.js layout: onnx/<name>.onnx + onnx/<name>.onnx_data. */
@@ -97,7 +100,7 @@ export async function writeOnnxArtifact(source: string, output: string, opts: Ar
         const writer = new ExternalDataWriter(join(onnxDir, data), data);
         const g = new GraphBuilder(writer);
         try {
-          await buildDecoderGraph(g, spec, model.weights, {
+          await buildDecoderGraph(g, spec, opts.overrides ? overlayWeights(model.weights, opts.overrides) : model.weights, {
             attention: opts.attention,
             // llmopt's runtime trims sliding layers' caches to their window; transformers.js feeds whole caches.
             windowedCache: !jsLayout,

@@ -182,12 +182,15 @@ export interface LayerInputs {
   tokens: number;
 }
 
-/** A layer-by-layer compression method (GPTQ, SparseGPT, Wanda, and later AWQ). */
+/** A layer-by-layer compression method (GPTQ, SparseGPT, Wanda, AWQ). */
 export interface LayerwiseMethod {
   statistic: CalibrationStatistic;
   /** Compresses one linear layer: its float32 weight [rows, cols] in; out, the weight later layers see. */
   compress(target: LinearModule, w: Float32Array, inputs: LayerInputs): Float32Array;
-  /** After each decoder layer with targets: their new weights (prune stages them to disk). */
+  /**
+   * After each decoder layer with targets: their new weights (prune stages them to disk). The map is what the next
+   * layers' inputs go through: a method may replace entries and add float tensors it changed (AWQ's folded norms).
+   */
   layerDone?(layer: number, targets: LinearModule[], compressed: Map<string, Float32Array>): Promise<void>;
 }
 

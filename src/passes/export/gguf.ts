@@ -46,6 +46,8 @@ export interface GgufWriterOptions {
    * uses (GPTQ's calibration), given each slot's type.
    */
   prepare?: (spec: DecoderSpec, weights: WeightSource, slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>) => Promise<void>;
+  /** Float tensors read in place of the source's, by Hugging Face name (AWQ's scaled weights and folded norms; filled by prepare). */
+  overrides?: ReadonlyMap<string, Float32Array>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -163,7 +165,7 @@ export async function writeGgufModel(source: string, output: string, o: GgufWrit
         if (s.rope) values = s.rope;
         else {
           const parts: Float32Array[] = [];
-          for (const name of s.hf) parts.push(await weights.readFloat32(name));
+          for (const name of s.hf) parts.push(o.overrides?.get(name)?.slice() ?? (await weights.readFloat32(name)));
           values = toGgufLayout(spec, s.entry!, parts);
         }
         const type = types[i]!;

@@ -46,21 +46,35 @@ export interface BlockParams {
 }
 
 /**
- * Scale and zero point for one block. Symmetric: scale = max|w| / (2^(bits-1) - 1), zero 2^(bits-1),
+ * Scale and zero point for one block, its range times `shrink` (1: min/max; clip.ts searches smaller ones).
+ * Symmetric: scale = max|w| / (2^(bits-1) - 1), zero 2^(bits-1),
  * so codes span [1, 2^bits - 1] around the midpoint. Asymmetric: the range [min(w, 0), max(w, 0)]
  * spread over all 2^bits codes, zero rounded to an integer code.
  */
-export function blockParams(values: ArrayLike<number>, start: number, end: number, cfg: BlockQuantConfig & QuantGrid): BlockParams {
-  const p = rawBlockParams(values, start, end, cfg);
+export function blockParams(
+  values: ArrayLike<number>,
+  start: number,
+  end: number,
+  cfg: BlockQuantConfig & QuantGrid,
+  shrink = 1,
+): BlockParams {
+  const p = rawBlockParams(values, start, end, cfg, shrink);
   if (cfg.float16Scales) p.scale = toFloat16Scale(p.scale);
   return p;
 }
 
-function rawBlockParams(values: ArrayLike<number>, start: number, end: number, cfg: BlockQuantConfig & QuantGrid): BlockParams {
+function rawBlockParams(
+  values: ArrayLike<number>,
+  start: number,
+  end: number,
+  cfg: BlockQuantConfig & QuantGrid,
+  shrink: number,
+): BlockParams {
   const levels = (1 << cfg.bits) - 1;
   if (cfg.symmetric) {
     let absmax = 0;
     for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(values[i]!));
+    absmax *= shrink;
     const half = 1 << (cfg.bits - 1);
     return { scale: absmax === 0 ? 1 : absmax / (cfg.fullRange ? half - 0.5 : half - 1), zero: half };
   }
@@ -70,6 +84,8 @@ function rawBlockParams(values: ArrayLike<number>, start: number, end: number, c
     lo = Math.min(lo, values[i]!);
     hi = Math.max(hi, values[i]!);
   }
+  lo *= shrink;
+  hi *= shrink;
   const minZero = cfg.minZero ?? 0;
   if (hi === lo) return { scale: 1, zero: minZero };
   const scale = (hi - lo) / levels;
@@ -93,8 +109,20 @@ export function dequantizeValue(code: number, p: BlockParams): number {
   return (code - p.zero) * p.scale;
 }
 
-/** Round-to-nearest quantization of a row-major [rows, cols] matrix. */
-export function quantizeRtn(w: Float32Array, rows: number, cols: number, cfg: BlockQuantConfig & QuantGrid): BlockQuantized {
+/**
+ * Picks one block's parameters from values[start..end), whose first value is input column `col`
+ * (min/max by default; clip.ts's search weighs each column by its activation energy).
+ */
+export type BlockChooser = (values: ArrayLike<number>, start: number, end: number, col: number) => BlockParams;
+
+/** Round-to-nearest quantization of a row-major [rows, cols] matrix; `choose` picks each block's range (default min/max). */
+export function quantizeRtn(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  cfg: BlockQuantConfig & QuantGrid,
+  choose?: BlockChooser,
+): BlockQuantized {
   const nb = blocksPerRow(cols, cfg.blockSize);
   const codes = new Uint8Array(rows * cols);
   const scales = new Float32Array(rows * nb);
@@ -103,7 +131,7 @@ export function quantizeRtn(w: Float32Array, rows: number, cols: number, cfg: Bl
     for (let b = 0; b < nb; b++) {
       const start = r * cols + b * cfg.blockSize;
       const end = r * cols + Math.min(cols, (b + 1) * cfg.blockSize);
-      const p = blockParams(w, start, end, cfg);
+      const p = choose ? choose(w, start, end, b * cfg.blockSize) : blockParams(w, start, end, cfg);
       // Stored scales are float32: quantize with the value the runtime will see.
       p.scale = Math.fround(p.scale);
       scales[r * nb + b] = p.scale;

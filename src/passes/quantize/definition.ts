@@ -9,7 +9,16 @@ import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
 import { matMulNBitsDefaults, type AccuracyLevel } from './matmul-nbits.js';
 import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
 import { MIX_POLICIES, validateMixOptions } from './mix-policy.js';
-import { quantize, QUANT_FORMATS, QUANT_METHODS, QUANT_TARGETS, validateQuantizeOptions, type QuantTarget } from './quantize.js';
+import { CLIP_MODES } from './clip.js';
+import {
+  CALIBRATED_METHODS,
+  quantize,
+  QUANT_FORMATS,
+  QUANT_METHODS,
+  QUANT_TARGETS,
+  validateQuantizeOptions,
+  type QuantTarget,
+} from './quantize.js';
 
 export const QUANTIZE_OPTIONS = {
   ...outputFolder('output folder'),
@@ -21,7 +30,14 @@ export const QUANTIZE_OPTIONS = {
   method: choice(QUANT_METHODS, {
     arg: '<method>',
     default: 'rtn',
-    help: 'rtn (round-to-nearest) | gptq (error-compensated, needs --calib)',
+    help:
+      'rtn (round-to-nearest) | gptq (error-compensated) | awq (activation-aware scales folded into the norms, then rtn) | ' +
+      'awq+gptq (the scales, then gptq); all but rtn need --calib',
+  }),
+  clip: choice(CLIP_MODES, {
+    arg: '<mode>',
+    default: 'minmax',
+    help: "int4/int8 block ranges: minmax | search (shrunk for the least error, weighted by the inputs' energy with --calib)",
   }),
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
   asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
@@ -90,7 +106,7 @@ export const quantizePass = definePass({
     o.format === 'gguf' ? { kind: 'gguf' } : o.format !== 'onnx' ? { kind: 'hf-quantized' } : { kind: 'artifact', precision: o.to },
   figures: (o) => (o.eval !== undefined ? QUALITY_GATES : []),
   gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
-  dataDefaults: (o) => (o.method === 'gptq' || o.mix === 'auto' ? ['calib'] : []),
+  dataDefaults: (o) => (CALIBRATED_METHODS.includes(o.method) || o.mix === 'auto' ? ['calib'] : []),
   validate: (o, given) => {
     if (o.format === 'gguf') {
       validateGgufQuantizeOptions(o, given);

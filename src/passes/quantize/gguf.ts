@@ -11,10 +11,11 @@ import { dequantizeRows, quantizeRows } from '../../formats/gguf/quants/index.js
 import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../export/gguf.js';
 import { OptionError } from '../options.js';
-import { globMatcher, linearModules } from '../targets.js';
+import { globMatcher, linearModules, type LinearModule } from '../targets.js';
 import { gptqQuantizeGguf } from './gguf-gptq.js';
 import { ggufMixType } from './mix-policy.js';
 import { planGgufAuto, type GgufAutoPlan } from './gguf-mix-auto.js';
+import { awqMethod, emptyAwqResult } from './awq.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -29,7 +30,7 @@ export interface GgufQuantizeOptions {
    * for a type llama.cpp gives none (the 32-blocks and Q8_0), F16; false: refuse any fallback.
    */
   fallback: boolean;
-  method: 'rtn' | 'gptq';
+  method: 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
   /** --mix: tensors raised above llama.cpp's choice for the target (mix-policy.ts); 'none' or absent: its choice. */
   mix?: 'none' | 'k-quant-m' | 'edges8' | 'auto';
   /** --mix auto: bits per weight over the linear tensors it may raise, scales included. */
@@ -46,7 +47,9 @@ export interface GgufQuantizeOptions {
 export interface GgufQuantizeReport extends GgufWriteReport {
   format: 'gguf';
   to: GgufTarget;
-  method: 'rtn' | 'gptq';
+  method: 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
+  /** AWQ: groups scaled and the mean exponent chosen. */
+  awq: { groups: number; meanAlpha: number; skipped: string[] } | null;
   /** GPTQ: calibration tokens, and the layers quantized with it (the others round to nearest). */
   calibrationTokens: number;
   gptqLayers: number;
@@ -59,7 +62,10 @@ export interface GgufQuantizeReport extends GgufWriteReport {
 }
 
 /** Checks of the GGUF options that need no file (the definition's validate calls it for --format gguf). */
-export function validateGgufQuantizeOptions(o: { to: string; method: string; calib?: string }, given: ReadonlySet<string>): void {
+export function validateGgufQuantizeOptions(
+  o: { to: string; method: string; calib?: string; clip?: string },
+  given: ReadonlySet<string>,
+): void {
   if (!(GGUF_TARGETS as readonly string[]).includes(o.to)) {
     throw new OptionError('to', (n) => `${n('to')} ${o.to}: ${n('format')} gguf writes ${GGUF_TARGETS.join(', ')}`);
   }
@@ -68,15 +74,28 @@ export function validateGgufQuantizeOptions(o: { to: string; method: string; cal
       throw new OptionError(key, (n) => `${n(key)}: not a GGUF option (llama.cpp's types fix their blocks; ${n('to')} picks one)`);
     }
   }
-  if (o.method === 'gptq' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
-    throw new OptionError('method', (n) => `${n('method')} gptq: ${n('to')} ${o.to} has no quantization grid to calibrate`);
+  if (o.method !== 'rtn' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
+    throw new OptionError('method', (n) => `${n('method')} ${o.method}: ${n('to')} ${o.to} has no quantization grid to calibrate`);
   }
-  if (o.method === 'gptq' && !o.calib)
-    throw new OptionError('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
+  // The clip search is written for MatMulNBits' and the engines' grids; llama.cpp's types choose their own scales.
+  if (o.clip === 'search')
+    throw new OptionError('clip', (n) => `${n('clip')} search: not implemented for ${n('format')} gguf (its K-types search their scales)`);
+  if (o.method !== 'rtn' && !o.calib)
+    throw new OptionError('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
 }
 
 const isBlockType = (t: GgmlType) => t !== 'F32' && t !== 'F16' && t !== 'BF16';
+
+/** The block type of each decoder linear module (by Hugging Face module name) stored in one. */
+function blockTypes(slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>): Map<string, GgmlType> {
+  const typeOf = new Map<string, GgmlType>();
+  for (const s of slots) {
+    if (s.shape.length !== 2 || s.layer === null || !isBlockType(s.type)) continue;
+    for (const n of s.hf) if (n.endsWith('.weight')) typeOf.set(n.slice(0, -'.weight'.length), s.type);
+  }
+  return typeOf;
+}
 
 /** GPTQ over the decoder's linear layers in their GGUF types; codes kept by Hugging Face module for the encoder. */
 async function gptqLayers(
@@ -86,11 +105,7 @@ async function gptqLayers(
   weights: Parameters<typeof calibrateLayerwise>[1],
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
 ) {
-  const typeOf = new Map<string, GgmlType>();
-  for (const s of slots) {
-    if (s.shape.length !== 2 || s.layer === null || !isBlockType(s.type)) continue;
-    for (const n of s.hf) if (n.endsWith('.weight')) typeOf.set(n.slice(0, -'.weight'.length), s.type);
-  }
+  const typeOf = blockTypes(slots);
   const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
   const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
   const codes = new Map<string, Uint8Array>();
@@ -109,6 +124,43 @@ async function gptqLayers(
   const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
   return { codes, tokens };
+}
+
+/**
+ * AWQ before llama.cpp's rounding: the scales are searched on a 4-bit grid of 32-blocks (symmetric for Q4_0/Q5_0/Q8_0,
+ * with a minimum for the others: a stand-in for each type's own grid), folded, then each scaled weight is rounded in its
+ * GGUF type (llama.cpp's way, or GPTQ on the scaled inputs' Hessian); the folded norms and biases go to the writer.
+ */
+async function awqLayers(
+  source: string,
+  o: GgufQuantizeOptions,
+  spec: DecoderSpec,
+  weights: Parameters<typeof calibrateLayerwise>[1],
+  slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
+  overrides: Map<string, Float32Array>,
+) {
+  const typeOf = blockTypes(slots);
+  const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
+  const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
+  const codes = new Map<string, Uint8Array>();
+  const symmetric = ['q4_0', 'q5_0', 'q8_0'].includes(o.to);
+  const out = emptyAwqResult();
+  const rounder = (t: LinearModule, w: Float32Array, H: Float64Array, tokens: number): Float32Array => {
+    const type = typeOf.get(t.module)!;
+    const bytes =
+      o.method === 'awq+gptq'
+        ? gptqQuantizeGguf(type, w, t.rows, t.cols, H, tokens, { dampening: o.dampening, actOrder: o.actOrder })
+        : quantizeRows(type, w, t.rows, t.cols);
+    codes.set(`${t.module}.weight`, bytes);
+    return dequantizeRows(type, bytes, t.rows, t.cols);
+  };
+  const method = awqMethod(spec, weights, { cfg: { bits: 4, blockSize: 32, symmetric }, clip: 'minmax', gptq: null, rounder }, out);
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
+  for (const [name, t] of out.overrides) overrides.set(name, t);
+  const alphas = [...out.alphas.values()];
+  const awq = { groups: alphas.length, meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), skipped: out.skipped };
+  return { codes, tokens, awq };
 }
 
 /** A GGUF tensor's bytes from its parts' GPTQ codes: rows stacked, then moved as the layout moves them. */
@@ -179,7 +231,8 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     }
   };
   if (mix === 'auto') auto = await planGgufAuto(source, { ...o, targetBits: o.targetBits!, calib: o.calib! }, decide);
-  let gptq: { codes: Map<string, Uint8Array>; tokens: number; spec: DecoderSpec } | null = null;
+  let gptq: { codes: Map<string, Uint8Array>; tokens: number; spec: DecoderSpec; awq?: GgufQuantizeReport['awq'] } | null = null;
+  const overrides = new Map<string, Float32Array>();
   const report = await writeGgufModel(source, output, {
     fileType: ggufFileType(o.to),
     typeOf: (slot, spec, arch) => decide(slot, spec, arch.gguf),
@@ -188,7 +241,9 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
       if (mix && mix !== 'auto' && raised.length === 0)
         throw new InputError(`--mix ${mix}: names no tensor that --to ${o.to} quantizes below its type here (excluded or fallen back)`);
       if (o.method === 'gptq') gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
+      else if (o.method !== 'rtn') gptq = { ...(await awqLayers(source, o, spec, weights, slots, overrides)), spec };
     },
+    overrides,
     encode: (slot, data, type) => {
       const cols = slot.shape.at(-1)!;
       if (cols % GGML_TYPES[type].blockSize !== 0) throw new Error(`GGUF: ${slot.name} cannot be ${type}`);
@@ -199,12 +254,13 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     },
     onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
   });
-  const g = gptq as { codes: Map<string, Uint8Array>; tokens: number } | null;
+  const g = gptq as { codes: Map<string, Uint8Array>; tokens: number; awq?: GgufQuantizeReport['awq'] } | null;
   return {
     ...report,
     format: 'gguf',
     to: o.to,
     method: o.method,
+    awq: g?.awq ?? null,
     calibrationTokens: g?.tokens ?? 0,
     gptqLayers: g?.codes.size ?? 0,
     fallbacks,

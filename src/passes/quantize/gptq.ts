@@ -3,7 +3,7 @@
 // of H^-1, so the layer's output on the calibration inputs changes as little as possible.
 import { InputError } from '../../core/errors.js';
 import { dampedInverseFactor, fixDeadInputs, lazyBatchUpdate } from '../linalg.js';
-import { blockParams, dequantizeValue, quantizeValue, type BlockParams, type QuantGrid } from './blockwise.js';
+import { blockParams, dequantizeValue, quantizeValue, type BlockChooser, type BlockParams, type QuantGrid } from './blockwise.js';
 import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 
 /** GPTQ options on top of the block layout (`blockSize` is the group size along the input dimension). */
@@ -184,6 +184,7 @@ class NBitsGrid implements GptqGrid {
     private readonly cfg: BlockQuantConfig & QuantGrid,
     rows: number,
     private readonly cols: number,
+    private readonly chooser?: BlockChooser,
   ) {
     this.groupSize = cfg.blockSize;
     this.nb = blocksPerRow(cols, cfg.blockSize);
@@ -193,7 +194,8 @@ class NBitsGrid implements GptqGrid {
     this.half = 1 << (cfg.bits - 1);
   }
   choose(r: number, g: number, values: ArrayLike<number>, start: number, end: number): void {
-    const p = blockParams(values, start, end, this.cfg);
+    // A group's columns are in original order here, whatever the processing order: its first is g * groupSize.
+    const p = this.chooser ? this.chooser(values, start, end, g * this.groupSize) : blockParams(values, start, end, this.cfg);
     this.scales[r * this.nb + g] = Math.fround(p.scale);
     if (this.zeroPoints) this.zeroPoints[r * this.nb + g] = p.zero;
   }
@@ -222,12 +224,21 @@ class NBitsGrid implements GptqGrid {
  * - with `actOrder`, from the original weights, all up front ("static groups"): columns go by decreasing
  *   diag(H) but each keeps the parameters of its group in the original column order, the contiguous
  *   groups that MatMulNBits stores. The codes come back in the original column order.
- * Scales are rounded to float32 before use, as the runtime stores them.
+ * Scales are rounded to float32 before use, as the runtime stores them. `choose` replaces min/max for each group's
+ * range (clip.ts's search), chosen before the group's error compensation as the parameters always are.
  */
-export function gptqQuantize(w: Float32Array, rows: number, cols: number, H: Float64Array, nSamples: number, cfg: GptqConfig): GptqResult {
+export function gptqQuantize(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  H: Float64Array,
+  nSamples: number,
+  cfg: GptqConfig,
+  choose?: BlockChooser,
+): GptqResult {
   checkInputs(w, rows, cols, H, nSamples);
   positiveInteger(cfg.blockSize, 'block size');
-  const grid = new NBitsGrid(cfg, rows, cols);
+  const grid = new NBitsGrid(cfg, rows, cols, choose);
   const { dampeningUsed, error } = gptqOnGrid(w, rows, cols, H, nSamples, grid, cfg);
   const quantized: BlockQuantized = {
     ...pickConfig(cfg),

@@ -9,6 +9,7 @@ import { writeAwqCheckpoint } from '../../formats/awq-checkpoint.js';
 import { writeCompressedTensorsCheckpoint } from '../../formats/compressed-tensors.js';
 import { writeGptqCheckpoint } from '../../formats/gptq-checkpoint.js';
 import { readJsonFile } from '../../formats/hf-config.js';
+import { fromFloat32 } from '../../formats/dtype.js';
 import type { Checkpoint } from '../../formats/safetensors.js';
 import {
   splitFusedModules,
@@ -178,7 +179,10 @@ function stackRows(parts: BlockQuantized[]): BlockQuantized {
   };
 }
 
-/** Writes the quantized layers and every other tensor of `source` (byte for byte) into `dir` in `format`. */
+/**
+ * Writes the quantized layers and every other tensor of `source` (byte for byte, or `overrides`' values in the stored
+ * dtype: AWQ's folded norms) into `dir` in `format`.
+ */
 export async function writeHfFormat(
   format: HfQuantFormat,
   dir: string,
@@ -187,8 +191,20 @@ export async function writeHfFormat(
   source: Checkpoint,
   layers: Map<string, BlockQuantized>,
   excluded: string[],
+  overrides?: ReadonlyMap<string, Float32Array>,
 ): Promise<void> {
   const stored = storedLayers(spec, layers, excluded);
+  for (const name of overrides?.keys() ?? []) {
+    const dtype = source.has(name) ? source.info(name).dtype : null;
+    if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16')
+      throw new InputError(
+        `${name}: AWQ folded its scales into it, but the checkpoint ${dtype ? `stores it as ${dtype}` : 'has no such tensor'}`,
+      );
+  }
+  const readFloat = async (name: string): Promise<Uint8Array> => {
+    const o = overrides?.get(name);
+    return o ? fromFloat32(o, source.info(name).dtype as 'F32' | 'F16' | 'BF16') : source.readRaw(name);
+  };
   const quantizedNames = new Set([...stored.layers.keys()].map((m) => `${m}.weight`));
   const floatTensors = source
     .names()
@@ -198,7 +214,7 @@ export async function writeHfFormat(
     sourceConfig: readJsonFile(join(sourceDir, 'config.json')),
     layers: stored.layers,
     floatTensors,
-    readFloat: (name: string) => source.readRaw(name),
+    readFloat,
   };
   if (format === 'compressed-tensors') {
     // float32 scales keep llmopt's reader exact; vLLM casts scales to the model dtype on load.

@@ -21,21 +21,25 @@ import { quantizeRtn, type QuantGrid } from './blockwise.js';
 import { gridOf, hfSchemeProblem, planHfTargets, writeHfFormat } from './hf-formats.js';
 import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 import { gptqQuantize } from './gptq.js';
+import { awqMethod, emptyAwqResult } from './awq.js';
+import { clipChooser, hessianDiagonal, type ClipMode } from './clip.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
 import { configOf, LM_HEAD_MODULE, planOnnxMix, type OnnxMixPlan } from './mix-policy.js';
 
 export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
 export type QuantTarget = (typeof QUANT_TARGETS)[number];
-export const QUANT_METHODS = ['rtn', 'gptq'] as const;
+export const QUANT_METHODS = ['rtn', 'gptq', 'awq', 'awq+gptq'] as const;
 export type QuantMethod = (typeof QUANT_METHODS)[number];
+/** The methods that read calibration text (--calib). */
+export const CALIBRATED_METHODS: readonly QuantMethod[] = ['gptq', 'awq', 'awq+gptq'];
 export const QUANT_FORMATS = ['onnx', 'compressed-tensors', 'gptq', 'awq'] as const;
 export type QuantFormat = (typeof QUANT_FORMATS)[number];
 export const BLOCK_SIZES = [16, 32, 64, 128] as const;
 
 /** The pass's options: the declared ones (quantize/definition.ts), with `symmetric` for --asymmetric. */
 type Declared = OptionValues<typeof QUANTIZE_OPTIONS>;
-type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict' | 'mix' | 'targetBits';
+type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'strict' | 'mix' | 'targetBits' | 'clip';
 // `to`, `format` and `fallback` also declare --format gguf's values (quantize/gguf.ts); this path takes its own.
 type GgufOnly = 'to' | 'format' | 'fallback';
 // The definition leaves attention, accuracyLevel and quantizeEmbeddings to the device's defaults; here they are resolved.
@@ -75,6 +79,10 @@ export interface QuantizeReport {
   gptq: { meanError: number; maxDampening: number } | null;
   /** --mix: the policy, the modules at 8 bits, and the linear weights' bits per weight under it (scales included). */
   mix: { policy: OnnxMixPlan['policy']; raised: string[]; bitsPerWeight: number } | null;
+  /** Block ranges: min/max or searched (--clip search). */
+  clip: ClipMode;
+  /** AWQ: the mean exponent chosen over the scaled groups, how many were scaled, and the groups left unscaled. */
+  awq: { meanAlpha: number; groups: number; skipped: string[] } | null;
   /** What the target engine's rules found and llmopt adjusted or could not (one line each). */
   warnings: string[];
   seconds: number;
@@ -98,8 +106,10 @@ export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel'
   };
   if (integer && !(BLOCK_SIZES as readonly number[]).includes(o.blockSize))
     fail('blockSize', (n) => `${n('blockSize')} ${o.blockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
-  if (o.method === 'gptq' && !integer) fail('method', (n) => `${n('method')} gptq works with ${n('to')} int4 or int8, not ${o.to}`);
-  if (o.method === 'gptq' && !o.calib) fail('calib', (n) => `${n('method')} gptq needs calibration text: give ${n('calib')} <file>`);
+  const calibrated = CALIBRATED_METHODS.includes(o.method);
+  if (calibrated && !integer) fail('method', (n) => `${n('method')} ${o.method} works with ${n('to')} int4 or int8, not ${o.to}`);
+  if (calibrated && !o.calib) fail('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
+  if (o.clip === 'search' && !integer) fail('clip', (n) => `${n('clip')} search works with ${n('to')} int4 or int8, not ${o.to}`);
   if (o.format !== 'onnx' && !integer) fail('format', (n) => `${n('format')} ${o.format} writes int4 or int8 weights, not ${o.to}`);
   if (o.quantizeEmbeddings && !integer) fail('quantizeEmbeddings', (n) => `${n('quantizeEmbeddings')} needs ${n('to')} int4 or int8`);
   // The engines' weight-only schemes keep embeddings (and lm_head) in float: asking for them is refused, not ignored.
@@ -128,11 +138,10 @@ async function gptqAll(
   const method: LayerwiseMethod = {
     statistic: 'hessian',
     compress: (t, w, inputs) => {
-      const r = gptqQuantize(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, {
-        ...cfgOf(t.module),
-        actOrder: o.actOrder,
-        dampening: o.dampening,
-      });
+      const cfg = cfgOf(t.module);
+      const run = { ...cfg, actOrder: o.actOrder, dampening: o.dampening };
+      const choose = clipChooser(o.clip ?? 'minmax', cfg, hessianDiagonal(inputs.hessian!, t.cols));
+      const r = gptqQuantize(w, t.rows, t.cols, inputs.hessian!, inputs.tokens, run, choose);
       results.set(t.module, r.quantized);
       errorSum += r.error;
       maxDampening = Math.max(maxDampening, r.dampeningUsed);
@@ -141,7 +150,54 @@ async function gptqAll(
   };
   const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
-  return { results, tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening } };
+  return { results, tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening }, overrides: null, awq: null };
+}
+
+/** RTN with the clip search weighted by each input's activation energy, layer by layer on the calibration inputs. */
+async function rtnClipAll(
+  model: HfModel,
+  targets: LinearModule[],
+  cfgOf: (module: string) => BlockQuantConfig & QuantGrid,
+  o: QuantizeOptions,
+  set: CalibrationSet,
+) {
+  const results = new Map<string, BlockQuantized>();
+  const method: LayerwiseMethod = {
+    statistic: 'norms',
+    compress: (t, w, inputs) => {
+      const cfg = cfgOf(t.module);
+      const q = quantizeRtn(w, t.rows, t.cols, cfg, clipChooser('search', cfg, inputs.norms));
+      results.set(t.module, q);
+      return dequantize(q);
+    },
+  };
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
+  return { results, tokens, gptq: null, overrides: null, awq: null };
+}
+
+/** AWQ over every targeted layer (awq.ts), then RTN or GPTQ (awq+gptq) on the scaled weights. */
+async function awqAll(
+  model: HfModel,
+  targets: LinearModule[],
+  cfg: BlockQuantConfig & QuantGrid,
+  cfgOf: (module: string) => BlockQuantConfig & QuantGrid,
+  o: QuantizeOptions,
+  set: CalibrationSet,
+) {
+  const out = emptyAwqResult();
+  const gptq = o.method === 'awq+gptq' ? { actOrder: o.actOrder, dampening: o.dampening } : null;
+  const method = awqMethod(model.spec, model.weights, { cfg, cfgOf, clip: o.clip ?? 'minmax', gptq }, out);
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
+  const alphas = [...out.alphas.values()];
+  return {
+    results: out.quantized,
+    tokens,
+    gptq: gptq ? { meanError: out.gptqError / Math.max(1, out.quantized.size), maxDampening: out.maxDampening } : null,
+    overrides: out.overrides,
+    awq: { meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), groups: alphas.length, skipped: out.skipped },
+  };
 }
 
 export async function quantize(source: string, output: string, o: QuantizeOptions): Promise<QuantizeReport> {
@@ -230,9 +286,19 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       ...grid,
     });
 
-    const calibrated = o.method === 'gptq' ? await gptqAll(model, targets, cfgOf, o, calibSet!) : null;
+    const clip = o.clip ?? 'minmax';
+    const calibrated =
+      o.method === 'gptq'
+        ? await gptqAll(model, targets, cfgOf, o, calibSet!)
+        : o.method === 'awq' || o.method === 'awq+gptq'
+          ? await awqAll(model, targets, cfg!, cfgOf, o, calibSet!)
+          : clip === 'search' && calibSet
+            ? await rtnClipAll(model, targets, cfgOf, o, calibSet)
+            : null;
+    // Without calibration the clip search weighs every column alike.
     const quantizeLayer = (module: string, w: Float32Array, rows: number, cols: number): BlockQuantized =>
-      calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfgOf(module));
+      calibrated?.results.get(module) ?? quantizeRtn(w, rows, cols, cfgOf(module), clipChooser(clip, cfgOf(module), null));
+    const overrides = calibrated?.overrides ?? undefined;
     // Each quantized module's bits, as the manifest records them (inspect shows them from the artifact itself).
     const quantizedModules = [...targets.map((t) => t.module), ...(cfg && quantizeHead ? [LM_HEAD_MODULE] : [])];
     const tensorBits = cfg ? Object.fromEntries(quantizedModules.map((m) => [m, cfgOf(m).bits])) : null;
@@ -249,7 +315,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         ...(o.embeddingBits && o.quantizeEmbeddings ? { embeddingBits: o.embeddingBits } : {}),
         excluded,
         format: o.format,
-        actOrder: o.method === 'gptq' ? Boolean(o.actOrder) : null,
+        actOrder: o.method.endsWith('gptq') ? Boolean(o.actOrder) : null,
+        ...(clip === 'search' ? { clip } : {}),
         calibration: o.calib ? resolve(o.calib) : null,
         // Only with a mix, so the manifests of unmixed artifacts stay as they were.
         ...(plan
@@ -275,7 +342,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         layers.set(t.module, quantizeLayer(t.module, await model.weights.readFloat32(`${t.module}.weight`), t.rows, t.cols));
       const format = o.format;
       await writeModelFolder(output, { format: 'llmopt-checkpoint', source, passes: [record] }, (tmp) =>
-        writeHfFormat(format, tmp, spec, source, model.checkpoint!, layers, excluded),
+        writeHfFormat(format, tmp, spec, source, model.checkpoint!, layers, excluded, overrides),
       );
       const written = await Checkpoint.open(output);
       for (const name of written.names()) bytesAfter.set(kindOf(name), (bytesAfter.get(kindOf(name)) ?? 0) + written.info(name).byteLength);
@@ -310,6 +377,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         embedding,
         precision: o.to,
         passes: [record],
+        overrides,
         onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
       });
       bytesAfter = new Map();
@@ -341,6 +409,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       calibrationTokens: calibrated?.tokens ?? 0,
       gptq: calibrated?.gptq ?? null,
       mix: plan ? { policy: plan.policy, raised: [...plan.raised], bitsPerWeight: (plan.bytes * 8) / plan.weights } : null,
+      clip,
+      awq: calibrated?.awq ?? null,
       warnings,
       seconds: (performance.now() - started) / 1000,
     };
