@@ -9,10 +9,11 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readGgufHeader, readGgufTensor } from '../src/formats/gguf/file.js';
-import { writeSyntheticLlama, type SyntheticSpec } from '../src/model/synthetic.js';
+import { writeSyntheticLlama } from '../src/model/synthetic.js';
 import { exportGguf } from '../src/passes/export/gguf.js';
 import { quantizeGguf, type GgufTarget } from '../src/passes/quantize/gguf.js';
 import {
+  SMOKE,
   SYNTHETIC,
   args,
   describeMachine,
@@ -31,20 +32,6 @@ const LLAMACPP = join(import.meta.dirname, '..', '..', 'shared', 'tools', 'llama
 const QUANTIZE = join(LLAMACPP, 'llama-quantize');
 const TARGETS: GgufTarget[] = ['f16', 'q8_0', 'q4_0', 'q4_k_m'];
 const MiB = 2 ** 20;
-
-const SMOKE: SyntheticSpec = {
-  ...SYNTHETIC,
-  name: 'synthetic-smoke',
-  config: {
-    ...SYNTHETIC.config,
-    hidden_size: 256,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    intermediate_size: 512,
-    vocab_size: 1024,
-  },
-};
 
 /** Child: llmopt writes one GGUF file of `target` from the Hugging Face folder, reporting its time and peak RSS. */
 async function childWrite(source: string, out: string, target: string): Promise<void> {

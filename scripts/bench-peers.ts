@@ -14,6 +14,7 @@ import { quantizeGguf, type GgufTarget } from '../src/passes/quantize/gguf.js';
 import { DecoderModel } from '../src/runtime/decoder.js';
 import {
   LLAMACPP_BIN,
+  SMOKE,
   SYNTHETIC,
   args,
   artifactBytes,
@@ -57,18 +58,8 @@ const PAIRS: Pair[] = [
 
 /** The checkpoint: the shape (SYNTHETIC) or a named one; Qwen3-0.6B runs at 4 and 8 bits only. */
 function checkpointSpec(arch: string | null): { spec: SyntheticSpec; precisions: string[] } {
-  if (args.includes('--smoke')) {
-    // A tiny shape that checks the script end to end in seconds; its figures mean nothing.
-    const config = {
-      ...SYNTHETIC.config,
-      hidden_size: 256,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      intermediate_size: 512,
-    };
-    return { spec: { ...SYNTHETIC, name: 'synthetic-smoke', config }, precisions: ['f32', 'int8', 'int4'] };
-  }
+  // A tiny shape that checks the script end to end in seconds; its figures mean nothing.
+  if (args.includes('--smoke')) return { spec: SMOKE, precisions: ['f32', 'int8', 'int4'] };
   if (arch === null) return { spec: SYNTHETIC, precisions: ['f32', 'int8', 'int4'] };
   const knobs = { hidden: 0, layers: 0, heads: 1, kvHeads: 1, vocab: 0, context: 2048, dtype: 'float32' as const, tied: false };
   const { spec } = synthSpec(arch as 'qwen3-0.6b', knobs);

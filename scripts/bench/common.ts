@@ -50,6 +50,21 @@ export const SYNTHETIC: SyntheticSpec = {
   },
 };
 
+/** A tiny shape that checks a benchmark script end to end in seconds (`--smoke`); its figures mean nothing. */
+export const SMOKE: SyntheticSpec = {
+  ...SYNTHETIC,
+  name: 'synthetic-smoke',
+  config: {
+    ...SYNTHETIC.config,
+    hidden_size: 256,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 512,
+    vocab_size: 1024,
+  },
+};
+
 export { stats, formatStats, type Stats } from '../../src/bench/stats.js';
 export const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
 

@@ -97,6 +97,19 @@ function blockTypes(slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>): 
   return typeOf;
 }
 
+/** What both calibrated drivers start from: each block-typed module's type, those modules, the calibration windows. */
+function calibrationPlan(
+  source: string,
+  o: GgufQuantizeOptions,
+  spec: DecoderSpec,
+  slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
+) {
+  const typeOf = blockTypes(slots);
+  const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
+  const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
+  return { typeOf, targets, set, codes: new Map<string, Uint8Array>() };
+}
+
 /** GPTQ over the decoder's linear layers in their GGUF types; codes kept by Hugging Face module for the encoder. */
 async function gptqLayers(
   source: string,
@@ -105,10 +118,7 @@ async function gptqLayers(
   weights: Parameters<typeof calibrateLayerwise>[1],
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
 ) {
-  const typeOf = blockTypes(slots);
-  const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
-  const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
-  const codes = new Map<string, Uint8Array>();
+  const { typeOf, targets, set, codes } = calibrationPlan(source, o, spec, slots);
   const method: LayerwiseMethod = {
     statistic: 'hessian',
     compress: (t, w, inputs) => {
@@ -139,10 +149,7 @@ async function awqLayers(
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
   overrides: Map<string, Float32Array>,
 ) {
-  const typeOf = blockTypes(slots);
-  const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
-  const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
-  const codes = new Map<string, Uint8Array>();
+  const { typeOf, targets, set, codes } = calibrationPlan(source, o, spec, slots);
   const symmetric = ['q4_0', 'q5_0', 'q8_0'].includes(o.to);
   const out = emptyAwqResult();
   const rounder = (t: LinearModule, w: Float32Array, H: Float64Array, tokens: number): Float32Array => {
