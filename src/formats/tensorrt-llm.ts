@@ -13,20 +13,30 @@
 // Phi-3 goes to its Phi3ForCausalLM format (tensorrt_llm/models/phi3: config.py Phi3Config.from_hugging_face,
 // convert.py load_weights_from_hf_model): qkv_proj as attention.qkv, o_proj as attention.dense, gate_up_proj as one
 // mlp.fc with its halves swapped ([up; gate]: TensorRT-LLM's swiglu gates with the second half), down_proj as
-// mlp.proj; hidden_act "swiglu", rotary_pct = partial_rotary_factor. That converter splits no Phi-3-mini weight over
-// tensor-parallel ranks (split_weights_tp serves Phi3Small only), so tp 1 only; it reads no sliding_window and takes
+// mlp.proj; hidden_act "swiglu", rotary_pct = partial_rotary_factor. At tp > 1 the rank layout is the one
+// models/phi3/model.py and layers/mlp.py build: Attention's qkv ColumnLinear holds [q_r; k_r; v_r] (a kv head repeated
+// when kv heads < tp, as every TensorRT-LLM Attention takes them), MLP's fc ColumnLinear holds [up_r; gate_r] because
+// functional.swiglu chunks each rank's fc output into halves, dense and proj RowLinear take o/down columns, lm_head is
+// ColumnLinear over pad_vocab_size(vocab, tp). TensorRT-LLM's own split (phi3/split_weights.py split_weights_tp) cuts
+// the fused [up; gate] into tp contiguous row blocks instead (at tp 2 one rank gets all of up, the other all of gate),
+// which that swiglu does not compute with; llmopt follows the model. Phi3Model has no pipeline stages (no send/recv;
+// every rank builds vocab_embedding, ln_f and lm_head), so --pp 1 only; its config reads no sliding_window and takes
 // longrope only from 128k contexts, so both are refused.
 // Gemma 3 goes to its Gemma3ForCausalLM format (tensorrt_llm/models/gemma: config.py GemmaConfig with the Gemma3
 // config group query_pre_attn_scalar, final_logit_softcapping, _sliding_window_pattern, rope_local_base_freq,
 // sliding_window; convert.py load_gemma_weights with HfParser): the Llama names plus attention.q_layernorm /
 // k_layernorm, pre_feedforward_layernorm and post_feedforward_layernorm, post_attention_layernorm as post_layernorm,
-// and every norm weight stored plus 1 (TensorRT-LLM's RmsNorm scales by w, Gemma's by 1 + w). llmopt writes it at
-// tp 1: its ONNX shards split Gemma, but no rebuild of TensorRT-LLM's Gemma split checks a tp > 1 checkpoint yet;
-// GemmaConfig reads no rope_scaling, so that is refused.
+// and every norm weight stored plus 1 (TensorRT-LLM's RmsNorm scales by w, Gemma's by 1 + w). GemmaConfig reads no
+// rope_scaling, so that is refused.
 // Gemma 2 goes to its Gemma2ForCausalLM format (the same module: GemmaConfig with the Gemma2ConfigGroup
-// query_pre_attn_scalar, final_logit_softcapping, attn_logit_softcapping; the same HfParser weights, no q/k norms), at
-// tp 1 too. That group has no sliding window: TensorRT-LLM takes Gemma 2's per layer at run time
-// (max_attention_window_size), and attends globally on every layer without it.
+// query_pre_attn_scalar, final_logit_softcapping, attn_logit_softcapping; the same HfParser weights, no q/k norms).
+// That group has no sliding window: TensorRT-LLM takes Gemma 2's per layer at run time (max_attention_window_size),
+// and attends globally on every layer without it.
+// Gemma's tp split (load_gemma_weights) is the Llama one: q rows, k/v rows (one kv head: whole on every rank), o and
+// down columns, gate/up rows, norms whole, lm_head = the embedding in tp equal row blocks (no padding, so the vocabulary
+// must divide), vocab_embedding split only with use_parallel_embedding. More than one kv head but fewer than tp would
+// be cut mid-head there, so that is refused. Its pipeline stages come from models/gemma/model.py (vocab_embedding on
+// the first, ln_f and lm_head on the last, DecoderLayerList numbering each stage's layers from 0).
 import { join } from 'node:path';
 import { statSync, writeFileSync } from 'node:fs';
 import { fromFloat32 } from './dtype.js';
@@ -75,14 +85,18 @@ function slidingPattern(spec: DecoderSpec): number | null {
   return sliding.every((s, i) => s === ((i + 1) % p !== 0)) ? p : null;
 }
 
-/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` at `tp` (null when they can): one clause for a refusal. */
-export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1): string | null {
+/** Why TensorRT-LLM's checkpoint formats cannot hold `spec` at `tp` x `pp` (null when they can): one clause for a refusal. */
+export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1, pp = 1): string | null {
   if (!TENSORRT_LLM_CLASSES[spec.architecture]) {
     const names = TENSORRT_LLM_ARCHITECTURES;
     return `writes ${names.slice(0, -1).join(', ')} and ${names.at(-1)} checkpoints, not ${spec.architecture}`;
   }
   if (spec.architecture === 'phi3') {
-    if (tp > 1) return `writes phi3 at --tp 1 only: TensorRT-LLM's Phi-3 converter (models/phi3/convert.py) splits no Phi-3-mini weight`;
+    if (pp > 1)
+      return (
+        `writes phi3 at --pp 1 only: TensorRT-LLM's Phi3Model (models/phi3/model.py) has no pipeline stages ` +
+        `(every rank builds vocab_embedding, ln_f and lm_head; nothing passes between ranks)`
+      );
     if (spec.slidingWindow !== undefined && spec.slidingWindow < spec.maxPositions)
       return (
         `cannot hold phi3's sliding_window ${spec.slidingWindow}: ` +
@@ -92,9 +106,18 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1): string | null
       return `does not write phi3's longrope rope_scaling (TensorRT-LLM's Phi3Config takes it from 128k contexts only)`;
   }
   if (isGemma(spec)) {
-    const arch = spec.architecture;
-    if (tp > 1) return `writes ${arch} at --tp 1 only (use --pp)`;
+    const { architecture: arch, kvHeads: kv, vocabSize: v } = spec;
     if (spec.ropeScaling !== null) return `cannot hold ${arch}'s rope_scaling: TensorRT-LLM's GemmaConfig reads none`;
+    if (kv > 1 && kv % tp !== 0)
+      return (
+        `cannot split ${arch}'s ${kv} key/value heads over --tp ${tp}: TensorRT-LLM's Gemma converter (models/gemma/convert.py) ` +
+        `repeats a single kv head on every rank but cuts more into tp row blocks (choose a --tp that divides ${kv})`
+      );
+    if (v % tp !== 0)
+      return (
+        `cannot split ${arch}'s lm_head over --tp ${tp}: TensorRT-LLM's Gemma converter (models/gemma/convert.py) cuts the ` +
+        `vocabulary of ${v} into tp equal row blocks (choose a --tp that divides it)`
+      );
   }
   if (isGemma3(spec)) {
     if (slidingPattern(spec) === null)

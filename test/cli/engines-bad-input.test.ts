@@ -6,6 +6,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { GQA, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
+import { GEMMA2_MQA, writeCheckpoint } from '../model/window-checkpoints.js';
 
 function failsCleanly(args: string[], message: RegExp): void {
   const parent = tempDir();
@@ -97,11 +98,25 @@ test('options a format cannot honour: awq at 8 bits, embeddings quantized for an
   );
 });
 
-test('gemma3-tiny: shard --format tensorrt-llm beyond --tp 1 is refused naming the architecture', {
-  skip: needsSharedModel('gemma3-tiny'),
+test('shard --format tensorrt-llm: Gemma kv heads the converter would cut, Phi-3 pipeline stages, one line each', {
+  skip: needsSharedModel('gemma3-tiny') ?? needsSharedModel('phi3-tiny'),
 }, () => {
   failsCleanly(
-    ['shard', sharedModel('gemma3-tiny'), '--tp', '2', '--format', 'tensorrt-llm'],
-    /--format tensorrt-llm writes gemma3 at --tp 1 only \(use --pp\)/,
+    ['shard', sharedModel('gemma3-tiny'), '--tp', '4', '--format', 'tensorrt-llm'],
+    /--format tensorrt-llm cannot split gemma3's 2 key\/value heads over --tp 4: TensorRT-LLM's Gemma converter \(models\/gemma\/convert\.py\) repeats a single kv head on every rank but cuts more into tp row blocks \(choose a --tp that divides 2\); use --format onnx/,
+  );
+  failsCleanly(
+    ['shard', sharedModel('phi3-tiny'), '--tp', '2', '--pp', '2', '--format', 'tensorrt-llm'],
+    /--format tensorrt-llm writes phi3 at --pp 1 only: TensorRT-LLM's Phi3Model \(models\/phi3\/model\.py\) has no pipeline stages/,
+  );
+});
+
+test('shard --format tensorrt-llm: a Gemma vocabulary --tp does not divide is refused naming the converter rule', {
+  skip: needsSharedModel('qwen3-tiny'),
+}, async () => {
+  const model = await writeCheckpoint(GEMMA2_MQA);
+  failsCleanly(
+    ['shard', model, '--tp', '4', '--format', 'tensorrt-llm'],
+    /--format tensorrt-llm cannot split gemma2's lm_head over --tp 4: TensorRT-LLM's Gemma converter \(models\/gemma\/convert\.py\) cuts the vocabulary of 514 into tp equal row blocks \(choose a --tp that divides it\); use --format onnx/,
   );
 });

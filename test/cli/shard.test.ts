@@ -75,17 +75,17 @@ for (const name of TINY_MODELS) {
     }
   });
 
-  // TensorRT-LLM's checkpoint format has no SmolLM3 (layers without rotary); its Phi-3 converter splits nothing over tp.
+  // TensorRT-LLM's checkpoint format has no SmolLM3 (layers without rotary); its Phi3Model has no pipeline stages.
   if (name === 'smollm3-tiny' || name === 'phi3-tiny') {
     const arch = name.replace('-tiny', '');
     const refusal =
       arch === 'phi3'
-        ? '--format tensorrt-llm writes phi3 at --tp 1 only'
+        ? '--format tensorrt-llm writes phi3 at --pp 1 only'
         : `--format tensorrt-llm writes llama, mistral, qwen2, qwen3, phi3, gemma3 and gemma2 checkpoints, not ${arch}; use --format onnx`;
     test(`${name}: --format tensorrt-llm is refused with one line, exit 2, nothing written`, { skip: needsSharedModel(name) }, () => {
       const dir = tempDir();
       const out = join(dir, 'trt');
-      const r = runCli(['shard', source, '--tp', '2', '--format', 'tensorrt-llm', '-o', out]);
+      const r = runCli(['shard', source, '--tp', '2', '--pp', '2', '--format', 'tensorrt-llm', '-o', out]);
       assert.equal(r.code, 2, r.stderr);
       assert.ok(r.stderr.includes(refusal), r.stderr);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);

@@ -99,11 +99,3 @@ test('gemma2 --format tensorrt-llm (pp 2): Gemma2ForCausalLM config keys and ran
     await source.close();
   }
 });
-
-test('gemma2 --format tensorrt-llm at --tp 2 is refused, naming the rule', { skip }, async () => {
-  const dir = await writeCheckpoint(GEMMA2);
-  await assert.rejects(
-    shardModel(dir, join(tempDir(), 'tp2'), { tp: 2, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' }),
-    /--format tensorrt-llm writes gemma2 at --tp 1 only \(use --pp\)/,
-  );
-});

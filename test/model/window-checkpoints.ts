@@ -43,6 +43,9 @@ export const GEMMA2: TinyConfig = {
   final_logit_softcapping: 4,
 };
 
+/** Gemma 2 with one kv head (TensorRT-LLM's Gemma converter then repeats it on every rank), vocabulary 514 = 2 x 257. */
+export const GEMMA2_MQA: TinyConfig = { ...GEMMA2, num_key_value_heads: 1, vocab_size: 514 };
+
 export const MISTRAL: TinyConfig = {
   model_type: 'mistral',
   hidden_size: 64,

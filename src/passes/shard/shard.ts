@@ -143,7 +143,7 @@ export async function shardModel(source: string, output: string, opts: ShardOpti
       throw new InputError(
         '--stages does not apply to --format tensorrt-llm: TensorRT-LLM assigns layers to stages itself (mapping.pp_layers)',
       );
-    const unsupported = opts.format === 'tensorrt-llm' ? tensorRtLlmUnsupported(spec, opts.tp) : null;
+    const unsupported = opts.format === 'tensorrt-llm' ? tensorRtLlmUnsupported(spec, opts.tp, opts.pp) : null;
     if (unsupported) throw new InputError(`${source}: --format tensorrt-llm ${unsupported}; use --format onnx`);
     // The attention form is the ONNX graphs' alone: a TensorRT-LLM checkpoint holds weights, and its engine builds attention.
     if (opts.format !== 'tensorrt-llm' && !ATTENTION[opts.attention].shardable) {
