@@ -20,8 +20,15 @@
 // ColumnLinear over pad_vocab_size(vocab, tp). TensorRT-LLM's own split (phi3/split_weights.py split_weights_tp) cuts
 // the fused [up; gate] into tp contiguous row blocks instead (at tp 2 one rank gets all of up, the other all of gate),
 // which that swiglu does not compute with; llmopt follows the model. Phi3Model has no pipeline stages (no send/recv;
-// every rank builds vocab_embedding, ln_f and lm_head), so --pp 1 only; its config reads no sliding_window and takes
-// longrope only from 128k contexts, so both are refused.
+// every rank builds vocab_embedding, ln_f and lm_head), so --pp 1 only; its config reads no sliding_window (refused).
+// Longrope: Phi3Config.from_hugging_face takes it exactly when max_position_embeddings >= 128000 (Phi-3-mini-128k,
+// Phi-3.5-mini, Phi-4-mini), writing position_embedding_type long_rope, original_max_position_embeddings (the HF config's
+// top-level key) and rope_scaling's short_factor / long_factor as longrope_scaling_short_factors / _long_factors, and no
+// rotary_scaling; below that it drops rope_scaling (plain rope), and at 128000 or more it needs the factors, so both
+// are refused. The tables span rotary_pct * head_size dims (Phi-4-mini's 96 of 128), both scaled by
+// sqrt(1 + ln(s) / ln(original)), s = max_position_embeddings / original (functional.py RopeEmbeddingUtils
+// .create_sinusoidal_positions_long_rope_for_attention_plugin): an attention_factor other than that is refused. The
+// attention plugin takes the long table when the context exceeds original_max_position_embeddings, as Hugging Face does.
 // Gemma 3 goes to its Gemma3ForCausalLM format (tensorrt_llm/models/gemma: config.py GemmaConfig with the Gemma3
 // config group query_pre_attn_scalar, final_logit_softcapping, _sliding_window_pattern, rope_local_base_freq,
 // sliding_window; convert.py load_gemma_weights with HfParser): the Llama names plus attention.q_layernorm /
@@ -102,8 +109,8 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1, pp = 1): strin
         `cannot hold phi3's sliding_window ${spec.slidingWindow}: ` +
         `TensorRT-LLM's Phi3Config reads none (every layer would attend globally)`
       );
-    if (spec.ropeScaling !== null)
-      return `does not write phi3's longrope rope_scaling (TensorRT-LLM's Phi3Config takes it from 128k contexts only)`;
+    const rope = phi3Longrope(spec);
+    if (rope !== null) return rope;
   }
   if (isGemma(spec)) {
     const { architecture: arch, kvHeads: kv, vocabSize: v } = spec;
@@ -131,9 +138,35 @@ export function tensorRtLlmUnsupported(spec: DecoderSpec, tp = 1, pp = 1): strin
   return null;
 }
 
-// Longrope is Phi-3's, refused for it by tensorRtLlmUnsupported.
-function refuseLongrope(): never {
-  throw new Error('longrope rope scaling has no LLaMA-format TensorRT-LLM checkpoint');
+/** Phi3Config.from_hugging_face writes longrope from contexts this long (models/phi3/config.py). */
+const PHI3_LONG_CONTEXT = 128000;
+
+/** The factor TensorRT-LLM scales both longrope tables by: sqrt(1 + ln(s) / ln(original)), 1 when s <= 1. */
+function longropeScale(maxPositions: number, original: number): number {
+  const s = maxPositions / original;
+  return s <= 1 ? 1 : Math.sqrt(1 + Math.log(s) / Math.log(original));
+}
+
+/** Why Phi3Config cannot carry phi3's rope as llmopt reads it (null when it can). */
+function phi3Longrope(spec: DecoderSpec): string | null {
+  const rs = spec.ropeScaling;
+  const n = spec.maxPositions;
+  const config = `TensorRT-LLM's Phi3Config (models/phi3/config.py) takes longrope exactly when max_position_embeddings >= 128000`;
+  if (rs === null)
+    return n >= PHI3_LONG_CONTEXT
+      ? `cannot hold phi3 at max_position_embeddings ${n} without rope_scaling: ${config} and reads its short_factor / long_factor`
+      : null;
+  if (n < PHI3_LONG_CONTEXT)
+    return `cannot hold phi3's longrope rope_scaling at max_position_embeddings ${n}: ${config} (below it, plain rope)`;
+  if (rs.type !== 'longrope') return `cannot hold phi3's ${rs.type} rope_scaling: ${config}`;
+  const scale = longropeScale(n, rs.originalMaxPositions);
+  if (Math.abs(rs.attentionFactor - scale) > 1e-6 * scale)
+    return (
+      `cannot hold phi3's longrope attention factor ${rs.attentionFactor}: TensorRT-LLM scales cos and sin by ` +
+      `sqrt(1 + ln(s) / ln(original)), s = max_position_embeddings / original_max_position_embeddings, = ${scale} ` +
+      `(functional.py RopeEmbeddingUtils) and reads no attention_factor`
+    );
+  return null;
 }
 
 /** config.json of the checkpoint (LLaMAConfig fields). */
@@ -161,7 +194,7 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
         : rs.type === 'linear'
           ? { type: 'linear', factor: rs.factor }
           : rs.type === 'longrope'
-            ? refuseLongrope()
+            ? null
             : {
                 rope_type: 'llama3',
                 factor: rs.factor,
@@ -184,6 +217,14 @@ export function tensorRtLlmConfig(spec: DecoderSpec, tp: number, pp: number, par
     delete config.attn_bias;
     delete config.mlp_bias;
     config.rotary_pct = (spec.rotaryDim ?? spec.headDim) / spec.headDim;
+    // Longrope as Phi3Config.from_hugging_face writes it (tensorRtLlmUnsupported admits it from 128000 positions only).
+    if (rs?.type === 'longrope')
+      Object.assign(config, {
+        position_embedding_type: 'long_rope',
+        original_max_position_embeddings: rs.originalMaxPositions,
+        longrope_scaling_short_factors: rs.shortFactor,
+        longrope_scaling_long_factors: rs.longFactor,
+      });
   }
   if (isGemma(spec)) {
     // GemmaConfig: inter_layernorms for the four norms, and its Gemma 3 or Gemma 2 config group (from the HF config's keys).

@@ -1,7 +1,8 @@
 // TensorRT-LLM Phi-3 checkpoints at --tp 1, 2 and 4: every rank file against the layout TensorRT-LLM's Phi-3 model
 // builds per rank (tensorrt_llm/models/phi3/model.py with layers/mlp.py MLP and layers/attention.py Attention), written
 // here from the fused Hugging Face tensors, bit for bit; the rank files reassemble to qkv_proj and gate_up_proj; --pp
-// is refused (Phi3Model has no pipeline stages).
+// is refused (Phi3Model has no pipeline stages). config.json equals Phi3Config.from_hugging_face's, written here from
+// models/phi3/config.py, for phi3-tiny and for its weights under Phi-3.5 / Phi-4-mini's longrope context (131072).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -11,9 +12,55 @@ import { Checkpoint, SafetensorsFile } from '../../src/formats/safetensors.js';
 import { readModelSpec } from '../../src/model/architectures/index.js';
 import type { DecoderSpec } from '../../src/core/spec.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
+import { PHI3_LONGROPE, writePhi3Variant } from '../model/window-checkpoints.js';
 
 const PHI3 = sharedModel('phi3-tiny');
 const skip = needsSharedModel('phi3-tiny');
+let longrope: string | undefined;
+/** phi3-tiny's weights with Phi-3.5 / Phi-4-mini's context keys (written once, on first use). */
+const phi3Longrope = () => (longrope ??= writePhi3Variant(PHI3_LONGROPE));
+
+type Json = Record<string, any>;
+/**
+ * The config.json TensorRT-LLM writes for a Phi3ForCausalLM Hugging Face config.json `hf` at `tp`: what
+ * Phi3Config.from_hugging_face (models/phi3/config.py) sets from it, with PretrainedConfig's defaults (models/
+ * modeling_utils.py: head_size = hidden_size // num_attention_heads, logits_dtype float32, no parallel embedding) for the
+ * other keys llmopt writes. Longrope only from max_position_embeddings 128000: original_max_position_embeddings is the HF
+ * Phi3Config's top-level key (default 4096), the factors rope_scaling's; rotary_scaling keeps Phi3Config's default None.
+ */
+function phi3ConfigFromHuggingFace(hf: Json, tp: number): Json {
+  const config: Json = {
+    architecture: hf.architectures[0],
+    dtype: hf.torch_dtype,
+    logits_dtype: 'float32',
+    num_hidden_layers: hf.num_hidden_layers,
+    num_attention_heads: hf.num_attention_heads,
+    hidden_size: hf.hidden_size,
+    intermediate_size: hf.intermediate_size,
+    num_key_value_heads: hf.num_key_value_heads ?? hf.num_attention_heads,
+    vocab_size: hf.vocab_size,
+    max_position_embeddings: hf.max_position_embeddings,
+    hidden_act: hf.hidden_act === 'silu' ? 'swiglu' : hf.hidden_act,
+    head_size: Math.floor(hf.hidden_size / hf.num_attention_heads),
+    rotary_pct: hf.partial_rotary_factor ?? 1,
+    tie_word_embeddings: hf.tie_word_embeddings ?? false,
+    rotary_base: hf.rope_theta,
+    rotary_scaling: null,
+    norm_epsilon: hf.rms_norm_eps,
+    position_embedding_type: 'rope_gpt_neox',
+    use_parallel_embedding: false,
+    embedding_sharding_dim: 0,
+    mapping: { world_size: tp, tp_size: tp, pp_size: 1 },
+    quantization: { quant_algo: null, kv_cache_quant_algo: null },
+  };
+  if (hf.max_position_embeddings >= 128000) {
+    config.original_max_position_embeddings = hf.original_max_position_embeddings ?? 4096;
+    config.position_embedding_type = 'long_rope';
+    config.longrope_scaling_short_factors = hf.rope_scaling.short_factor;
+    config.longrope_scaling_long_factors = hf.rope_scaling.long_factor;
+  }
+  return config;
+}
 
 const cat = (parts: Float32Array[]) => {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
@@ -78,20 +125,24 @@ async function phi3Rank(source: Checkpoint, spec: DecoderSpec, tp: number, r: nu
   return out;
 }
 
-for (const [tp, vocab] of [
-  [1, 'replicated'],
-  [2, 'replicated'],
-  [2, 'split'],
+for (const [name, model, tp, vocab] of [
+  ['phi3-tiny', () => PHI3, 1, 'replicated'],
+  ['phi3-tiny', () => PHI3, 2, 'replicated'],
+  ['phi3-tiny', () => PHI3, 2, 'split'],
   // 2 kv heads over 4 ranks: one each, repeated.
-  [4, 'replicated'],
+  ['phi3-tiny', () => PHI3, 4, 'replicated'],
+  ['phi3-tiny longrope 131072', phi3Longrope, 1, 'replicated'],
+  ['phi3-tiny longrope 131072', phi3Longrope, 2, 'replicated'],
 ] as const) {
-  test(`phi3-tiny tp ${tp} --vocab ${vocab}: rank files hold Phi3ForCausalLM's per-rank layout and reassemble`, { skip }, async () => {
+  test(`${name} tp ${tp} --vocab ${vocab}: rank files hold Phi3ForCausalLM's per-rank layout and reassemble`, { skip }, async () => {
+    const dir = model();
     const out = join(tempDir(), 'trt');
-    await shardModel(PHI3, out, { tp, vocab, attention: 'fused', format: 'tensorrt-llm' });
-    const spec = readModelSpec(PHI3);
+    await shardModel(dir, out, { tp, vocab, attention: 'fused', format: 'tensorrt-llm' });
+    const spec = readModelSpec(dir);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
-    assert.deepEqual(config.mapping, { world_size: tp, tp_size: tp, pp_size: 1 });
-    const source = await Checkpoint.open(PHI3);
+    const want = phi3ConfigFromHuggingFace(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')), tp);
+    assert.deepEqual(config, { ...want, use_parallel_embedding: vocab === 'split' });
+    const source = await Checkpoint.open(dir);
     const { hiddenSize: h, headDim: d, numHeads: H, kvHeads: KV, intermediateSize: f } = spec;
     try {
       const files: SafetensorsFile[] = [];
@@ -142,7 +193,7 @@ for (const [tp, vocab] of [
   });
 }
 
-test('phi3-tiny: Phi3ForCausalLM config keys; --pp 2 refused naming the model rule', { skip }, async () => {
+test('phi3-tiny: Phi3ForCausalLM config keys, longrope at 131072 positions; --pp 2 refused naming the model rule', { skip }, async () => {
   const out = join(tempDir(), 'phi3');
   await shardModel(PHI3, out, { tp: 2, pp: 1, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
@@ -152,6 +203,17 @@ test('phi3-tiny: Phi3ForCausalLM config keys; --pp 2 refused naming the model ru
   assert.equal(config.rotary_pct, 0.75);
   assert.equal(config.position_embedding_type, 'rope_gpt_neox');
   assert.equal(config.attn_bias, undefined);
+  // Phi-3.5 / Phi-4-mini's context: the long_rope keys, the factor tables as given, no rotary_scaling.
+  const long = join(tempDir(), 'long');
+  await shardModel(phi3Longrope(), long, { tp: 1, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' });
+  const longConfig = JSON.parse(readFileSync(join(long, 'config.json'), 'utf8'));
+  assert.equal(longConfig.position_embedding_type, 'long_rope');
+  assert.equal(longConfig.original_max_position_embeddings, 4096);
+  assert.equal(longConfig.max_position_embeddings, 131072);
+  assert.deepEqual(longConfig.longrope_scaling_short_factors, PHI3_LONGROPE.rope_scaling.short_factor);
+  assert.deepEqual(longConfig.longrope_scaling_long_factors, PHI3_LONGROPE.rope_scaling.long_factor);
+  assert.equal(longConfig.rotary_scaling, null);
+  assert.equal(longConfig.rotary_pct, 0.75);
   await assert.rejects(
     shardModel(PHI3, join(tempDir(), 'pp2'), { tp: 1, pp: 2, vocab: 'replicated', attention: 'fused', format: 'tensorrt-llm' }),
     /--format tensorrt-llm writes phi3 at --pp 1 only: TensorRT-LLM's Phi3Model \(models\/phi3\/model\.py\) has no pipeline stages/,

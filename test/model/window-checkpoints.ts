@@ -1,6 +1,7 @@
 // The tiny random Gemma 2 and Mistral-with-a-window checkpoints that ../shared has none of, shared by the tests that
-// check them (sliding-window.test.ts against a float64 forward, the distillation gradients through the soft-caps).
-import { copyFileSync, writeFileSync } from 'node:fs';
+// check them (sliding-window.test.ts against a float64 forward, the distillation gradients through the soft-caps), and
+// phi3-tiny's weights under Phi-3.5 / Phi-4-mini's long-context config (the TensorRT-LLM writer's longrope tests).
+import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sharedModel, tempDir } from '../support.js';
 import { writeSafetensors } from '../../src/formats/safetensors.js';
@@ -133,5 +134,32 @@ export async function writeCheckpoint(c: TinyConfig): Promise<string> {
   const tensors = tensorsOf(c);
   const entries = [...tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape }));
   await writeSafetensors(join(dir, 'model.safetensors'), entries, (name) => new Uint8Array(tensors.get(name)!.data.buffer.slice(0)));
+  return dir;
+}
+
+/**
+ * Phi-3.5-mini / Phi-4-mini's context keys for phi3-tiny (partial rotary 0.75: 24 of head_dim 32 rotate, so 12 factors
+ * a table): longrope from 4096 to 131072 positions, a sliding_window past the context (so not windowed).
+ */
+export const PHI3_LONGROPE = {
+  max_position_embeddings: 131072,
+  original_max_position_embeddings: 4096,
+  sliding_window: 262144,
+  rope_scaling: {
+    type: 'longrope',
+    short_factor: [1, 1, 1.02, 1.05, 1.1, 1.2, 1.3, 1.45, 1.6, 1.8, 2, 2.3],
+    long_factor: [1, 1.2, 1.6, 2.4, 3.5, 5, 7.5, 11, 16, 22, 30, 40],
+  },
+};
+
+/** phi3-tiny from ../shared with config.json keys replaced by `keys` (an undefined value removes the key), in a temp dir. */
+export function writePhi3Variant(keys: Record<string, unknown>): string {
+  const dir = tempDir();
+  const from = sharedModel('phi3-tiny');
+  for (const f of readdirSync(from).filter((f) => !f.endsWith('.gguf') && f !== 'reference.json'))
+    copyFileSync(join(from, f), join(dir, f));
+  const config = { ...JSON.parse(readFileSync(join(from, 'config.json'), 'utf8')), ...keys };
+  for (const [k, v] of Object.entries(keys)) if (v === undefined) delete config[k];
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   return dir;
 }
