@@ -157,7 +157,10 @@ function phi3Longrope(spec: DecoderSpec): string | null {
       ? `cannot hold phi3 at max_position_embeddings ${n} without rope_scaling: ${config} and reads its short_factor / long_factor`
       : null;
   if (n < PHI3_LONG_CONTEXT)
-    return `cannot hold phi3's longrope rope_scaling at max_position_embeddings ${n}: ${config} (below it, plain rope)`;
+    return (
+      `cannot hold phi3's longrope rope_scaling at max_position_embeddings ${n}: ${config} ` +
+      '(below it, rope_scaling is dropped: plain rope)'
+    );
   if (rs.type !== 'longrope') return `cannot hold phi3's ${rs.type} rope_scaling: ${config}`;
   const scale = longropeScale(n, rs.originalMaxPositions);
   if (Math.abs(rs.attentionFactor - scale) > 1e-6 * scale)

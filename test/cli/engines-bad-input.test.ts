@@ -6,7 +6,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { GQA, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
-import { GEMMA2_MQA, writeCheckpoint } from '../model/window-checkpoints.js';
+import { GEMMA2_MQA, PHI3_LONGROPE, writeCheckpoint, writePhi3Variant } from '../model/window-checkpoints.js';
 
 function failsCleanly(args: string[], message: RegExp): void {
   const parent = tempDir();
@@ -118,5 +118,35 @@ test('shard --format tensorrt-llm: a Gemma vocabulary --tp does not divide is re
   failsCleanly(
     ['shard', model, '--tp', '4', '--format', 'tensorrt-llm'],
     /--format tensorrt-llm cannot split gemma2's lm_head over --tp 4: TensorRT-LLM's Gemma converter \(models\/gemma\/convert\.py\) cuts the vocabulary of 514 into tp equal row blocks \(choose a --tp that divides it\); use --format onnx/,
+  );
+});
+
+test('shard --format tensorrt-llm: Phi-3 rope and windows Phi3Config would not carry, one line naming the rule', {
+  skip: needsSharedModel('phi3-tiny'),
+}, () => {
+  const trt = (model: string) => ['shard', model, '--tp', '2', '--format', 'tensorrt-llm'];
+  const rule = String.raw`TensorRT-LLM's Phi3Config \(models/phi3/config\.py\) takes longrope exactly when max_position_embeddings >= 128000`;
+  // Longrope at a context Phi3Config treats as short: it would drop rope_scaling and rotate with plain rope.
+  const short = { ...PHI3_LONGROPE, max_position_embeddings: 8192, sliding_window: null };
+  failsCleanly(
+    trt(writePhi3Variant(short)),
+    new RegExp(
+      `cannot hold phi3's longrope rope_scaling at max_position_embeddings 8192: ${rule} \\(below it, rope_scaling is dropped: plain rope\\); use --format onnx`,
+    ),
+  );
+  // A long context without longrope: Phi3Config reads rope_scaling's factor tables there.
+  failsCleanly(
+    trt(writePhi3Variant({ ...PHI3_LONGROPE, rope_scaling: null })),
+    new RegExp(`cannot hold phi3 at max_position_embeddings 131072 without rope_scaling: ${rule} and reads its short_factor / long_factor`),
+  );
+  // Hugging Face honours an explicit attention_factor; TensorRT-LLM computes its own from the two lengths.
+  failsCleanly(
+    trt(writePhi3Variant({ ...PHI3_LONGROPE, rope_scaling: { ...PHI3_LONGROPE.rope_scaling, attention_factor: 1.5 } })),
+    /cannot hold phi3's longrope attention factor 1\.5: TensorRT-LLM scales cos and sin by sqrt\(1 \+ ln\(s\) \/ ln\(original\)\), s = max_position_embeddings \/ original_max_position_embeddings, = 1\.1902\d+ \(functional\.py RopeEmbeddingUtils\) and reads no attention_factor/,
+  );
+  // Phi-3-mini-4k's window (2047 of 4096): Phi3Config reads no sliding_window.
+  failsCleanly(
+    trt(writePhi3Variant({ max_position_embeddings: 4096, sliding_window: 2047 })),
+    /cannot hold phi3's sliding_window 2047: TensorRT-LLM's Phi3Config reads none \(every layer would attend globally\); use --format onnx/,
   );
 });
