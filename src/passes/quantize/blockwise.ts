@@ -7,7 +7,7 @@ import { fromFloat32, toFloat32 } from '../../formats/dtype.js';
 
 /**
  * How a checkpoint format's own quantizer picks codes, beyond the stored layout. The defaults are MatMulNBits'
- * (symmetric codes +-(2^(bits-1) - 1), float32 scales); the Hugging Face formats set the rest.
+ * (symmetric codes over all 2^bits levels as ggml's Q4_0, float32 scales of either sign); the Hugging Face formats set the rest.
  */
 export interface QuantGrid {
   /**
@@ -47,8 +47,9 @@ export interface BlockParams {
 
 /**
  * Scale and zero point for one block, its range times `shrink` (1: min/max; clip.ts searches smaller ones).
- * Symmetric: scale = max|w| / (2^(bits-1) - 1), zero 2^(bits-1),
- * so codes span [1, 2^bits - 1] around the midpoint. Asymmetric: the range [min(w, 0), max(w, 0)]
+ * Symmetric: zero 2^(bits-1) and scale = -m / 2^(bits-1) with m the block's value of largest magnitude, so m takes
+ * code 0 and every code is used (the scale is negative when m is positive); the Hugging Face grids (`fullRange`) keep
+ * |m| / (2^(bits-1) - 1/2) and positive scales. Asymmetric: the range [min(w, 0), max(w, 0)]
  * spread over all 2^bits codes, zero rounded to an integer code.
  */
 export function blockParams(
@@ -72,11 +73,17 @@ function rawBlockParams(
 ): BlockParams {
   const levels = (1 << cfg.bits) - 1;
   if (cfg.symmetric) {
-    let absmax = 0;
-    for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(values[i]!));
-    absmax *= shrink;
+    // The value of largest magnitude, with its sign (the first of equal ones).
+    let extreme = 0;
+    for (let i = start; i < end; i++) if (Math.abs(values[i]!) > Math.abs(extreme)) extreme = values[i]!;
+    extreme *= shrink;
     const half = 1 << (cfg.bits - 1);
-    return { scale: absmax === 0 ? 1 : absmax / (cfg.fullRange ? half - 0.5 : half - 1), zero: half };
+    if (extreme === 0) return { scale: 1, zero: half };
+    if (cfg.fullRange) return { scale: Math.abs(extreme) / (half - 0.5), zero: half };
+    // All 2^bits codes, as ggml's Q4_0 / Q8_0 do: the extreme lands on code 0 (-half steps), so the scale takes the
+    // opposite sign and its magnitude is extreme / half, a step 1/(half - 1) finer than absmax / (half - 1) on codes
+    // 1..2^bits-1; the other side reaches half - 1 steps.
+    return { scale: extreme / -half, zero: half };
   }
   let lo = 0;
   let hi = 0;

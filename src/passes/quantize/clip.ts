@@ -34,7 +34,11 @@ export function blockError(
   return e;
 }
 
-/** The block's parameters over {@link SHRINK_FACTORS} with the least {@link blockError}; ties keep the larger range. */
+/**
+ * The block's parameters over {@link SHRINK_FACTORS} with the least {@link blockError}; ties keep the larger range.
+ * On MatMulNBits' symmetric grid each factor is tried with the extreme on either end code (-2^(bits-1) steps, the
+ * default, or on the top code, 2^(bits-1) - 1 steps: absmax / (2^(bits-1) - 1)); the Hugging Face grids keep their own.
+ */
 export function searchBlockParams(
   values: ArrayLike<number>,
   start: number,
@@ -45,13 +49,21 @@ export function searchBlockParams(
 ): BlockParams {
   let best = blockParams(values, start, end, cfg);
   let bestError = blockError(values, start, end, col, best, cfg, importance);
-  for (let k = 1; k < SHRINK_FACTORS.length && bestError > 0; k++) {
-    const p = blockParams(values, start, end, cfg, SHRINK_FACTORS[k]!);
+  const consider = (p: BlockParams) => {
     const e = blockError(values, start, end, col, p, cfg, importance);
     if (e < bestError) {
       best = p;
       bestError = e;
     }
+  };
+  const ownGrid = cfg.symmetric && !cfg.fullRange && !cfg.float16Scales;
+  const half = 1 << (cfg.bits - 1);
+  for (let k = 0; k < SHRINK_FACTORS.length && bestError > 0; k++) {
+    const p = blockParams(values, start, end, cfg, SHRINK_FACTORS[k]!);
+    if (k > 0) consider(p);
+    if (!ownGrid) continue;
+    const other = { scale: (-p.scale * half) / (half - 1), zero: p.zero };
+    consider(other);
   }
   return best;
 }
