@@ -116,6 +116,49 @@ function groupsNaming(qc: any, module: string): string[] {
     .map(([name]) => name);
 }
 
+/**
+ * Each module's tensors decoded as vLLM / compressed-tensors would under the group vLLM matched for it (pack_quantized.py:
+ * value i of a word at bits [i*bits, ...), minus 2^(bits-1); zero points packed along dim 0), not by llmopt's reader.
+ */
+async function assertDecodesByMatchedGroup(dir: string, qc: any, bitsOf: Map<string, 4 | 8>): Promise<void> {
+  const ckpt = await Checkpoint.open(dir);
+  const back = await openHfModel(dir);
+  try {
+    const words = async (name: string) => {
+      const raw = await ckpt.readRaw(name);
+      const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      return Int32Array.from({ length: raw.byteLength / 4 }, (_, i) => view.getInt32(i * 4, true));
+    };
+    for (const l of VLLM_LINEARS) {
+      const m = ctMatch(qc, l);
+      assert.ok(m && m !== 'ignored');
+      const w = qc.config_groups[m.group].weights;
+      for (const module of l.shards) {
+        const [bits, g] = [w.num_bits as number, w.group_size as number];
+        const [pf, mask, half] = [32 / bits, (1 << bits) - 1, 1 << (bits - 1)];
+        const [rows, cols] = [ckpt.info(`${module}.weight_scale`).shape[0]!, ckpt.info(`${module}.weight_packed`).shape[1]! * pf];
+        const packed = await words(`${module}.weight_packed`);
+        const scales = await ckpt.readFloat32(`${module}.weight_scale`);
+        const zp = w.symmetric ? null : await words(`${module}.weight_zero_point`);
+        assert.equal(ckpt.has(`${module}.weight_zero_point`), !w.symmetric, module);
+        const got = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++)
+          for (let i = 0; i < cols; i++) {
+            const q = ((packed[r * (cols / pf) + Math.floor(i / pf)]! >>> ((i % pf) * bits)) & mask) - half;
+            const k = Math.floor(i / g);
+            const z = zp ? ((zp[Math.floor(r / pf) * (cols / g) + k]! >>> ((r % pf) * bits)) & mask) - half : 0;
+            got[r * cols + i] = (q - z) * scales[r * (cols / g) + k]!;
+          }
+        assert.deepEqual(got, await back.weights.readFloat32(`${module}.weight`), `${module} decoded at ${bits} bits`);
+        assert.equal(bits, bitsOf.get(module));
+      }
+    }
+  } finally {
+    await back.close();
+    await ckpt.close();
+  }
+}
+
 /** Reading the folder back through llmopt gives exactly RTN at each module's planned width and the format's grid. */
 async function assertReadsBackPlanned(dir: string, format: 'compressed-tensors' | 'gptq', bitsOf: Map<string, 4 | 8>, symmetric: boolean) {
   const source = await Checkpoint.open(SOURCE);
@@ -162,6 +205,7 @@ for (const [mix, symmetric] of [
       for (const s of l.shards) assert.equal(m.bits, bitsOf.get(s), `${l.name}: vLLM builds ${m.bits}-bit, ${s} planned ${bitsOf.get(s)}`);
     }
     await assertReadsBackPlanned(dir, 'compressed-tensors', bitsOf, symmetric);
+    await assertDecodesByMatchedGroup(dir, qc, bitsOf);
   });
 }
 
