@@ -6,13 +6,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dequantize } from '../../src/core/block-quant.js';
+import { openCompressedTensors } from '../../src/formats/compressed-tensors-read.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 import { openHfModel } from '../../src/model/checkpoint.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
 import { gridOf } from '../../src/passes/quantize/hf-formats.js';
 import { quantize, type QuantizeOptions, type QuantizeReport } from '../../src/passes/quantize/quantize.js';
-import { SAMPLE_TEXT, tempDir } from '../support.js';
+import { SAMPLE_TEXT, needsSharedModel, sharedModel, tempDir } from '../support.js';
 
 // Four layers so edges8 leaves two at int4; every dim a multiple of 32, every output a multiple of 8.
 let SOURCE = '';
@@ -248,5 +249,56 @@ test('--mix auto for compressed-tensors spends on whole fused groups within the 
     const m = ctMatch(qc, l);
     assert.ok(m && m !== 'ignored');
     assert.equal(m.bits, bitsOf.get(l.shards[0]!));
+  }
+});
+
+test('Phi-3 stores q/k/v and gate/up fused: a mix puts each stored module in one group, named as stored', {
+  skip: needsSharedModel('phi3-tiny'),
+}, async () => {
+  const dir = join(tempDir(), 'q');
+  const report = await quantize(sharedModel('phi3-tiny'), dir, {
+    to: 'int4',
+    method: 'rtn',
+    blockSize: 32,
+    symmetric: true,
+    accuracyLevel: 0,
+    exclude: ['*down_proj'],
+    quantizeEmbeddings: false,
+    format: 'compressed-tensors',
+    attention: 'fused',
+    mix: 'k-quant-m',
+  });
+  const raised = new Set(report.mix!.raised);
+  const qc = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config;
+  const ckpt = await Checkpoint.open(dir);
+  const back = await openCompressedTensors(dir);
+  try {
+    const stored = ckpt
+      .names()
+      .filter((n) => n.endsWith('.weight_packed'))
+      .map((n) => n.slice(0, -'.weight_packed'.length));
+    assert.ok(stored.some((m) => m.endsWith('qkv_proj')) && stored.some((m) => m.endsWith('gate_up_proj')), stored.join(', '));
+    for (const module of stored) {
+      const named = groupsNaming(qc, module);
+      assert.equal(named.length, 1, `${module} in ${named.join(', ') || 'no group'}`);
+      // The stored qkv_proj is raised exactly when the mix raised its q, k and v (all of them: the tie).
+      const parts = module.endsWith('qkv_proj')
+        ? ['q_proj', 'k_proj', 'v_proj']
+        : module.endsWith('gate_up_proj')
+          ? ['gate_proj', 'up_proj']
+          : [];
+      const names = parts.length ? parts.map((p) => module.replace(/[a-z_]+$/, p)) : [module];
+      const bits = new Set(names.map((n) => (raised.has(n) ? 8 : 4)));
+      assert.equal(bits.size, 1, module);
+      assert.equal(qc.config_groups[named[0]!].weights.num_bits, [...bits][0], module);
+      assert.equal((await back.readQuantized(module)).bits, [...bits][0], `${module} read back`);
+    }
+    assert.ok(
+      [...raised].some((m) => m.endsWith('q_proj')),
+      'k-quant-m raised a v_proj, and its q_proj with it',
+    );
+  } finally {
+    await back.close();
+    await ckpt.close();
   }
 });
