@@ -273,7 +273,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       policy: cfg ? mixPolicy : 'none',
       targetBits: o.targetBits,
       low: cfg!,
-      high: mixHighConfig(cfg!, o.format),
+      // fp16 and w8a8 have no blocks (cfg null) and no mix: the policy is 'none' then.
+      high: cfg ? mixHighConfig(cfg, o.format) : cfg!,
       spec,
       targets,
       // A head already at 8 bits (the int4 CPU default) is not one a mix can raise.
