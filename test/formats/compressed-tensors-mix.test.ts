@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dequantize } from '../../src/core/block-quant.js';
 import { openCompressedTensors } from '../../src/formats/compressed-tensors-read.js';
+import { dynamicRule } from '../../src/formats/gptq-checkpoint.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 import { openHfModel } from '../../src/model/checkpoint.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
@@ -301,4 +302,23 @@ test('Phi-3 stores q/k/v and gate/up fused: a mix puts each stored module in one
     await back.close();
     await ckpt.close();
   }
+});
+
+test("GPTQ's dynamic rules read as vLLM reads them: first match wins, '-:' skips, a bare key is positive", () => {
+  const dynamic = {
+    '-:.*\\.mlp\\.down_proj': {},
+    '+:model\\.layers\\.0\\..*': { bits: 8 },
+    'model\\.layers\\.[12]\\.self_attn': { bits: 8, group_size: 64 },
+  };
+  assert.equal(dynamicRule(dynamic, 'model.layers.0.mlp.down_proj', 'c.json'), false);
+  assert.deepEqual(dynamicRule(dynamic, 'model.layers.0.self_attn.q_proj', 'c.json'), { bits: 8 });
+  // re.match anchors at the start only: a prefix of the name matches.
+  assert.deepEqual(dynamicRule(dynamic, 'model.layers.2.self_attn.o_proj', 'c.json'), { bits: 8, group_size: 64 });
+  assert.equal(dynamicRule(dynamic, 'model.layers.3.self_attn.o_proj', 'c.json'), null);
+  assert.equal(dynamicRule(dynamic, 'x.model.layers.0.mlp.up_proj', 'c.json'), null);
+  assert.equal(dynamicRule(undefined, 'm', 'c.json'), null);
+  assert.throws(
+    () => dynamicRule({ '+:(?P<x>a)': {} }, 'a', 'c.json'),
+    /c\.json: quantization_config\.dynamic rule "\+:\(\?P<x>a\)" is not a regex/,
+  );
 });
