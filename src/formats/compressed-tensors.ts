@@ -12,8 +12,9 @@
  * quantization_status: "compressed", config_groups: { group_0: { targets: ["Linear"], format: "pack-quantized",
  * weights: { num_bits, type: "int", symmetric, strategy: "group", group_size, dynamic: false, actorder: null, ... },
  * input_activations: null, output_activations: null } }, ignore: ["lm_head", ...], kv_cache_scheme: null,
- * sparsity_config: {}, transform_config: {}, version }. Recent llm-compressor releases write the format per group
- * too (compressed-tensors quantization/quant_scheme.py QuantizationScheme.format, model_compressor.py
+ * sparsity_config: {}, transform_config: {}, version }. Layers of several schemes (--mix) get one group each,
+ * targeting the exact module names (quantizationConfig says why not "Linear"). Recent llm-compressor releases
+ * write the format per group too (compressed-tensors quantization/quant_scheme.py QuantizationScheme.format, model_compressor.py
  * update_config) and the library's version; vLLM's parser reads the group's format first, the top-level one else
  * (compressed_tensors.py, _quantization_scheme_map_from_config). `lm_head` is always in `ignore`, tied or not:
  * transformers' compressed-tensors loader would otherwise target it as a Linear.
@@ -63,7 +64,7 @@ export const COMPRESSED_TENSORS_VERSION = '0.12.2';
 export interface CompressedTensorsWriteOptions {
   /** The source model's config.json; copied with `quantization_config` set. */
   sourceConfig: Json;
-  /** Quantized Linear modules by module name (e.g. model.layers.0.self_attn.q_proj); all share one scheme. */
+  /** Quantized Linear modules by module name (e.g. model.layers.0.self_attn.q_proj); one config group per scheme. */
   layers: Map<string, BlockQuantized>;
   /** dtype of the stored scales; llm-compressor stores them in the weights' dtype. */
   scaleDtype: 'F32' | 'F16' | 'BF16';
@@ -83,26 +84,50 @@ export function isCompressedTensors(config: Json): boolean {
   return typeof qc === 'object' && qc !== null && (qc as Json).quant_method === 'compressed-tensors';
 }
 
-/** The `quantization_config` object for one weight-only int scheme over all Linear layers; lm_head is ignored. */
-export function quantizationConfig(scheme: { bits: 4 | 8; symmetric: boolean; blockSize: number }, ignore: string[]): Json {
-  const weights = {
-    num_bits: scheme.bits,
-    type: 'int',
-    symmetric: scheme.symmetric,
-    strategy: 'group',
-    group_size: scheme.blockSize,
-    block_structure: null,
-    dynamic: false,
-    actorder: null,
-    observer: 'minmax',
-    observer_kwargs: {},
-  };
-  const group = { targets: ['Linear'], weights, input_activations: null, output_activations: null, format: PACK_QUANTIZED };
+/** One weight-only int scheme of a checkpoint. */
+export interface WeightScheme {
+  bits: 4 | 8;
+  symmetric: boolean;
+  blockSize: number;
+}
+
+/** A config group: its scheme and the modules it covers (null: every Linear not ignored, the one-scheme case). */
+export interface SchemeGroup {
+  scheme: WeightScheme;
+  modules: string[] | null;
+}
+
+/**
+ * The `quantization_config` object: one config group per scheme; lm_head is ignored. One scheme targets the class
+ * "Linear" as llm-compressor writes it; several (--mix) list each group's modules by exact name. vLLM matches a
+ * layer's name against every group's targets before it tries class names (compressed_tensors/utils.py
+ * find_matched_target), and a fused qkv_proj / gate_up_proj matches only by its shards' names (its class,
+ * QKVParallelLinear, contains "Linear" and would take that group whatever its shards' names say), so with
+ * several groups no group may target "Linear".
+ */
+export function quantizationConfig(groups: SchemeGroup[], ignore: string[]): Json {
+  const configGroups: Json = {};
+  groups.forEach(({ scheme, modules }, i) => {
+    const weights = {
+      num_bits: scheme.bits,
+      type: 'int',
+      symmetric: scheme.symmetric,
+      strategy: 'group',
+      group_size: scheme.blockSize,
+      block_structure: null,
+      dynamic: false,
+      actorder: null,
+      observer: 'minmax',
+      observer_kwargs: {},
+    };
+    const targets = modules ?? ['Linear'];
+    configGroups[`group_${i}`] = { targets, weights, input_activations: null, output_activations: null, format: PACK_QUANTIZED };
+  });
   return {
     quant_method: 'compressed-tensors',
     format: PACK_QUANTIZED,
     quantization_status: 'compressed',
-    config_groups: { group_0: group },
+    config_groups: configGroups,
     ignore: ['lm_head', ...ignore.filter((m) => m !== 'lm_head')],
     kv_cache_scheme: null,
     global_compression_ratio: null,
@@ -118,7 +143,7 @@ export function quantizationConfig(scheme: { bits: 4 | 8; symmetric: boolean; bl
  * cannot be stored in a form vLLM loads.
  */
 export async function writeCompressedTensorsCheckpoint(outDir: string, opts: CompressedTensorsWriteOptions): Promise<void> {
-  const scheme = commonScheme(opts.layers);
+  const groups = schemeGroups(opts.layers);
   const entries: TensorEntry[] = [];
   const producers = new Map<string, () => Promise<Uint8Array> | Uint8Array>();
   // A quantized module's float name stays taken, so a stray float copy of its weight is caught too.
@@ -154,30 +179,28 @@ export async function writeCompressedTensorsCheckpoint(outDir: string, opts: Com
     maxShardBytes: opts.maxShardBytes ?? 5e9,
     metadata: { ...PT_METADATA },
   });
-  const config = { ...opts.sourceConfig, quantization_config: quantizationConfig(scheme, opts.ignore) };
+  const config = { ...opts.sourceConfig, quantization_config: quantizationConfig(groups, opts.ignore) };
   await fs.writeFile(path.join(outDir, 'config.json'), hfConfigJson(config));
 }
 
-// One config group covers every layer, so all layers must share bits, symmetry and group size.
-function commonScheme(layers: Map<string, BlockQuantized>): { bits: 4 | 8; symmetric: boolean; blockSize: number } {
-  const [first] = layers;
-  if (!first) throw new InputError('no quantized layers to write as compressed-tensors');
-  const [name0, q0] = first;
+// One config group per scheme, in order of first appearance; one scheme targets every Linear.
+function schemeGroups(layers: Map<string, BlockQuantized>): SchemeGroup[] {
+  if (layers.size === 0) throw new InputError('no quantized layers to write as compressed-tensors');
+  const byKey = new Map<string, { scheme: WeightScheme; modules: string[] }>();
   for (const [name, q] of layers) {
-    if (q.bits !== q0.bits || q.symmetric !== q0.symmetric || q.blockSize !== q0.blockSize) {
-      const desc = (x: BlockQuantized) => `${x.bits}-bit ${x.symmetric ? 'symmetric' : 'asymmetric'} block ${x.blockSize}`;
+    if (q.bits === 8 && !q.symmetric) {
       throw new InputError(
-        `compressed-tensors export needs one scheme for all layers: "${name0}" is ${desc(q0)} but "${name}" is ${desc(q)}`,
+        `"${name}": vLLM has no kernel for asymmetric 8-bit weights (Marlin takes zero points with 4 bits only); ` +
+          `quantize 8-bit symmetrically or use 4 bits`,
       );
     }
+    const key = `${q.bits}/${q.symmetric}/${q.blockSize}`;
+    const group = byKey.get(key) ?? { scheme: { bits: q.bits, symmetric: q.symmetric, blockSize: q.blockSize }, modules: [] };
+    group.modules.push(name);
+    byKey.set(key, group);
   }
-  if (q0.bits === 8 && !q0.symmetric) {
-    throw new InputError(
-      `"${name0}": vLLM has no kernel for asymmetric 8-bit weights (Marlin takes zero points with 4 bits only); ` +
-        `quantize 8-bit symmetrically or use 4 bits`,
-    );
-  }
-  return { bits: q0.bits, symmetric: q0.symmetric, blockSize: q0.blockSize };
+  const groups = [...byKey.values()];
+  return groups.length === 1 ? [{ scheme: groups[0]!.scheme, modules: null }] : groups;
 }
 
 function checkLayer(module: string, q: BlockQuantized): void {

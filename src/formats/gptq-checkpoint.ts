@@ -16,7 +16,10 @@
  * zero 2^(bits-1) (so qzeros holds 2^(bits-1) - 1 in every slot), as GPTQ's sym quantizer sets it.
  * config.json's quantization_config (and quantize_config.json, which AutoGPTQ reads) carries bits, group_size,
  * desc_act, sym, quant_method, checkpoint_format; modules left in float are named in `dynamic` as "-:" negative
- * regexes, which vLLM's gptq / gptq_marlin (utils/gptq_utils.py get_dynamic_override) and GPTQModel skip.
+ * regexes, which vLLM's gptq / gptq_marlin (utils/gptq_utils.py get_dynamic_override) and GPTQModel skip. Modules of
+ * another width (--mix: int8 beside int4) are named in "+:" positive rules with their `bits`, GPTQModel's per-module
+ * override, which vLLM applies to the layer it builds (gptq_utils.py override_config: bits, group_size, desc_act, sym
+ * under gptq_marlin; the first rule whose regex re.match-es the prefix wins). The base `bits` is the narrowest width.
  */
 
 import { promises as fs } from 'node:fs';
@@ -43,6 +46,11 @@ export interface PackedWriteOptions {
   readFloat: (name: string) => Promise<Uint8Array>;
   /** Linear modules left in float, each with the other names a loader may know it by (vLLM's fused module). */
   skipped: string[][];
+  /**
+   * GPTQ only: the quantized modules at a width other than the narrowest, grouped as `skipped` is (stored names and
+   * vLLM's fused one), each group at one width. AWQ refuses layers of several widths.
+   */
+  raised?: string[][];
   maxShardBytes?: number;
 }
 
@@ -54,10 +62,21 @@ export function isGptq(config: Json): boolean {
 
 const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** The quantization_config GPTQModel writes for one scheme; float modules as `dynamic` negative matches. */
-export function gptqConfig(scheme: { bits: 4 | 8; blockSize: number; symmetric: boolean }, skipped: string[][]): Json {
+/** The `dynamic` key naming exactly `names` (vLLM and GPTQModel re.match it against a module's name). */
+const dynamicKey = (sign: '+' | '-', names: string[]) => `${sign}:^(?:${names.map(escapeRegex).join('|')})$`;
+
+/**
+ * The quantization_config GPTQModel writes for a base scheme; float modules as `dynamic` negative matches, modules
+ * of another width as positive ones carrying their `bits`.
+ */
+export function gptqConfig(
+  scheme: { bits: 4 | 8; blockSize: number; symmetric: boolean },
+  skipped: string[][],
+  raised: Array<{ names: string[]; bits: 4 | 8 }> = [],
+): Json {
   const dynamic: Json = {};
-  for (const names of skipped) dynamic[`-:^(?:${names.map(escapeRegex).join('|')})$`] = {};
+  for (const names of skipped) dynamic[dynamicKey('-', names)] = {};
+  for (const r of raised) dynamic[dynamicKey('+', r.names)] = { bits: r.bits };
   return {
     quant_method: 'gptq',
     checkpoint_format: 'gptq',
@@ -70,17 +89,21 @@ export function gptqConfig(scheme: { bits: 4 | 8; blockSize: number; symmetric: 
     true_sequential: true,
     damp_percent: 0.01,
     pack_dtype: 'int32',
-    ...(skipped.length > 0 ? { dynamic } : {}),
+    ...(skipped.length + raised.length > 0 ? { dynamic } : {}),
   };
 }
 
-/** One scheme for every layer; shapes GPTQ's packing and vLLM's loader accept. Throws InputError naming the tensor. */
-export function checkPackedLayers(layers: Map<string, BlockQuantized>, format: string): BlockQuantized {
-  const [first] = layers.values();
-  if (!first) throw new InputError(`no quantized layers to write as ${format}`);
+/**
+ * One scheme for every layer, bits aside where `widths` (GPTQ's `dynamic`); shapes GPTQ's packing and vLLM's loader
+ * accept. Returns the base layer (the narrowest). Throws InputError naming the tensor.
+ */
+export function checkPackedLayers(layers: Map<string, BlockQuantized>, format: string, widths = false): BlockQuantized {
+  const all = [...layers.values()];
+  if (all.length === 0) throw new InputError(`no quantized layers to write as ${format}`);
+  const first = all.reduce((a, q) => (q.bits < a.bits ? q : a));
   for (const [module, q] of layers) {
     const pf = 32 / q.bits;
-    if (q.bits !== first.bits || q.symmetric !== first.symmetric || q.blockSize !== first.blockSize)
+    if ((q.bits !== first.bits && !widths) || q.symmetric !== first.symmetric || q.blockSize !== first.blockSize)
       throw new InputError(`--format ${format} needs one scheme for all layers: "${module}" differs`);
     if (q.cols % q.blockSize !== 0 || q.cols % pf !== 0 || q.rows % pf !== 0)
       throw new InputError(
@@ -98,7 +121,8 @@ export function zeroPointsOf(q: BlockQuantized): Uint8Array {
 
 /** Writes `outDir` as a GPTQ checkpoint: safetensors, config.json and quantize_config.json. */
 export async function writeGptqCheckpoint(outDir: string, opts: PackedWriteOptions): Promise<void> {
-  const scheme = checkPackedLayers(opts.layers, 'gptq');
+  const scheme = checkPackedLayers(opts.layers, 'gptq', true);
+  const raised = raisedRules(opts, scheme.bits);
   const entries: TensorEntry[] = [];
   const producers = new Map<string, () => Promise<Uint8Array> | Uint8Array>();
   const add = (name: string, dtype: TensorEntry['dtype'], shape: number[], produce: () => Promise<Uint8Array> | Uint8Array) => {
@@ -145,9 +169,50 @@ export async function writeGptqCheckpoint(outDir: string, opts: PackedWriteOptio
     maxShardBytes: opts.maxShardBytes ?? 5e9,
     metadata: { ...PT_METADATA },
   });
-  const qc = gptqConfig(scheme, opts.skipped);
+  const qc = gptqConfig(scheme, opts.skipped, raised);
   await fs.writeFile(path.join(outDir, 'config.json'), hfConfigJson({ ...opts.sourceConfig, quantization_config: qc }));
   await fs.writeFile(path.join(outDir, 'quantize_config.json'), hfConfigJson(qc));
+}
+
+// The positive `dynamic` rules of the layers wider than the base: each group of names at one width, every wider
+// layer in a group (else vLLM would build it at the base width and fail on its shapes).
+function raisedRules(opts: PackedWriteOptions, base: number): Array<{ names: string[]; bits: 4 | 8 }> {
+  const rules: Array<{ names: string[]; bits: 4 | 8 }> = [];
+  const covered = new Set<string>();
+  for (const names of opts.raised ?? []) {
+    const widths = new Set(names.filter((n) => opts.layers.has(n)).map((n) => opts.layers.get(n)!.bits));
+    if (widths.size !== 1) throw new Error(`--mix group ${names.join(', ')}: its stored layers have ${widths.size} widths, not 1`);
+    const [bits] = widths as Set<4 | 8>;
+    if (bits === base) continue;
+    rules.push({ names, bits: bits! });
+    for (const n of names) covered.add(n);
+  }
+  const stray = [...opts.layers].find(([m, q]) => q.bits !== base && !covered.has(m));
+  if (stray) throw new Error(`${stray[0]}: ${stray[1].bits}-bit beside ${base}-bit layers with no dynamic rule naming it`);
+  return rules;
+}
+
+/** The override `dynamic` gives a module, as vLLM's get_dynamic_override reads it: false (float), a rule, or null. */
+export function dynamicRule(dynamic: unknown, module: string, file: string): Json | false | null {
+  if (dynamic == null) return null;
+  if (typeof dynamic !== 'object' || Array.isArray(dynamic)) throw new InputError(`${file}: quantization_config.dynamic is not an object`);
+  for (const [pattern, rule] of Object.entries(dynamic as Json)) {
+    const negative = pattern.startsWith('-:');
+    const source = pattern.replace(/^[+-]:/, '');
+    let re: RegExp;
+    try {
+      // Python's re.match: anchored at the start only.
+      re = new RegExp(`^(?:${source})`);
+    } catch {
+      throw new InputError(`${file}: quantization_config.dynamic rule ${JSON.stringify(pattern)} is not a regex llmopt can read`);
+    }
+    if (!re.test(module)) continue;
+    if (negative) return false;
+    if (typeof rule !== 'object' || rule === null)
+      throw new InputError(`${file}: dynamic rule ${JSON.stringify(pattern)} is not an object`);
+    return rule as Json;
+  }
+  return null;
 }
 
 /**
@@ -169,11 +234,21 @@ export async function openGptq(dir: string): Promise<QuantizedCheckpointSource> 
   const groupSize = qc.group_size;
   if (typeof groupSize !== 'number' || !Number.isInteger(groupSize) || (groupSize < 1 && groupSize !== -1))
     refuse(`group_size ${JSON.stringify(groupSize)}`);
-  const symmetric = qc.sym !== false;
   const offset = format === 'gptq' ? 1 : 0;
+  // Each module's scheme: the base one with its `dynamic` rule's bits, group_size and sym over it.
+  const schemeOf = (m: string) => {
+    const rule = dynamicRule(qc.dynamic, m, configPath);
+    if (rule === false)
+      throw new InputError(`${configPath}: module "${m}" has a qweight but quantization_config.dynamic keeps it in float`);
+    const b = rule?.bits ?? bits;
+    const g = rule?.group_size ?? groupSize;
+    if (b !== 4 && b !== 8) refuse(`dynamic bits ${JSON.stringify(b)} for "${m}"`);
+    if (typeof g !== 'number' || !Number.isInteger(g) || (g < 1 && g !== -1)) refuse(`dynamic group_size ${JSON.stringify(g)} for "${m}"`);
+    return { bits: b as 4 | 8, groupSize: g as number, symmetric: (rule?.sym ?? qc.sym) !== false };
+  };
   const ckpt = await Checkpoint.open(dir);
   try {
-    const modules = new Map<string, { rows: number; cols: number }>();
+    const modules = new Map<string, { rows: number; cols: number; bits: 4 | 8; groupSize: number; symmetric: boolean }>();
     for (const name of ckpt.names()) {
       if (!name.endsWith('.qweight')) continue;
       const m = name.slice(0, -'.qweight'.length);
@@ -182,10 +257,11 @@ export async function openGptq(dir: string): Promise<QuantizedCheckpointSource> 
         return ckpt.info(`${m}.${s}`);
       };
       const [qweight, scales, qzeros] = [need('qweight'), need('scales'), need('qzeros')];
-      const pf = 32 / (bits as number);
+      const { bits, groupSize, symmetric } = schemeOf(m);
+      const pf = 32 / bits;
       const cols = qweight.shape[0]! * pf;
       const rows = qweight.shape[1]!;
-      const groups = groupSize === -1 ? 1 : Math.ceil(cols / (groupSize as number));
+      const groups = groupSize === -1 ? 1 : Math.ceil(cols / groupSize);
       const bad = (t: TensorInfo, want: string) =>
         new InputError(`${t.file}: tensor "${t.name}" is ${t.dtype} [${t.shape}], expected ${want}`);
       if (qweight.dtype !== 'I32' || qweight.shape.length !== 2) throw bad(qweight, 'I32 [in / pack factor, out]');
@@ -195,18 +271,17 @@ export async function openGptq(dir: string): Promise<QuantizedCheckpointSource> 
         throw bad(qzeros, `I32 [${groups}, ${Math.ceil(rows / pf)}]`);
       if (ckpt.has(`${m}.g_idx`)) {
         const g = int32Values(await ckpt.readRaw(`${m}.g_idx`));
-        const size = groupSize === -1 ? cols : (groupSize as number);
+        const size = groupSize === -1 ? cols : groupSize;
         if (g.length !== cols || g.some((v, i) => v !== Math.floor(i / size)))
           throw new InputError(
             `${ckpt.info(`${m}.g_idx`).file}: tensor "${m}.g_idx" orders groups by activation (desc_act), not supported`,
           );
       }
-      modules.set(m, { rows, cols });
+      modules.set(m, { rows, cols, bits, groupSize, symmetric });
     }
     const decode = async (m: string): Promise<BlockQuantized> => {
-      const { rows, cols } = modules.get(m)!;
-      const b = bits as 4 | 8;
-      const blockSize = groupSize === -1 ? cols : (groupSize as number);
+      const { rows, cols, bits: b, groupSize, symmetric } = modules.get(m)!;
+      const blockSize = groupSize === -1 ? cols : groupSize;
       const groups = Math.ceil(cols / blockSize);
       const codes = transpose(unpackInt32(await ckpt.readRaw(`${m}.qweight`), cols, rows, b, 0), cols, rows, (n) => new Uint8Array(n));
       const stored = unpackInt32(await ckpt.readRaw(`${m}.qzeros`), groups, rows, b, 1);

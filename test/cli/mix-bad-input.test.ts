@@ -32,7 +32,7 @@ test('a mix that names no tensor: every tensor it would raise is excluded (ONNX 
   );
 });
 
-test('a mix that exceeds the format: no type above --to, or a format of one scheme', () => {
+test('a mix that exceeds the format: no type above --to, or a format of one scheme (AWQ)', () => {
   refused(['--to', 'int8', '--mix', 'edges8'], /--mix edges8 with --to int8: int8 is the widest MatMulNBits type/);
   refused(
     ['--format', 'gguf', '--to', 'q8_0', '--mix', 'edges8'],
@@ -40,8 +40,17 @@ test('a mix that exceeds the format: no type above --to, or a format of one sche
     'm.gguf',
   );
   refused(
-    ['--to', 'int4', '--format', 'compressed-tensors', '--mix', 'edges8'],
-    /--mix edges8: --format compressed-tensors writes one scheme/,
+    ['--to', 'int4', '--format', 'awq', '--mix', 'edges8'],
+    /--mix edges8: --format awq cannot mix widths: AutoAWQ's quantization_config has one bits and group_size for every layer/,
+  );
+  refused(
+    ['--to', 'int8', '--format', 'compressed-tensors', '--mix', 'k-quant-m'],
+    /--mix k-quant-m with --to int8: int8 is the widest type vLLM serves compressed-tensors at/,
+  );
+  // With a mix the kernels are checked once each module has its width; --strict still refuses before writing.
+  refused(
+    ['--to', 'int4', '--format', 'compressed-tensors', '--mix', 'k-quant-m', '--exclude', '*down_proj', '--strict'],
+    /--strict: no vLLM kernel serves 4-bit symmetric model\.layers\.0\.self_attn\.qkv_proj at bfloat16/,
   );
 });
 
@@ -74,8 +83,10 @@ test('the option checks behind those refusals, case by case', () => {
     [{ to: 'fp16', mix: 'k-quant-m', targetBits: undefined }, /--mix k-quant-m with --to fp16: mixes raise int4 weights to int8/],
     [{ format: 'gguf', to: 'q6_k', mix: 'k-quant-m', targetBits: undefined }, /raises tensors to Q6_K; --to q6_k has no lower type/],
     [{ format: 'gguf', to: 'f16', mix: 'edges8', targetBits: undefined }, /--to f16 has no lower type/],
-    [{ format: 'gptq', mix: 'k-quant-m', targetBits: undefined }, /--format gptq writes one scheme for every layer/],
-    [{ format: 'awq', mix: 'edges8', targetBits: undefined }, /--format awq writes one scheme/],
+    [{ format: 'awq', mix: 'edges8', targetBits: undefined }, /--format awq cannot mix widths: .*modules_to_not_convert/],
+    [{ format: 'gptq', to: 'int8', mix: 'edges8', targetBits: undefined }, /int8 is the widest type vLLM serves gptq at/],
+    // compressed-tensors' raised int8 is symmetric (no vLLM kernel takes 8-bit zero points): 9 bits at block 32.
+    [{ format: 'compressed-tensors', asymmetric: true, targetBits: 9.1 }, /stores 5\.125 bits per weight and the raised type 9;/],
     [{ format: 'gguf', to: 'q4_0', targetBits: 4 }, /--target-bits 4: --to q4_0 stores 4\.5 bits per weight and the raised type 8\.5/],
     [{ format: 'gguf', to: 'q8_0' }, /--mix auto raises tensors to Q8_0; --to q8_0 has no lower type/],
     [{ targetBits: 9.5 }, /--target-bits 9\.5: .* the raised type 9/],
@@ -98,4 +109,7 @@ test('the option checks behind those refusals, case by case', () => {
   validateMixOptions(base, new Set(['targetBits']));
   validateMixOptions({ ...base, format: 'gguf', to: 'q4_k', mix: 'k-quant-m', targetBits: undefined }, new Set());
   validateMixOptions({ ...base, format: 'gguf', to: 'q6_k', mix: 'edges8', targetBits: undefined }, new Set());
+  // compressed-tensors and GPTQ hold a mix (config groups; `dynamic` rules).
+  validateMixOptions({ ...base, format: 'compressed-tensors' }, new Set(['targetBits']));
+  validateMixOptions({ ...base, format: 'gptq', mix: 'k-quant-m', targetBits: undefined }, new Set());
 });

@@ -257,21 +257,13 @@ test('the writer refuses layouts vLLM cannot load, naming the tensor and the fix
   const asym8 = quantizeRtn(randomMatrix(8, 64, 5), 8, 64, { bits: 8, blockSize: 32, symmetric: false });
   await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['m.a', asym8]]))), 'asymmetric 8-bit');
   const g32 = quantizeRtn(randomMatrix(8, 64, 5), 8, 64, { bits: 4, blockSize: 32, symmetric: true });
-  const g64 = quantizeRtn(randomMatrix(8, 64, 5), 8, 64, { bits: 4, blockSize: 64, symmetric: true });
-  await rejectsInput(
-    () =>
-      writeCompressedTensorsCheckpoint(
-        freshDir(),
-        options(
-          new Map([
-            ['m.x', g32],
-            ['m.y', g64],
-          ]),
-        ),
-      ),
-    'one scheme',
-    'm.y',
-  );
+  const mixed = new Map([
+    ['m.x', g32],
+    ['m.y', quantizeRtn(randomMatrix(8, 64, 6), 8, 64, { bits: 8, blockSize: 32, symmetric: true })],
+    ['m.z', asym8],
+  ]);
+  // Layers of several schemes are written as several groups, but asymmetric int8 is refused among them too.
+  await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(mixed)), '"m.z"', 'asymmetric 8-bit');
   await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['lm_head', g32]]))), 'ignore');
   await rejectsInput(
     () => writeCompressedTensorsCheckpoint(freshDir(), options(new Map([['model.norm', g32]]), { floatTensors: FLOATS })),
@@ -279,6 +271,40 @@ test('the writer refuses layouts vLLM cannot load, naming the tensor and the fix
     'twice',
   );
   await rejectsInput(() => writeCompressedTensorsCheckpoint(freshDir(), options(new Map())), 'no quantized layers');
+});
+
+test('layers of several schemes: one config group each, targeting its modules by name, read back exactly', async () => {
+  const layers = new Map([
+    ['model.layers.0.self_attn.q_proj', quantizeRtn(randomMatrix(16, 64, 1), 16, 64, { bits: 4, blockSize: 32, symmetric: false })],
+    ['model.layers.0.self_attn.k_proj', quantizeRtn(randomMatrix(16, 64, 2), 16, 64, { bits: 8, blockSize: 32, symmetric: true })],
+    ['model.layers.0.mlp.up_proj', quantizeRtn(randomMatrix(8, 64, 3), 8, 64, { bits: 4, blockSize: 64, symmetric: false })],
+    ['model.layers.0.mlp.down_proj', quantizeRtn(randomMatrix(8, 64, 4), 8, 64, { bits: 4, blockSize: 32, symmetric: false })],
+  ]);
+  const dir = freshDir();
+  await writeCompressedTensorsCheckpoint(dir, options(layers));
+  const qc = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8')).quantization_config;
+  const groups = Object.entries<any>(qc.config_groups).map(([name, g]) => [
+    name,
+    g.weights.num_bits,
+    g.weights.symmetric,
+    g.weights.group_size,
+    g.targets,
+  ]);
+  assert.deepEqual(groups, [
+    ['group_0', 4, false, 32, ['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj']],
+    ['group_1', 8, true, 32, ['model.layers.0.self_attn.k_proj']],
+    ['group_2', 4, false, 64, ['model.layers.0.mlp.up_proj']],
+  ]);
+  const source = await openCompressedTensors(dir);
+  try {
+    for (const [module, q] of layers) {
+      const back = await source.readQuantized(module);
+      assert.deepEqual([back.bits, back.symmetric, back.blockSize], [q.bits, q.symmetric, q.blockSize], module);
+      assert.deepEqual(await source.readFloat32(`${module}.weight`), dequantize(q), module);
+    }
+  } finally {
+    await source.close();
+  }
 });
 
 // A checkpoint whose config.json is replaced after writing, to test the reader's refusals.

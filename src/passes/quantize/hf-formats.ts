@@ -21,6 +21,7 @@ import {
   type VllmLinear,
 } from '../../formats/vllm-rules.js';
 import type { QuantGrid } from './blockwise.js';
+import { AWQ_MIX_REFUSAL } from './mix-policy.js';
 
 /** The Hugging Face checkpoint formats quantize writes. */
 export type HfQuantFormat = 'compressed-tensors' | 'gptq' | 'awq';
@@ -33,6 +34,8 @@ export interface HfFormatPlan {
   blockSize: number;
   serveDtype: ServeDtype;
   strict: boolean;
+  /** --mix gives some modules int8: the kernel checks wait for the plan (checkHfMix). */
+  mixed?: boolean;
 }
 
 /** How each format's own quantizer picks codes (blockwise.ts QuantGrid): see the formats' headers. */
@@ -91,24 +94,8 @@ export function planHfTargets(spec: DecoderSpec, targets: ReadonlySet<string>, p
       );
     }
   }
-  if (p.format === 'compressed-tensors') {
-    // One line per module kind and reason: the layers share their shapes.
-    const byRule = new Map<string, number[]>();
-    for (const l of kept) {
-      const why = vllmKernelProblem(l, { bits: p.bits, symmetric: p.symmetric, groupSize: p.blockSize }, p.serveDtype);
-      if (why === null) continue;
-      const key = `${l.name.replace(/^model\.layers\.\d+\./, '')}\u0000${why}`;
-      if (p.strict) throw new InputError(`--strict: no vLLM kernel serves ${l.name} at ${p.serveDtype}: ${why}`);
-      const layer = Number(/^model\.layers\.(\d+)\./.exec(l.name)?.[1] ?? -1);
-      byRule.set(key, [...(byRule.get(key) ?? []), layer]);
-    }
-    for (const [key, layers] of byRule) {
-      const [module, why] = key.split('\u0000');
-      warnings.push(
-        `${module} in layers ${layers.join(', ')}: no vLLM kernel serves it at ${p.serveDtype} (${why}; kernels/mixed_precision)`,
-      );
-    }
-  }
+  // With a mix the kernels are checked once the plan gives each module its width (checkHfMix).
+  if (p.format === 'compressed-tensors' && !p.mixed) warnings.push(...kernelWarnings(kept, p, p));
   // Whole groups of whole int32 words along in_features (compressed-tensors' quantize, vLLM's create_weights): checked
   // here too, so a large model is refused before any calibration.
   const ragged = kept.find((l) => l.cols % p.blockSize !== 0 || l.cols % (32 / p.bits) !== 0);
@@ -121,6 +108,69 @@ export function planHfTargets(spec: DecoderSpec, targets: ReadonlySet<string>, p
     );
   }
   return { quantized, warnings };
+}
+
+/**
+ * Modules no vLLM kernel serves at `scheme` (compressed-tensors only: GPTQ and AWQ keep their own kernel choice), one
+ * line per module kind and reason (the layers share their shapes); under --strict the first is refused.
+ */
+function kernelWarnings(linears: VllmLinear[], scheme: { bits: 4 | 8; symmetric: boolean }, p: HfFormatPlan): string[] {
+  const byRule = new Map<string, number[]>();
+  const what = p.mixed ? `${scheme.bits}-bit ${scheme.symmetric ? 'symmetric' : 'asymmetric'} ` : '';
+  for (const l of linears) {
+    const why = vllmKernelProblem(l, { ...scheme, groupSize: p.blockSize }, p.serveDtype);
+    if (why === null) continue;
+    const key = `${l.name.replace(/^model\.layers\.\d+\./, '')}\u0000${why}`;
+    if (p.strict) throw new InputError(`--strict: no vLLM kernel serves ${what}${l.name} at ${p.serveDtype}: ${why}`);
+    const layer = Number(/^model\.layers\.(\d+)\./.exec(l.name)?.[1] ?? -1);
+    byRule.set(key, [...(byRule.get(key) ?? []), layer]);
+  }
+  return [...byRule].map(([key, layers]) => {
+    const [module, why] = key.split('\u0000');
+    return `${what}${module} in layers ${layers.join(', ')}: no vLLM kernel serves it at ${p.serveDtype} (${why}; kernels/mixed_precision)`;
+  });
+}
+
+/**
+ * The key --mix ties a module to for these formats: vLLM's fused Linear (qkv_proj, gate_up_proj) for its shards, so
+ * a mix raises q/k/v or gate/up together (vLLM builds one kernel per fused module, of one scheme:
+ * compressed_tensors/utils.py find_matched_target matches a fused module only when all its shards match, and
+ * returns the first shard's group; gptq_utils.py get_linear_quant_method applies one override to the fused prefix).
+ */
+export function hfMixTie(spec: DecoderSpec): (module: string) => string {
+  const fusedOf = new Map<string, string>();
+  for (const l of vllmLinears(spec)) for (const s of l.shards) fusedOf.set(s.module, l.name);
+  return (module) => fusedOf.get(module) ?? module;
+}
+
+/**
+ * vLLM's rules once a mix has given each quantized module its width: every fused module whole at one width (the tie
+ * guarantees it; a split is a bug), and for compressed-tensors the kernels at each module's scheme (warnings, or
+ * refused under --strict).
+ */
+export function checkHfMix(
+  spec: DecoderSpec,
+  quantized: ReadonlySet<string>,
+  raised: ReadonlySet<string>,
+  high: { bits: 4 | 8; symmetric: boolean },
+  p: HfFormatPlan,
+): string[] {
+  const linears = vllmLinears(spec).filter((l) => quantized.has(l.shards[0]!.module));
+  const split = linears.find((l) => {
+    const n = l.shards.filter((s) => raised.has(s.module)).length;
+    return n > 0 && n < l.shards.length;
+  });
+  if (split) throw new Error(`${split.name}: the mix raised only some of its shards (hfMixTie keeps them together)`);
+  if (p.format !== 'compressed-tensors') return [];
+  const isRaised = (l: VllmLinear) => raised.has(l.shards[0]!.module);
+  return [
+    ...kernelWarnings(
+      linears.filter((l) => !isRaised(l)),
+      p,
+      p,
+    ),
+    ...kernelWarnings(linears.filter(isRaised), high, p),
+  ];
 }
 
 /**
@@ -158,6 +208,8 @@ function stackRows(parts: BlockQuantized[]): BlockQuantized {
     return out;
   };
   const first = parts[0]!;
+  if (parts.some((p) => p.bits !== first.bits || p.symmetric !== first.symmetric || p.blockSize !== first.blockSize))
+    throw new Error('fused parts quantized with different schemes (hfMixTie keeps them at one width)');
   const rows = parts.reduce((a, p) => a + p.rows, 0);
   return {
     ...first,
@@ -220,14 +272,23 @@ export async function writeHfFormat(
     // float32 scales keep llmopt's reader exact; vLLM casts scales to the model dtype on load.
     return writeCompressedTensorsCheckpoint(dir, { ...common, scaleDtype: 'F32', ignore: stored.ignore });
   }
-  // A float module under every name a loader may look it up by: the stored one and vLLM's fused module.
-  const fusedOf = new Map<string, string>();
-  for (const l of vllmLinears(spec)) for (const s of l.shards) fusedOf.set(s.module, l.name);
-  const groups = new Map<string, Set<string>>();
-  for (const m of stored.ignore) {
-    const fused = fusedOf.get(m) ?? m;
-    groups.set(fused, (groups.get(fused) ?? new Set([fused])).add(m));
+  // A module under every name a loader may look it up by: the stored one and vLLM's fused module (Phi-3's stored
+  // qkv_proj is its own fused name).
+  const tie = hfMixTie(spec);
+  const byLoaderName = (modules: Iterable<string>) => {
+    const groups = new Map<string, Set<string>>();
+    for (const m of modules) {
+      const fused = tie(m);
+      groups.set(fused, (groups.get(fused) ?? new Set([fused])).add(m));
+    }
+    return [...groups.values()].map((names) => [...names]);
+  };
+  const skipped = byLoaderName(stored.ignore);
+  if (format === 'awq') {
+    const widths = new Set([...stored.layers.values()].map((q) => q.bits));
+    if (widths.size > 1) throw new InputError(`--format awq cannot mix widths: ${AWQ_MIX_REFUSAL}`);
+    return writeAwqCheckpoint(dir, { ...common, skipped });
   }
-  const skipped = [...groups.values()].map((names) => [...names]);
-  return format === 'gptq' ? writeGptqCheckpoint(dir, { ...common, skipped }) : writeAwqCheckpoint(dir, { ...common, skipped });
+  // GPTQ: every quantized module's names, grouped; the writer keeps the groups wider than the base as `dynamic` rules.
+  return writeGptqCheckpoint(dir, { ...common, skipped, raised: byLoaderName(stored.layers.keys()) });
 }

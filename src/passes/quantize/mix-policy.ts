@@ -58,11 +58,28 @@ export interface MixOptionValues {
   asymmetric: boolean;
 }
 
-/** The ONNX low and high configurations of a mix: --to int4's, and int8 with the same blocks (MatMulNBits' widest). */
-export function onnxMixConfigs(o: Pick<MixOptionValues, 'blockSize' | 'asymmetric'>): { low: BlockQuantConfig; high: BlockQuantConfig } {
-  const symmetric = !o.asymmetric;
-  return { low: { bits: 4, blockSize: o.blockSize, symmetric }, high: { bits: 8, blockSize: o.blockSize, symmetric } };
+/**
+ * The configuration a mix raises `low` to: int8 with the same blocks (MatMulNBits' widest; GPTQ's and compressed-tensors'
+ * other width vLLM serves). compressed-tensors' int8 is symmetric whatever --asymmetric says: vLLM has no kernel for
+ * 8-bit weights with zero points (its WNA16 scheme takes them at 4 bits only; compressed-tensors.ts).
+ */
+export function mixHighConfig<C extends BlockQuantConfig>(low: C, format: string): C {
+  return { ...low, bits: 8, symmetric: format === 'compressed-tensors' ? true : low.symmetric };
 }
+
+/** The low and high configurations of a mix: --to int4's, and {@link mixHighConfig}'s int8. */
+export function onnxMixConfigs(o: Pick<MixOptionValues, 'blockSize' | 'asymmetric'> & { format?: string }): {
+  low: BlockQuantConfig;
+  high: BlockQuantConfig;
+} {
+  const low: BlockQuantConfig = { bits: 4, blockSize: o.blockSize, symmetric: !o.asymmetric };
+  return { low, high: mixHighConfig(low, o.format ?? 'onnx') };
+}
+
+/** Why AutoAWQ's checkpoints cannot hold a mix (the one sentence both refusals give). */
+export const AWQ_MIX_REFUSAL =
+  "AutoAWQ's quantization_config has one bits and group_size for every layer and only modules_to_not_convert for " +
+  "float ones (vLLM's awq.py and awq_marlin.py read no per-module width); use --format compressed-tensors or gptq";
 
 /** Option checks of --mix and --target-bits that need no file (each names its option). */
 export function validateMixOptions(o: MixOptionValues, given: ReadonlySet<string>): void {
@@ -72,20 +89,17 @@ export function validateMixOptions(o: MixOptionValues, given: ReadonlySet<string
   if (given.has('targetBits') && o.mix !== 'auto')
     fail('targetBits', (n) => `${n('targetBits')}: sets the budget of ${n('mix')} auto (add ${n('mix')} auto)`);
   if (o.mix === 'none') return;
-  if (o.format !== 'onnx' && o.format !== 'gguf')
-    fail('mix', (n) => `${n('mix')} ${o.mix}: ${n('format')} ${o.format} writes one scheme for every layer; mixes are for onnx and gguf`);
+  if (o.format === 'awq') fail('mix', (n) => `${n('mix')} ${o.mix}: ${n('format')} awq cannot mix widths: ${AWQ_MIX_REFUSAL}`);
   if (o.mix === 'auto' && !o.calib)
     fail('calib', (n) => `${n('mix')} auto measures each tensor on calibration text: give ${n('calib')} <file>`);
   if (o.mix === 'auto' && o.targetBits === undefined)
     fail('targetBits', (n) => `${n('mix')} auto needs a budget: give ${n('targetBits')} <bits per weight>`);
   let low: number;
   let high: number;
-  if (o.format === 'onnx') {
+  if (o.format !== 'gguf') {
     if (o.to !== 'int4') {
-      const why =
-        o.to === 'int8'
-          ? 'int8 is the widest MatMulNBits type llmopt writes: there is none above it to raise to'
-          : 'mixes raise int4 weights to int8';
+      const widest = o.format === 'onnx' ? 'the widest MatMulNBits type llmopt writes' : `the widest type vLLM serves ${o.format} at`;
+      const why = o.to === 'int8' ? `int8 is ${widest}: there is none above it to raise to` : 'mixes raise int4 weights to int8';
       fail('mix', (n) => `${n('mix')} ${o.mix} with ${n('to')} ${o.to}: ${why}`);
     }
     const c = onnxMixConfigs(o);
@@ -181,6 +195,11 @@ export interface OnnxMixInputs {
   calib?: CalibrationSet | null;
   fakeQuantize?: (t: LinearModule, w: Float32Array, c: BlockQuantConfig) => Float32Array;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Modules that must share a width (the shards vLLM fuses into one Linear: q/k/v, gate/up) map to one key: a named
+   * mix that raises one raises all of them, and auto spends on them together (their extra bytes and KL gains summed).
+   */
+  tie?: (module: string) => string;
 }
 
 /**
@@ -205,16 +224,24 @@ export async function planOnnxMix(i: OnnxMixInputs): Promise<OnnxMixPlan | null>
       onProgress: i.onProgress,
     });
     sensitivity = Object.fromEntries(measured);
-    const items = targets.map((t) => ({
-      module: t.module,
-      extraBytes: matMulNBitsBytes(t.rows, t.cols, high) - matMulNBitsBytes(t.rows, t.cols, low),
-      gain: measured.get(t.module)!.low - measured.get(t.module)!.high,
-    }));
-    raised = spendBudget(items, budget - floor.bytes);
+    const key = i.tie ?? ((m: string) => m);
+    const items = new Map<string, { module: string; extraBytes: number; gain: number }>();
+    for (const t of targets) {
+      const item = items.get(key(t.module)) ?? { module: key(t.module), extraBytes: 0, gain: 0 };
+      item.extraBytes += matMulNBitsBytes(t.rows, t.cols, high) - matMulNBitsBytes(t.rows, t.cols, low);
+      item.gain += measured.get(t.module)!.low - measured.get(t.module)!.high;
+      items.set(item.module, item);
+    }
+    const keys = spendBudget([...items.values()], budget - floor.bytes);
+    raised = new Set(targets.filter((t) => keys.has(key(t.module))).map((t) => t.module));
   } else {
     raised = namedRaised(i.policy, i.spec, targets, i.headQuantized);
     if (raised.size === 0)
       throw new InputError(`--mix ${i.policy}: names no tensor that is quantized here (--exclude keeps all of its tensors float)`);
+    if (i.tie) {
+      const keys = new Set([...raised].map(i.tie));
+      for (const t of targets) if (keys.has(i.tie(t.module))) raised.add(t.module);
+    }
   }
   return { policy: i.policy, low, high, raised, ...planBytes(targets, raised, low, high), sensitivity };
 }

@@ -18,14 +18,14 @@ import { exportModel } from '../export.js';
 import { calibrateLayerwise, loadModelCalibration, type CalibrationSet, type LayerwiseMethod } from '../calibration.js';
 import { selectTargets, type LinearModule } from '../targets.js';
 import { quantizeRtn, type QuantGrid } from './blockwise.js';
-import { gridOf, hfSchemeProblem, planHfTargets, writeHfFormat } from './hf-formats.js';
+import { checkHfMix, gridOf, hfMixTie, hfSchemeProblem, planHfTargets, writeHfFormat } from './hf-formats.js';
 import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 import { gptqQuantize } from './gptq.js';
 import { awqMethod, emptyAwqResult } from './awq.js';
 import { clipChooser, hessianDiagonal, type ClipMode } from './clip.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
-import { configOf, LM_HEAD_MODULE, planOnnxMix, type OnnxMixPlan } from './mix-policy.js';
+import { configOf, LM_HEAD_MODULE, mixHighConfig, planOnnxMix, validateMixOptions, type OnnxMixPlan } from './mix-policy.js';
 
 export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
 export type QuantTarget = (typeof QUANT_TARGETS)[number];
@@ -210,8 +210,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     );
   }
   const mixPolicy = o.mix ?? 'none';
-  if (mixPolicy !== 'none' && o.format !== 'onnx')
-    throw new InputError(`--mix ${mixPolicy}: --format ${o.format} writes one scheme for every layer; mixes are for onnx and gguf`);
+  const mixOptions = { ...o, mix: mixPolicy, asymmetric: !o.symmetric };
+  validateMixOptions(mixOptions, new Set(o.targetBits === undefined ? [] : ['targetBits']));
   const model = await openHfModel(source);
   try {
     // A quantized GGUF file is read dequantized: requantizing it compounds both roundings, so it is allowed with a warning.
@@ -231,17 +231,19 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     if (selected.length === 0) throw new InputError('--exclude leaves no layer to quantize');
     const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
     // The engines' rules, before any work: fused groups kept whole, shapes and kernels checked.
-    const hf =
+    const hfPlan =
       o.format === 'onnx'
         ? null
-        : planHfTargets(spec, new Set(selected.map((t) => t.module)), {
+        : {
             format: o.format,
             bits: bits as 4 | 8,
             symmetric: o.symmetric,
             blockSize: o.blockSize,
             serveDtype: o.serveDtype ?? 'bfloat16',
             strict: o.strict ?? false,
-          });
+            mixed: mixPolicy !== 'none',
+          };
+    const hf = hfPlan ? planHfTargets(spec, new Set(selected.map((t) => t.module)), hfPlan) : null;
     warnings.push(...(hf?.warnings ?? []));
     for (const w of warnings) o.onWarning?.(w);
     const targets = hf ? selected.filter((t) => hf.quantized.has(t.module)) : selected;
@@ -271,7 +273,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       policy: cfg ? mixPolicy : 'none',
       targetBits: o.targetBits,
       low: cfg!,
-      high: { ...cfg!, bits: 8 },
+      // fp16 and w8a8 have no blocks (cfg null) and no mix: the policy is 'none' then.
+      high: cfg ? mixHighConfig(cfg, o.format) : cfg!,
       spec,
       targets,
       // A head already at 8 bits (the int4 CPU default) is not one a mix can raise.
@@ -280,11 +283,19 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       calib: calibSet,
       fakeQuantize: (t, w, c) => dequantize(quantizeRtn(w, t.rows, t.cols, { ...c, ...grid })),
       onProgress: (done, total) => o.onProgress?.(done, total, 'calibrate'),
+      // vLLM fuses q/k/v and gate/up into one kernel of one scheme: the engine formats raise them together.
+      ...(hf ? { tie: hfMixTie(spec) } : {}),
     });
-    const cfgOf = (module: string): BlockQuantConfig & QuantGrid => ({
-      ...configOf(plan, module === LM_HEAD_MODULE ? headCfg! : cfg!, module),
-      ...grid,
-    });
+    if (hf && plan) {
+      const mixWarnings = checkHfMix(spec, targetSet, plan.raised, plan.high, hfPlan!);
+      warnings.push(...mixWarnings);
+      for (const w of mixWarnings) o.onWarning?.(w);
+    }
+    const cfgOf = (module: string): BlockQuantConfig & QuantGrid => {
+      const c = configOf(plan, module === LM_HEAD_MODULE ? headCfg! : cfg!, module);
+      // The formats' grids follow each module's own symmetry (compressed-tensors' raised int8 is symmetric).
+      return { ...c, ...(o.format === 'onnx' ? {} : gridOf(o.format, c.symmetric)) };
+    };
 
     const clip = o.clip ?? 'minmax';
     const calibrated =
