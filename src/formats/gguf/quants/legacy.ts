@@ -1,6 +1,7 @@
 // ggml's legacy 32-element block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: quantized as llama-quantize does
 // (ggml_quantize_chunk -> quantize_q4_0 ...: the `_ref` round-to-nearest without an importance matrix,
-// the `_impl` weighted scale search with one; Q8_0 ignores importance), and dequantized.
+// the `_impl` weighted scale search with one; Q8_0 ignores importance), llmopt's shrink search of a Q8_0 scale
+// (searchQ8Block, which llama.cpp has none of), and dequantized.
 import { fp16ToFp32, fp32ToFp16 } from './float.js';
 import { makeQkx3Quants, makeQxQuants } from './search.js';
 
@@ -99,6 +100,51 @@ export function chooseLegacyBlock(type: LegacyType, x: ArrayLike<number>, at: nu
 }
 
 /**
+ * Q8_0 scale factors tried by {@link searchQ8Block}: 1.00 down to 0.80 in steps of 0.01. At 255 levels a block gains
+ * from clipping only its one or two outliers, so the grid is finer and shallower than the 4-bit one (1.00 to 0.70).
+ */
+export const Q8_SHRINK_FACTORS: readonly number[] = Array.from({ length: 21 }, (_, i) => 1 - 0.01 * i);
+
+/** sum of weight * (x - q * d)^2 over one Q8_0 block, d the stored fp16 scale, in float64. */
+function q8Error(x: ArrayLike<number>, at: number, d: number, L: ArrayLike<number>, weight: ArrayLike<number> | null): number {
+  let e = 0;
+  for (let j = 0; j < QK; j++) {
+    const diff = x[at + j]! - ((L[j]! << 24) >> 24) * d;
+    e += (weight ? weight[j]! : 1) * diff * diff;
+  }
+  return e;
+}
+
+/**
+ * A searched Q8_0 block (llmopt's; llama.cpp always takes the max): llama.cpp's own block first, then each scale
+ * amax * f / 127 of {@link Q8_SHRINK_FACTORS}, rounded to fp16 as stored, with codes rounded on that stored scale and
+ * clamped to [-127, 127] (ggml's int8 dot products assume -128 is never stored). The least error, sum of
+ * `weight` * (x - dequantized)^2 (`weight` null: 1), wins; ties keep the earlier, so the error is never above
+ * llama.cpp's block's and a block llama.cpp represents exactly stays as it writes it.
+ */
+export function searchQ8Block(x: ArrayLike<number>, at: number, L: Uint8Array, weight: ArrayLike<number> | null): LegacyBlock {
+  const best = chooseLegacyBlock('Q8_0', x, at, L);
+  let bestError = q8Error(x, at, fp16ToFp32(best.d), L, weight);
+  let amax = 0;
+  for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[at + j]!));
+  const trial = new Uint8Array(QK);
+  for (const f of Q8_SHRINK_FACTORS) {
+    if (bestError === 0) break;
+    const h = fp32ToFp16(fr(fr(amax * f) / 127));
+    const d = fp16ToFp32(h);
+    if (!d) continue;
+    for (let j = 0; j < QK; j++) trial[j] = Math.max(-127, Math.min(127, roundf(x[at + j]! / d))) & 0xff;
+    const e = q8Error(x, at, d, trial, weight);
+    if (e < bestError) {
+      bestError = e;
+      best.d = h;
+      L.set(trial);
+    }
+  }
+  return best;
+}
+
+/**
  * quantize_row_*_impl for one block, given `weight` = importance * sqrt(sigma2 + x^2): make_qx_quants for
  * the symmetric types, make_qkx3_quants for the ones with a min; codes straight from the search.
  */
@@ -118,8 +164,18 @@ export function weightedBlock(
   return { d: fp32ToFp16(r.scale), m: fp32ToFp16(-r.min) };
 }
 
-/** Quantizes rows of a [rows, cols] matrix (cols a multiple of 32) into `type`'s blocks. */
-export function quantizeLegacy(type: LegacyType, data: Float32Array, rows: number, cols: number, importance?: Float32Array): Uint8Array {
+/**
+ * Quantizes rows of a [rows, cols] matrix (cols a multiple of 32) into `type`'s blocks. `searchQ8`: Q8_0 blocks by
+ * {@link searchQ8Block}, weighted by `importance` per column when given (llama.cpp's Q8_0 ignores importance).
+ */
+export function quantizeLegacy(
+  type: LegacyType,
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  importance?: Float32Array,
+  searchQ8 = false,
+): Uint8Array {
   const bytes = LEGACY_BLOCK_BYTES[type];
   const nb = cols / QK;
   const out = new Uint8Array(rows * nb * bytes);
@@ -144,6 +200,8 @@ export function quantizeLegacy(type: LegacyType, data: Float32Array, rows: numbe
           weight[j] = fr(importance[b * QK + j]! * fr(Math.sqrt(fr(sigma2 + fr(xj * xj)))));
         }
         p = weightedBlock(type, data, at, weight, L, Laux);
+      } else if (type === 'Q8_0' && searchQ8) {
+        p = searchQ8Block(data, at, L, importance ? importance.subarray(b * QK, (b + 1) * QK) : null);
       } else {
         p = chooseLegacyBlock(type, data, at, L);
       }
