@@ -100,10 +100,14 @@ export function chooseLegacyBlock(type: LegacyType, x: ArrayLike<number>, at: nu
 }
 
 /**
- * Q8_0 scale factors tried by {@link searchQ8Block}: 1.00 down to 0.80 in steps of 0.01. At 255 levels a block gains
- * from clipping only its one or two outliers, so the grid is finer and shallower than the 4-bit one (1.00 to 0.70).
+ * Q8_0 scale factors tried by {@link searchQ8Block}, relative to llama.cpp's amax / 127: the neighbourhood
+ * make_qx_quants walks for the 4- and 5-bit types (127 / (127 + k / 10), k = -10..10), then shrinks 0.99 down to 0.80.
+ * At 255 levels clipping pays only for a block's lone outlier, so the shrinks stop at 0.80 (the 4-bit grid's 0.70).
  */
-export const Q8_SHRINK_FACTORS: readonly number[] = Array.from({ length: 21 }, (_, i) => 1 - 0.01 * i);
+export const Q8_SCALE_FACTORS: readonly number[] = [
+  ...Array.from({ length: 21 }, (_, i) => 127 / (127 + (i - 10) / 10)),
+  ...Array.from({ length: 20 }, (_, i) => 0.99 - 0.01 * i),
+];
 
 /** sum of weight * (x - q * d)^2 over one Q8_0 block, d the stored fp16 scale, in float64. */
 function q8Error(x: ArrayLike<number>, at: number, d: number, L: ArrayLike<number>, weight: ArrayLike<number> | null): number {
@@ -116,11 +120,11 @@ function q8Error(x: ArrayLike<number>, at: number, d: number, L: ArrayLike<numbe
 }
 
 /**
- * A searched Q8_0 block (llmopt's; llama.cpp always takes the max): llama.cpp's own block first, then each scale
- * amax * f / 127 of {@link Q8_SHRINK_FACTORS}, rounded to fp16 as stored, with codes rounded on that stored scale and
- * clamped to [-127, 127] (ggml's int8 dot products assume -128 is never stored). The least error, sum of
- * `weight` * (x - dequantized)^2 (`weight` null: 1), wins; ties keep the earlier, so the error is never above
- * llama.cpp's block's and a block llama.cpp represents exactly stays as it writes it.
+ * A searched Q8_0 block (llmopt's; llama.cpp always takes amax / 127): llama.cpp's own block first, then for each
+ * scale amax * f / 127 of {@link Q8_SCALE_FACTORS}, rounded to fp16 as stored, the codes rounded on it and clamped to
+ * [-127, 127] (ggml's int8 dot products assume -128 is never stored), and that scale refit to the codes by weighted
+ * least squares. The least error, sum of `weight` * (x - dequantized)^2 (`weight` null: 1), each candidate measured
+ * with its fp16 scale, wins; ties keep the earlier, so no block's error is above llama.cpp's block's.
  */
 export function searchQ8Block(x: ArrayLike<number>, at: number, L: Uint8Array, weight: ArrayLike<number> | null): LegacyBlock {
   const best = chooseLegacyBlock('Q8_0', x, at, L);
@@ -128,18 +132,30 @@ export function searchQ8Block(x: ArrayLike<number>, at: number, L: Uint8Array, w
   let amax = 0;
   for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[at + j]!));
   const trial = new Uint8Array(QK);
-  for (const f of Q8_SHRINK_FACTORS) {
+  const consider = (h: number, codes: Uint8Array) => {
+    const e = q8Error(x, at, fp16ToFp32(h), codes, weight);
+    if (e < bestError) {
+      bestError = e;
+      best.d = h;
+      L.set(codes);
+    }
+  };
+  for (const f of Q8_SCALE_FACTORS) {
     if (bestError === 0) break;
     const h = fp32ToFp16(fr(fr(amax * f) / 127));
     const d = fp16ToFp32(h);
     if (!d) continue;
-    for (let j = 0; j < QK; j++) trial[j] = Math.max(-127, Math.min(127, roundf(x[at + j]! / d))) & 0xff;
-    const e = q8Error(x, at, d, trial, weight);
-    if (e < bestError) {
-      bestError = e;
-      best.d = h;
-      L.set(trial);
+    let sxl = 0;
+    let sll = 0;
+    for (let j = 0; j < QK; j++) {
+      const q = Math.max(-127, Math.min(127, roundf(x[at + j]! / d)));
+      trial[j] = q & 0xff;
+      const w = weight ? weight[j]! : 1;
+      sxl += w * x[at + j]! * q;
+      sll += w * q * q;
     }
+    consider(h, trial);
+    if (sll > 0) consider(fp32ToFp16(fr(sxl / sll)), trial);
   }
   return best;
 }
