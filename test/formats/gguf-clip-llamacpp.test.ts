@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { readGgufHeader, readGgufTensor, type GgufFile } from '../../src/formats/gguf/file.js';
-import { type ImatrixEntry, readImatrix, writeImatrix } from '../../src/formats/gguf/quants/imatrix.js';
+import { importanceFromSums, type ImatrixEntry, readImatrix, writeImatrix } from '../../src/formats/gguf/quants/imatrix.js';
 import { dequantizeRows } from '../../src/formats/gguf/quants/index.js';
 import { exportGguf } from '../../src/passes/export/gguf.js';
 import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
@@ -91,4 +91,39 @@ test("aidreams-260k --clip search --calib: llama-quantize --imatrix with llmopt'
     }
     t.diagnostic(`${to}: ${same} tensors identical to llama-quantize --imatrix`);
   }
+});
+
+test("aidreams-260k: llmopt's calibrated importance is what llama-imatrix measures on the same text", {
+  skip: llamacppSkip() ?? needsSharedModel('aidreams-260k'),
+}, async (t) => {
+  const source = sharedModel('aidreams-260k');
+  const dir = tempDir('llmopt-gguf-imatrix-');
+  const f32 = join(dir, 'f32.gguf');
+  await exportGguf(source, f32, { dtype: 'f32' });
+  // llama-imatrix: the text as one stream in chunks of 128 tokens; llmopt: one window per line (~113 tokens each),
+  // so 32 chunks and 36 lines cover about the same text.
+  const theirsPath = join(dir, 'llama-imatrix.gguf');
+  const args = ['-m', f32, '-f', DREAMS_TRAIN, '-o', theirsPath, '-t', '2', '-c', '128', '--chunks', '32'];
+  const r = spawnSync(join(LLAMACPP, 'bin', 'llama-imatrix'), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  assert.equal(r.status, 0, (r.stderr + r.stdout).slice(-2000));
+  const theirs = await readImatrix(theirsPath);
+  const entries: ImatrixEntry[] = [];
+  const o = { to: 'q4_0' as const, exclude: [], quantizeEmbeddings: false, fallback: true, method: 'rtn' as const };
+  await quantizeGguf(source, join(dir, 'q4_0.gguf'), {
+    ...o,
+    clip: 'search',
+    calib: DREAMS_TRAIN,
+    calibSamples: 36,
+    onImportance: (e) => entries.push(e),
+  });
+  assert.equal(entries.length, 24);
+  let worst = 0;
+  for (const e of entries) {
+    const [mine, ref] = [importanceFromSums(e.sums, e.tokens), theirs.get(e.name)];
+    assert.ok(ref && ref.length === mine.length, `${e.name}: llama-imatrix has no entry of ${mine.length}`);
+    const rel = mine.reduce((a, v, i) => a + Math.abs(v - ref[i]!) / ref[i]!, 0) / mine.length;
+    assert.ok(rel < 0.2, `${e.name}: llmopt's importance differs from llama-imatrix's by ${rel.toFixed(3)} on average`);
+    worst = Math.max(worst, rel);
+  }
+  t.diagnostic(`mean relative difference from llama-imatrix, worst tensor: ${worst.toFixed(3)}`);
 });
