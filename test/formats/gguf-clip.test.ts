@@ -1,12 +1,17 @@
 // The GGUF clip search without llama.cpp: Q8_0's shrink grid never above llama.cpp's round-to-nearest block (and never
-// stores -128), the unit-importance searches below round-to-nearest's squared error for every block type, and GPTQ's
-// Q8_0 grid with the search.
+// stores -128), the unit-importance searches below round-to-nearest's squared error for every block type, GPTQ's
+// Q8_0 grid with the search, and the pass on a tiny llama (unit and calibrated importance, tensor by tensor).
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { fp16ToFp32 } from '../../src/formats/gguf/quants/float.js';
 import { dequantizeRows, quantizeRows } from '../../src/formats/gguf/quants/index.js';
 import { chooseLegacyBlock, searchQ8Block } from '../../src/formats/gguf/quants/legacy.js';
 import { gptqQuantizeGguf } from '../../src/passes/quantize/gguf-gptq.js';
+import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
+import { readGgufHeader, readGgufTensor } from '../../src/formats/gguf/file.js';
+import type { ImatrixEntry } from '../../src/formats/gguf/quants/imatrix.js';
+import { MHA, SAMPLE_TEXT, tempDir } from '../support.js';
 
 function seeded(seed: number): () => number {
   let s = seed >>> 0;
@@ -104,5 +109,36 @@ test('GPTQ with the search: Q8_0 scales searched under diag(H), the other types 
   for (const type of ['Q4_0', 'Q4_1'] as const) {
     const a = gptqQuantizeGguf(type, w, rows, cols, H, tokens, {});
     assert.deepEqual(gptqQuantizeGguf(type, w, rows, cols, H, tokens, { searchQ8: true }), a, `${type} changed`);
+  }
+});
+
+test('quantizeGguf --clip search on a tiny llama: every block-typed tensor searched, calibrated where llmopt measured', async () => {
+  const dir = tempDir('llmopt-gguf-clip-');
+  const o = { to: 'q4_0' as const, exclude: [], quantizeEmbeddings: false, fallback: true, method: 'rtn' as const };
+  const paths = { rtn: join(dir, 'rtn.gguf'), unit: join(dir, 'unit.gguf'), calib: join(dir, 'calib.gguf') };
+  await quantizeGguf(MHA, paths.rtn, o);
+  const unit = await quantizeGguf(MHA, paths.unit, { ...o, clip: 'search' });
+  const entries: ImatrixEntry[] = [];
+  const calib = await quantizeGguf(MHA, paths.calib, { ...o, clip: 'search', calib: SAMPLE_TEXT, onImportance: (e) => entries.push(e) });
+  // Two layers of q/k/v/o/gate/up in Q4_0 and the tied token_embd in Q8_0 (ffn_down's 80 columns fall back to F16).
+  assert.deepEqual(unit.searched, { calibrated: 0, unit: 13 });
+  assert.deepEqual(calib.searched, { calibrated: 12, unit: 1 });
+  assert.equal(unit.calibrationTokens, 0);
+  assert.ok(calib.calibrationTokens > 0);
+  assert.deepEqual(entries.map((e) => e.name).sort(), [...new Set(entries.map((e) => e.name))].sort());
+  assert.equal(entries.length, 12);
+  for (const e of entries) assert.ok(e.tokens === calib.calibrationTokens && e.sums.every((v) => v > 0), e.name);
+  const [r, u, c] = [paths.rtn, paths.unit, paths.calib].map((p) => readGgufHeader(p));
+  for (const t of r.tensors) {
+    const bytes = async (f: typeof r) => Buffer.from(await readGgufTensor(f, f.tensors.find((x) => x.name === t.name)!));
+    const [br, bu, bc] = [await bytes(r), await bytes(u), await bytes(c)];
+    if (t.type === 'F32' || t.type === 'F16') {
+      assert.ok(br.equals(bu) && br.equals(bc), `${t.name} (${t.type}) changed`);
+      continue;
+    }
+    assert.ok(!br.equals(bu), `${t.name} (${t.type}): the unit search wrote round-to-nearest's bytes`);
+    // token_embd has no calibrated importance (llama-imatrix does not measure it either): the same unit search.
+    if (t.name === 'token_embd.weight') assert.ok(bu.equals(bc), 'token_embd differs between the two searches');
+    else assert.ok(!bu.equals(bc), `${t.name}: the calibrated importance changed nothing`);
   }
 });
