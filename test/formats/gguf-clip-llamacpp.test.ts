@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { readGgufHeader, readGgufTensor, type GgufFile } from '../../src/formats/gguf/file.js';
 import { importanceFromSums, type ImatrixEntry, readImatrix, writeImatrix } from '../../src/formats/gguf/quants/imatrix.js';
 import { dequantizeRows } from '../../src/formats/gguf/quants/index.js';
-import { exportGguf } from '../../src/passes/export/gguf.js';
+import { exportGguf, floatTypeOf, writeGgufModel } from '../../src/passes/export/gguf.js';
 import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
 import { DREAMS_TRAIN, needsSharedModel, sharedModel, tempDir } from '../support.js';
 import { LLAMACPP, llamacppSkip } from './gguf-support.js';
@@ -126,4 +126,46 @@ test("aidreams-260k: llmopt's calibrated importance is what llama-imatrix measur
     worst = Math.max(worst, rel);
   }
   t.diagnostic(`mean relative difference from llama-imatrix, worst tensor: ${worst.toFixed(3)}`);
+});
+
+test('aidreams-260k --method awq --clip search: llama-quantize --imatrix on the AWQ-folded F32 file writes the same tensors', {
+  skip: llamacppSkip() ?? needsSharedModel('aidreams-260k'),
+}, async (t) => {
+  const source = sharedModel('aidreams-260k');
+  const dir = tempDir('llmopt-gguf-clip-awq-');
+  const entries: ImatrixEntry[] = [];
+  let folded = new Map<string, Float32Array>();
+  const mine = join(dir, 'awq.gguf');
+  const o = { to: 'q4_0' as const, exclude: [], quantizeEmbeddings: false, fallback: true, method: 'awq' as const };
+  const report = await quantizeGguf(source, mine, {
+    ...o,
+    clip: 'search',
+    calib: DREAMS_TRAIN,
+    calibSamples: 16,
+    onImportance: (e) => entries.push(e),
+    onAwqFloat: (m) => {
+      folded = m;
+    },
+  });
+  assert.ok(report.awq && report.awq.groups > 0 && entries.length === 24, JSON.stringify(report.awq));
+  // The folded float model as llmopt's F32 GGUF (the converter's layout), then llama.cpp's imatrix quantization of it.
+  const f32 = join(dir, 'folded-f32.gguf');
+  await writeGgufModel(source, f32, { fileType: 0, typeOf: floatTypeOf('F32'), overrides: folded });
+  const imatrix = join(dir, 'awq.imatrix.gguf');
+  await writeImatrix(imatrix, entries, { datasets: ['dreams-train.txt'], chunks: 16, chunkSize: 128 });
+  const theirs = join(dir, 'awq-llamacpp.gguf');
+  const args = ['--imatrix', imatrix, '--tensor-type', 'ffn_down=f16', f32, theirs, 'Q4_0', '2'];
+  const r = spawnSync(QUANTIZE, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  assert.equal(r.status, 0, (r.stderr + r.stdout).slice(-2000));
+  const [a, b] = [readGgufHeader(mine), readGgufHeader(theirs)];
+  let same = 0;
+  for (const u of b.tensors) {
+    const m = a.tensors.find((x) => x.name === u.name)!;
+    assert.equal(m.type, u.type, u.name);
+    if (u.type === 'Q8_0') continue; // llmopt's own search (checked above)
+    const equal = Buffer.from(await readGgufTensor(a, m)).equals(Buffer.from(await readGgufTensor(b, u)));
+    assert.ok(equal, `awq q4_0 ${u.name} (${u.type}): bytes differ from llama-quantize --imatrix on the folded weights`);
+    same++;
+  }
+  t.diagnostic(`awq q4_0: ${same} tensors identical to llama-quantize --imatrix on the folded F32 file`);
 });

@@ -44,6 +44,11 @@ export interface GgufQuantizeOptions {
   clip?: ClipMode;
   /** --clip search with --calib (rtn, awq): each tensor's calibrated importance as llama-imatrix would record it. */
   onImportance?: (entry: ImatrixEntry) => void;
+  /**
+   * AWQ: the folded float model's changed tensors by Hugging Face name (each scaled weight before its rounding, the
+   * folded norms and biases), the model llama-quantize would be given. Holds every scaled matrix: for checks only.
+   */
+  onAwqFloat?: (tensors: Map<string, Float32Array>) => void;
   /** --mix: tensors raised above llama.cpp's choice for the target (mix-policy.ts); 'none' or absent: its choice. */
   mix?: 'none' | 'k-quant-m' | 'edges8' | 'auto';
   /** --mix auto: bits per weight over the linear tensors it may raise, scales included. */
@@ -197,8 +202,10 @@ async function awqLayers(
   const search = o.clip === 'search';
   const symmetric = ['q4_0', 'q5_0', 'q8_0'].includes(o.to);
   const out = emptyAwqResult();
+  const folded = new Map<string, Float32Array>();
   const rounder = (t: LinearModule, w: Float32Array, H: Float64Array, tokens: number): Float32Array => {
     const type = typeOf.get(t.module)!;
+    if (o.onAwqFloat) folded.set(`${t.module}.weight`, w.slice());
     let bytes: Uint8Array;
     if (o.method === 'awq+gptq') {
       bytes = gptqQuantizeGguf(type, w, t.rows, t.cols, H, tokens, { dampening: o.dampening, actOrder: o.actOrder, searchQ8: search });
@@ -217,6 +224,7 @@ async function awqLayers(
   const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
   for (const [name, t] of out.overrides) overrides.set(name, t);
+  if (o.onAwqFloat) o.onAwqFloat(new Map([...out.overrides, ...folded]));
   const alphas = [...out.alphas.values()];
   const awq = { groups: alphas.length, meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), skipped: out.skipped };
   return { codes, tokens, awq };
