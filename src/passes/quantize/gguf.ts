@@ -1,7 +1,7 @@
 // quantize --format gguf: a Hugging Face model into one llama.cpp file of a GGUF target (q8_0, q4_0, ..., q4_k_m),
 // each tensor's type as llama-quantize chooses it (formats/gguf/mix.ts), round-to-nearest with llama.cpp's scale
 // choice (formats/gguf/quants) or GPTQ codes in the same block layouts (gguf-gptq.ts), each block's scale searched
-// with --clip search (llama.cpp's importance-weighted searches; Q8_0 a shrink grid); written tensor by tensor.
+// with --clip search (llama.cpp's importance-weighted searches; Q8_0 a grid of fp16 scales); written tensor by tensor.
 import { existsSync } from 'node:fs';
 import { InputError } from '../../core/errors.js';
 import type { DecoderSpec } from '../../core/spec.js';
@@ -37,7 +37,7 @@ export interface GgufQuantizeOptions {
   /**
    * search: every block scale searched. rtn / awq: llama.cpp's importance-weighted `_impl` search (what llama-quantize
    * --imatrix runs), importance the mean x^2 of each linear module's input over --calib's tokens (1 per column without
-   * --calib, and for token_embd / output), Q8_0 by a shrink grid of its fp16 scale; gptq / awq+gptq (whose 32- and
+   * --calib, and for token_embd / output), Q8_0 by a grid of fp16 scales (searchQ8Block); gptq / awq+gptq (whose 32- and
    * 256-blocks already take the weighted search): that grid for Q8_0 blocks, and the searches for the tensors GPTQ does
    * not round. Default minmax: llama.cpp's round-to-nearest choice (or GPTQ's).
    */
