@@ -124,40 +124,60 @@ function q8Error(x: ArrayLike<number>, at: number, d: number, L: ArrayLike<numbe
  * scale amax * f / 127 of {@link Q8_SCALE_FACTORS}, rounded to fp16 as stored, the codes rounded on it and clamped to
  * [-127, 127] (ggml's int8 dot products assume -128 is never stored), and that scale refit to the codes by weighted
  * least squares. The least error, sum of `weight` * (x - dequantized)^2 (`weight` null: 1), each candidate measured
- * with its fp16 scale, wins; ties keep the earlier, so no block's error is above llama.cpp's block's.
+ * with its fp16 scale, wins: screened by the expanded sum (sxx - 2 d sxl + d^2 sll, one pass per candidate), the
+ * winner then measured directly against llama.cpp's block, which it must beat, so no block's error is above its.
  */
 export function searchQ8Block(x: ArrayLike<number>, at: number, L: Uint8Array, weight: ArrayLike<number> | null): LegacyBlock {
-  const best = chooseLegacyBlock('Q8_0', x, at, L);
-  let bestError = q8Error(x, at, fp16ToFp32(best.d), L, weight);
+  const ref = chooseLegacyBlock('Q8_0', x, at, L);
+  const refError = q8Error(x, at, fp16ToFp32(ref.d), L, weight);
+  if (refError === 0) return ref;
   let amax = 0;
-  for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[at + j]!));
-  const trial = new Uint8Array(QK);
-  const consider = (h: number, codes: Uint8Array) => {
-    const e = q8Error(x, at, fp16ToFp32(h), codes, weight);
-    if (e < bestError) {
-      bestError = e;
-      best.d = h;
-      L.set(codes);
-    }
-  };
-  for (const f of Q8_SCALE_FACTORS) {
-    if (bestError === 0) break;
-    const h = fp32ToFp16(fr(fr(amax * f) / 127));
+  let sxx = 0;
+  for (let j = 0; j < QK; j++) {
+    const v = x[at + j]!;
+    amax = Math.max(amax, Math.abs(v));
+    sxx += (weight ? weight[j]! : 1) * v * v;
+  }
+  let bestError = Number.POSITIVE_INFINITY;
+  let bestH = -1;
+  let bestF = 0;
+  for (let k = 0; k < Q8_SCALE_FACTORS.length; k++) {
+    const h = fp32ToFp16(fr(fr(amax * Q8_SCALE_FACTORS[k]!) / 127));
     const d = fp16ToFp32(h);
     if (!d) continue;
     let sxl = 0;
     let sll = 0;
     for (let j = 0; j < QK; j++) {
-      const q = Math.max(-127, Math.min(127, roundf(x[at + j]! / d)));
-      trial[j] = q & 0xff;
+      const v = x[at + j]!;
+      const q = Math.max(-127, Math.min(127, roundf(v / d)));
       const w = weight ? weight[j]! : 1;
-      sxl += w * x[at + j]! * q;
+      sxl += w * v * q;
       sll += w * q * q;
     }
-    consider(h, trial);
-    if (sll > 0) consider(fp32ToFp16(fr(sxl / sll)), trial);
+    const e = sxx - 2 * d * sxl + d * d * sll;
+    if (e < bestError) {
+      bestError = e;
+      bestH = h;
+      bestF = d;
+    }
+    if (sll > 0) {
+      const hr = fp32ToFp16(fr(sxl / sll));
+      const dr = fp16ToFp32(hr);
+      const er = sxx - 2 * dr * sxl + dr * dr * sll;
+      // The refit keeps the codes of scale d: remembered as (refit fp16, code scale d).
+      if (er < bestError) {
+        bestError = er;
+        bestH = hr;
+        bestF = d;
+      }
+    }
   }
-  return best;
+  if (bestH < 0) return ref;
+  const codes = new Uint8Array(QK);
+  for (let j = 0; j < QK; j++) codes[j] = Math.max(-127, Math.min(127, roundf(x[at + j]! / bestF))) & 0xff;
+  if (q8Error(x, at, fp16ToFp32(bestH), codes, weight) >= refError) return ref;
+  L.set(codes);
+  return { d: bestH, m: 0 };
 }
 
 /**
