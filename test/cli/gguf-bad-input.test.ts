@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { MHA, NEEDS_SHARED, needsSharedModel, runCli, sharedModel, tempDir } from '../support.js';
+import { MHA, NEEDS_SHARED, needsSharedModel, runCli, SAMPLE_TEXT, sharedModel, tempDir } from '../support.js';
 
 /** A copy of a model folder (without GGUF files) with config.json, and optionally tokenizer.json, changed. */
 function variant(source: string, edit: (config: Record<string, unknown>) => void, tokenizer?: (t: Record<string, unknown>) => void) {
@@ -134,4 +134,15 @@ test("--exclude: Phi-3's fused attn_qkv is kept float whole or not at all", { sk
     'blk.2.attn_output.weight',
     'blk.2.attn_qkv.weight',
   ]);
+});
+
+test('--clip search where there is nothing to search: a float type, or GPTQ that rounds every quantized tensor', () => {
+  for (const to of ['f32', 'f16', 'bf16'])
+    refused(
+      ['quantize', MHA, '--format', 'gguf', '--to', to, '--clip', 'search'],
+      new RegExp(`--clip search: --to ${to} has no quantization grid`),
+    );
+  // The tied embedding kept in F32: every block-typed tensor is a GPTQ-rounded Q4_0 matrix (ffn_down falls back to F16).
+  const gptq = ['--method', 'gptq', '--calib', SAMPLE_TEXT, '--clip', 'search', '--exclude', 'model.embed_tokens'];
+  refused(['quantize', MHA, '--format', 'gguf', '--to', 'q4_0', ...gptq], /--clip search: with --method gptq .* nothing to search/);
 });

@@ -24,7 +24,7 @@ test('quantize: awq and awq+gptq without --calib or on a float target; --clip se
   failsCleanly(['quantize', MHA, '--to', 'int4', '--clip', 'mse'], /--clip mse: choose one of minmax, search/);
 });
 
-test('quantize --format gguf: awq without --calib or on a float type; the clip search refused, not ignored', () => {
+test('quantize --format gguf: awq without --calib or on a float type; the clip search on a float type', () => {
   const gguf = ['quantize', MHA, '--format', 'gguf', '--to', 'q4_0'];
   failsCleanly([...gguf, '--method', 'awq'], /--method awq needs calibration text: give --calib/, 'm.gguf');
   failsCleanly(
@@ -32,5 +32,9 @@ test('quantize --format gguf: awq without --calib or on a float type; the clip s
     /--method awq\+gptq: --to f16 has no quantization grid/,
     'm.gguf',
   );
-  failsCleanly([...gguf, '--clip', 'search'], /--clip search: not implemented for --format gguf/, 'm.gguf');
+  failsCleanly(
+    ['quantize', MHA, '--format', 'gguf', '--to', 'f16', '--clip', 'search'],
+    /--clip search: --to f16 has no quantization grid/,
+    'm.gguf',
+  );
 });

@@ -21,6 +21,7 @@ import {
   type LegacyBlock,
   type LegacyType,
   packLegacyBlock,
+  searchQ8Block,
   weightedBlock,
 } from '../../formats/gguf/quants/legacy.js';
 import { type GptqGrid, type GptqRun, gptqOnGrid } from './gptq.js';
@@ -52,6 +53,7 @@ class LegacyGrid implements GptqGrid {
     rows: number,
     private readonly cols: number,
     private readonly importance?: { values: Float32Array; sigma2: Float32Array },
+    private readonly searchQ8 = false,
   ) {
     this.nb = cols / 32;
     this.codes = new Uint8Array(rows * cols);
@@ -67,6 +69,8 @@ class LegacyGrid implements GptqGrid {
       const s2 = imp.sigma2[r]!;
       for (let j = 0; j < 32; j++) this.weight[j] = fr(imp.values[g * 32 + j]! * fr(Math.sqrt(fr(s2 + fr(this.x[j]! * this.x[j]!)))));
       p = weightedBlock(this.type, this.x, 0, this.weight, this.scratch, this.aux);
+    } else if (this.type === 'Q8_0' && this.searchQ8) {
+      p = searchQ8Block(this.x, 0, this.scratch, imp ? imp.values.subarray(g * 32, g * 32 + 32) : null);
     } else {
       p = chooseLegacyBlock(this.type, this.x, 0, this.scratch);
     }
@@ -224,6 +228,8 @@ export interface GgufGptqConfig {
    * null for llama.cpp's plain round-to-nearest choice.
    */
   importance?: Float32Array | null;
+  /** Q8_0: each block's scale by the shrink search (legacy.ts searchQ8Block) weighted by the importance (--clip search). */
+  searchQ8?: boolean;
 }
 
 /**
@@ -256,7 +262,7 @@ export function gptqQuantizeGguf(
     gptqOnGrid(w, rows, cols, H, nSamples, grid, run);
     return grid.pack(rows);
   }
-  const grid = new LegacyGrid(type, rows, cols, imp && { values: imp, sigma2: rowSigma2(w, rows, cols) });
+  const grid = new LegacyGrid(type, rows, cols, imp && { values: imp, sigma2: rowSigma2(w, rows, cols) }, cfg.searchQ8);
   gptqOnGrid(w, rows, cols, H, nSamples, grid, run);
   return grid.pack(rows);
 }

@@ -1,12 +1,14 @@
 // quantize --format gguf: a Hugging Face model into one llama.cpp file of a GGUF target (q8_0, q4_0, ..., q4_k_m),
 // each tensor's type as llama-quantize chooses it (formats/gguf/mix.ts), round-to-nearest with llama.cpp's scale
-// choice (formats/gguf/quants) or GPTQ codes in the same block layouts (gguf-gptq.ts); written tensor by tensor.
+// choice (formats/gguf/quants) or GPTQ codes in the same block layouts (gguf-gptq.ts), each block's scale searched
+// with --clip search (llama.cpp's importance-weighted searches; Q8_0 a grid of fp16 scales); written tensor by tensor.
 import { existsSync } from 'node:fs';
 import { InputError } from '../../core/errors.js';
 import type { DecoderSpec } from '../../core/spec.js';
 import { ggufRowOrder } from '../../formats/gguf/architectures.js';
 import { GGML_TYPES, type GgmlType, tensorBytes } from '../../formats/gguf/ggml-types.js';
 import { GGUF_TARGETS, ggufFileType, ggufTensorDecision, type GgufTarget } from '../../formats/gguf/mix.js';
+import { importanceFromSums, type ImatrixEntry } from '../../formats/gguf/quants/imatrix.js';
 import { dequantizeRows, quantizeRows } from '../../formats/gguf/quants/index.js';
 import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../export/gguf.js';
@@ -16,6 +18,7 @@ import { gptqQuantizeGguf } from './gguf-gptq.js';
 import { ggufMixType } from './mix-policy.js';
 import { planGgufAuto, type GgufAutoPlan } from './gguf-mix-auto.js';
 import { awqMethod, emptyAwqResult } from './awq.js';
+import type { ClipMode } from './clip.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -31,6 +34,21 @@ export interface GgufQuantizeOptions {
    */
   fallback: boolean;
   method: 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
+  /**
+   * search: every block scale searched. rtn / awq: llama.cpp's importance-weighted `_impl` search (what llama-quantize
+   * --imatrix runs), importance the mean x^2 of each linear module's input over --calib's tokens (1 per column without
+   * --calib, and for token_embd / output), Q8_0 by a grid of fp16 scales (searchQ8Block); gptq / awq+gptq (whose 32- and
+   * 256-blocks already take the weighted search): that grid for Q8_0 blocks, and the searches for the tensors GPTQ does
+   * not round. Default minmax: llama.cpp's round-to-nearest choice (or GPTQ's).
+   */
+  clip?: ClipMode;
+  /** --clip search with --calib (rtn, awq): each tensor's calibrated importance as llama-imatrix would record it. */
+  onImportance?: (entry: ImatrixEntry) => void;
+  /**
+   * AWQ: the folded float model's changed tensors by Hugging Face name (each scaled weight before its rounding, the
+   * folded norms and biases), the model llama-quantize would be given. Holds every scaled matrix: for checks only.
+   */
+  onAwqFloat?: (tensors: Map<string, Float32Array>) => void;
   /** --mix: tensors raised above llama.cpp's choice for the target (mix-policy.ts); 'none' or absent: its choice. */
   mix?: 'none' | 'k-quant-m' | 'edges8' | 'auto';
   /** --mix auto: bits per weight over the linear tensors it may raise, scales included. */
@@ -48,6 +66,9 @@ export interface GgufQuantizeReport extends GgufWriteReport {
   format: 'gguf';
   to: GgufTarget;
   method: 'rtn' | 'gptq' | 'awq' | 'awq+gptq';
+  clip: ClipMode;
+  /** --clip search: tensors searched with calibrated importance, and with unit importance (or Q8_0's grid unweighted). */
+  searched: { calibrated: number; unit: number } | null;
   /** AWQ: groups scaled and the mean exponent chosen. */
   awq: { groups: number; meanAlpha: number; skipped: string[] } | null;
   /** GPTQ: calibration tokens, and the layers quantized with it (the others round to nearest). */
@@ -77,9 +98,8 @@ export function validateGgufQuantizeOptions(
   if (o.method !== 'rtn' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16')) {
     throw new OptionError('method', (n) => `${n('method')} ${o.method}: ${n('to')} ${o.to} has no quantization grid to calibrate`);
   }
-  // The clip search is written for MatMulNBits' and the engines' grids; llama.cpp's types choose their own scales.
-  if (o.clip === 'search')
-    throw new OptionError('clip', (n) => `${n('clip')} search: not implemented for ${n('format')} gguf (its K-types search their scales)`);
+  if (o.clip === 'search' && (o.to === 'f32' || o.to === 'f16' || o.to === 'bf16'))
+    throw new OptionError('clip', (n) => `${n('clip')} search: ${n('to')} ${o.to} has no quantization grid to search`);
   if (o.method !== 'rtn' && !o.calib)
     throw new OptionError('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
@@ -110,6 +130,33 @@ function calibrationPlan(
   return { typeOf, targets, set, codes: new Map<string, Uint8Array>() };
 }
 
+/** Each module weight's calibrated importance: its input's summed squares (float32, as llama-imatrix stores them) and tokens. */
+type ImportanceSums = Map<string, { sums: Float32Array; tokens: number }>;
+
+/**
+ * --clip search --calib with rtn: each block-typed linear module's input statistics on the dense model (llama-imatrix
+ * runs the float model too), by Hugging Face weight name; the weights are left as they are.
+ */
+async function importanceLayers(
+  source: string,
+  o: GgufQuantizeOptions,
+  spec: DecoderSpec,
+  weights: Parameters<typeof calibrateLayerwise>[1],
+  slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
+  sums: ImportanceSums,
+) {
+  const { targets, set } = calibrationPlan(source, o, spec, slots);
+  const method: LayerwiseMethod = {
+    statistic: 'norms',
+    compress: (t, w, inputs) => {
+      sums.set(`${t.module}.weight`, { sums: Float32Array.from(inputs.norms!), tokens: inputs.tokens });
+      return w;
+    },
+  };
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  return calibrateLayerwise(spec, weights, set, targets, method, { onProgress, sequential: false });
+}
+
 /** GPTQ over the decoder's linear layers in their GGUF types; codes kept by Hugging Face module for the encoder. */
 async function gptqLayers(
   source: string,
@@ -126,6 +173,7 @@ async function gptqLayers(
       const bytes = gptqQuantizeGguf(type, w, t.rows, t.cols, inputs.hessian!, inputs.tokens, {
         dampening: o.dampening,
         actOrder: o.actOrder,
+        searchQ8: o.clip === 'search',
       });
       codes.set(`${t.module}.weight`, bytes);
       return dequantizeRows(type, bytes, t.rows, t.cols);
@@ -148,16 +196,27 @@ async function awqLayers(
   weights: Parameters<typeof calibrateLayerwise>[1],
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
   overrides: Map<string, Float32Array>,
+  sums: ImportanceSums,
 ) {
   const { typeOf, targets, set, codes } = calibrationPlan(source, o, spec, slots);
+  const search = o.clip === 'search';
   const symmetric = ['q4_0', 'q5_0', 'q8_0'].includes(o.to);
   const out = emptyAwqResult();
+  const folded = new Map<string, Float32Array>();
   const rounder = (t: LinearModule, w: Float32Array, H: Float64Array, tokens: number): Float32Array => {
     const type = typeOf.get(t.module)!;
-    const bytes =
-      o.method === 'awq+gptq'
-        ? gptqQuantizeGguf(type, w, t.rows, t.cols, H, tokens, { dampening: o.dampening, actOrder: o.actOrder })
-        : quantizeRows(type, w, t.rows, t.cols);
+    if (o.onAwqFloat) folded.set(`${t.module}.weight`, w.slice());
+    let bytes: Uint8Array;
+    if (o.method === 'awq+gptq') {
+      bytes = gptqQuantizeGguf(type, w, t.rows, t.cols, H, tokens, { dampening: o.dampening, actOrder: o.actOrder, searchQ8: search });
+    } else if (search) {
+      // The scaled inputs' energies (H is their Gram matrix), as llama-imatrix would measure them on the folded model.
+      const s = Float32Array.from({ length: t.cols }, (_, j) => H[j * t.cols + j]!);
+      sums.set(`${t.module}.weight`, { sums: s, tokens });
+      bytes = quantizeRows(type, w, t.rows, t.cols, { importance: importanceFromSums(s, tokens), searchQ8: true });
+    } else {
+      bytes = quantizeRows(type, w, t.rows, t.cols);
+    }
     codes.set(`${t.module}.weight`, bytes);
     return dequantizeRows(type, bytes, t.rows, t.cols);
   };
@@ -165,9 +224,23 @@ async function awqLayers(
   const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
   for (const [name, t] of out.overrides) overrides.set(name, t);
+  if (o.onAwqFloat) o.onAwqFloat(new Map([...out.overrides, ...folded]));
   const alphas = [...out.alphas.values()];
   const awq = { groups: alphas.length, meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), skipped: out.skipped };
   return { codes, tokens, awq };
+}
+
+/**
+ * --clip search with GPTQ changes only Q8_0 blocks' scales and the tensors GPTQ does not round (token_embd, output):
+ * refused, before any calibration, where the file has neither (the option would do nothing).
+ */
+function refuseIdleSearch(o: GgufQuantizeOptions, slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>): void {
+  const changes = slots.some((s) => isBlockType(s.type) && (s.type === 'Q8_0' || s.layer === null || s.shape.length !== 2));
+  if (changes) return;
+  throw new InputError(
+    `--clip search: with --method ${o.method} every quantized tensor of this --to ${o.to} file is GPTQ-rounded on llama.cpp's ` +
+      'importance-weighted scales already (no Q8_0 block, none outside GPTQ): nothing to search',
+  );
 }
 
 /** A GGUF tensor's bytes from its parts' GPTQ codes: rows stacked, then moved as the layout moves them. */
@@ -199,6 +272,12 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
   const mix = policy === 'k-quant-m' && (o.to === 'q4_k_m' || o.to === 'q5_k_m') ? null : policy;
   const raised: string[] = [];
   let auto: GgufAutoPlan | null = null;
+  const search = o.clip === 'search';
+  // Calibrated importance for llama.cpp's own searches: its type table then follows llama-quantize --imatrix's.
+  const calibratedSearch = search && o.calib !== undefined && (o.method === 'rtn' || o.method === 'awq');
+  const sums: ImportanceSums = new Map();
+  const searched = { calibrated: 0, unit: 0 };
+  let importanceTokens = 0;
   // `log`: false while --mix auto plans (llama.cpp's type only, nothing recorded).
   const decide = (slot: GgufTensorSlot, spec: DecoderSpec, archName: string, log = true): GgmlType => {
     const modules = modulesOf(slot);
@@ -218,7 +297,7 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     const shape = { name: slot.name, layer: slot.layer, nLayers: spec.numLayers, rows: rows!, cols: cols!, arch: archName };
     const hasOutput = !spec.tiedEmbeddings;
     try {
-      const d = ggufTensorDecision(o.to, shape, { quantizeEmbeddings: o.quantizeEmbeddings, hasOutput });
+      const d = ggufTensorDecision(o.to, shape, { quantizeEmbeddings: o.quantizeEmbeddings, hasOutput, importance: calibratedSearch });
       if (d.type !== d.wanted) {
         if (!o.fallback) throw new InputError(`GGUF ${o.to}: ${d.reason}; --no-fallback refuses it, so nothing is written`);
         if (log) fallbacks.push(`${slot.name}: ${d.wanted} -> ${d.type}`);
@@ -247,17 +326,33 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
       // Every type is chosen and nothing written yet: a mix that raised nothing is refused here.
       if (mix && mix !== 'auto' && raised.length === 0)
         throw new InputError(`--mix ${mix}: names no tensor that --to ${o.to} quantizes below its type here (excluded or fallen back)`);
+      if (search && (o.method === 'gptq' || o.method === 'awq+gptq')) refuseIdleSearch(o, slots);
       if (o.method === 'gptq') gptq = { ...(await gptqLayers(source, o, spec, weights, slots)), spec };
-      else if (o.method !== 'rtn') gptq = { ...(await awqLayers(source, o, spec, weights, slots, overrides)), spec };
+      else if (o.method !== 'rtn') gptq = { ...(await awqLayers(source, o, spec, weights, slots, overrides, sums)), spec };
+      else if (calibratedSearch) importanceTokens = (await importanceLayers(source, o, spec, weights, slots, sums)).tokens;
+      if (o.onImportance) {
+        for (const slot of slots) {
+          const entry = sums.get(slot.hf[0]!);
+          if (entry && isBlockType(slot.type)) o.onImportance({ name: slot.name, sums: entry.sums, tokens: entry.tokens });
+        }
+      }
     },
     overrides,
     encode: (slot, data, type) => {
       const cols = slot.shape.at(-1)!;
       if (cols % GGML_TYPES[type].blockSize !== 0) throw new Error(`GGUF: ${slot.name} cannot be ${type}`);
       const parts = gptq ? slot.hf.map((n) => gptq!.codes.get(n)) : [];
-      if (gptq && parts.length > 0 && parts.every((p) => p !== undefined))
-        return assembleCodes(gptq.spec, slot, parts as Uint8Array[], type);
-      return quantizeRows(type, data, data.length / cols, cols);
+      const coded = gptq && parts.length > 0 && parts.every((p) => p !== undefined);
+      if (search && isBlockType(type)) {
+        const weighted = sums.has(slot.hf[0]!) || (coded && type === 'Q8_0');
+        if (weighted) searched.calibrated++;
+        else if (!coded) searched.unit++;
+      }
+      if (coded) return assembleCodes(gptq!.spec, slot, parts as Uint8Array[], type);
+      if (!search || !isBlockType(type)) return quantizeRows(type, data, data.length / cols, cols);
+      const entry = sums.get(slot.hf[0]!);
+      const importance = entry ? importanceFromSums(entry.sums, entry.tokens) : new Float32Array(cols).fill(1);
+      return quantizeRows(type, data, data.length / cols, cols, { importance, searchQ8: true });
     },
     onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
   });
@@ -267,8 +362,10 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     format: 'gguf',
     to: o.to,
     method: o.method,
+    clip: o.clip ?? 'minmax',
+    searched: search ? searched : null,
     awq: g?.awq ?? null,
-    calibrationTokens: g?.tokens ?? 0,
+    calibrationTokens: g?.tokens ?? importanceTokens,
     gptqLayers: g?.codes.size ?? 0,
     fallbacks,
     excluded,

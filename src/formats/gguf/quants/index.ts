@@ -9,9 +9,15 @@ import { dequantizeLegacy, quantizeLegacy } from './legacy.js';
 export interface QuantizeRowsOptions {
   /**
    * Per-column importance [cols] (llama.cpp's imatrix: the mean of x^2 over calibration tokens). With it
-   * the types that take one use llama.cpp's weighted scale search; F32/F16/BF16 and Q8_0 ignore it.
+   * the types that take one use llama.cpp's weighted scale search; F32/F16/BF16 ignore it, and so does Q8_0
+   * (as in llama.cpp) unless `searchQ8`.
    */
   importance?: Float32Array;
+  /**
+   * Q8_0 by llmopt's search of each block's fp16 scale (legacy.ts searchQ8Block), weighted by `importance`
+   * when given; llama.cpp never searches Q8_0, so the default (false) keeps its bytes.
+   */
+  searchQ8?: boolean;
 }
 
 function checkShape(type: GgmlType, rows: number, cols: number): void {
@@ -52,7 +58,7 @@ export function quantizeRows(
     case 'Q5_0':
     case 'Q5_1':
     case 'Q8_0':
-      return quantizeLegacy(type, data, rows, cols, imp);
+      return quantizeLegacy(type, data, rows, cols, imp, options.searchQ8 ?? false);
     case 'Q4_K':
     case 'Q5_K':
     case 'Q6_K':

@@ -1,6 +1,7 @@
 // ggml's legacy 32-element block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: quantized as llama-quantize does
 // (ggml_quantize_chunk -> quantize_q4_0 ...: the `_ref` round-to-nearest without an importance matrix,
-// the `_impl` weighted scale search with one; Q8_0 ignores importance), and dequantized.
+// the `_impl` weighted scale search with one; Q8_0 ignores importance), llmopt's shrink search of a Q8_0 scale
+// (searchQ8Block, which llama.cpp has none of), and dequantized.
 import { fp16ToFp32, fp32ToFp16 } from './float.js';
 import { makeQkx3Quants, makeQxQuants } from './search.js';
 
@@ -99,6 +100,87 @@ export function chooseLegacyBlock(type: LegacyType, x: ArrayLike<number>, at: nu
 }
 
 /**
+ * Q8_0 scale factors tried by {@link searchQ8Block}, relative to llama.cpp's amax / 127: the neighbourhood
+ * make_qx_quants walks for the 4- and 5-bit types (127 / (127 + k / 10), k = -10..10), then shrinks 0.99 down to 0.80.
+ * At 255 levels clipping pays only for a block's lone outlier, so the shrinks stop at 0.80 (the 4-bit grid's 0.70).
+ */
+export const Q8_SCALE_FACTORS: readonly number[] = [
+  ...Array.from({ length: 21 }, (_, i) => 127 / (127 + (i - 10) / 10)),
+  ...Array.from({ length: 20 }, (_, i) => 0.99 - 0.01 * i),
+];
+
+/** sum of weight * (x - q * d)^2 over one Q8_0 block, d the stored fp16 scale, in float64. */
+function q8Error(x: ArrayLike<number>, at: number, d: number, L: ArrayLike<number>, weight: ArrayLike<number> | null): number {
+  let e = 0;
+  for (let j = 0; j < QK; j++) {
+    const diff = x[at + j]! - ((L[j]! << 24) >> 24) * d;
+    e += (weight ? weight[j]! : 1) * diff * diff;
+  }
+  return e;
+}
+
+/**
+ * A searched Q8_0 block (llmopt's; llama.cpp always takes amax / 127): llama.cpp's own block first, then for each
+ * scale amax * f / 127 of {@link Q8_SCALE_FACTORS}, rounded to fp16 as stored, the codes rounded on it and clamped to
+ * [-127, 127] (ggml's int8 dot products assume -128 is never stored), and that scale refit to the codes by weighted
+ * least squares. The least error, sum of `weight` * (x - dequantized)^2 (`weight` null: 1), each candidate measured
+ * with its fp16 scale, wins: screened by the expanded sum (sxx - 2 d sxl + d^2 sll, one pass per candidate), the
+ * winner then measured directly against llama.cpp's block, which it must beat, so no block's error is above its.
+ */
+export function searchQ8Block(x: ArrayLike<number>, at: number, L: Uint8Array, weight: ArrayLike<number> | null): LegacyBlock {
+  const ref = chooseLegacyBlock('Q8_0', x, at, L);
+  const refError = q8Error(x, at, fp16ToFp32(ref.d), L, weight);
+  if (refError === 0) return ref;
+  let amax = 0;
+  let sxx = 0;
+  for (let j = 0; j < QK; j++) {
+    const v = x[at + j]!;
+    amax = Math.max(amax, Math.abs(v));
+    sxx += (weight ? weight[j]! : 1) * v * v;
+  }
+  let bestError = Number.POSITIVE_INFINITY;
+  let bestH = -1;
+  let bestF = 0;
+  for (let k = 0; k < Q8_SCALE_FACTORS.length; k++) {
+    const h = fp32ToFp16(fr(fr(amax * Q8_SCALE_FACTORS[k]!) / 127));
+    const d = fp16ToFp32(h);
+    if (!d) continue;
+    let sxl = 0;
+    let sll = 0;
+    for (let j = 0; j < QK; j++) {
+      const v = x[at + j]!;
+      const q = Math.max(-127, Math.min(127, roundf(v / d)));
+      const w = weight ? weight[j]! : 1;
+      sxl += w * v * q;
+      sll += w * q * q;
+    }
+    const e = sxx - 2 * d * sxl + d * d * sll;
+    if (e < bestError) {
+      bestError = e;
+      bestH = h;
+      bestF = d;
+    }
+    if (sll > 0) {
+      const hr = fp32ToFp16(fr(sxl / sll));
+      const dr = fp16ToFp32(hr);
+      const er = sxx - 2 * dr * sxl + dr * dr * sll;
+      // The refit keeps the codes of scale d: remembered as (refit fp16, code scale d).
+      if (er < bestError) {
+        bestError = er;
+        bestH = hr;
+        bestF = d;
+      }
+    }
+  }
+  if (bestH < 0) return ref;
+  const codes = new Uint8Array(QK);
+  for (let j = 0; j < QK; j++) codes[j] = Math.max(-127, Math.min(127, roundf(x[at + j]! / bestF))) & 0xff;
+  if (q8Error(x, at, fp16ToFp32(bestH), codes, weight) >= refError) return ref;
+  L.set(codes);
+  return { d: bestH, m: 0 };
+}
+
+/**
  * quantize_row_*_impl for one block, given `weight` = importance * sqrt(sigma2 + x^2): make_qx_quants for
  * the symmetric types, make_qkx3_quants for the ones with a min; codes straight from the search.
  */
@@ -118,8 +200,18 @@ export function weightedBlock(
   return { d: fp32ToFp16(r.scale), m: fp32ToFp16(-r.min) };
 }
 
-/** Quantizes rows of a [rows, cols] matrix (cols a multiple of 32) into `type`'s blocks. */
-export function quantizeLegacy(type: LegacyType, data: Float32Array, rows: number, cols: number, importance?: Float32Array): Uint8Array {
+/**
+ * Quantizes rows of a [rows, cols] matrix (cols a multiple of 32) into `type`'s blocks. `searchQ8`: Q8_0 blocks by
+ * {@link searchQ8Block}, weighted by `importance` per column when given (llama.cpp's Q8_0 ignores importance).
+ */
+export function quantizeLegacy(
+  type: LegacyType,
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  importance?: Float32Array,
+  searchQ8 = false,
+): Uint8Array {
   const bytes = LEGACY_BLOCK_BYTES[type];
   const nb = cols / QK;
   const out = new Uint8Array(rows * nb * bytes);
@@ -144,6 +236,8 @@ export function quantizeLegacy(type: LegacyType, data: Float32Array, rows: numbe
           weight[j] = fr(importance[b * QK + j]! * fr(Math.sqrt(fr(sigma2 + fr(xj * xj)))));
         }
         p = weightedBlock(type, data, at, weight, L, Laux);
+      } else if (type === 'Q8_0' && searchQ8) {
+        p = searchQ8Block(data, at, L, importance ? importance.subarray(b * QK, (b + 1) * QK) : null);
       } else {
         p = chooseLegacyBlock(type, data, at, L);
       }
