@@ -37,7 +37,9 @@ export const QUANTIZE_OPTIONS = {
   clip: choice(CLIP_MODES, {
     arg: '<mode>',
     default: 'minmax',
-    help: "int4/int8 block ranges: minmax | search (shrunk for the least error, weighted by the inputs' energy with --calib)",
+    help:
+      "block scales: minmax | search (int4/int8: ranges shrunk for the least error; gguf: llama.cpp's searches; " +
+      "weighted by the inputs' energy with --calib)",
   }),
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
   asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
