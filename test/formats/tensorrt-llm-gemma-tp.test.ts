@@ -12,47 +12,11 @@ import { readModelSpec } from '../../src/model/architectures/index.js';
 import { expectedTensors, layerTensorNames, type DecoderSpec } from '../../src/core/spec.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
 import { GEMMA2, GEMMA2_MQA, writeCheckpoint } from '../model/window-checkpoints.js';
+import { cat, concatCols, split } from './tensor-blocks.js';
 
 // writeCheckpoint borrows qwen3-tiny's tokenizer from ../shared.
 const skipGemma2 = needsSharedModel('qwen3-tiny');
 const skipGemma3 = needsSharedModel('gemma3-tiny');
-
-const cat = (parts: Float32Array[]) => {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
-
-/** numpy.split(v, tp, axis)[rank] of a row-major [rows, cols] matrix (or a vector): equal parts or an error. */
-function split(v: Float32Array, shape: number[], tp: number, rank: number, axis: 0 | 1): Float32Array {
-  const [rows, cols] = shape.length === 2 ? (shape as [number, number]) : [shape[0]!, 1];
-  const n = (axis === 0 ? rows : cols) / tp;
-  assert.ok(Number.isInteger(n), `array split does not result in an equal division (${shape} over ${tp})`);
-  if (tp === 1) return v;
-  if (axis === 0) return v.slice(rank * n * cols, (rank + 1) * n * cols);
-  const out = new Float32Array(rows * n);
-  for (let r = 0; r < rows; r++) out.set(v.subarray(r * cols + rank * n, r * cols + (rank + 1) * n), r * n);
-  return out;
-}
-
-/** Concatenates row-major [rows, c_k] blocks along columns. */
-function concatCols(blocks: Float32Array[], rows: number): Float32Array {
-  const width = blocks.reduce((a, b) => a + b.length / rows, 0);
-  const out = new Float32Array(rows * width);
-  for (let i = 0; i < rows; i++) {
-    let off = 0;
-    for (const b of blocks) {
-      const w = b.length / rows;
-      out.set(b.subarray(i * w, (i + 1) * w), i * width + off);
-      off += w;
-    }
-  }
-  return out;
-}
 
 /**
  * load_gemma_weights for tp rank `tpRank` (HfParser): it walks every Hugging Face parameter and, under the renamed

@@ -10,19 +10,10 @@ import { needsSharedModel, tempDir } from '../support.js';
 import { Checkpoint, SafetensorsFile } from '../../src/formats/safetensors.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
 import { GEMMA2, writeCheckpoint } from '../model/window-checkpoints.js';
+import { cat } from './tensor-blocks.js';
 
 // writeCheckpoint borrows qwen3-tiny's tokenizer from ../shared.
 const skip = needsSharedModel('qwen3-tiny');
-
-const cat = (parts: Float32Array[]) => {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
 
 /** One pipeline stage's rank file as load_gemma_weights (HfParser) writes it at tp 1: layers [from, to), renumbered. */
 async function converterStage(source: Checkpoint, from: number, to: number, first: boolean, last: boolean) {

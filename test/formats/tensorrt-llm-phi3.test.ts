@@ -13,6 +13,7 @@ import { readModelSpec } from '../../src/model/architectures/index.js';
 import type { DecoderSpec } from '../../src/core/spec.js';
 import { shardModel } from '../../src/passes/shard/shard.js';
 import { PHI3_LONGROPE, writePhi3Variant } from '../model/window-checkpoints.js';
+import { cat, columns } from './tensor-blocks.js';
 
 const PHI3 = sharedModel('phi3-tiny');
 const skip = needsSharedModel('phi3-tiny');
@@ -62,22 +63,7 @@ function phi3ConfigFromHuggingFace(hf: Json, tp: number): Json {
   return config;
 }
 
-const cat = (parts: Float32Array[]) => {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
 const rows = (m: Float32Array, cols: number, from: number, to: number) => m.slice(from * cols, to * cols);
-function columns(m: Float32Array, nRows: number, from: number, to: number): Float32Array {
-  const cols = m.length / nRows;
-  const out = new Float32Array(nRows * (to - from));
-  for (let r = 0; r < nRows; r++) out.set(m.subarray(r * cols + from, r * cols + to), r * (to - from));
-  return out;
-}
 
 /**
  * Rank `r` of `tp` as Phi3ForCausalLM holds it (hidden_act swiglu, no biases):

@@ -13,31 +13,7 @@ import { shardModel } from '../../src/passes/shard/shard.js';
 import { sliceCols } from '../../src/passes/shard/slice.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { GQA, MHA, needsSharedModel, sharedModel, tempDir } from '../support.js';
-
-/** Concatenates row-major [r_k, cols] blocks along columns: [r, sum cols]. */
-function concatCols(blocks: Float32Array[], rows: number): Float32Array {
-  const widths = blocks.map((b) => b.length / rows);
-  const total = widths.reduce((a, b) => a + b, 0);
-  const out = new Float32Array(rows * total);
-  for (let i = 0; i < rows; i++) {
-    let off = 0;
-    blocks.forEach((b, k) => {
-      out.set(b.subarray(i * widths[k]!, (i + 1) * widths[k]!), i * total + off);
-      off += widths[k]!;
-    });
-  }
-  return out;
-}
-
-const cat = (parts: Float32Array[]) => {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
+import { cat, concatCols, split } from '../formats/tensor-blocks.js';
 
 /** Rebuilds the Hugging Face tensors from rank{r}.safetensors. */
 async function reassemble(dir: string, spec: DecoderSpec, tp: number, pp: number): Promise<Map<string, Float32Array>> {
@@ -151,18 +127,6 @@ for (const [name, dir, tp, pp, skip, architecture] of [
  * - vocab_embedding whole on the first stage (use_parallel_embedding false); lm_head (the embedding when tied) padded
  *   with zero rows to a multiple of tp (pad_vocab_size) and split by rows on the last stage.
  */
-function split(v: Float32Array, shape: number[], tp: number, rank: number, dim: 0 | 1): Float32Array {
-  const [rows, cols] = shape.length === 2 ? (shape as [number, number]) : [shape[0]!, 1];
-  if (dim === 0) {
-    const n = rows / tp;
-    return v.slice(rank * n * cols, (rank + 1) * n * cols);
-  }
-  const n = cols / tp;
-  const out = new Float32Array(rows * n);
-  for (let r = 0; r < rows; r++) out.set(v.subarray(r * cols + rank * n, r * cols + (rank + 1) * n), r * n);
-  return out;
-}
-
 function dupKvWeight(v: Float32Array, kvHeads: number, tp: number): Float32Array {
   const reps = tp / kvHeads;
   const perHead = v.length / kvHeads;
