@@ -26,6 +26,7 @@ import {
   llamaBench,
   log,
   machine,
+  maxRssMiB,
   stats,
   textFlag,
   timeRun,
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
   const pairs = PAIRS.filter((p) => chosen.includes(p.precision) && (p.key === p.precision || !args.includes('--defaults-only')));
   // --work <dir>: a folder of an earlier run (--keep) whose checkpoint and files are reused; it is kept.
   const given = textFlag('work');
+  if (args.includes('--prepare') && !given) throw new Error('--prepare writes into --work <dir>: name one');
   const work = given ?? mkdtempSync(join(tmpdir(), 'llmopt-bench-peers-'));
   try {
     const source = join(work, spec.name);
@@ -117,6 +119,8 @@ async function main(): Promise<void> {
       }
     }
 
+    // --prepare: only write the files into --work (slow at 600M parameters, and needs no quiet machine), measure later.
+    if (args.includes('--prepare')) return;
     const models = new Map<string, DecoderModel>();
     for (const pair of pairs) models.set(pair.key, await DecoderModel.open(artifacts[pair.key]!.path, { device: 'cpu', threads }));
     for (const m of models.values()) await timeRun(m, promptLen, 4); // warm-up, not counted
@@ -172,6 +176,8 @@ async function main(): Promise<void> {
       model: { name: spec.name, ...spec.config, architecture: spec.architecture ?? 'llama' },
       settings: { reps, promptLen, genLen, batch, threads, llamaCpp: LLAMACPP_BIN },
       rows,
+      // This process's peak: the llmopt artifacts open at once and the batch-N caches (llama.cpp runs in children).
+      peakRssMiB: Math.round(maxRssMiB()),
     };
     const out = textFlag('json');
     if (out) writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
@@ -185,7 +191,7 @@ async function main(): Promise<void> {
     );
     console.log(
       `${reps} repetitions interleaved, ${threads} threads on both sides; prompt ${promptLen}, generate ${genLen}; ` +
-        `tokens/s median (min-max); ratio = llmopt / llama.cpp within each repetition`,
+        `tokens/s median (min-max); ratio = llmopt / llama.cpp within each repetition; llmopt peak RSS ${report.peakRssMiB} MiB`,
     );
     const head = ['llmopt (defaults)', 'MiB', 'llama.cpp', 'MiB', 'decode b1', 'llama.cpp', 'ratio', 'prefill', 'llama.cpp', 'ratio'];
     if (batch > 1) head.push(`decode b${batch}`, 'llama.cpp', 'ratio');
