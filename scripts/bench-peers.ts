@@ -4,7 +4,7 @@
 // same weights and thread count, repetitions interleaved, ratios median and range. Needs `npm run build` (the CLI)
 // and ../shared/tools/llama.cpp (skips with a message where absent). --arch qwen3-0.6b runs Qwen3-0.6B's shape.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSyntheticLlama, type SyntheticSpec } from '../src/model/synthetic.js';
@@ -26,6 +26,7 @@ import {
   llamaBench,
   log,
   machine,
+  maxRssMiB,
   stats,
   textFlag,
   timeRun,
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
   const pairs = PAIRS.filter((p) => chosen.includes(p.precision) && (p.key === p.precision || !args.includes('--defaults-only')));
   // --work <dir>: a folder of an earlier run (--keep) whose checkpoint and files are reused; it is kept.
   const given = textFlag('work');
+  if (args.includes('--prepare') && !given) throw new Error('--prepare writes into --work <dir>: name one');
   const work = given ?? mkdtempSync(join(tmpdir(), 'llmopt-bench-peers-'));
   try {
     const source = join(work, spec.name);
@@ -117,11 +119,54 @@ async function main(): Promise<void> {
       }
     }
 
+    // --prepare: only write the files into --work (slow at 600M parameters, and needs no quiet machine), measure later.
+    if (args.includes('--prepare')) return;
     const models = new Map<string, DecoderModel>();
     for (const pair of pairs) models.set(pair.key, await DecoderModel.open(artifacts[pair.key]!.path, { device: 'cpu', threads }));
     for (const m of models.values()) await timeRun(m, promptLen, 4); // warm-up, not counted
     const ours = new Map(pairs.map((p) => [p.key, emptyRuns()]));
     const theirs = new Map(pairs.flatMap((p) => p.gguf.map((t) => [t, emptyRuns()] as const)));
+    /** The rows and the report after `done` repetitions. */
+    const summarize = (done: number) => {
+      const rows = pairs.flatMap((pair) =>
+        pair.gguf.map((t) => {
+          const a = ours.get(pair.key)!;
+          const b = theirs.get(t)!;
+          return {
+            precision: pair.precision,
+            defaults: pair.key === pair.precision,
+            llmopt: `llmopt ${pair.command.join(' ')}`,
+            gguf: t.toUpperCase(),
+            llmoptBytes: artifacts[pair.key]!.bytes,
+            ggufBytes: ggufs[t]!.bytes,
+            // Each repetition's tokens/s, in order, so that a disturbed repetition can be told from the others.
+            runs: { llmopt: a, llamacpp: b },
+            decode: { llmopt: stats(a.decode), llamacpp: stats(b.decode), ratio: ratios(a.decode, b.decode)! },
+            prefill: { llmopt: stats(a.prefill), llamacpp: stats(b.prefill), ratio: ratios(a.prefill, b.prefill)! },
+            batchDecode:
+              batch > 1
+                ? { llmopt: stats(a.batchDecode), llamacpp: stats(b.batchDecode), ratio: ratios(a.batchDecode, b.batchDecode)! }
+                : null,
+          };
+        }),
+      );
+      const report = {
+        machine: machine(),
+        model: { name: spec.name, ...spec.config, architecture: spec.architecture ?? 'llama' },
+        settings: { reps: done, promptLen, genLen, batch, threads, llamaCpp: LLAMACPP_BIN },
+        rows,
+        // This process's peak: the llmopt artifacts open at once and the batch-N caches (llama.cpp runs in children).
+        peakRssMiB: Math.round(maxRssMiB()),
+      };
+      return report;
+    };
+    // --json is rewritten after every repetition (temp file, then rename): a run cut short keeps the repetitions it finished.
+    const writeJson = (report: ReturnType<typeof summarize>) => {
+      const out = textFlag('json');
+      if (!out) return;
+      writeFileSync(`${out}.tmp`, `${JSON.stringify(report, null, 2)}\n`);
+      renameSync(`${out}.tmp`, out);
+    };
     for (let rep = 0; rep < reps; rep++) {
       const measured = new Set<string>();
       for (const pair of pairs) {
@@ -144,38 +189,14 @@ async function main(): Promise<void> {
           if (batch > 1) peer.batchDecode.push(llamaBatchedBench(gguf, threads, promptLen, genLen, batch).decode);
         }
       }
+      writeJson(summarize(rep + 1));
     }
     for (const m of models.values()) await m.release();
 
-    const rows = pairs.flatMap((pair) =>
-      pair.gguf.map((t) => {
-        const a = ours.get(pair.key)!;
-        const b = theirs.get(t)!;
-        return {
-          precision: pair.precision,
-          defaults: pair.key === pair.precision,
-          llmopt: `llmopt ${pair.command.join(' ')}`,
-          gguf: t.toUpperCase(),
-          llmoptBytes: artifacts[pair.key]!.bytes,
-          ggufBytes: ggufs[t]!.bytes,
-          decode: { llmopt: stats(a.decode), llamacpp: stats(b.decode), ratio: ratios(a.decode, b.decode)! },
-          prefill: { llmopt: stats(a.prefill), llamacpp: stats(b.prefill), ratio: ratios(a.prefill, b.prefill)! },
-          batchDecode:
-            batch > 1
-              ? { llmopt: stats(a.batchDecode), llamacpp: stats(b.batchDecode), ratio: ratios(a.batchDecode, b.batchDecode)! }
-              : null,
-        };
-      }),
-    );
-    const report = {
-      machine: machine(),
-      model: { name: spec.name, ...spec.config, architecture: spec.architecture ?? 'llama' },
-      settings: { reps, promptLen, genLen, batch, threads, llamaCpp: LLAMACPP_BIN },
-      rows,
-    };
-    const out = textFlag('json');
-    if (out) writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
-    const f = (s: Stats) => formatStats(s, 0);
+    const report = summarize(reps);
+    writeJson(report);
+    // Whole tokens/s, but for slow rows (the int8 default at 600M parameters decodes below 1 token/s).
+    const f = (s: Stats) => formatStats(s, s.median < 10 ? 2 : s.median < 100 ? 1 : 0);
     const r = (s: Stats) => formatStats(s, 2);
     console.log(describeMachine(report.machine));
     const c = spec.config;
@@ -185,14 +206,14 @@ async function main(): Promise<void> {
     );
     console.log(
       `${reps} repetitions interleaved, ${threads} threads on both sides; prompt ${promptLen}, generate ${genLen}; ` +
-        `tokens/s median (min-max); ratio = llmopt / llama.cpp within each repetition`,
+        `tokens/s median (min-max); ratio = llmopt / llama.cpp within each repetition; llmopt peak RSS ${report.peakRssMiB} MiB`,
     );
     const head = ['llmopt (defaults)', 'MiB', 'llama.cpp', 'MiB', 'decode b1', 'llama.cpp', 'ratio', 'prefill', 'llama.cpp', 'ratio'];
     if (batch > 1) head.push(`decode b${batch}`, 'llama.cpp', 'ratio');
     console.log(
       formatTable([
         head,
-        ...rows.map((x) => [
+        ...report.rows.map((x) => [
           x.llmopt,
           (x.llmoptBytes / MiB).toFixed(0),
           x.gguf,
