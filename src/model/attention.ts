@@ -18,13 +18,15 @@ export interface AttentionContext {
   /** standard and inplace, and fused where the rotary is outside the op: [B, S, 1, D/2] cos and sin at each query's position. */
   cos?: string;
   sin?: string;
+  /** inplace: the cache rows [B, S] of each query's position (RotaryEmbedding's position_ids). */
+  rotaryRows?: string;
   /** Rotary caches [maxPositions, D/2] (initializers). */
   cosCache: string;
   sinCache: string;
   /** standard and inplace: `allowed` narrowed to the sliding window, when the spec has one (the builder swaps it in per layer). */
   allowedLocal?: string;
   /** The local rotary base's caches and cos/sin (Gemma 3's sliding layers); the builder swaps them in per layer. */
-  localRotary?: { cosCache: string; sinCache: string; cos?: string; sin?: string };
+  localRotary?: { cosCache: string; sinCache: string; cos?: string; sin?: string; rotaryRows?: string };
   /**
    * Whether the sliding layers' caches hold only their window (the runtime trims them; see windowedCache in
    * model/decoder.ts). Their slots then follow attention_mask_local, not the positions attention_mask gives.
@@ -253,13 +255,36 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
 export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
   const p = io.path;
   const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-  const { q5, kr, v4 } = rotatedHeads(g, spec, ctx, io);
+  const { H, KV, D } = { H: spec.numHeads, KV: spec.kvHeads, D: spec.headDim };
   const bhsd = { perm: { ints: [0, 2, 1, 3] } };
-  g.node('Transpose', [kr], { name: `${p}/k/Transpose`, outputs: [io.presentKey], attrs: bhsd }); // [B,kvH,S,D]
+  // Heads [B, S, heads, D], per-head norms, then [B, heads, S, D], where RotaryEmbedding turns them in place of
+  // the explicit Split/Mul/Sub/Add/Concat (one node per q and k). It applies exactly the rotate-half rotation of
+  // rotary() below on the same cos/sin rows (longrope's table chosen by rotaryRows, partial rotary by
+  // rotary_embedding_dim), so every architecture's inplace graph uses it.
+  const heads = (x: string, n: number, name: 'q' | 'k', norm: string | null) => {
+    let x4 = g.op('Reshape', [x, i64(`/const/shape_0_0_${n}_${D}`, [0, 0, n, D])], `${p}/${name}/Reshape`); // [B,S,n,D]
+    if (norm) x4 = io.rmsNorm(x4, norm, `${p}/${name}_norm`);
+    return x4;
+  };
+  const rope = (x: string, n: number, name: 'q' | 'k', output?: string) =>
+    g.node('RotaryEmbedding', [x, ctx.rotaryRows!, ctx.cosCache, ctx.sinCache], {
+      name: `${p}/${name}/RotaryEmbedding`,
+      outputs: [output ?? `${p}/${name}/RotaryEmbedding/output_0`],
+      domain: MS_DOMAIN,
+      attrs: { interleaved: { int: 0 }, num_heads: { int: n }, rotary_embedding_dim: { int: rotaryDimOf(spec) } },
+    })[0]!;
+  let q = g.op('Transpose', [heads(io.q, H, 'q', io.qNorm)], `${p}/q/Transpose`, bhsd); // [B,H,S,D]
+  if (io.rope) q = rope(q, H, 'q');
+  const q5 = g.op('Reshape', [q, i64(`/const/shape_0_${KV}_${H / KV}_-1_${D}`, [0, KV, H / KV, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]
+  const k4 = heads(io.k, KV, 'k', io.kNorm);
+  if (io.rope)
+    rope(g.op('Transpose', [k4], `${p}/k/Transpose`, bhsd), KV, 'k', io.presentKey); // [B,kvH,S,D]
+  else g.node('Transpose', [k4], { name: `${p}/k/Transpose`, outputs: [io.presentKey], attrs: bhsd });
+  const v4 = g.op('Reshape', [io.v, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/v/Reshape`);
   g.node('Transpose', [v4], { name: `${p}/v/Transpose`, outputs: [io.presentValue], attrs: bhsd });
   const axis2 = i64('/const/axes_2', [2]);
   const group = (x: string, name: string) => g.op('Unsqueeze', [x, axis2], `${p}/${name}/Unsqueeze`); // [B,kvH,1,..]
-  const newKT = g.op('Transpose', [kr], `${p}/k/TransposeT`, { perm: { ints: [0, 2, 3, 1] } }); // [B,kvH,D,S]
+  const newKT = g.op('Transpose', [io.presentKey], `${p}/k/TransposeT`, { perm: { ints: [0, 1, 3, 2] } }); // [B,kvH,D,S]
   const qkCache = g.op('MatMul', [q5, group(io.pastKey!, 'cache_k')], `${p}/QK_cache/MatMul`); // [B,kvH,G,S,C]
   const qkNew = g.op('MatMul', [q5, group(newKT, 'new_k')], `${p}/QK_new/MatMul`); // [B,kvH,G,S,S]
   const qk = g.op('Concat', [qkCache, qkNew], `${p}/QK/Concat`, { axis: { int: -1 } }); // [B,kvH,G,S,C+S]

@@ -38,6 +38,13 @@ export interface DecoderGraphOptions {
    * trims; the graph takes attention_mask_local over their slots (core/io.ts). Off: every cache holds the whole context.
    */
   windowedCache?: boolean;
+  /**
+   * One product for q/k/v and one for gate/up (LinearEmitter.packed, where the emitter has it): fewer, larger
+   * kernel calls. Default: in the inplace form (the CPU default, an inference artifact only, never shardable or
+   * loaded by transformers.js); block, training and shard graphs keep one product per module (their captures and
+   * slices are per module).
+   */
+  packProjections?: boolean;
 }
 
 /** Number of weight tensors the builder writes (for progress bars). */
@@ -140,9 +147,29 @@ class DecoderGraph {
   private async proj(x: string, path: string, module: string, inFeatures: number, outFeatures: number, bias: boolean): Promise<string> {
     const layer: LinearLayer = { path, module, inFeatures, outFeatures, bias };
     const y = await this.linear(this.g, this.weights, layer, x);
-    this.opts.onTensor?.(`${module}.weight`);
-    if (bias) this.opts.onTensor?.(`${module}.bias`);
+    this.tensorsWritten([layer]);
     return y;
+  }
+
+  private tensorsWritten(layers: LinearLayer[]): void {
+    for (const l of layers) {
+      this.opts.onTensor?.(`${l.module}.weight`);
+      if (l.bias) this.opts.onTensor?.(`${l.module}.bias`);
+    }
+  }
+
+  /** Linear layers on the same input: one packed product where the graph packs and the emitter can, else one each. */
+  private async projs(x: string, path: string, layers: LinearLayer[]): Promise<string[]> {
+    const pack = (this.opts.packProjections ?? this.opts.attention === 'inplace') && (this.opts.captures ?? 'none') === 'none';
+    const packed = pack ? this.linear.packed : undefined;
+    if (!packed) {
+      const outs: string[] = [];
+      for (const l of layers) outs.push(await this.proj(x, l.path, l.module, l.inFeatures, l.outFeatures, l.bias));
+      return outs;
+    }
+    const outs = await packed(this.g, this.weights, layers, x, path);
+    this.tensorsWritten(layers);
+    return outs;
   }
 
   /** RMSNorm from ai.onnx ops: x / sqrt(mean(x^2) + eps) * gamma. */
@@ -346,8 +373,9 @@ class DecoderGraph {
   }
 
   /**
-   * cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches; `scaling` is the caches'
-   * rope scaling (the local caches of Gemma 3 have none).
+   * cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches, and the cache rows [B, S] they
+   * come from (longrope's long table starts at maxPositions); `scaling` is the caches' rope scaling (the local
+   * caches of Gemma 3 have none).
    */
   private rotaryAt(
     positions: string,
@@ -355,7 +383,7 @@ class DecoderGraph {
     sinCache: string,
     r = '/model/rotary',
     scaling = this.spec.ropeScaling,
-  ): { cos: string; sin: string } {
+  ): { cos?: string; sin?: string; rotaryRows: string } {
     const g = this.g;
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const s = scaling;
@@ -379,10 +407,12 @@ class DecoderGraph {
       );
       positions = g.op('Add', [positions, offset], `${r}/longrope/Rows`);
     }
+    // The inplace form rotates with com.microsoft RotaryEmbedding, which gathers the rows itself.
+    if (this.opts.attention === 'inplace') return { rotaryRows: positions };
     const axis2 = i64('/const/axes_2', [2]);
     const cosAt = g.op('Unsqueeze', [g.op('Gather', [cosCache, positions], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2], `${r}/cos`);
     const sinAt = g.op('Unsqueeze', [g.op('Gather', [sinCache, positions], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2], `${r}/sin`);
-    return { cos: cosAt, sin: sinAt };
+    return { cos: cosAt, sin: sinAt, rotaryRows: positions };
   }
 
   /**
@@ -427,9 +457,11 @@ class DecoderGraph {
     const path = `/model/layers.${i}`;
     this.capture(i, normed, 'attn_in');
     const b = spec.biases;
-    const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, b.q);
-    const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, b.k);
-    const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, b.v);
+    const [q, k, v] = (await this.projs(normed, `${path}/attn/qkv_proj`, [
+      { path: `${path}/attn/q_proj`, module: n.q, inFeatures: h, outFeatures: numHeads * d, bias: b.q },
+      { path: `${path}/attn/k_proj`, module: n.k, inFeatures: h, outFeatures: kvHeads * d, bias: b.k },
+      { path: `${path}/attn/v_proj`, module: n.v, inFeatures: h, outFeatures: kvHeads * d, bias: b.v },
+    ])) as [string, string, string];
     const qNorm = spec.qkNorm ? await this.normWeight(n.qNorm, [d], `${path}/attn/q_norm`) : null;
     const kNorm = spec.qkNorm ? await this.normWeight(n.kNorm, [d], `${path}/attn/k_norm`) : null;
     const form = this.opts.attention;
@@ -506,8 +538,10 @@ class DecoderGraph {
     const path = `/model/layers.${i}`;
     this.capture(i, normed, 'mlp_in');
     const b = spec.biases;
-    const gate = await this.proj(normed, `${path}/mlp/gate_proj`, n.gate, h, f, b.gate);
-    const up = await this.proj(normed, `${path}/mlp/up_proj`, n.up, h, f, b.up);
+    const [gate, up] = (await this.projs(normed, `${path}/mlp/gate_up_proj`, [
+      { path: `${path}/mlp/gate_proj`, module: n.gate, inFeatures: h, outFeatures: f, bias: b.gate },
+      { path: `${path}/mlp/up_proj`, module: n.up, inFeatures: h, outFeatures: f, bias: b.up },
+    ])) as [string, string];
     const act = spec.activation === 'gelu_tanh' ? this.geluTanh(gate, `${path}/mlp/act`) : this.silu(gate, `${path}/mlp/act`);
     const hidden = g.op('Mul', [act, up], `${path}/mlp/Mul`);
     this.capture(i, hidden, 'down_in');
