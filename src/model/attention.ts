@@ -273,9 +273,17 @@ export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attent
       domain: MS_DOMAIN,
       attrs: { interleaved: { int: 0 }, num_heads: { int: n }, rotary_embedding_dim: { int: rotaryDimOf(spec) } },
     })[0]!;
-  let q = g.op('Transpose', [heads(io.q, H, 'q', io.qNorm)], `${p}/q/Transpose`, bhsd); // [B,H,S,D]
-  if (io.rope) q = rope(q, H, 'q');
-  const q5 = g.op('Reshape', [q, i64(`/const/shape_0_${KV}_${H / KV}_-1_${D}`, [0, KV, H / KV, -1, D])], `${p}/q/Group`); // [B,kvH,G,S,D]
+  const G = H / KV;
+  let q5: string; // [B,kvH,G,S,D]
+  if (io.qNorm || !io.rope) {
+    let q = g.op('Transpose', [heads(io.q, H, 'q', io.qNorm)], `${p}/q/Transpose`, bhsd); // [B,H,S,D]
+    if (io.rope) q = rope(q, H, 'q');
+    q5 = g.op('Reshape', [q, i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`);
+  } else {
+    // Without per-head norms the rotary reads the projection [B, S, H*D] as it comes: one node fewer.
+    const q5s = g.op('Reshape', [rope(io.q, H, 'q'), i64(`/const/shape_0_0_${KV}_${G}_${D}`, [0, 0, KV, G, D])], `${p}/q/Reshape`);
+    q5 = g.op('Transpose', [q5s], `${p}/q/Transpose`, { perm: { ints: [0, 2, 3, 1, 4] } });
+  }
   const k4 = heads(io.k, KV, 'k', io.kNorm);
   if (io.rope)
     rope(g.op('Transpose', [k4], `${p}/k/Transpose`, bhsd), KV, 'k', io.presentKey); // [B,kvH,S,D]
@@ -289,13 +297,33 @@ export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attent
   const qkNew = g.op('MatMul', [q5, group(newKT, 'new_k')], `${p}/QK_new/MatMul`); // [B,kvH,G,S,S]
   const qk = g.op('Concat', [qkCache, qkNew], `${p}/QK/Concat`, { axis: { int: -1 } }); // [B,kvH,G,S,C+S]
   const probs = maskedSoftmax(g, spec, ctx, qk, p);
-  // Split at C: the sizes come from the two score tensors' last dimensions.
+  const sizes = probSplitSizes(g, ctx, qkCache, qkNew, p);
+  const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
+  const ctxCache = g.op('MatMul', [pCache!, group(io.pastValue!, 'cache_v')], `${p}/PV_cache/MatMul`); // [B,kvH,G,S,D]
+  const ctxNew = g.op('MatMul', [pNew!, group(io.presentValue, 'new_v')], `${p}/PV_new/MatMul`);
+  // [B,kvH,G,S,D] -> [B,S,kvH,G,D] -> [B,S,H*D]: one Transpose of the grouped heads, no Reshape to [B,H,S,D] first.
+  const ctx5 = g.op('Add', [ctxCache, ctxNew], `${p}/PV/Add`);
+  const bs = g.op('Transpose', [ctx5], `${p}/out/Transpose`, { perm: { ints: [0, 3, 1, 2, 4] } });
+  return g.op('Reshape', [bs, i64(`/const/shape_0_0_${H * D}`, [0, 0, H * D])], `${p}/out/Merge`);
+}
+
+/** Split sizes [C, S] of the probabilities, per graph and mask (layers over the same slots share them). */
+const splitSizes = new WeakMap<GraphBuilder, Map<string, string>>();
+
+/**
+ * The probabilities' split at C (cache slots) and S (the step's tokens), from the two score tensors' last dimensions:
+ * computed by the first layer over a mask's slots and reused by the others (the sliding layers of a trimmed cache
+ * have their own mask and slots), so three shape nodes a graph rather than a layer.
+ */
+function probSplitSizes(g: GraphBuilder, ctx: AttentionContext, qkCache: string, qkNew: string, p: string): string {
+  const memo = splitSizes.get(g) ?? new Map<string, string>();
+  splitSizes.set(g, memo);
+  const known = memo.get(ctx.allowed!);
+  if (known) return known;
   const last = (x: string, name: string) => g.op('Shape', [x], name, { start: { int: -1 } });
   const sizes = g.op('Concat', [last(qkCache, `${p}/split_cache/Shape`), last(qkNew, `${p}/split_new/Shape`)], `${p}/split/Sizes`, {
     axis: { int: 0 },
   });
-  const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
-  const ctxCache = g.op('MatMul', [pCache!, group(io.pastValue!, 'cache_v')], `${p}/PV_cache/MatMul`); // [B,kvH,G,S,D]
-  const ctxNew = g.op('MatMul', [pNew!, group(io.presentValue, 'new_v')], `${p}/PV_new/MatMul`);
-  return mergeHeads(g, spec, g.op('Add', [ctxCache, ctxNew], `${p}/PV/Add`), p);
+  memo.set(ctx.allowed!, sizes);
+  return sizes;
 }
