@@ -77,6 +77,23 @@ for (const [name, source] of [
   }
 }
 
+test('a group whose modules differ in bits (a mix: v_proj at 8) keeps one MatMulNBits per module, same logits', async () => {
+  const mixed: LinearEmitter = matMulNBitsLinear({
+    accuracyLevel: 4,
+    quantize: (layer, w) =>
+      quantizeRtn(w, layer.outFeatures, layer.inFeatures, {
+        bits: layer.module.endsWith('v_proj') ? 8 : 4,
+        blockSize: 16,
+        symmetric: false,
+      }),
+  });
+  const packed = await rebuilt(GQA, mixed, true);
+  const nodes = opTypes(packed);
+  // Per layer (3): q, k, v apart, o, gate_up, down; and the untied lm_head.
+  assert.equal(nodes.filter((t) => t === 'MatMulNBits').length, 3 * 6 + 1);
+  assert.equal(await worstDiff(packed, await rebuilt(GQA, mixed, false)), 0);
+});
+
 test('the default inplace export rotates with RotaryEmbedding and packs; the fused form keeps one product per module', async () => {
   const inplace = opTypes(await exportedArtifact(GQA, 'inplace'));
   assert.equal(inplace.filter((t) => t === 'RotaryEmbedding').length, 2 * 3, 'one per q and k per layer');
