@@ -257,10 +257,11 @@ export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Attent
   const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
   const { H, KV, D } = { H: spec.numHeads, KV: spec.kvHeads, D: spec.headDim };
   const bhsd = { perm: { ints: [0, 2, 1, 3] } };
-  // Heads [B, S, heads, D], per-head norms, then [B, heads, S, D], where RotaryEmbedding turns them in place of
-  // the explicit Split/Mul/Sub/Add/Concat (one node per q and k). It applies exactly the rotate-half rotation of
-  // rotary() below on the same cos/sin rows (longrope's table chosen by rotaryRows, partial rotary by
-  // rotary_embedding_dim), so every architecture's inplace graph uses it.
+  // com.microsoft RotaryEmbedding replaces the explicit Split/Mul/Sub/Add/Concat (one node per q and k): it computes
+  // the rotate-half rotation of rotary() below, x1 cos - x2 sin and x2 cos + x1 sin, on the same cache rows
+  // (rotaryRows: longrope's long table from maxPositions on; Gemma 3's local caches swapped in per layer) and turns
+  // only rotary_embedding_dim dims (Phi-4-mini's partial rotary), so every architecture's inplace graph uses it.
+  // The explicit form stays in the standard form (ai.onnx only) and where the fused form rotates outside its op.
   const heads = (x: string, n: number, name: 'q' | 'k', norm: string | null) => {
     let x4 = g.op('Reshape', [x, i64(`/const/shape_0_0_${n}_${D}`, [0, 0, n, D])], `${p}/${name}/Reshape`); // [B,S,n,D]
     if (norm) x4 = io.rmsNorm(x4, norm, `${p}/${name}_norm`);
