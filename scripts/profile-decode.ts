@@ -48,7 +48,7 @@ if (given) {
 
 /** Decodes `steps` tokens of `out` with the profiler on (trace file under `work`) and prints the table. */
 async function profile(work: string, out: string): Promise<void> {
-  // Weight bytes each node reads per step: its initializers (GatherBlockQuantized/Gather read one row, not counted).
+  // Weight bytes each node reads per step: its initializers (GatherBlockQuantized/Gather/RotaryEmbedding read rows: not counted).
   const sizes = new Map((await readOnnxInitializers(join(out, 'model.onnx'))).map((t) => [t.name, t.byteLength]));
   const nodes = decodeModel(readFileSync(join(out, 'model.onnx'))).graph!.node!;
   // A Concat of initializers (packed q/k/v and gate/up weights) is folded into one constant when onnxruntime loads
@@ -62,7 +62,7 @@ async function profile(work: string, out: string): Promise<void> {
   }
   const bytesOf = new Map<string, number>();
   for (const n of nodes) {
-    if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized') continue;
+    if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized' || n.opType === 'RotaryEmbedding') continue;
     if (n.opType === 'Concat' && n.input!.every((i) => sizes.has(i))) continue;
     const b = n.input!.reduce((sum, i) => sum + (sizes.get(i) ?? 0), 0);
     bytesOf.set(n.opType!, (bytesOf.get(n.opType!) ?? 0) + b);
