@@ -48,12 +48,22 @@ if (given) {
 
 /** Decodes `steps` tokens of `out` with the profiler on (trace file under `work`) and prints the table. */
 async function profile(work: string, out: string): Promise<void> {
-  // Weight bytes each node reads per step: its initializers (GatherBlockQuantized/Gather read one row, not counted).
+  // Weight bytes each node reads per step: its initializers (GatherBlockQuantized/Gather/RotaryEmbedding read rows: not counted).
   const sizes = new Map((await readOnnxInitializers(join(out, 'model.onnx'))).map((t) => [t.name, t.byteLength]));
   const nodes = decodeModel(readFileSync(join(out, 'model.onnx'))).graph!.node!;
+  // A Concat of initializers (packed q/k/v and gate/up weights) is folded into one constant when onnxruntime loads
+  // the graph: its output counts as an initializer of the node that reads it.
+  for (const n of nodes) {
+    if (n.opType !== 'Concat' || !n.input!.every((i) => sizes.has(i))) continue;
+    sizes.set(
+      n.output![0]!,
+      n.input!.reduce((sum, i) => sum + sizes.get(i)!, 0),
+    );
+  }
   const bytesOf = new Map<string, number>();
   for (const n of nodes) {
-    if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized') continue;
+    if (n.opType === 'Gather' || n.opType === 'GatherBlockQuantized' || n.opType === 'RotaryEmbedding') continue;
+    if (n.opType === 'Concat' && n.input!.every((i) => sizes.has(i))) continue;
     const b = n.input!.reduce((sum, i) => sum + (sizes.get(i) ?? 0), 0);
     bytesOf.set(n.opType!, (bytesOf.get(n.opType!) ?? 0) + b);
   }
@@ -78,22 +88,29 @@ async function profile(work: string, out: string): Promise<void> {
   const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
   const decodeKernels = kernels.filter((e) => e.ts >= runs[1]!.ts);
   const perKind = new Map<string, number>();
-  for (const e of decodeKernels) perKind.set(e.args!.op_name!, (perKind.get(e.args!.op_name!) ?? 0) + e.dur / steps);
+  const countOf = new Map<string, number>();
+  for (const e of decodeKernels) {
+    perKind.set(e.args!.op_name!, (perKind.get(e.args!.op_name!) ?? 0) + e.dur / steps);
+    countOf.set(e.args!.op_name!, (countOf.get(e.args!.op_name!) ?? 0) + 1 / steps);
+  }
+  const nodesRun = [...countOf.values()].reduce((a, b) => a + b, 0);
   const kernelUs = [...perKind.values()].reduce((a, b) => a + b, 0);
   const runUs = runs.slice(1).reduce((a, e) => a + e.dur, 0) / steps;
   const rows = [...perKind.entries()].sort((a, b) => b[1] - a[1]);
   console.log(describeMachine(machine()));
   console.log(
     `${precision} (llmopt ${command.join(' ')}), batch 1, decode after a 128-token prompt, ${steps} steps: ` +
-      `${stepMs.toFixed(2)} ms a step in JS, ${(runUs / 1000).toFixed(2)} ms in onnxruntime's run, ${(kernelUs / 1000).toFixed(2)} ms in kernels`,
+      `${stepMs.toFixed(2)} ms a step in JS, ${(runUs / 1000).toFixed(2)} ms in onnxruntime's run, ${(kernelUs / 1000).toFixed(2)} ms in kernels, ` +
+      `${nodesRun.toFixed(0)} nodes run a step (${nodes.length} in the graph file)`,
   );
   console.log(
     formatTable([
-      ['op kind', 'µs / step', 'share of kernels', 'weight MiB read / step', 'GB/s'],
+      ['op kind', 'nodes / step', 'µs / step', 'share of kernels', 'weight MiB read / step', 'GB/s'],
       ...rows.map(([op, us]) => {
         const bytes = bytesOf.get(op) ?? 0;
         return [
           op,
+          (countOf.get(op) ?? 0).toFixed(0),
           us.toFixed(0),
           `${((100 * us) / kernelUs).toFixed(1)}%`,
           bytes ? (bytes / 2 ** 20).toFixed(1) : '-',

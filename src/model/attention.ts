@@ -18,13 +18,15 @@ export interface AttentionContext {
   /** standard and inplace, and fused where the rotary is outside the op: [B, S, 1, D/2] cos and sin at each query's position. */
   cos?: string;
   sin?: string;
+  /** inplace: the cache rows [B, S] of each query's position (RotaryEmbedding's position_ids). */
+  rotaryRows?: string;
   /** Rotary caches [maxPositions, D/2] (initializers). */
   cosCache: string;
   sinCache: string;
   /** standard and inplace: `allowed` narrowed to the sliding window, when the spec has one (the builder swaps it in per layer). */
   allowedLocal?: string;
   /** The local rotary base's caches and cos/sin (Gemma 3's sliding layers); the builder swaps them in per layer. */
-  localRotary?: { cosCache: string; sinCache: string; cos?: string; sin?: string };
+  localRotary?: { cosCache: string; sinCache: string; cos?: string; sin?: string; rotaryRows?: string };
   /**
    * Whether the sliding layers' caches hold only their window (the runtime trims them; see windowedCache in
    * model/decoder.ts). Their slots then follow attention_mask_local, not the positions attention_mask gives.
@@ -253,24 +255,76 @@ export function standardAttention(g: GraphBuilder, spec: DecoderSpec, ctx: Atten
 export function inplaceAttention(g: GraphBuilder, spec: DecoderSpec, ctx: AttentionContext, io: AttentionIO): string {
   const p = io.path;
   const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-  const { q5, kr, v4 } = rotatedHeads(g, spec, ctx, io);
+  const { H, KV, D } = { H: spec.numHeads, KV: spec.kvHeads, D: spec.headDim };
   const bhsd = { perm: { ints: [0, 2, 1, 3] } };
-  g.node('Transpose', [kr], { name: `${p}/k/Transpose`, outputs: [io.presentKey], attrs: bhsd }); // [B,kvH,S,D]
+  // com.microsoft RotaryEmbedding replaces the explicit Split/Mul/Sub/Add/Concat (one node per q and k): it computes
+  // the rotate-half rotation of rotary() below, x1 cos - x2 sin and x2 cos + x1 sin, on the same cache rows
+  // (rotaryRows: longrope's long table from maxPositions on; Gemma 3's local caches swapped in per layer) and turns
+  // only rotary_embedding_dim dims (Phi-4-mini's partial rotary), so every architecture's inplace graph uses it.
+  // The explicit form stays in the standard form (ai.onnx only) and where the fused form rotates outside its op.
+  const heads = (x: string, n: number, name: 'q' | 'k', norm: string | null) => {
+    let x4 = g.op('Reshape', [x, i64(`/const/shape_0_0_${n}_${D}`, [0, 0, n, D])], `${p}/${name}/Reshape`); // [B,S,n,D]
+    if (norm) x4 = io.rmsNorm(x4, norm, `${p}/${name}_norm`);
+    return x4;
+  };
+  const rope = (x: string, n: number, name: 'q' | 'k', output?: string) =>
+    g.node('RotaryEmbedding', [x, ctx.rotaryRows!, ctx.cosCache, ctx.sinCache], {
+      name: `${p}/${name}/RotaryEmbedding`,
+      outputs: [output ?? `${p}/${name}/RotaryEmbedding/output_0`],
+      domain: MS_DOMAIN,
+      attrs: { interleaved: { int: 0 }, num_heads: { int: n }, rotary_embedding_dim: { int: rotaryDimOf(spec) } },
+    })[0]!;
+  const G = H / KV;
+  let q5: string; // [B,kvH,G,S,D]
+  if (io.qNorm || !io.rope) {
+    let q = g.op('Transpose', [heads(io.q, H, 'q', io.qNorm)], `${p}/q/Transpose`, bhsd); // [B,H,S,D]
+    if (io.rope) q = rope(q, H, 'q');
+    q5 = g.op('Reshape', [q, i64(`/const/shape_0_${KV}_${G}_-1_${D}`, [0, KV, G, -1, D])], `${p}/q/Group`);
+  } else {
+    // Without per-head norms the rotary reads the projection [B, S, H*D] as it comes: one node fewer.
+    const q5s = g.op('Reshape', [rope(io.q, H, 'q'), i64(`/const/shape_0_0_${KV}_${G}_${D}`, [0, 0, KV, G, D])], `${p}/q/Reshape`);
+    q5 = g.op('Transpose', [q5s], `${p}/q/Transpose`, { perm: { ints: [0, 2, 3, 1, 4] } });
+  }
+  const k4 = heads(io.k, KV, 'k', io.kNorm);
+  if (io.rope)
+    rope(g.op('Transpose', [k4], `${p}/k/Transpose`, bhsd), KV, 'k', io.presentKey); // [B,kvH,S,D]
+  else g.node('Transpose', [k4], { name: `${p}/k/Transpose`, outputs: [io.presentKey], attrs: bhsd });
+  const v4 = g.op('Reshape', [io.v, i64(`/const/shape_0_0_${KV}_${D}`, [0, 0, KV, D])], `${p}/v/Reshape`);
   g.node('Transpose', [v4], { name: `${p}/v/Transpose`, outputs: [io.presentValue], attrs: bhsd });
   const axis2 = i64('/const/axes_2', [2]);
   const group = (x: string, name: string) => g.op('Unsqueeze', [x, axis2], `${p}/${name}/Unsqueeze`); // [B,kvH,1,..]
-  const newKT = g.op('Transpose', [kr], `${p}/k/TransposeT`, { perm: { ints: [0, 2, 3, 1] } }); // [B,kvH,D,S]
+  const newKT = g.op('Transpose', [io.presentKey], `${p}/k/TransposeT`, { perm: { ints: [0, 1, 3, 2] } }); // [B,kvH,D,S]
   const qkCache = g.op('MatMul', [q5, group(io.pastKey!, 'cache_k')], `${p}/QK_cache/MatMul`); // [B,kvH,G,S,C]
   const qkNew = g.op('MatMul', [q5, group(newKT, 'new_k')], `${p}/QK_new/MatMul`); // [B,kvH,G,S,S]
   const qk = g.op('Concat', [qkCache, qkNew], `${p}/QK/Concat`, { axis: { int: -1 } }); // [B,kvH,G,S,C+S]
   const probs = maskedSoftmax(g, spec, ctx, qk, p);
-  // Split at C: the sizes come from the two score tensors' last dimensions.
+  const sizes = probSplitSizes(g, ctx, qkCache, qkNew, p);
+  const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
+  const ctxCache = g.op('MatMul', [pCache!, group(io.pastValue!, 'cache_v')], `${p}/PV_cache/MatMul`); // [B,kvH,G,S,D]
+  const ctxNew = g.op('MatMul', [pNew!, group(io.presentValue, 'new_v')], `${p}/PV_new/MatMul`);
+  // [B,kvH,G,S,D] -> [B,S,kvH,G,D] -> [B,S,H*D]: one Transpose of the grouped heads, no Reshape to [B,H,S,D] first.
+  const ctx5 = g.op('Add', [ctxCache, ctxNew], `${p}/PV/Add`);
+  const bs = g.op('Transpose', [ctx5], `${p}/out/Transpose`, { perm: { ints: [0, 3, 1, 2, 4] } });
+  return g.op('Reshape', [bs, i64(`/const/shape_0_0_${H * D}`, [0, 0, H * D])], `${p}/out/Merge`);
+}
+
+/** Split sizes [C, S] of the probabilities, per graph and mask (layers over the same slots share them). */
+const splitSizes = new WeakMap<GraphBuilder, Map<string, string>>();
+
+/**
+ * The probabilities' split at C (cache slots) and S (the step's tokens), from the two score tensors' last dimensions:
+ * computed by the first layer over a mask's slots and reused by the others (the sliding layers of a trimmed cache
+ * have their own mask and slots), so three shape nodes a graph rather than a layer.
+ */
+function probSplitSizes(g: GraphBuilder, ctx: AttentionContext, qkCache: string, qkNew: string, p: string): string {
+  const memo = splitSizes.get(g) ?? new Map<string, string>();
+  splitSizes.set(g, memo);
+  const known = memo.get(ctx.allowed!);
+  if (known) return known;
   const last = (x: string, name: string) => g.op('Shape', [x], name, { start: { int: -1 } });
   const sizes = g.op('Concat', [last(qkCache, `${p}/split_cache/Shape`), last(qkNew, `${p}/split_new/Shape`)], `${p}/split/Sizes`, {
     axis: { int: 0 },
   });
-  const [pCache, pNew] = g.node('Split', [probs, sizes], { name: `${p}/probs/Split`, outputs: 2, attrs: { axis: { int: -1 } } });
-  const ctxCache = g.op('MatMul', [pCache!, group(io.pastValue!, 'cache_v')], `${p}/PV_cache/MatMul`); // [B,kvH,G,S,D]
-  const ctxNew = g.op('MatMul', [pNew!, group(io.presentValue, 'new_v')], `${p}/PV_new/MatMul`);
-  return mergeHeads(g, spec, g.op('Add', [ctxCache, ctxNew], `${p}/PV/Add`), p);
+  memo.set(ctx.allowed!, sizes);
+  return sizes;
 }

@@ -6,6 +6,10 @@ import { Elem, MS_DOMAIN, type GraphBuilder } from '../formats/onnx/graph.js';
 import { fusedAttention, fusedNeedsPositions, inplaceAttention, standardAttention, type AttentionContext } from './attention.js';
 import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './linear.js';
 import { rotaryCacheRows, rotaryCaches } from './rope.js';
+import { floatEmbedding, gemmHead, type EmbeddingEmitter } from './embedding.js';
+import { slotMask, windowMask } from './masks.js';
+
+export { floatEmbedding, gemmHead, type EmbeddingEmitter };
 import {
   EMBED_TOKENS,
   FINAL_NORM,
@@ -38,56 +42,18 @@ export interface DecoderGraphOptions {
    * trims; the graph takes attention_mask_local over their slots (core/io.ts). Off: every cache holds the whole context.
    */
   windowedCache?: boolean;
+  /**
+   * One product for q/k/v and one for gate/up (LinearEmitter.packed, where the emitter has it): fewer, larger
+   * kernel calls. Default: in the inplace form (the CPU default, an inference artifact only, never shardable or
+   * loaded by transformers.js); block, training and shard graphs keep one product per module (their captures and
+   * slices are per module).
+   */
+  packProjections?: boolean;
 }
 
 /** Number of weight tensors the builder writes (for progress bars). */
 export function weightTensorCount(spec: DecoderSpec): number {
   return expectedTensors(spec).size;
-}
-
-/**
- * How the token embedding is emitted, and the lm_head when it is tied to it (sharing the stored
- * weight). Quantization supplies a block-quantized one; the default is float.
- */
-export interface EmbeddingEmitter {
-  /** ids [B, S] -> hidden [B, S, h]. */
-  gather(g: GraphBuilder, weights: WeightSource, spec: DecoderSpec, inputIds: string): Promise<string>;
-  /** Tied lm_head: normed hidden [B, S, h] -> logits [B, S, V], reusing what `gather` stored. */
-  tiedHead(g: GraphBuilder, spec: DecoderSpec, x: string): string;
-}
-
-/** float32 Gather; a tied lm_head reuses the [V, h] weight through Gemm(transB), stored once. */
-export const floatEmbedding: EmbeddingEmitter = {
-  async gather(g, weights, spec, inputIds) {
-    const embed = g.initializer(
-      EMBED_TOKENS,
-      Elem.FLOAT,
-      [spec.vocabSize, spec.hiddenSize],
-      f32bytes(await weights.readFloat32(EMBED_TOKENS)),
-    );
-    return g.op('Gather', [embed, inputIds], '/model/embed_tokens/Gather', { axis: { int: 0 } });
-  },
-  tiedHead: (g, spec, x) => gemmHead(g, spec, x, EMBED_TOKENS),
-};
-
-/** logits [B, S, V] = x [B, S, h] times weight [V, h] transposed, through a 2-D Gemm(transB): no stored transpose. */
-export function gemmHead(g: GraphBuilder, spec: DecoderSpec, x: string, weight: string): string {
-  const h = spec.hiddenSize;
-  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-  const flat = g.op('Reshape', [x, i64(`/const/shape_-1_${h}`, [-1, h])], '/lm_head/Flatten');
-  const gemm = g.op('Gemm', [flat, weight], '/lm_head/Gemm', { transB: { int: 1 } });
-  return g.op('Reshape', [gemm, outputShape(g, x, spec.vocabSize)], '/lm_head/Reshape');
-}
-
-/** [B, S, V] from x [B, S, h]: the shape Reshape needs after a 2-D Gemm. */
-function outputShape(g: GraphBuilder, x: string, vocab: number): string {
-  const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-  const bs = g.op(
-    'Slice',
-    [g.op('Shape', [x], '/lm_head/Shape'), i64('/const/starts_0', [0]), i64('/const/ends_2', [2])],
-    '/lm_head/BatchSeq',
-  );
-  return g.op('Concat', [bs, i64(`/const/vocab_${vocab}`, [vocab])], '/lm_head/OutShape', { axis: { int: 0 } });
 }
 
 class DecoderGraph {
@@ -140,9 +106,29 @@ class DecoderGraph {
   private async proj(x: string, path: string, module: string, inFeatures: number, outFeatures: number, bias: boolean): Promise<string> {
     const layer: LinearLayer = { path, module, inFeatures, outFeatures, bias };
     const y = await this.linear(this.g, this.weights, layer, x);
-    this.opts.onTensor?.(`${module}.weight`);
-    if (bias) this.opts.onTensor?.(`${module}.bias`);
+    this.tensorsWritten([layer]);
     return y;
+  }
+
+  private tensorsWritten(layers: LinearLayer[]): void {
+    for (const l of layers) {
+      this.opts.onTensor?.(`${l.module}.weight`);
+      if (l.bias) this.opts.onTensor?.(`${l.module}.bias`);
+    }
+  }
+
+  /** Linear layers on the same input: one packed product where the graph packs and the emitter can, else one each. */
+  private async projs(x: string, path: string, layers: LinearLayer[]): Promise<string[]> {
+    const pack = (this.opts.packProjections ?? this.opts.attention === 'inplace') && (this.opts.captures ?? 'none') === 'none';
+    const packed = pack ? this.linear.packed : undefined;
+    if (!packed) {
+      const outs: string[] = [];
+      for (const l of layers) outs.push(await this.proj(x, l.path, l.module, l.inFeatures, l.outFeatures, l.bias));
+      return outs;
+    }
+    const outs = await packed(this.g, this.weights, layers, x, path);
+    this.tensorsWritten(layers);
+    return outs;
   }
 
   /** RMSNorm from ai.onnx ops: x / sqrt(mean(x^2) + eps) * gamma. */
@@ -240,10 +226,10 @@ class DecoderGraph {
     }
 
     g.input(io.positionIds, Elem.INT64, ['batch_size', 'sequence_length']);
-    const { allowed, P, T } = this.slotMask(io.attentionMask, tokens, '/model/attn_mask');
+    const { allowed, P, T } = slotMask(this.g, io.attentionMask, tokens, '/model/attn_mask');
     const windowed = this.windowed ? this.localContext(tokens) : {};
     const window = this.windowed ? undefined : spec.slidingWindow;
-    const allowedLocal = window === undefined ? {} : { allowedLocal: this.windowMask(allowed, window, P, T) };
+    const allowedLocal = window === undefined ? {} : { allowedLocal: windowMask(this.g, allowed, window, P, T) };
     const localRotary = local
       ? { localRotary: { ...local, ...this.rotaryAt(io.positionIds, local.cosCache, local.sinCache, '/model/rotary_local', null) } }
       : {};
@@ -269,37 +255,8 @@ class DecoderGraph {
       const totalSeqLen = g.op('Cast', [total], `${p}/total_seq_len/Cast`, { to: { int: Elem.INT32 } });
       return { windowedCache: true, local: { seqlensK, totalSeqLen } };
     }
-    const { allowed, P, T } = this.slotMask(mask, tokens, p);
-    return { windowedCache: true, local: { allowed: this.windowMask(allowed, spec.slidingWindow!, P, T, mask, `${p}/window`) } };
-  }
-
-  /**
-   * [B,1,1,S,T] bool over the slots of `mask` [B, T] (a cache's and then the step's S tokens): query s sits at slot
-   * P + s (P = T - S); it may see slot t when t <= P + s and mask[t] = 1.
-   */
-  private slotMask(mask: string, tokens: string, p: string): { allowed: string; P: string; T: string } {
-    const g = this.g;
-    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-    const scalar = (name: string, v: number) => g.constant(name, Elem.INT64, [], [v]);
-    const T = g.op('Gather', [g.op('Shape', [mask], `${p}/Shape_T`), scalar('/const/one_i64', 1)], `${p}/T`, {
-      axis: { int: 0 },
-    });
-    const S = g.op('Gather', [g.op('Shape', [tokens], `${p}/Shape_S`), scalar('/const/one_i64', 1)], `${p}/S`, { axis: { int: 0 } });
-    const P = g.op('Sub', [T, S], `${p}/P`);
-    const one = scalar('/const/one_i64', 1);
-    const qSlots = g.op('Range', [P, T, one], `${p}/q_slots`); // [S]
-    const kSlots = g.op('Range', [scalar('/const/zero_i64', 0), T, one], `${p}/k_slots`); // [T]
-    const causal = g.op(
-      'LessOrEqual',
-      [
-        g.op('Unsqueeze', [kSlots, i64('/const/axes_0', [0])], `${p}/k_row`),
-        g.op('Unsqueeze', [qSlots, i64('/const/axes_1', [1])], `${p}/q_col`),
-      ],
-      `${p}/causal`,
-    ); // [S, T]
-    const valid = g.op('Cast', [mask], `${p}/valid`, { to: { int: Elem.BOOL } });
-    const valid5 = g.op('Unsqueeze', [valid, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/valid5`); // [B,1,1,1,T]
-    return { allowed: g.op('And', [causal, valid5], `${p}/allowed`), P, T }; // [B,1,1,S,T]
+    const { allowed, P, T } = slotMask(this.g, mask, tokens, p);
+    return { windowedCache: true, local: { allowed: windowMask(this.g, allowed, spec.slidingWindow!, P, T, mask, `${p}/window`) } };
   }
 
   /** The local rotary caches (spec.localRopeTheta, unscaled) when some layer uses them, else null. */
@@ -315,39 +272,9 @@ class DecoderGraph {
   }
 
   /**
-   * `allowed` [B,1,1,S,T] narrowed to a sliding window: query at position p sees keys at positions in (p - window, p].
-   * Positions, not slots: a slot's position is the count of valid slots before it (the standard cache keeps
-   * padding holes between a row's tokens), for the queries (slots P..T-1) as for the keys. Not position_ids: their
-   * origin is the client's (transformers.js numbers Gemma 3's from 1, as PaliGemma's are), which shifts the rotary
-   * harmlessly but would narrow the window by one.
-   */
-  private windowMask(
-    allowed: string,
-    window: number,
-    P: string,
-    T: string,
-    mask: string = io.attentionMask,
-    p = '/model/attn_mask/window',
-  ): string {
-    const g = this.g;
-    const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
-    const one = g.constant('/const/one_i64', Elem.INT64, [], [1]);
-    const counts = g.op('CumSum', [mask, one], `${p}/CumSum`); // [B,T]
-    const pos = g.op('Sub', [counts, one], `${p}/slot_pos`); // [B,T]
-    const kPos = g.op('Unsqueeze', [pos, i64('/const/axes_1_2_3', [1, 2, 3])], `${p}/k_pos5`); // [B,1,1,1,T]
-    const axes0 = i64('/const/axes_0', [0]);
-    const from = g.op('Unsqueeze', [P, axes0], `${p}/q_from`);
-    const to = g.op('Unsqueeze', [T, axes0], `${p}/q_to`);
-    const qSlots = g.op('Slice', [pos, from, to, i64('/const/axes_1', [1])], `${p}/q_pos`); // [B,S]
-    const qPos = g.op('Unsqueeze', [qSlots, i64('/const/axes_1_2_4', [1, 2, 4])], `${p}/q_pos5`); // [B,1,1,S,1]
-    const dist = g.op('Sub', [qPos, kPos], `${p}/Distance`); // [B,1,1,S,T]
-    const w = g.constant(`/const/window_${window}_i64`, Elem.INT64, [], [window]);
-    return g.op('And', [allowed, g.op('Less', [dist, w], `${p}/InWindow`)], `${p}/allowed`);
-  }
-
-  /**
-   * cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches; `scaling` is the caches'
-   * rope scaling (the local caches of Gemma 3 have none).
+   * cos and sin [B, S, 1, rotaryDim/2] at positions [B, S], gathered from the caches, and the cache rows [B, S] they
+   * come from (longrope's long table starts at maxPositions); `scaling` is the caches' rope scaling (the local
+   * caches of Gemma 3 have none).
    */
   private rotaryAt(
     positions: string,
@@ -355,7 +282,7 @@ class DecoderGraph {
     sinCache: string,
     r = '/model/rotary',
     scaling = this.spec.ropeScaling,
-  ): { cos: string; sin: string } {
+  ): { cos?: string; sin?: string; rotaryRows: string } {
     const g = this.g;
     const i64 = (name: string, v: number[]) => g.constant(name, Elem.INT64, [v.length], v);
     const s = scaling;
@@ -379,10 +306,12 @@ class DecoderGraph {
       );
       positions = g.op('Add', [positions, offset], `${r}/longrope/Rows`);
     }
+    // The inplace form rotates with com.microsoft RotaryEmbedding, which gathers the rows itself.
+    if (this.opts.attention === 'inplace') return { rotaryRows: positions };
     const axis2 = i64('/const/axes_2', [2]);
     const cosAt = g.op('Unsqueeze', [g.op('Gather', [cosCache, positions], `${r}/cos/Gather`, { axis: { int: 0 } }), axis2], `${r}/cos`);
     const sinAt = g.op('Unsqueeze', [g.op('Gather', [sinCache, positions], `${r}/sin/Gather`, { axis: { int: 0 } }), axis2], `${r}/sin`);
-    return { cos: cosAt, sin: sinAt };
+    return { cos: cosAt, sin: sinAt, rotaryRows: positions };
   }
 
   /**
@@ -427,9 +356,11 @@ class DecoderGraph {
     const path = `/model/layers.${i}`;
     this.capture(i, normed, 'attn_in');
     const b = spec.biases;
-    const q = await this.proj(normed, `${path}/attn/q_proj`, n.q, h, numHeads * d, b.q);
-    const k = await this.proj(normed, `${path}/attn/k_proj`, n.k, h, kvHeads * d, b.k);
-    const v = await this.proj(normed, `${path}/attn/v_proj`, n.v, h, kvHeads * d, b.v);
+    const [q, k, v] = (await this.projs(normed, `${path}/attn/qkv_proj`, [
+      { path: `${path}/attn/q_proj`, module: n.q, inFeatures: h, outFeatures: numHeads * d, bias: b.q },
+      { path: `${path}/attn/k_proj`, module: n.k, inFeatures: h, outFeatures: kvHeads * d, bias: b.k },
+      { path: `${path}/attn/v_proj`, module: n.v, inFeatures: h, outFeatures: kvHeads * d, bias: b.v },
+    ])) as [string, string, string];
     const qNorm = spec.qkNorm ? await this.normWeight(n.qNorm, [d], `${path}/attn/q_norm`) : null;
     const kNorm = spec.qkNorm ? await this.normWeight(n.kNorm, [d], `${path}/attn/k_norm`) : null;
     const form = this.opts.attention;
@@ -506,8 +437,10 @@ class DecoderGraph {
     const path = `/model/layers.${i}`;
     this.capture(i, normed, 'mlp_in');
     const b = spec.biases;
-    const gate = await this.proj(normed, `${path}/mlp/gate_proj`, n.gate, h, f, b.gate);
-    const up = await this.proj(normed, `${path}/mlp/up_proj`, n.up, h, f, b.up);
+    const [gate, up] = (await this.projs(normed, `${path}/mlp/gate_up_proj`, [
+      { path: `${path}/mlp/gate_proj`, module: n.gate, inFeatures: h, outFeatures: f, bias: b.gate },
+      { path: `${path}/mlp/up_proj`, module: n.up, inFeatures: h, outFeatures: f, bias: b.up },
+    ])) as [string, string];
     const act = spec.activation === 'gelu_tanh' ? this.geluTanh(gate, `${path}/mlp/act`) : this.silu(gate, `${path}/mlp/act`);
     const hidden = g.op('Mul', [act, up], `${path}/mlp/Mul`);
     this.capture(i, hidden, 'down_in');

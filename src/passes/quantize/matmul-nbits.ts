@@ -1,7 +1,19 @@
 // Block-quantized weights as onnxruntime's com.microsoft MatMulNBits (linear layers) and
 // GatherBlockQuantized (token embedding, sharing its bytes with a tied lm_head where the layouts agree).
 import { Elem, MS_DOMAIN, type GraphBuilder } from '../../formats/onnx/graph.js';
-import { floatLinear, addBias, f32bytes, type LinearEmitter, type LinearLayer } from '../../model/linear.js';
+import {
+  addBias,
+  canPack,
+  concatConstants,
+  eachLinear,
+  f32bytes,
+  floatLinear,
+  splitPacked,
+  type LinearEmitter,
+  type LinearLayer,
+  type PackedLinearEmitter,
+} from '../../model/linear.js';
+import type { WeightSource } from '../../core/weights.js';
 import type { EmbeddingEmitter } from '../../model/decoder.js';
 import { EMBED_TOKENS } from '../../core/spec.js';
 import { quantizeRtn } from './blockwise.js';
@@ -238,22 +250,74 @@ export interface MatMulNBitsLinearOptions {
   onLayer?: (bytes: QuantizedLayerBytes) => void;
 }
 
-/** A LinearEmitter that stores each weight block-quantized and multiplies with MatMulNBits. */
+/** Whether block-quantized weights can be multiplied as one MatMulNBits: the same bits, block size and zero-point form. */
+const sameScheme = (qs: BlockQuantized[]): boolean =>
+  qs.every((q) => q.bits === qs[0]!.bits && q.blockSize === qs[0]!.blockSize && (q.zeroPoints === null) === (qs[0]!.zeroPoints === null));
+
+/**
+ * A LinearEmitter that stores each weight block-quantized and multiplies with MatMulNBits. Packed groups (q/k/v,
+ * gate/up) are quantized module by module as always (so calibration, GPTQ, AWQ and mixes see each module) and
+ * stored under each module's names; with one scheme for all of them they share one MatMulNBits over their
+ * initializers concatenated along N. Per-row blocks make that product's codes, scales and zero points exactly the
+ * separate ones', row for row. Groups with an excluded module or different bits are emitted one by one.
+ */
 export function matMulNBitsLinear(opts: MatMulNBitsLinearOptions): LinearEmitter {
-  return async (g, weights, layer, x) => {
-    if (opts.exclude?.(layer.module)) return floatLinear(g, weights, layer, x);
+  const quantized = async (weights: WeightSource, layer: LinearLayer) => {
     const w = await weights.readFloat32(`${layer.module}.weight`);
     const q = await opts.quantize(layer, w);
     if (q.rows !== layer.outFeatures || q.cols !== layer.inFeatures) {
       throw new Error(`${layer.module}: quantized as [${q.rows}, ${q.cols}], the layer is [${layer.outFeatures}, ${layer.inFeatures}]`);
     }
+    return { q, floatBytes: w.byteLength };
+  };
+  const store = (g: GraphBuilder, layer: LinearLayer, q: BlockQuantized, floatBytes: number): MatMulNBitsNames => {
     const packed = packMatMulNBits(q);
-    const names = writeMatMulNBits(g, `${layer.module}.weight`, q, packed);
-    opts.onLayer?.({ module: layer.module, floatBytes: w.byteLength, quantizedBytes: packedBytes(packed) });
-    const y = matMulNBitsNode(g, names, q, x, layer.path, opts.accuracyLevel);
+    opts.onLayer?.({ module: layer.module, floatBytes, quantizedBytes: packedBytes(packed) });
+    return writeMatMulNBits(g, `${layer.module}.weight`, q, packed);
+  };
+  const one = async (
+    g: GraphBuilder,
+    weights: WeightSource,
+    layer: LinearLayer,
+    x: string,
+    given?: Awaited<ReturnType<typeof quantized>>,
+  ) => {
+    if (opts.exclude?.(layer.module)) return floatLinear(g, weights, layer, x);
+    const { q, floatBytes } = given ?? (await quantized(weights, layer));
+    const y = matMulNBitsNode(g, store(g, layer, q, floatBytes), q, x, layer.path, opts.accuracyLevel);
     return addBias(g, weights, layer, y);
   };
+  const packed: PackedLinearEmitter = async (g, weights, layers, x, path) => {
+    const excluded = layers.filter((l) => opts.exclude?.(l.module)).length;
+    if (excluded === layers.length) return floatLinear.packed!(g, weights, layers, x, path);
+    if (excluded > 0 || !canPack(layers)) return eachLinear(g, weights, one, layers, x);
+    const qs: Awaited<ReturnType<typeof quantized>>[] = [];
+    for (const layer of layers) qs.push(await quantized(weights, layer));
+    if (!sameScheme(qs.map((r) => r.q))) {
+      const outs: string[] = [];
+      for (const [i, layer] of layers.entries()) outs.push(await one(g, weights, layer, x, qs[i]));
+      return outs;
+    }
+    const names = layers.map((layer, i) => store(g, layer, qs[i]!.q, qs[i]!.floatBytes));
+    const cat = (pick: (n: MatMulNBitsNames) => string, what: string) => concatConstants(g, names.map(pick), 0, `${path}/${what}/Concat`);
+    const joined: MatMulNBitsNames = {
+      weight: cat((n) => n.weight, 'Weight'),
+      scales: cat((n) => n.scales, 'Scales'),
+      zeroPoints: names[0]!.zeroPoints === null ? null : cat((n) => n.zeroPoints!, 'ZeroPoints'),
+    };
+    const first = qs[0]!.q;
+    const shape: MatMulNBitsShape = {
+      bits: first.bits,
+      blockSize: first.blockSize,
+      rows: sum(layers.map((l) => l.outFeatures)),
+      cols: first.cols,
+    };
+    return splitPacked(g, weights, layers, matMulNBitsNode(g, joined, shape, x, path, opts.accuracyLevel), path);
+  };
+  return Object.assign((g: GraphBuilder, weights: WeightSource, layer: LinearLayer, x: string) => one(g, weights, layer, x), { packed });
 }
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 export interface QuantizedEmbeddingOptions {
   /** accuracy_level of the tied lm_head's MatMulNBits (default 0). */
