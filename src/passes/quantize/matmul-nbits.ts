@@ -30,9 +30,9 @@ export type AccuracyLevel = 0 | 1 | 2 | 3 | 4;
  * What `quantize --to int4|int8` writes when the user gives no --accuracy-level / --quantize-embeddings, for the
  * device the artifact is for. On the CPU, int4 computes with int8 activations (accuracy_level 4: MLAS's int8
  * kernel, 1.7x the float one's decode speed) and keeps the embedding and lm_head at 8 bits (the head is a third
- * of a small model's bytes per token; at 4 bits it costs +22% KL on aidreams-260k, at 8 bits next to nothing).
+ * of a small model's bytes per token; at 4 bits it costs +24% KL on aidreams-260k, at 8 bits +1%).
  * int8 keeps accuracy_level 0 and float embeddings everywhere: its int8-activation kernel is 20x faster on the CPU
- * but costs +172% KL (0.00010 -> 0.00028 on aidreams-260k), beyond the 10% a default may cost; ask for it with
+ * but costs +199% KL (0.00009 -> 0.00028 on aidreams-260k), beyond the 10% a default may cost; ask for it with
  * --accuracy-level 4. The GPU providers keep onnxruntime's defaults (level 0, float embeddings).
  */
 export function matMulNBitsDefaults(device: string, bits: 4 | 8): { accuracyLevel: AccuracyLevel; embeddingBits: 4 | 8 | null } {
