@@ -8,8 +8,6 @@ import { floatLinear, f32bytes, type LinearEmitter, type LinearLayer } from './l
 import { rotaryCacheRows, rotaryCaches } from './rope.js';
 import { floatEmbedding, gemmHead, type EmbeddingEmitter } from './embedding.js';
 import { slotMask, windowMask } from './masks.js';
-
-export { floatEmbedding, gemmHead, type EmbeddingEmitter };
 import {
   EMBED_TOKENS,
   FINAL_NORM,

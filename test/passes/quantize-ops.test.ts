@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Elem, GraphBuilder, decodeModel, encodeModel } from '../../src/formats/onnx/graph.js';
 import { floatLinear, type LinearEmitter } from '../../src/model/linear.js';
-import { floatEmbedding, type EmbeddingEmitter } from '../../src/model/decoder.js';
+import { floatEmbedding, type EmbeddingEmitter } from '../../src/model/embedding.js';
 import { uniformBiases, type DecoderSpec } from '../../src/core/spec.js';
 import type { WeightSource } from '../../src/core/weights.js';
 import { exportModel } from '../../src/passes/export.js';

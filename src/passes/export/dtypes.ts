@@ -1,7 +1,7 @@
 // The weight precisions transformers.js selects with `dtype`, as the emitters export builds each variant
 // with: fp16 weights, int8 or int4 MatMulNBits (round-to-nearest, blocks of 32, symmetric), and q4f16's int4
 // layers with an fp16 embedding and lm_head. Every variant keeps float32 inputs, outputs and KV cache.
-import type { EmbeddingEmitter } from '../../model/decoder.js';
+import type { EmbeddingEmitter } from '../../model/embedding.js';
 import type { LinearEmitter } from '../../model/linear.js';
 import { quantizeRtn } from '../quantize/blockwise.js';
 import { matMulNBitsLinear } from '../quantize/matmul-nbits.js';

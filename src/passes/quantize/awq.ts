@@ -59,6 +59,12 @@ export const emptyAwqResult = (): AwqResult => ({
   maxDampening: 0,
 });
 
+/** What the reports say of a run: the groups scaled, their mean exponent, and those left unscaled. */
+export function awqSummary(out: AwqResult): { groups: number; meanAlpha: number; skipped: string[] } {
+  const alphas = [...out.alphas.values()];
+  return { groups: alphas.length, meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), skipped: out.skipped };
+}
+
 interface Pending {
   target: LinearModule;
   w: Float32Array;

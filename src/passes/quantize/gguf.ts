@@ -17,7 +17,7 @@ import { globMatcher, linearModules, type LinearModule } from '../targets.js';
 import { gptqQuantizeGguf } from './gguf-gptq.js';
 import { ggufMixType } from './mix-policy.js';
 import { planGgufAuto, type GgufAutoPlan } from './gguf-mix-auto.js';
-import { awqMethod, emptyAwqResult } from './awq.js';
+import { awqMethod, awqSummary, emptyAwqResult } from './awq.js';
 import type { ClipMode } from './clip.js';
 
 export { GGUF_TARGETS, type GgufTarget };
@@ -117,7 +117,7 @@ function blockTypes(slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>): 
   return typeOf;
 }
 
-/** What both calibrated drivers start from: each block-typed module's type, those modules, the calibration windows. */
+/** What the calibrated drivers start from: each block-typed module's type, those modules, the calibration windows, progress. */
 function calibrationPlan(
   source: string,
   o: GgufQuantizeOptions,
@@ -127,7 +127,8 @@ function calibrationPlan(
   const typeOf = blockTypes(slots);
   const targets = linearModules(spec).filter((t) => typeOf.has(t.module));
   const set = loadModelCalibration(o.calib!, source, spec, o.calibSamples, o.calibSeqLen);
-  return { typeOf, targets, set, codes: new Map<string, Uint8Array>() };
+  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+  return { typeOf, targets, set, codes: new Map<string, Uint8Array>(), onProgress };
 }
 
 /** Each module weight's calibrated importance: its input's summed squares (float32, as llama-imatrix stores them) and tokens. */
@@ -145,7 +146,7 @@ async function importanceLayers(
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
   sums: ImportanceSums,
 ) {
-  const { targets, set } = calibrationPlan(source, o, spec, slots);
+  const { targets, set, onProgress } = calibrationPlan(source, o, spec, slots);
   const method: LayerwiseMethod = {
     statistic: 'norms',
     compress: (t, w, inputs) => {
@@ -153,7 +154,6 @@ async function importanceLayers(
       return w;
     },
   };
-  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   return calibrateLayerwise(spec, weights, set, targets, method, { onProgress, sequential: false });
 }
 
@@ -165,7 +165,7 @@ async function gptqLayers(
   weights: Parameters<typeof calibrateLayerwise>[1],
   slots: ReadonlyArray<GgufTensorSlot & { type: GgmlType }>,
 ) {
-  const { typeOf, targets, set, codes } = calibrationPlan(source, o, spec, slots);
+  const { typeOf, targets, set, codes, onProgress } = calibrationPlan(source, o, spec, slots);
   const method: LayerwiseMethod = {
     statistic: 'hessian',
     compress: (t, w, inputs) => {
@@ -179,7 +179,6 @@ async function gptqLayers(
       return dequantizeRows(type, bytes, t.rows, t.cols);
     },
   };
-  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
   return { codes, tokens };
 }
@@ -198,7 +197,7 @@ async function awqLayers(
   overrides: Map<string, Float32Array>,
   sums: ImportanceSums,
 ) {
-  const { typeOf, targets, set, codes } = calibrationPlan(source, o, spec, slots);
+  const { typeOf, targets, set, codes, onProgress } = calibrationPlan(source, o, spec, slots);
   const search = o.clip === 'search';
   const symmetric = ['q4_0', 'q5_0', 'q8_0'].includes(o.to);
   const out = emptyAwqResult();
@@ -221,13 +220,10 @@ async function awqLayers(
     return dequantizeRows(type, bytes, t.rows, t.cols);
   };
   const method = awqMethod(spec, weights, { cfg: { bits: 4, blockSize: 32, symmetric }, clip: 'minmax', gptq: null, rounder }, out);
-  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
   const { tokens } = await calibrateLayerwise(spec, weights, set, targets, method, { onProgress });
   for (const [name, t] of out.overrides) overrides.set(name, t);
   if (o.onAwqFloat) o.onAwqFloat(new Map([...out.overrides, ...folded]));
-  const alphas = [...out.alphas.values()];
-  const awq = { groups: alphas.length, meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), skipped: out.skipped };
-  return { codes, tokens, awq };
+  return { codes, tokens, awq: awqSummary(out) };
 }
 
 /**

@@ -14,7 +14,7 @@ import {
   type PackedLinearEmitter,
 } from '../../model/linear.js';
 import type { WeightSource } from '../../core/weights.js';
-import type { EmbeddingEmitter } from '../../model/decoder.js';
+import type { EmbeddingEmitter } from '../../model/embedding.js';
 import { EMBED_TOKENS } from '../../core/spec.js';
 import { quantizeRtn } from './blockwise.js';
 import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';

@@ -4,7 +4,7 @@ import { fromFloat32 } from '../../formats/dtype.js';
 import { Elem, MS_DOMAIN } from '../../formats/onnx/graph.js';
 import { transpose2d } from '../../core/weights.js';
 import { addBias, f32bytes, type LinearEmitter } from '../../model/linear.js';
-import { gemmHead, type EmbeddingEmitter } from '../../model/decoder.js';
+import { gemmHead, type EmbeddingEmitter } from '../../model/embedding.js';
 import { EMBED_TOKENS } from '../../core/spec.js';
 
 // Why Cast rather than float16 activations: onnxruntime's CPU provider has no float16 MatMul on

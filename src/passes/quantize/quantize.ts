@@ -21,7 +21,7 @@ import { quantizeRtn, type QuantGrid } from './blockwise.js';
 import { checkHfMix, gridOf, hfMixTie, hfSchemeProblem, planHfTargets, writeHfFormat } from './hf-formats.js';
 import { dequantize, type BlockQuantConfig, type BlockQuantized } from '../../core/block-quant.js';
 import { gptqQuantize } from './gptq.js';
-import { awqMethod, emptyAwqResult } from './awq.js';
+import { awqMethod, awqSummary, emptyAwqResult } from './awq.js';
 import { clipChooser, hessianDiagonal, type ClipMode } from './clip.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
@@ -124,6 +124,9 @@ export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel'
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
 }
 
+/** The calibration driver's progress as the pass reports it. */
+const calibrating = (o: QuantizeOptions) => (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
+
 /** GPTQ over every targeted layer, layer by layer on inputs through the already-quantized layers. */
 async function gptqAll(
   model: HfModel,
@@ -148,8 +151,10 @@ async function gptqAll(
       return dequantize(r.quantized);
     },
   };
-  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
-  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
+  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, {
+    batchSize: o.batchSize,
+    onProgress: calibrating(o),
+  });
   return { results, tokens, gptq: { meanError: errorSum / Math.max(1, results.size), maxDampening }, overrides: null, awq: null };
 }
 
@@ -171,8 +176,10 @@ async function rtnClipAll(
       return dequantize(q);
     },
   };
-  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
-  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
+  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, {
+    batchSize: o.batchSize,
+    onProgress: calibrating(o),
+  });
   return { results, tokens, gptq: null, overrides: null, awq: null };
 }
 
@@ -188,15 +195,16 @@ async function awqAll(
   const out = emptyAwqResult();
   const gptq = o.method === 'awq+gptq' ? { actOrder: o.actOrder, dampening: o.dampening } : null;
   const method = awqMethod(model.spec, model.weights, { cfg, cfgOf, clip: o.clip ?? 'minmax', gptq }, out);
-  const onProgress = (done: number, total: number) => o.onProgress?.(done, total, 'calibrate');
-  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, { batchSize: o.batchSize, onProgress });
-  const alphas = [...out.alphas.values()];
+  const { tokens } = await calibrateLayerwise(model.spec, model.weights, set, targets, method, {
+    batchSize: o.batchSize,
+    onProgress: calibrating(o),
+  });
   return {
     results: out.quantized,
     tokens,
     gptq: gptq ? { meanError: out.gptqError / Math.max(1, out.quantized.size), maxDampening: out.maxDampening } : null,
     overrides: out.overrides,
-    awq: { meanAlpha: alphas.reduce((a, b) => a + b, 0) / Math.max(1, alphas.length), groups: alphas.length, skipped: out.skipped },
+    awq: awqSummary(out),
   };
 }
 
@@ -282,7 +290,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       weights: model.weights,
       calib: calibSet,
       fakeQuantize: (t, w, c) => dequantize(quantizeRtn(w, t.rows, t.cols, { ...c, ...grid })),
-      onProgress: (done, total) => o.onProgress?.(done, total, 'calibrate'),
+      onProgress: calibrating(o),
       // vLLM fuses q/k/v and gate/up into one kernel of one scheme: the engine formats raise them together.
       ...(hf ? { tie: hfMixTie(spec) } : {}),
     });
