@@ -120,6 +120,18 @@ test('int8, int4-gptq and sparse24-distill-int4 on the fixture', () => {
   assert.deepEqual(passes, ['prune', 'distill', 'quantize', 'export'], 'the manifest keeps the chain of passes');
 });
 
+test('qat-int4 on the fixture: distilled through int4 rounding, then quantized', () => {
+  const dir = tempDir();
+  const qat = run(['qat-int4', MHA, '-o', join(dir, 'qat'), ...SMALL_DISTILL('distill'), ...SMALL_BENCH]);
+  assert.deepEqual(statuses(qat), ['01-distill ran', '02-quantize ran', '03-eval ran', '04-bench ran']);
+  const config = JSON.parse(readFileSync(join(dir, 'qat', '01-distill', 'config.json'), 'utf8'));
+  assert.deepEqual(config.llmopt_distill.quantizeAware, { to: 'int4', blockSize: 32, symmetric: true, embeddingBits: 8 });
+  const passes = JSON.parse(readFileSync(join(dir, 'qat', '02-quantize', 'llmopt.json'), 'utf8')).passes.map(
+    (p: { pass: string }) => p.pass,
+  );
+  assert.deepEqual(passes, ['distill', 'quantize', 'export']);
+});
+
 test('draft-for-speculative and tp2 on the fixtures', () => {
   const dir = tempDir();
   const draft = run([

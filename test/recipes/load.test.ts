@@ -11,7 +11,7 @@ import { checkRecipe } from '../../src/recipes/checks.js';
 import { stageHash } from '../../src/recipes/hash.js';
 import { GQA, MHA, SAMPLE_TEXT, tempDir } from '../support.js';
 
-const SHIPPED = ['draft-for-speculative', 'int4-gptq', 'int8', 'quickstart', 'sparse24-distill-int4', 'tp2'];
+const SHIPPED = ['draft-for-speculative', 'int4-gptq', 'int8', 'qat-int4', 'quickstart', 'sparse24-distill-int4', 'tp2'];
 
 function recipe(yaml: string, name = 'r.yaml'): string {
   const file = join(tempDir(), name);

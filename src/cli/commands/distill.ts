@@ -2,6 +2,7 @@
 // progress bar (loss, tokens/s, ETA), a summary, a training log, checkpoints, --resume and Ctrl-C.
 import { passAction, passCommand } from '../pass-command.js';
 import { table } from '../output.js';
+import { quantizeFlags } from '../../passes/quantize/qat.js';
 
 export function distillCommand() {
   return passCommand('distill')
@@ -11,7 +12,9 @@ export function distillCommand() {
       '\nExample:\n' +
         '  $ llmopt distill --teacher path/to/hf-model --student out/m-24 --data train.txt --eval-data eval.txt \\\n' +
         '      --steps 800 --batch 16 --seq-len 128 --lr 3e-4 --temperature 2 --keep-sparsity -o out/m-24-distilled\n' +
-        '  $ llmopt distill --teacher path/to/hf-model --student-layers 2 --data train.txt --steps 1500 -o out/draft',
+        '  $ llmopt distill --teacher path/to/hf-model --student-layers 2 --data train.txt --steps 1500 -o out/draft\n' +
+        '  $ llmopt distill --teacher path/to/hf-model --quantize-aware int4 --data train.txt --steps 200 --lr 1e-4 \\\n' +
+        '      --temperature 1 --alpha 0 -o out/m-qat && llmopt quantize out/m-qat --to int4 -o out/m-int4',
     )
     .action(
       passAction('distill', {
@@ -38,6 +41,14 @@ export function distillCommand() {
               ...(report.sparsityKept === null
                 ? []
                 : [['sparsity kept', report.sparsityKept ? 'yes, every pruned weight is still exactly 0' : 'NO']]),
+              ...(report.quantizeAware
+                ? [
+                    [
+                      'quantize with',
+                      `llmopt quantize ${report.output} ${quantizeFlags(report.quantizeAware)} (the rounding it was trained through)`,
+                    ],
+                  ]
+                : []),
               ['log', report.log],
             ]),
           );

@@ -1,7 +1,9 @@
-// distill's declaration: trains a student (a pruned folder, or a subset of the teacher's layers) to match
-// its teacher, and writes it as a Hugging Face folder; with eval_data, KL / top-1 / perplexity after.
+// distill's declaration: trains a student (a pruned folder, a subset of the teacher's layers, or with
+// --quantize-aware the teacher itself through quantize's rounding) to match its teacher, and writes it as a
+// Hugging Face folder; with eval_data, KL / top-1 / perplexity after.
 import {
   boolean,
+  choice,
   deviceOptions,
   int,
   intList,
@@ -15,12 +17,18 @@ import {
 } from '../options.js';
 import { definePass, QUALITY_GATES } from '../pass.js';
 import { distill } from './distill.js';
+import { QAT_TARGETS } from '../quantize/qat.js';
+import { BLOCK_SIZES } from '../quantize/quantize.js';
 
 export const DISTILL_OPTIONS = {
   ...deviceOptions({}),
   teacher: stageRef({ arg: '<dir>', required: true, recipeDefault: 'source', help: 'teacher: a Hugging Face folder' }),
   // In a recipe the student is the stage's input.
-  student: string({ arg: '<dir>', only: 'cli', help: 'student: a Hugging Face folder of the same architecture (e.g. a pruned model)' }),
+  student: string({
+    arg: '<dir>',
+    only: 'cli',
+    help: 'student: a Hugging Face folder of the same architecture (e.g. a pruned model; with --quantize-aware, default: the teacher)',
+  }),
   studentLayers: int({ min: 1, help: 'student: n evenly spaced layers of the teacher' }),
   studentLayerIds: intList({ arg: '<ids>', min: 0, what: 'layer', nonEmpty: true, help: 'student: these teacher layers, e.g. 0,3' }),
   data: textFile({ required: true, recipeDefault: true, help: 'training text, one document per line' }),
@@ -43,6 +51,21 @@ export const DISTILL_OPTIONS = {
   clipNorm: number({ arg: '<f>', min: 0, default: 1, help: 'clip the global gradient norm (0: off)' }),
   seed: int({ min: 0, default: 0, help: 'data order seed' }),
   keepSparsity: boolean({ help: 'pruned weights stay exactly zero (gradients and updates masked)' }),
+  quantizeAware: choice(QAT_TARGETS, {
+    arg: '<precision>',
+    help:
+      "train through `quantize --to <precision>`'s rounding (round-to-nearest on MatMulNBits blocks; int4 also rounds the " +
+      'embedding and lm_head to 8 bits, as quantize does for the CPU), gradients straight through; writes the rounded weights',
+  }),
+  qatBlockSize: int({
+    min: 1,
+    default: 32,
+    help: '--quantize-aware: weights per block, 16 | 32 | 64 | 128 (quantize with the same --block-size)',
+  }),
+  qatAsymmetric: boolean({ help: '--quantize-aware: a zero point per block (quantize with --asymmetric)' }),
+  qatFloatEmbeddings: boolean({
+    help: '--quantize-aware int4: keep the embedding and lm_head in float (quantize with --float-embeddings)',
+  }),
   maxMinutes: number({ arg: '<m>', positive: true, help: 'stop training after this long (the schedule still follows --steps)' }),
   checkpointEvery: int({ min: 1, help: 'write a resumable checkpoint every n steps' }),
   // A recipe keeps checkpoints in its run folder and resumes by skipping finished stages.
@@ -54,6 +77,7 @@ export const DISTILL_OPTIONS = {
 
 const shallow = (o: { studentLayers?: number; studentLayerIds?: number[] }) =>
   o.studentLayers !== undefined || o.studentLayerIds !== undefined;
+const QAT_DETAILS = ['qatBlockSize', 'qatAsymmetric', 'qatFloatEmbeddings'] as const;
 
 export const distillPass = definePass({
   name: 'distill',
@@ -65,10 +89,20 @@ export const distillPass = definePass({
   writes: () => ({ kind: 'hf' }),
   figures: (o) => (o.evalData !== undefined ? QUALITY_GATES : []),
   gateHint: '; set eval_data: true on the stage to measure it, or gate an eval stage',
-  validate: (o) => {
+  validate: (o, given) => {
     if (o.studentLayers !== undefined && o.studentLayerIds !== undefined) {
       throw new OptionError('studentLayerIds', (n) => `${n('studentLayers')} and ${n('studentLayerIds')} are alternatives: give one`);
     }
+    for (const key of QAT_DETAILS)
+      if (given.has(key) && o.quantizeAware === undefined)
+        throw new OptionError(key, (n) => `${n(key)}: a --quantize-aware option; add ${n('quantizeAware')} int4 or int8`);
+    if (!(BLOCK_SIZES as readonly number[]).includes(o.qatBlockSize))
+      throw new OptionError('qatBlockSize', (n) => `${n('qatBlockSize')} ${o.qatBlockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
+    if (o.qatFloatEmbeddings && o.quantizeAware === 'int8')
+      throw new OptionError(
+        'qatFloatEmbeddings',
+        (n) => `${n('qatFloatEmbeddings')}: int8 keeps the embedding and lm_head in float already`,
+      );
   },
   run: (o, ctx) =>
     distill(ctx.output, {

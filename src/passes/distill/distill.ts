@@ -1,7 +1,8 @@
 // distill: trains a student to match a teacher's output distribution (KL at temperature T, plus
 // alpha x next-token cross-entropy) with AdamW, on packed text, through a training graph run by
-// onnxruntime; evaluates KL / perplexity against the teacher before, during and after; writes the
-// student as a Hugging Face folder and a training log; resumable checkpoints are in checkpoint.ts.
+// onnxruntime, optionally through quantize's rounding (quantize/qat.ts); evaluates KL / perplexity against
+// the teacher before, during and after; writes the student as a Hugging Face folder and a training log;
+// resumable checkpoints are in checkpoint.ts.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -25,11 +26,16 @@ import { buildTrainingGraph } from './train-graph.js';
 import { TrainingSession } from './trainer.js';
 import { TeacherForward } from './teacher.js';
 import { openHfModel } from '../../model/checkpoint.js';
+import { FakeQuantizer, qatScheme, type QatScheme } from '../quantize/qat.js';
 
 type Declared = OptionValues<typeof DISTILL_OPTIONS>;
+type QatDetails = 'qatBlockSize' | 'qatAsymmetric' | 'qatFloatEmbeddings';
 /** The pass's options: the declared ones (distill/definition.ts), with --max-minutes as seconds. */
-export type DistillOptions = Omit<Declared, 'maxMinutes' | 'weightDecay' | 'clipNorm' | 'resume' | 'output' | 'json' | 'quiet'> &
-  Partial<Pick<Declared, 'weightDecay' | 'clipNorm' | 'resume'>> & {
+export type DistillOptions = Omit<
+  Declared,
+  'maxMinutes' | 'weightDecay' | 'clipNorm' | 'resume' | 'output' | 'json' | 'quiet' | QatDetails
+> &
+  Partial<Pick<Declared, 'weightDecay' | 'clipNorm' | 'resume' | QatDetails>> & {
     /** Stop after this many seconds of training (the step count still sets the schedule). */
     maxSeconds?: number;
     onStep?: (s: StepLog) => void;
@@ -70,6 +76,8 @@ export interface DistillReport {
   before: EvalFigures | null;
   after: EvalFigures | null;
   sparsityKept: boolean | null;
+  /** What the student was trained through (--quantize-aware), or null. */
+  quantizeAware: QatScheme | null;
   log: string;
 }
 
@@ -86,8 +94,8 @@ function validate(o: DistillOptions): void {
   positive(o.seqLen, '--seq-len', true);
   if (o.seqLen !== undefined && o.seqLen < 2) throw new InputError(`--seq-len ${o.seqLen}: sequences need at least 2 tokens`);
   if (o.alpha < 0 || !Number.isFinite(o.alpha)) throw new InputError(`--alpha ${o.alpha}: expected a number >= 0`);
-  if (!o.student && o.studentLayers === undefined && !o.studentLayerIds)
-    throw new InputError('give --student <folder> or --student-layers N');
+  if (!o.student && o.studentLayers === undefined && !o.studentLayerIds && !o.quantizeAware)
+    throw new InputError('give --student <folder> or --student-layers N (or --quantize-aware, to train the teacher itself)');
   if (o.student && (o.studentLayers !== undefined || o.studentLayerIds))
     throw new InputError('--student and --student-layers are alternatives: give one');
   if (!existsSync(o.data)) throw new InputError(`${o.data}: file not found`);
@@ -112,9 +120,18 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
   const seqLen = o.seqLen ?? Math.min(128, teacherSpec.maxPositions);
   const tokenizer = loadTokenizer(o.teacher);
   const data = packText(o.data, tokenizer, seqLen, teacherSpec.eosTokenIds[0] ?? null);
+  const scheme = o.quantizeAware
+    ? qatScheme(o.quantizeAware, o.qatBlockSize ?? 32, o.qatAsymmetric ?? false, o.qatFloatEmbeddings ?? false)
+    : null;
+  const shallow = o.studentLayers !== undefined || o.studentLayerIds !== undefined;
+  // Quantization-aware training with no other student trains the teacher's own weights.
+  const studentDir = o.student ?? (shallow ? undefined : o.teacher);
   let student: Student;
-  if (o.student) student = await loadStudent(o.student, teacherSpec);
+  if (studentDir) student = await loadStudent(studentDir, teacherSpec);
   else student = await shallowStudent(o.teacher, o.studentLayerIds ?? evenlySpacedLayers(teacherSpec.numLayers, o.studentLayers!));
+  const rounding = scheme ? new FakeQuantizer(student.spec, scheme) : null;
+  // The weights the graph computes with: the float ones, or their rounding (the optimizer updates the float ones).
+  const seen = (w: Map<string, Float32Array>) => (rounding ? rounding.apply(w) : w);
 
   const work = mkdtempSync(join(tmpdir(), 'llmopt-distill-'));
   const checkpointDir = resolve(o.checkpointDir ?? `${output}.ckpt`);
@@ -175,7 +192,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       if (!windows) return null;
       const dir = join(work, `eval-${tag}`);
       mkdirSync(dir);
-      for (const [n, w] of weights) student.weights.set(n, w);
+      for (const [n, w] of seen(weights)) student.weights.set(n, w);
       // Saved in float32 (no rounding of the weights being measured), so config.json says float32 too.
       await saveStudent(dir, {
         ...student,
@@ -248,7 +265,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
         const rows = Array.from({ length: batch.B }, (_, b) => Array.from(batch.ids.subarray(b * batch.S, (b + 1) * batch.S), Number));
         teacherLogits = (await forwardOnce(teacher, rows)).data;
       }
-      const r = await trainer.step(batch, teacherLogits, weights, student.spec.vocabSize, teacherStates);
+      const r = await trainer.step(batch, teacherLogits, seen(weights), student.spec.vocabSize, teacherStates);
       if (!Number.isFinite(r.loss)) {
         const kept =
           lastGood > 0
@@ -292,12 +309,17 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
         for (let i = 0; i < w.length; i++) if (m0[i] === 0 && w[i] !== 0) sparsityKept = false;
       }
     }
-    for (const [n, w] of weights) student.weights.set(n, w);
+    // A quantization-aware student is written as its rounding, in float32: the model it was trained to be, which
+    // `quantize` with the same scheme reproduces code for code (bfloat16 could not hold those values).
+    for (const [n, w] of seen(weights)) student.weights.set(n, w);
+    const saved: Student = scheme
+      ? { ...student, dtypes: new Map([...student.dtypes].map(([n]) => [n, 'F32'])), config: { ...student.config, torch_dtype: 'float32' } }
+      : student;
     const record = {
       pass: 'distill',
       options: {
         teacher: resolve(o.teacher),
-        student: o.student ? resolve(o.student) : null,
+        student: studentDir ? resolve(studentDir) : null,
         layerIds: student.layerIds,
         data: resolve(o.data),
         steps: step,
@@ -309,17 +331,24 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
         hiddenLoss: o.hiddenLoss ?? 0,
         seed: o.seed,
         keepSparsity: o.keepSparsity,
+        // Only when set, so that the folders of plain distillation read as before.
+        ...(scheme ? { quantizeAware: scheme } : {}),
       },
       at: new Date().toISOString(),
     };
-    const folder = { format: 'llmopt-checkpoint' as const, source: o.student ?? o.teacher, filesFrom: student.filesFrom, passes: [record] };
+    const folder = {
+      format: 'llmopt-checkpoint' as const,
+      source: studentDir ?? o.teacher,
+      filesFrom: student.filesFrom,
+      passes: [record],
+    };
     await writeModelFolder(output, folder, async (tmp) => {
-      await saveStudent(tmp, student, { llmopt_distill: { ...record.options, before, after } });
+      await saveStudent(tmp, saved, { llmopt_distill: { ...record.options, before, after } });
       writeFileSync(join(tmp, 'train-log.jsonl'), existsSync(log) ? readFileSync(log) : '');
     });
     return {
       output,
-      student: o.student ?? `${student.layerIds!.length} layers of ${o.teacher} (${student.layerIds!.join(', ')})`,
+      student: studentDir ?? `${student.layerIds!.length} layers of ${o.teacher} (${student.layerIds!.join(', ')})`,
       layerIds: student.layerIds,
       steps: step,
       stoppedEarly,
@@ -329,6 +358,7 @@ export async function distill(output: string, o: DistillOptions): Promise<Distil
       before,
       after,
       sparsityKept,
+      quantizeAware: scheme,
       log: join(output, 'train-log.jsonl'),
     };
   } finally {

@@ -25,6 +25,8 @@ import { awqMethod, awqSummary, emptyAwqResult } from './awq.js';
 import { clipChooser, hessianDiagonal, type ClipMode } from './clip.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
+import { qatMismatch, trainedScheme } from './qat.js';
+import { readJsonFile } from '../../formats/hf-config.js';
 import { configOf, LM_HEAD_MODULE, mixHighConfig, planOnnxMix, validateMixOptions, type OnnxMixPlan } from './mix-policy.js';
 
 export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
@@ -253,6 +255,17 @@ export async function quantize(source: string, output: string, o: QuantizeOption
           };
     const hf = hfPlan ? planHfTargets(spec, new Set(selected.map((t) => t.module)), hfPlan) : null;
     warnings.push(...(hf?.warnings ?? []));
+    // A student trained through one rounding (distill --quantize-aware) keeps its gain only under that rounding.
+    const trained = model.gguf ? null : trainedScheme(readJsonFile(join(source, 'config.json')));
+    const mismatch =
+      trained &&
+      qatMismatch(trained, {
+        ...o,
+        mix: mixPolicy,
+        clip: o.clip ?? 'minmax',
+        embeddingBits: o.quantizeEmbeddings && bits ? (o.embeddingBits ?? bits) : null,
+      });
+    if (mismatch) warnings.push(`${source}: ${mismatch}`);
     for (const w of warnings) o.onWarning?.(w);
     const targets = hf ? selected.filter((t) => hf.quantized.has(t.module)) : selected;
     if (targets.length === 0) throw new InputError('--exclude leaves no layer to quantize');
