@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { AIDREAMS, DREAMS_EVAL, DREAMS_TRAIN, GQA, MHA, NEEDS_SHARED, SAMPLE_TEXT, runCli, tempDir } from '../support.js';
 import { distill } from '../../src/passes/distill/distill.js';
 import { quantize, type QuantizeOptions } from '../../src/passes/quantize/quantize.js';
+import { quantizeGguf } from '../../src/passes/quantize/gguf.js';
 import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
 import { dequantize } from '../../src/core/block-quant.js';
 import { prune, parseSparsity } from '../../src/passes/prune/prune.js';
@@ -127,6 +128,18 @@ test('--quantize-aware int8 --qat-asymmetric on a 2:4-pruned student: zeros stay
   const cli = runCli(['quantize', join(dir, 'q'), '--to', 'int8', '--block-size', '16', '--asymmetric', '-o', join(dir, 'i8')]);
   assert.equal(cli.code, 0, cli.stderr);
   assert.doesNotMatch(cli.stdout, /quantization-aware/);
+  // GGUF's types are another grid: written, with a warning.
+  const gguf = await quantizeGguf(join(dir, 'q'), join(dir, 'm.gguf'), {
+    to: 'q8_0',
+    exclude: [],
+    quantizeEmbeddings: false,
+    fallback: true,
+    method: 'rtn',
+  });
+  assert.deepEqual(gguf.warnings, [
+    `${join(dir, 'q')}: trained quantization-aware for \`quantize --to int8 --block-size 16 --asymmetric\`; GGUF q8_0 rounds it on ` +
+      "llama.cpp's grid instead, which undoes part of what the training won back",
+  ]);
 });
 
 test('bad input: --qat-* without --quantize-aware, a block size MatMulNBits has not, float embeddings at int8', () => {

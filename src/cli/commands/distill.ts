@@ -13,7 +13,7 @@ export function distillCommand() {
         '  $ llmopt distill --teacher path/to/hf-model --student out/m-24 --data train.txt --eval-data eval.txt \\\n' +
         '      --steps 800 --batch 16 --seq-len 128 --lr 3e-4 --temperature 2 --keep-sparsity -o out/m-24-distilled\n' +
         '  $ llmopt distill --teacher path/to/hf-model --student-layers 2 --data train.txt --steps 1500 -o out/draft\n' +
-        '  $ llmopt distill --teacher path/to/hf-model --quantize-aware int4 --data train.txt --steps 200 --lr 1e-4 \\\n' +
+        '  $ llmopt distill --teacher path/to/hf-model --quantize-aware int4 --data train.txt --steps 100 --lr 1e-4 \\\n' +
         '      --temperature 1 --alpha 0 -o out/m-qat && llmopt quantize out/m-qat --to int4 -o out/m-int4',
     )
     .action(

@@ -28,6 +28,7 @@ export function quantizeCommand() {
             if (report.fallbacks.length) extra.push(['fallbacks', report.fallbacks.join('; ')]);
             if (report.excluded.length) extra.push(['kept f32', report.excluded.join(', ')]);
             if (report.mix) extra.push([`--mix ${report.mix.policy}`, report.mix.raised.join('; ') || 'nothing raised']);
+            for (const w of report.warnings) extra.push(['warning', w]);
             return out.result(ggufTable(report, extra));
           }
           const quality = report.eval;

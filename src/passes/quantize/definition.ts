@@ -155,6 +155,7 @@ export const quantizePass = definePass({
         to: o.to as (typeof GGUF_TARGETS)[number],
         mix: o.mix,
         onProgress: ctx.onProgress,
+        onWarning: (text: string) => ctx.onLog?.(`warning: ${text}`),
       });
       return { ...report, eval: null };
     }

@@ -3,6 +3,7 @@
 // choice (formats/gguf/quants) or GPTQ codes in the same block layouts (gguf-gptq.ts), each block's scale searched
 // with --clip search (llama.cpp's importance-weighted searches; Q8_0 a grid of fp16 scales); written tensor by tensor.
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import type { DecoderSpec } from '../../core/spec.js';
 import { ggufRowOrder } from '../../formats/gguf/architectures.js';
@@ -19,6 +20,8 @@ import { ggufMixType } from './mix-policy.js';
 import { planGgufAuto, type GgufAutoPlan } from './gguf-mix-auto.js';
 import { awqMethod, awqSummary, emptyAwqResult } from './awq.js';
 import type { ClipMode } from './clip.js';
+import { quantizeFlags, trainedScheme } from './qat.js';
+import { readJsonFile } from '../../formats/hf-config.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -60,6 +63,7 @@ export interface GgufQuantizeOptions {
   dampening?: number;
   actOrder?: boolean;
   onProgress?: (done: number, total: number, phase?: 'calibrate' | 'write') => void;
+  onWarning?: (text: string) => void;
 }
 
 export interface GgufQuantizeReport extends GgufWriteReport {
@@ -80,6 +84,8 @@ export interface GgufQuantizeReport extends GgufWriteReport {
   excluded: string[];
   /** --mix: the policy and each tensor it raised, as "name: from -> to". */
   mix: { policy: 'k-quant-m' | 'edges8' | 'auto'; raised: string[]; bitsPerWeight?: number } | null;
+  /** What the written file may not be as the source meant (a student trained for another rounding). */
+  warnings: string[];
 }
 
 /** Checks of the GGUF options that need no file (the definition's validate calls it for --format gguf). */
@@ -260,6 +266,16 @@ const modulesOf = (slot: GgufTensorSlot) => slot.hf.map((n) => n.replace(/\.(wei
 
 /** Writes `source` as a GGUF file of `o.to`; refuses, before writing, a fallback the user refused. */
 export async function quantizeGguf(source: string, output: string, o: GgufQuantizeOptions): Promise<GgufQuantizeReport> {
+  // A student trained through llmopt's own int4/int8 rounding (distill --quantize-aware) is rounded again on this grid.
+  const config = join(source, 'config.json');
+  const trained = existsSync(config) ? trainedScheme(readJsonFile(config)) : null;
+  const warnings = trained
+    ? [
+        `${source}: trained quantization-aware for \`quantize ${quantizeFlags(trained)}\`; GGUF ${o.to} rounds it on ` +
+          "llama.cpp's grid instead, which undoes part of what the training won back",
+      ]
+    : [];
+  for (const w of warnings) o.onWarning?.(w);
   const excludedBy = globMatcher(o.exclude);
   const fallbacks: string[] = [];
   const excluded: string[] = [];
@@ -366,5 +382,6 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
     fallbacks,
     excluded,
     mix: policy ? { policy, raised, ...(auto ? { bitsPerWeight: auto.bitsPerWeight } : {}) } : null,
+    warnings,
   };
 }
