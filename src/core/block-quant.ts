@@ -22,9 +22,8 @@ export interface BlockQuantized extends BlockQuantConfig {
 
 export const blocksPerRow = (cols: number, blockSize: number) => Math.ceil(cols / blockSize);
 
-/** The float matrix [rows, cols] a quantized matrix stands for. */
-export function dequantize(q: BlockQuantized): Float32Array {
-  const out = new Float32Array(q.rows * q.cols);
+/** The float matrix [rows, cols] a quantized matrix stands for (into `out` when given). */
+export function dequantize(q: BlockQuantized, out: Float32Array = new Float32Array(q.rows * q.cols)): Float32Array {
   const half = 1 << (q.bits - 1);
   for (let r = 0; r < q.rows; r++) {
     for (let c = 0; c < q.cols; c++) {

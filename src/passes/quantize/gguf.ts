@@ -3,7 +3,6 @@
 // choice (formats/gguf/quants) or GPTQ codes in the same block layouts (gguf-gptq.ts), each block's scale searched
 // with --clip search (llama.cpp's importance-weighted searches; Q8_0 a grid of fp16 scales); written tensor by tensor.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { InputError } from '../../core/errors.js';
 import type { DecoderSpec } from '../../core/spec.js';
 import { ggufRowOrder } from '../../formats/gguf/architectures.js';
@@ -21,7 +20,6 @@ import { planGgufAuto, type GgufAutoPlan } from './gguf-mix-auto.js';
 import { awqMethod, awqSummary, emptyAwqResult } from './awq.js';
 import type { ClipMode } from './clip.js';
 import { quantizeFlags, trainedScheme } from './qat.js';
-import { readJsonFile } from '../../formats/hf-config.js';
 
 export { GGUF_TARGETS, type GgufTarget };
 
@@ -267,8 +265,7 @@ const modulesOf = (slot: GgufTensorSlot) => slot.hf.map((n) => n.replace(/\.(wei
 /** Writes `source` as a GGUF file of `o.to`; refuses, before writing, a fallback the user refused. */
 export async function quantizeGguf(source: string, output: string, o: GgufQuantizeOptions): Promise<GgufQuantizeReport> {
   // A student trained through llmopt's own int4/int8 rounding (distill --quantize-aware) is rounded again on this grid.
-  const config = join(source, 'config.json');
-  const trained = existsSync(config) ? trainedScheme(readJsonFile(config)) : null;
+  const trained = trainedScheme(source);
   const warnings = trained
     ? [
         `${source}: trained quantization-aware for \`quantize ${quantizeFlags(trained)}\`; GGUF ${o.to} rounds it on ` +

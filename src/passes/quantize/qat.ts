@@ -1,6 +1,9 @@
 // Quantization-aware distillation: the weights the training graph sees are the ones `llmopt quantize --to int4|int8`
 // would write (round-to-nearest on MatMulNBits' blocks), and the gradients reach the float weights straight through.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { dequantize, type BlockQuantConfig } from '../../core/block-quant.js';
+import { readJsonFile } from '../../formats/hf-config.js';
 import { EMBED_TOKENS, LM_HEAD, type DecoderSpec } from '../../core/spec.js';
 import { quantizeRtn } from './blockwise.js';
 import { linearModules } from '../targets.js';
@@ -30,16 +33,18 @@ export function quantizeFlags(s: QatScheme): string {
     `--to ${s.to}`,
     s.blockSize !== 32 ? `--block-size ${s.blockSize}` : '',
     s.symmetric ? '' : '--asymmetric',
+    // int8 keeps the embedding and lm_head in float by default, as its scheme does (qatScheme).
     s.to === 'int4' && s.embeddingBits === null ? '--float-embeddings' : '',
-    s.to === 'int8' && s.embeddingBits ? '--quantize-embeddings' : '',
   ]
     .filter(Boolean)
     .join(' ');
 }
 
-/** The scheme a folder's student was trained through (config.json's llmopt_distill record), or null. */
-export function trainedScheme(config: Record<string, unknown>): QatScheme | null {
-  const record = config.llmopt_distill as { quantizeAware?: QatScheme | null } | undefined;
+/** The scheme a folder's student was trained through (config.json's llmopt_distill record); null for any other source. */
+export function trainedScheme(source: string): QatScheme | null {
+  const file = join(source, 'config.json');
+  if (!existsSync(file)) return null;
+  const record = readJsonFile(file).llmopt_distill as { quantizeAware?: QatScheme | null } | undefined;
   return record?.quantizeAware ?? null;
 }
 
@@ -81,6 +86,8 @@ interface Rounded {
   rows: number;
   cols: number;
   cfg: BlockQuantConfig;
+  /** The rounded values, rewritten at each call: one buffer per tensor, not one per training step. */
+  out: Float32Array;
 }
 
 /**
@@ -96,12 +103,13 @@ export class FakeQuantizer {
     readonly scheme: QatScheme,
   ) {
     const layer: BlockQuantConfig = { bits: scheme.to === 'int4' ? 4 : 8, blockSize: scheme.blockSize, symmetric: scheme.symmetric };
-    for (const m of linearModules(spec)) this.rounded.set(`${m.module}.weight`, { rows: m.rows, cols: m.cols, cfg: layer });
+    const add = (name: string, rows: number, cols: number, cfg: BlockQuantConfig) =>
+      this.rounded.set(name, { rows, cols, cfg, out: new Float32Array(rows * cols) });
+    for (const m of linearModules(spec)) add(`${m.module}.weight`, m.rows, m.cols, layer);
     if (scheme.embeddingBits) {
       const head: BlockQuantConfig = { ...layer, bits: scheme.embeddingBits };
-      const table = { rows: spec.vocabSize, cols: spec.hiddenSize, cfg: head };
-      this.rounded.set(EMBED_TOKENS, table);
-      if (!spec.tiedEmbeddings) this.rounded.set(LM_HEAD, table);
+      add(EMBED_TOKENS, spec.vocabSize, spec.hiddenSize, head);
+      if (!spec.tiedEmbeddings) add(LM_HEAD, spec.vocabSize, spec.hiddenSize, head);
     }
   }
 
@@ -111,8 +119,9 @@ export class FakeQuantizer {
   }
 
   /**
-   * The weights with each rounded tensor replaced by its dequantized codes (new arrays; the float weights, which the
-   * optimizer updates, are untouched). Straight-through: the gradient with respect to the rounded tensor is applied to
+   * The weights with each rounded tensor replaced by its dequantized codes (in this quantizer's buffers, overwritten by
+   * the next call: use or write them before then; the float weights, which the optimizer updates, are untouched).
+   * Straight-through: the gradient with respect to the rounded tensor is applied to
    * the float one as if rounding were the identity (Bengio et al. 2013; LLM-QAT, Liu et al. 2023).
    */
   apply(weights: ReadonlyMap<string, Float32Array>): Map<string, Float32Array> {
@@ -120,7 +129,7 @@ export class FakeQuantizer {
     for (const [name, r] of this.rounded) {
       const w = weights.get(name);
       if (!w) throw new Error(`quantization-aware training: the training graph has no parameter ${name}`);
-      out.set(name, dequantize(quantizeRtn(w, r.rows, r.cols, r.cfg)));
+      out.set(name, dequantize(quantizeRtn(w, r.rows, r.cols, r.cfg), r.out));
     }
     return out;
   }

@@ -26,7 +26,6 @@ import { clipChooser, hessianDiagonal, type ClipMode } from './clip.js';
 import { matMulNBitsLinear, quantizedEmbedding, type AccuracyLevel } from './matmul-nbits.js';
 import { fp16Embedding, fp16Linear, w8a8Linear } from './precision.js';
 import { qatMismatch, trainedScheme } from './qat.js';
-import { readJsonFile } from '../../formats/hf-config.js';
 import { configOf, LM_HEAD_MODULE, mixHighConfig, planOnnxMix, validateMixOptions, type OnnxMixPlan } from './mix-policy.js';
 
 export const QUANT_TARGETS = ['fp16', 'int8', 'int4', 'w8a8'] as const;
@@ -256,7 +255,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     const hf = hfPlan ? planHfTargets(spec, new Set(selected.map((t) => t.module)), hfPlan) : null;
     warnings.push(...(hf?.warnings ?? []));
     // A student trained through one rounding (distill --quantize-aware) keeps its gain only under that rounding.
-    const trained = model.gguf ? null : trainedScheme(readJsonFile(join(source, 'config.json')));
+    const trained = trainedScheme(source);
     const mismatch =
       trained &&
       qatMismatch(trained, {
