@@ -28,6 +28,10 @@ test('quantize: unknown --to, bad block size, gptq without --calib, missing or e
   writeFileSync(empty, '\n\n');
   failsCleanly(['quantize', MHA, '--to', 'int4', '--method', 'gptq', '--calib', empty], /empty\.txt: calibration file has no text/);
   failsCleanly(['quantize', MHA, '--to', 'fp16', '--method', 'gptq', '--calib', SAMPLE_TEXT], /--method gptq works with --to int4 or int8/);
+  // Calibration text round-to-nearest would not read, in either format (it reads it for --clip search and --mix auto).
+  const idle = /--calib: --method rtn reads no calibration text \(it weighs --clip search and measures --mix auto/;
+  failsCleanly(['quantize', MHA, '--to', 'int4', '--calib', SAMPLE_TEXT], idle);
+  failsCleanly(['quantize', MHA, '--to', 'q4_k', '--format', 'gguf', '--calib', SAMPLE_TEXT], idle);
 });
 
 test('quantize: a checkpoint that is already quantized', () => {
@@ -66,6 +70,10 @@ test('prune: N >= M, N < 1, a fraction outside (0, 1), an input dimension not di
   // gqa: hidden 48 and ffn 72; 72 is not a multiple of 16.
   failsCleanly(['prune', GQA, '--sparsity', '8:16'], /model\.layers\.0\.mlp\.down_proj\.weight: in_features 72 is not divisible by M=16/);
   failsCleanly(['prune', MHA, '--sparsity', '2:4', '--method', 'wanda'], /--method wanda needs calibration text: give --calib/);
+  failsCleanly(
+    ['prune', MHA, '--sparsity', '2:4', '--calib', SAMPLE_TEXT],
+    /--calib: --method magnitude reads no calibration text \(--method wanda and sparsegpt do\)/,
+  );
   failsCleanly(
     ['prune', MHA, '--sparsity', '0.5', '--method', 'sparsegpt', '--calib', SAMPLE_TEXT, '--scope', 'layer'],
     /--scope layer works with --method magnitude or wanda/,

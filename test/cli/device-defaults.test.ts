@@ -1,5 +1,6 @@
 // The defaults `export` and `quantize` take from the device the artifact is for (--device, default cpu): the
-// attention form, MatMulNBits' accuracy_level and whether the embedding and lm_head are quantized (and at what bits);
+// attention form, MatMulNBits' accuracy_level, int8's activation residual and zero points, and whether the embedding
+// and lm_head are quantized (and at what bits);
 // explicit flags win, transformers.js gets a form it loads, and contradicting flags write nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,11 +66,37 @@ test('quantize --to int4 on the CPU: accuracy_level 4, inplace, embedding and lm
   assert.equal(nbits(four).gatherBits, 4);
 });
 
-test('quantize --to int8 keeps accuracy_level 0 and float embeddings by default (int8 activations cost too much KL)', () => {
+test('quantize --to int8 on the CPU: level 4 with the activation residual, zero points, 8-bit embedding; flags win', () => {
+  const residualNodes = (out: string) =>
+    decodeModel(readFileSync(join(out, 'model.onnx'))).graph!.node!.filter((n) => n.name!.includes('/Residual/')).length;
+  const quantizeOptions = (out: string) =>
+    JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8')).passes.find((p: { pass: string }) => p.pass === 'quantize').options;
   const out = join(tempDir(), 'q');
   assert.equal(runCli(['quantize', GQA, '-o', out, '--to', 'int8']).code, 0);
-  assert.deepEqual(nbits(out), { levels: new Set([0]), gatherBits: null });
+  assert.deepEqual(nbits(out), { levels: new Set([4]), gatherBits: 8 });
+  const o = quantizeOptions(out);
+  assert.deepEqual([o.accuracyLevel, o.activationResidual, o.symmetric, o.embeddingBits], [4, true, false, 8]);
+  assert.ok(residualNodes(out) > 0);
   assert.equal(JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8')).model.attention, 'inplace');
+
+  // Level 0 computes in float: no residual to multiply.
+  const level0 = join(tempDir(), 'q');
+  assert.equal(runCli(['quantize', GQA, '-o', level0, '--to', 'int8', '--accuracy-level', '0']).code, 0);
+  assert.equal(residualNodes(level0), 0);
+  assert.equal(quantizeOptions(level0).activationResidual, undefined);
+  const plain = join(tempDir(), 'q');
+  const flags = ['--symmetric', '--float-embeddings', '--activation-residual', 'off'];
+  assert.equal(runCli(['quantize', GQA, '-o', plain, '--to', 'int8', ...flags]).code, 0);
+  assert.deepEqual(nbits(plain), { levels: new Set([4]), gatherBits: null });
+  assert.deepEqual([residualNodes(plain), quantizeOptions(plain).symmetric], [0, true]);
+  // int4 takes it when asked; the GPU providers keep onnxruntime's defaults.
+  const int4 = join(tempDir(), 'q');
+  assert.equal(runCli(['quantize', GQA, '-o', int4, '--to', 'int4', '--activation-residual', 'on']).code, 0);
+  assert.ok(residualNodes(int4) > 0);
+  const gpu = join(tempDir(), 'q');
+  assert.equal(runCli(['quantize', GQA, '-o', gpu, '--to', 'int8', '--device', 'webgpu']).code, 0);
+  assert.deepEqual([residualNodes(gpu), quantizeOptions(gpu).symmetric], [0, true]);
+  assert.deepEqual(nbits(gpu), { levels: new Set([0]), gatherBits: null });
 });
 
 test('bad defaults-related input: one line, exit 2, nothing written', () => {
@@ -79,6 +106,19 @@ test('bad defaults-related input: one line, exit 2, nothing written', () => {
       /--float-embeddings contradicts --quantize-embeddings/,
     ],
     [['quantize', GQA, '--to', 'fp16', '--float-embeddings'], /--float-embeddings: only --to int4 and int8 quantize embeddings/],
+    [['quantize', GQA, '--to', 'int8', '--symmetric', '--asymmetric'], /--symmetric contradicts --asymmetric: give one/],
+    [['quantize', GQA, '--to', 'fp16', '--symmetric'], /--symmetric: --to fp16 has no blocks/],
+    [
+      ['quantize', GQA, '--to', 'int8', '--activation-residual', 'on', '--accuracy-level', '0'],
+      /--activation-residual on corrects int8 activations: it needs --accuracy-level 4, not 0/,
+    ],
+    // The GPU providers' default level is 0: the residual has nothing to correct there.
+    [
+      ['quantize', GQA, '--to', 'int8', '--activation-residual', 'on', '--device', 'webgpu'],
+      /--activation-residual on corrects int8 activations: it needs --accuracy-level 4, not 0/,
+    ],
+    [['quantize', GQA, '--to', 'fp16', '--activation-residual', 'on'], /--activation-residual on: MatMulNBits' option/],
+    [['quantize', GQA, '--to', 'q8_0', '--format', 'gguf', '--symmetric'], /--symmetric: not a GGUF option/],
     [['export', GQA, '--format', 'gguf', '--device', 'cpu'], /--device: an ONNX option; --format gguf writes one llama.cpp file/],
     [['export', MHA, '--layout', 'transformers.js', '--attention', 'inplace'], /--attention inplace: .*transformers\.js runs/],
   ] as const) {

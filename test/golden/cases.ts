@@ -21,7 +21,24 @@ export const GOLDEN_CASES: GoldenCase[] = [
   { name: 'export-gqa-inplace', args: (o) => ['export', GQA, '-o', o, '--attention', 'inplace'] },
   { name: 'export-mha-transformersjs', args: (o) => ['export', MHA, '-o', o, '--attention', 'standard', '--layout', 'transformers.js'] },
   { name: 'quantize-gqa-fp16', args: (o) => ['quantize', GQA, '-o', o, '--to', 'fp16', '--attention', 'fused'] },
-  { name: 'quantize-gqa-int8', args: (o) => ['quantize', GQA, '-o', o, '--to', 'int8', '--attention', 'fused', '--accuracy-level', '0'] },
+  // int8 as its CPU default was before 2026-12-01 (symmetric, float embeddings, level 0): the same bytes since.
+  {
+    name: 'quantize-gqa-int8',
+    args: (o) => [
+      'quantize',
+      GQA,
+      '-o',
+      o,
+      '--to',
+      'int8',
+      '--attention',
+      'fused',
+      '--accuracy-level',
+      '0',
+      '--symmetric',
+      '--float-embeddings',
+    ],
+  },
   {
     name: 'quantize-gqa-int4-asym-emb',
     args: (o) => [

@@ -101,7 +101,7 @@ test('--quantize-aware int4: the folder is quantize --to int4 rounding, code for
   assert.match(other.warnings[0]!, /trained quantization-aware for `quantize --to int4`; --block-size 64 rounds it differently/);
 });
 
-test('--quantize-aware int8 --qat-asymmetric on a 2:4-pruned student: zeros stay zero, float embeddings', async () => {
+test('--quantize-aware int8 (zero points, as quantize writes int8 by default) on a 2:4-pruned student: zeros stay zero, float embeddings', async () => {
   const dir = tempDir();
   await prune(MHA, join(dir, 'p'), { structure: parseSparsity('2:4'), method: 'magnitude' });
   const r = await distill(join(dir, 'q'), {
@@ -110,7 +110,7 @@ test('--quantize-aware int8 --qat-asymmetric on a 2:4-pruned student: zeros stay
     student: join(dir, 'p'),
     keepSparsity: true,
     quantizeAware: 'int8',
-    qatAsymmetric: true,
+    qatFloatEmbeddings: true,
     qatBlockSize: 16,
   });
   assert.deepEqual(r.quantizeAware, { to: 'int8', blockSize: 16, symmetric: false, embeddingBits: null });
@@ -125,7 +125,7 @@ test('--quantize-aware int8 --qat-asymmetric on a 2:4-pruned student: zeros stay
   }
   const emb = trained.get('model.embed_tokens.weight')!;
   assert.ok(!onGrid(emb.values, emb.shape, 8, 16, false), 'the embedding stays float');
-  const cli = runCli(['quantize', join(dir, 'q'), '--to', 'int8', '--block-size', '16', '--asymmetric', '-o', join(dir, 'i8')]);
+  const cli = runCli(['quantize', join(dir, 'q'), '--to', 'int8', '--block-size', '16', '--float-embeddings', '-o', join(dir, 'i8')]);
   assert.equal(cli.code, 0, cli.stderr);
   assert.doesNotMatch(cli.stdout, /quantization-aware/);
   // GGUF's types are another grid: written, with a warning.
@@ -137,12 +137,12 @@ test('--quantize-aware int8 --qat-asymmetric on a 2:4-pruned student: zeros stay
     method: 'rtn',
   });
   assert.deepEqual(gguf.warnings, [
-    `${join(dir, 'q')}: trained quantization-aware for \`quantize --to int8 --block-size 16 --asymmetric\`; GGUF q8_0 rounds it on ` +
+    `${join(dir, 'q')}: trained quantization-aware for \`quantize --to int8 --block-size 16 --float-embeddings\`; GGUF q8_0 rounds it on ` +
       "llama.cpp's grid instead, which undoes part of what the training won back",
   ]);
 });
 
-test('bad input: --qat-* without --quantize-aware, a block size MatMulNBits has not, float embeddings at int8', () => {
+test('bad input: --qat-* without --quantize-aware, a block size MatMulNBits has not, --qat-asymmetric at int8', () => {
   const dir = tempDir();
   const fails = (args: string[], message: RegExp) => {
     const out = join(dir, 'out');
@@ -169,10 +169,7 @@ test('bad input: --qat-* without --quantize-aware, a block size MatMulNBits has 
   };
   fails(['--student-layers', '1', '--qat-asymmetric'], /--qat-asymmetric: a --quantize-aware option; add --quantize-aware int4 or int8/);
   fails(['--quantize-aware', 'int4', '--qat-block-size', '48'], /--qat-block-size 48: choose one of 16, 32, 64, 128/);
-  fails(
-    ['--quantize-aware', 'int8', '--qat-float-embeddings'],
-    /--qat-float-embeddings: int8 keeps the embedding and lm_head in float already/,
-  );
+  fails(['--quantize-aware', 'int8', '--qat-asymmetric'], /--qat-asymmetric: int8's blocks take zero points already/);
   fails(['--quantize-aware', 'int3'], /--quantize-aware/);
 });
 

@@ -4,6 +4,13 @@ import { passAction, passCommand } from '../pass-command.js';
 import { formatBytes, qualityRows, table } from '../output.js';
 import { ggufTable } from './gguf-report.js';
 
+/** How the report's MatMulNBits computes, in words. */
+const ACTIVATIONS = {
+  float: 'float activations',
+  int8: 'int8 activations (accuracy level 4)',
+  'int8+residual': 'int8 activations and their rounding residual (accuracy level 4)',
+} as const;
+
 export function quantizeCommand() {
   return passCommand('quantize')
     .description(
@@ -33,7 +40,8 @@ export function quantizeCommand() {
           }
           const quality = report.eval;
           const scheme = report.bits
-            ? `int${report.bits}, blocks of ${report.blockSize}, ${report.symmetric ? 'symmetric' : 'asymmetric'}, ${report.method}`
+            ? `int${report.bits}, blocks of ${report.blockSize}, ${report.symmetric ? 'symmetric' : 'asymmetric'}, ${report.method}` +
+              (report.activations ? `; ${ACTIVATIONS[report.activations]}` : '')
             : report.to;
           const rows: Array<Array<string | number>> = [
             ['output', `${report.output} (${report.format})`],

@@ -54,17 +54,18 @@ export const DISTILL_OPTIONS = {
   quantizeAware: choice(QAT_TARGETS, {
     arg: '<precision>',
     help:
-      "train through `quantize --to <precision>`'s rounding (round-to-nearest on MatMulNBits blocks; int4 also rounds the " +
-      'embedding and lm_head to 8 bits, as quantize does for the CPU), gradients straight through; writes the rounded weights',
+      "train through `quantize --to <precision>`'s rounding (round-to-nearest on MatMulNBits blocks, the embedding and " +
+      "lm_head at 8 bits, int8's blocks with zero points, as quantize does for the CPU), gradients straight through; " +
+      'writes the rounded weights',
   }),
   qatBlockSize: int({
     min: 1,
     default: 32,
     help: '--quantize-aware: weights per block, 16 | 32 | 64 | 128 (quantize with the same --block-size)',
   }),
-  qatAsymmetric: boolean({ help: '--quantize-aware: a zero point per block (quantize with --asymmetric)' }),
+  qatAsymmetric: boolean({ help: '--quantize-aware int4: a zero point per block (quantize with --asymmetric; int8 has them)' }),
   qatFloatEmbeddings: boolean({
-    help: '--quantize-aware int4: keep the embedding and lm_head in float (quantize with --float-embeddings)',
+    help: '--quantize-aware: keep the embedding and lm_head in float (quantize with --float-embeddings)',
   }),
   maxMinutes: number({ arg: '<m>', positive: true, help: 'stop training after this long (the schedule still follows --steps)' }),
   checkpointEvery: int({ min: 1, help: 'write a resumable checkpoint every n steps' }),
@@ -98,10 +99,10 @@ export const distillPass = definePass({
         throw new OptionError(key, (n) => `${n(key)}: a --quantize-aware option; add ${n('quantizeAware')} int4 or int8`);
     if (!(BLOCK_SIZES as readonly number[]).includes(o.qatBlockSize))
       throw new OptionError('qatBlockSize', (n) => `${n('qatBlockSize')} ${o.qatBlockSize}: choose one of ${BLOCK_SIZES.join(', ')}`);
-    if (o.qatFloatEmbeddings && o.quantizeAware === 'int8')
+    if (o.qatAsymmetric && o.quantizeAware === 'int8')
       throw new OptionError(
-        'qatFloatEmbeddings',
-        (n) => `${n('qatFloatEmbeddings')}: int8 keeps the embedding and lm_head in float already`,
+        'qatAsymmetric',
+        (n) => `${n('qatAsymmetric')}: int8's blocks take zero points already (quantize's CPU default for int8)`,
       );
   },
   run: (o, ctx) =>

@@ -54,6 +54,12 @@ export const prunePass = definePass({
     }
     if (o.method !== 'magnitude' && !o.calib)
       throw new OptionError('calib', (n) => `${n('method')} ${o.method} needs calibration text: give ${n('calib')} <file>`);
+    // Magnitude pruning scores weights alone: calibration text it would not read is refused, not silently ignored.
+    if (o.method === 'magnitude' && o.calib !== undefined)
+      throw new OptionError(
+        'calib',
+        (n) => `${n('calib')}: ${n('method')} magnitude reads no calibration text (${n('method')} wanda and sparsegpt do)`,
+      );
   },
   run: async (o, ctx) => {
     const report = await prune(ctx.reads.input!, ctx.output, {

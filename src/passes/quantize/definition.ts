@@ -6,7 +6,7 @@ import { DEVICES } from '../../runtime/device.js';
 import { defaultAttention } from '../export.js';
 import { boolean, choice, int, negatable, number, OptionError, outputFolder, printOptions, repeatable, textFile } from '../options.js';
 import { definePass, evalAfter, QUALITY_GATES, quality } from '../pass.js';
-import { matMulNBitsDefaults, type AccuracyLevel } from './matmul-nbits.js';
+import { ONNXRUNTIME_DEFAULTS, matMulNBitsDefaults, type AccuracyLevel } from './matmul-nbits.js';
 import { GGUF_TARGETS, quantizeGguf, validateGgufQuantizeOptions } from './gguf.js';
 import { MIX_POLICIES, validateMixOptions } from './mix-policy.js';
 import { CLIP_MODES } from './clip.js';
@@ -42,11 +42,19 @@ export const QUANTIZE_OPTIONS = {
       "weighted by the inputs' energy with --calib)",
   }),
   blockSize: int({ min: 1, default: 32, help: 'int4/int8: weights per block along the input dimension (16, 32, 64, 128)' }),
-  asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric)' }),
+  asymmetric: boolean({ help: 'int4/int8: a zero point per block (default: symmetric, except int8 on --device cpu)' }),
+  // int8's CPU default takes zero points; this is the way back (a flag, as --float-embeddings is for the embeddings).
+  symmetric: boolean({ help: 'int4/int8: no zero points (the default but for int8 on --device cpu, which is asymmetric)' }),
   accuracyLevel: int({
     min: 0,
     max: 4,
     help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute (default: 4 for int4 on --device cpu, else 0)',
+  }),
+  activationResidual: choice(['on', 'off'], {
+    arg: '<on|off>',
+    help:
+      "accuracy level 4: every product also multiplies its int8 activations' rounding residual (float accuracy for " +
+      'a second row; default: on for int8 on --device cpu, off for int4)',
   }),
   mix: choice(MIX_POLICIES, {
     arg: '<policy>',
@@ -110,6 +118,15 @@ export const quantizePass = definePass({
   gateHint: '; set eval: true on the stage to measure it, or gate an eval stage',
   dataDefaults: (o) => (CALIBRATED_METHODS.includes(o.method) || o.mix === 'auto' ? ['calib'] : []),
   validate: (o, given) => {
+    // Round-to-nearest reads calibration text only to weigh the clip search or to measure --mix auto: a --calib it
+    // would not read is refused, not silently ignored.
+    if (o.calib !== undefined && o.method === 'rtn' && o.clip !== 'search' && o.mix !== 'auto')
+      throw new OptionError(
+        'calib',
+        (n) =>
+          `${n('calib')}: ${n('method')} rtn reads no calibration text (it weighs ${n('clip')} search and measures ${n('mix')} auto; ` +
+          `${n('method')} gptq and awq need it)`,
+      );
     if (o.format === 'gguf') {
       validateGgufQuantizeOptions(o, given);
       validateMixOptions(o, given);
@@ -132,12 +149,18 @@ export const quantizePass = definePass({
       );
     if (o.quantizeEmbeddings && o.floatEmbeddings)
       throw new OptionError('floatEmbeddings', (n) => `${n('floatEmbeddings')} contradicts ${n('quantizeEmbeddings')}: give one`);
+    if (o.symmetric && o.asymmetric)
+      throw new OptionError('symmetric', (n) => `${n('symmetric')} contradicts ${n('asymmetric')}: give one`);
+    if (o.symmetric && o.to !== 'int4' && o.to !== 'int8')
+      throw new OptionError('symmetric', (n) => `${n('symmetric')}: ${n('to')} ${o.to} has no blocks (int4 and int8 do)`);
     validateQuantizeOptions({
       ...o,
-      accuracyLevel: o.accuracyLevel ?? 0,
+      // An unsaid level is the device's (run); level 4 is the one the residual needs, so only a given one is checked here.
+      accuracyLevel: o.accuracyLevel ?? (o.activationResidual === 'on' ? 4 : 0),
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
       symmetric: !o.asymmetric,
+      activationResidual: o.activationResidual === 'on',
     });
     // Only the integer precisions are block-wise: a block size asked of any other is a mistake, not a no-op.
     if (given.has('blockSize') && o.to !== 'int4' && o.to !== 'int8') {
@@ -161,13 +184,16 @@ export const quantizePass = definePass({
     }
     // What the user left unsaid comes from the device the artifact is for (the engines' formats have no such choice).
     const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
-    const fast = bits && o.format === 'onnx' ? matMulNBitsDefaults(ctx.device, bits) : { accuracyLevel: 0 as const, embeddingBits: null };
+    const fast = bits && o.format === 'onnx' ? matMulNBitsDefaults(ctx.device, bits) : ONNXRUNTIME_DEFAULTS;
+    const accuracyLevel = (o.accuracyLevel ?? fast.accuracyLevel) as AccuracyLevel;
     const options = {
       ...o,
       to: o.to as QuantTarget,
       format: o.format as (typeof QUANT_FORMATS)[number],
-      symmetric: !o.asymmetric,
-      accuracyLevel: (o.accuracyLevel ?? fast.accuracyLevel) as AccuracyLevel,
+      symmetric: !(o.asymmetric || (!o.symmetric && fast.asymmetric)),
+      accuracyLevel,
+      // On by default only where level 4 is the level (an explicit --accuracy-level 0 turns the default off too).
+      activationResidual: o.activationResidual ? o.activationResidual === 'on' : fast.residual && accuracyLevel === 4,
       attention: o.attention ?? defaultAttention(ctx.device, 'llmopt'),
       quantizeEmbeddings: o.quantizeEmbeddings || (!o.floatEmbeddings && fast.embeddingBits !== null),
       ...(!o.quantizeEmbeddings && !o.floatEmbeddings && fast.embeddingBits ? { embeddingBits: fast.embeddingBits } : {}),

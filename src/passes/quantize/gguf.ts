@@ -94,7 +94,7 @@ export function validateGgufQuantizeOptions(
   if (!(GGUF_TARGETS as readonly string[]).includes(o.to)) {
     throw new OptionError('to', (n) => `${n('to')} ${o.to}: ${n('format')} gguf writes ${GGUF_TARGETS.join(', ')}`);
   }
-  for (const key of ['blockSize', 'asymmetric', 'accuracyLevel', 'attention'] as const) {
+  for (const key of ['blockSize', 'asymmetric', 'symmetric', 'accuracyLevel', 'activationResidual', 'attention'] as const) {
     if (given.has(key)) {
       throw new OptionError(key, (n) => `${n(key)}: not a GGUF option (llama.cpp's types fix their blocks; ${n('to')} picks one)`);
     }

@@ -26,18 +26,32 @@ import { blocksPerRow, type BlockQuantConfig, type BlockQuantized } from '../../
  */
 export type AccuracyLevel = 0 | 1 | 2 | 3 | 4;
 
+/** What `quantize --to int4|int8` writes for a device when the user leaves these unsaid. */
+export interface MatMulNBitsDefaults {
+  accuracyLevel: AccuracyLevel;
+  /** The embedding and lm_head's bits; null: float. */
+  embeddingBits: 4 | 8 | null;
+  /** A zero point per block. */
+  asymmetric: boolean;
+  /** Multiply the int8 activations' rounding residual too (accuracy level 4; {@link matMulNBitsNode}). */
+  residual: boolean;
+}
+
+/** onnxruntime's own MatMulNBits defaults, and the engines' formats' scheme: float activations and embeddings, symmetric. */
+export const ONNXRUNTIME_DEFAULTS: MatMulNBitsDefaults = { accuracyLevel: 0, embeddingBits: null, asymmetric: false, residual: false };
+
 /**
- * What `quantize --to int4|int8` writes when the user gives no --accuracy-level / --quantize-embeddings, for the
- * device the artifact is for. On the CPU, int4 computes with int8 activations (accuracy_level 4: MLAS's int8
- * kernel, 1.7x the float one's decode speed) and keeps the embedding and lm_head at 8 bits (the head is a third
- * of a small model's bytes per token; at 4 bits it costs +24% KL on aidreams-260k, at 8 bits +1%).
- * int8 keeps accuracy_level 0 and float embeddings everywhere: its int8-activation kernel is 20x faster on the CPU
- * but costs +199% KL (0.00009 -> 0.00028 on aidreams-260k), beyond the 10% a default may cost; ask for it with
- * --accuracy-level 4. The GPU providers keep onnxruntime's defaults (level 0, float embeddings).
+ * The defaults, for the device the artifact is for. On the CPU both widths compute with int8 activations
+ * (accuracy_level 4: MLAS's int8 kernel; levels 0-3 run 8-bit weights 20x slower) and keep the embedding and lm_head
+ * at 8 bits (the head is a third of a small model's bytes per token). int4 takes level 4's rounding of the
+ * activations as it is (+0.8% KL on aidreams-260k). int8 would lose +199% to it, so its products also multiply the
+ * rounding residual (+0.0003%), and its blocks take zero points, which pays for its 8-bit embedding and head (KL 3%
+ * below the float-activation, float-embedding int8 it replaces). The GPU providers keep onnxruntime's defaults
+ * (level 0, float embeddings, symmetric).
  */
-export function matMulNBitsDefaults(device: string, bits: 4 | 8): { accuracyLevel: AccuracyLevel; embeddingBits: 4 | 8 | null } {
-  if (device !== 'cpu' || bits === 8) return { accuracyLevel: 0, embeddingBits: null };
-  return { accuracyLevel: 4, embeddingBits: 8 };
+export function matMulNBitsDefaults(device: string, bits: 4 | 8): MatMulNBitsDefaults {
+  if (device !== 'cpu') return ONNXRUNTIME_DEFAULTS;
+  return { accuracyLevel: 4, embeddingBits: 8, asymmetric: bits === 8, residual: bits === 8 };
 }
 
 /** The three MatMulNBits constant inputs, laid out as the operator reads them. */
@@ -203,7 +217,10 @@ export function writeMatMulNBits(g: GraphBuilder, prefix: string, q: BlockQuanti
   return { weight: writeWeight(g, prefix, q, packed.weight), ...writeScales(g, prefix, q, packed) };
 }
 
-/** A MatMulNBits node: x [..., K] -> [..., N]. */
+/**
+ * A MatMulNBits node: x [..., K] -> [..., N]. With `residual` (accuracy level 4 only; x must be [B, S, K]) the
+ * product also multiplies what the int8 activations lose: see {@link activationResidual}.
+ */
 export function matMulNBitsNode(
   g: GraphBuilder,
   names: MatMulNBitsNames,
@@ -211,9 +228,12 @@ export function matMulNBitsNode(
   x: string,
   path: string,
   accuracyLevel: AccuracyLevel,
+  residual = false,
 ): string {
-  const inputs = [x, names.weight, names.scales, ...(names.zeroPoints ? [names.zeroPoints] : [])];
-  return g.op(
+  if (residual && accuracyLevel !== 4) throw new Error(`${path}: the activation residual needs accuracy_level 4`);
+  const a = residual ? g.op('Concat', [x, activationResidual(g, x, shape, path)], `${path}/Residual/Concat`, { axis: { int: 0 } }) : x;
+  const inputs = [a, names.weight, names.scales, ...(names.zeroPoints ? [names.zeroPoints] : [])];
+  const y = g.op(
     'MatMulNBits',
     inputs,
     `${path}/MatMulNBits`,
@@ -226,6 +246,48 @@ export function matMulNBitsNode(
     },
     MS_DOMAIN,
   );
+  if (!residual) return y;
+  // Rows [0, B) are W Q(x), rows [B, 2B) W Q(x - Q(x)): their sum is W x to within Q's error on the residual.
+  const [rounded, rest] = g.node('Split', [y], { name: `${path}/Residual/Split`, attrs: { axis: { int: 0 } }, outputs: 2 });
+  return g.op('Add', [rounded!, rest!], `${path}/Residual/Add`);
+}
+
+/**
+ * What accuracy level 4 loses of x [B, S, K]: MLAS quantizes each block of `blockSize` activations along K to int8
+ * (q = round(a * 127 / max|a|), the value q * max|a| / 127) before its integer product; x minus that value, computed
+ * here by the same rule. Multiplied as rows of their own (quantized again, so with 1/127 of the first rounding's error),
+ * they give the level-4 product float accuracy for one more row per row: at batch 1 the weights are read once for both,
+ * so the step costs little more, while at large batches (prefill) the integer work doubles.
+ */
+function activationResidual(g: GraphBuilder, x: string, shape: MatMulNBitsShape, path: string): string {
+  const p = `${path}/Residual`;
+  const { cols: K, blockSize } = shape;
+  const nb = blocksPerRow(K, blockSize);
+  const Kp = nb * blockSize;
+  // A ragged last block is padded with zeros, as MLAS pads it.
+  const padded =
+    Kp === K ? x : g.op('Pad', [x, g.constant(`/const/pad_last_${Kp - K}`, Elem.INT64, [6], [0, 0, 0, 0, 0, Kp - K])], `${p}/Pad`);
+  const blocks = g.op(
+    'Reshape',
+    [padded, g.constant(`/const/shape_0_0_${nb}_${blockSize}`, Elem.INT64, [4], [0, 0, nb, blockSize])],
+    `${p}/Blocks`,
+  );
+  const max = g.op('ReduceMax', [g.op('Abs', [blocks], `${p}/Abs`)], `${p}/ReduceMax`, { axes: { ints: [3] }, keepdims: { int: 1 } });
+  const c127 = g.constant('/const/f32_127', Elem.FLOAT, [], [127]);
+  // A block of zeros: MLAS takes 0 for its inverse scale; 127 / (0 + 1e-30) gives the same codes (all 0). For any other
+  // block the 1e-30 is below half an ulp of its max, so the inverse is MLAS's own 127 / max.
+  const inverse = g.op(
+    'Div',
+    [c127, g.op('Add', [max, g.constant('/const/f32_1e-30', Elem.FLOAT, [], [1e-30])], `${p}/Guard`)],
+    `${p}/Inverse`,
+  );
+  const codes = g.op('Round', [g.op('Mul', [blocks, inverse], `${p}/Scale`)], `${p}/Round`);
+  const kept = g.op('Mul', [codes, g.op('Div', [max, c127], `${p}/Step`)], `${p}/Dequantize`);
+  const lost = g.op('Sub', [blocks, kept], `${p}/Sub`);
+  const flat = g.op('Reshape', [lost, g.constant(`/const/shape_0_0_${Kp}`, Elem.INT64, [3], [0, 0, Kp])], `${p}/Flat`);
+  if (Kp === K) return flat;
+  const slice = (name: string, v: number) => g.constant(`/const/${name}_${v}`, Elem.INT64, [1], [v]);
+  return g.op('Slice', [flat, slice('zero', 0), slice('end', K), slice('axis', 2)], `${p}/Slice`);
 }
 
 /** Stored bytes of a packed weight (B, scales and zero points). */
@@ -244,6 +306,8 @@ export interface MatMulNBitsLinearOptions {
   /** Quantizes one weight [out, in] (RTN, or a lookup of precomputed GPTQ results). */
   quantize: (layer: LinearLayer, w: Float32Array) => BlockQuantized | Promise<BlockQuantized>;
   accuracyLevel: AccuracyLevel;
+  /** At accuracy level 4: each product also multiplies its activations' int8 rounding residual. */
+  residual?: boolean;
   /** Modules kept in float32 (e.g. `lm_head`). */
   exclude?: (module: string) => boolean;
   /** Called once per quantized layer. */
@@ -284,7 +348,7 @@ export function matMulNBitsLinear(opts: MatMulNBitsLinearOptions): LinearEmitter
   ) => {
     if (opts.exclude?.(layer.module)) return floatLinear(g, weights, layer, x);
     const { q, floatBytes } = given ?? (await quantized(weights, layer));
-    const y = matMulNBitsNode(g, store(g, layer, q, floatBytes), q, x, layer.path, opts.accuracyLevel);
+    const y = matMulNBitsNode(g, store(g, layer, q, floatBytes), q, x, layer.path, opts.accuracyLevel, opts.residual);
     return addBias(g, weights, layer, y);
   };
   const packed: PackedLinearEmitter = async (g, weights, layers, x, path) => {
@@ -312,7 +376,7 @@ export function matMulNBitsLinear(opts: MatMulNBitsLinearOptions): LinearEmitter
       rows: sum(layers.map((l) => l.outFeatures)),
       cols: first.cols,
     };
-    return splitPacked(g, weights, layers, matMulNBitsNode(g, joined, shape, x, path, opts.accuracyLevel), path);
+    return splitPacked(g, weights, layers, matMulNBitsNode(g, joined, shape, x, path, opts.accuracyLevel, opts.residual), path);
   };
   return Object.assign((g: GraphBuilder, weights: WeightSource, layer: LinearLayer, x: string) => one(g, weights, layer, x), { packed });
 }
@@ -322,6 +386,8 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 export interface QuantizedEmbeddingOptions {
   /** accuracy_level of the tied lm_head's MatMulNBits (default 0). */
   accuracyLevel?: AccuracyLevel;
+  /** At accuracy level 4: the tied head also multiplies its input's int8 rounding residual. */
+  residual?: boolean;
   onLayer?: (bytes: QuantizedLayerBytes) => void;
 }
 
@@ -392,7 +458,7 @@ export function quantizedEmbedding(cfg: BlockQuantConfig, opts: QuantizedEmbeddi
     tiedHead(g, _spec, x) {
       const s = stored.get(g);
       if (!s) throw new Error('quantizedEmbedding: tiedHead called before gather on this graph');
-      return matMulNBitsNode(g, s.head, s.shape, x, '/lm_head', opts.accuracyLevel ?? 0);
+      return matMulNBitsNode(g, s.head, s.shape, x, '/lm_head', opts.accuracyLevel ?? 0, opts.residual);
     },
   };
 }

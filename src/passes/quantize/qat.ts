@@ -20,21 +20,23 @@ export interface QatScheme {
 }
 
 /**
- * The scheme `llmopt quantize --to <to>` writes by default on the CPU: int4 keeps the embedding and lm_head at 8 bits,
- * int8 keeps them in float (quantize's "Quantization defaults"); `floatEmbeddings` keeps them in float for int4 too.
+ * The scheme `llmopt quantize --to <to>` writes by default on the CPU: the embedding and lm_head at 8 bits, int8's
+ * blocks with zero points (quantize's "Quantization defaults"); `floatEmbeddings` keeps the embeddings in float,
+ * `asymmetric` gives int4's blocks zero points too.
  */
 export function qatScheme(to: QatTarget, blockSize: number, asymmetric: boolean, floatEmbeddings: boolean): QatScheme {
-  return { to, blockSize, symmetric: !asymmetric, embeddingBits: to === 'int4' && !floatEmbeddings ? 8 : null };
+  return { to, blockSize, symmetric: to === 'int4' && !asymmetric, embeddingBits: floatEmbeddings ? null : 8 };
 }
 
 /** The `llmopt quantize` options that write a scheme, e.g. `--to int4 --block-size 64`. */
 export function quantizeFlags(s: QatScheme): string {
+  // The CPU defaults' symmetry: int4 symmetric, int8 asymmetric (folders trained before 2026-12-01 hold symmetric int8).
+  const symmetricByDefault = s.to === 'int4';
   return [
     `--to ${s.to}`,
     s.blockSize !== 32 ? `--block-size ${s.blockSize}` : '',
-    s.symmetric ? '' : '--asymmetric',
-    // int8 keeps the embedding and lm_head in float by default, as its scheme does (qatScheme).
-    s.to === 'int4' && s.embeddingBits === null ? '--float-embeddings' : '',
+    s.symmetric === symmetricByDefault ? '' : s.symmetric ? '--symmetric' : '--asymmetric',
+    s.embeddingBits === null ? '--float-embeddings' : '',
   ]
     .filter(Boolean)
     .join(' ');

@@ -44,13 +44,18 @@ type Optional = 'calibSamples' | 'actOrder' | 'dampening' | 'serveDtype' | 'stri
 // `to`, `format` and `fallback` also declare --format gguf's values (quantize/gguf.ts); this path takes its own.
 type GgufOnly = 'to' | 'format' | 'fallback';
 // The definition leaves attention, accuracyLevel and quantizeEmbeddings to the device's defaults; here they are resolved.
-type Resolved = 'accuracyLevel' | 'attention' | 'floatEmbeddings' | 'device';
-export type QuantizeOptions = Omit<Declared, Optional | GgufOnly | Resolved | 'asymmetric' | 'eval' | 'output' | 'json' | 'quiet'> &
+type Resolved = 'accuracyLevel' | 'attention' | 'floatEmbeddings' | 'device' | 'activationResidual';
+export type QuantizeOptions = Omit<
+  Declared,
+  Optional | GgufOnly | Resolved | 'asymmetric' | 'symmetric' | 'eval' | 'output' | 'json' | 'quiet'
+> &
   Partial<Pick<Declared, Optional>> & {
     to: QuantTarget;
     format: QuantFormat;
     symmetric: boolean;
     accuracyLevel: AccuracyLevel;
+    /** At accuracy level 4: every MatMulNBits also multiplies its activations' int8 rounding residual (int8's CPU default). */
+    activationResidual?: boolean;
     attention: AttentionForm;
     /** Bits of the quantized embedding and lm_head (default: the layers' own); int4 on the CPU keeps them at 8. */
     embeddingBits?: 4 | 8;
@@ -70,6 +75,8 @@ export interface QuantizeReport {
   bits: number | null;
   blockSize: number | null;
   symmetric: boolean | null;
+  /** How MatMulNBits computes: float activations (levels 0-3), int8 (level 4), int8 with the residual; null without it. */
+  activations: 'float' | 'int8' | 'int8+residual' | null;
   quantized: number;
   excluded: string[];
   bytes: Partial<Record<TensorKind, { before: number; after: number }>>;
@@ -122,6 +129,14 @@ export function validateQuantizeOptions(o: Omit<QuantizeOptions, 'accuracyLevel'
     if (problem) fail(problem.option, (n) => `${n(problem.option)} ${problem.option === 'to' ? o.to : o.blockSize}: ${problem.message}`);
   }
   if (![0, 1, 2, 3, 4].includes(o.accuracyLevel)) fail('accuracyLevel', (n) => `${n('accuracyLevel')} ${o.accuracyLevel}: choose 0 to 4`);
+  // The residual corrects accuracy level 4's int8 activations: at levels 0-3 the activations are float already.
+  if (o.activationResidual && (!integer || o.format !== 'onnx'))
+    fail('activationResidual', (n) => `${n('activationResidual')} on: MatMulNBits' option (${n('to')} int4 or int8, ${n('format')} onnx)`);
+  if (o.activationResidual && o.accuracyLevel !== 4)
+    fail(
+      'activationResidual',
+      (n) => `${n('activationResidual')} on corrects int8 activations: it needs ${n('accuracyLevel')} 4, not ${o.accuracyLevel}`,
+    );
   if (o.calib && !existsSync(o.calib)) throw new InputError(`${o.calib}: file not found`);
 }
 
@@ -239,6 +254,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
     const selected = selectTargets(spec, o.exclude);
     if (selected.length === 0) throw new InputError('--exclude leaves no layer to quantize');
     const bits = o.to === 'int4' ? 4 : o.to === 'int8' ? 8 : null;
+    const residual = Boolean(o.activationResidual);
     // The engines' rules, before any work: fused groups kept whole, shapes and kernels checked.
     const hfPlan =
       o.format === 'onnx'
@@ -342,6 +358,8 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         blockSize: cfg ? o.blockSize : null,
         symmetric: cfg ? o.symmetric : null,
         accuracyLevel: o.accuracyLevel,
+        // Only when on, so the manifests of other artifacts stay as they were.
+        ...(residual ? { activationResidual: true } : {}),
         quantizeEmbeddings: o.format === 'onnx' && o.quantizeEmbeddings,
         ...(o.embeddingBits && o.quantizeEmbeddings ? { embeddingBits: o.embeddingBits } : {}),
         excluded,
@@ -392,6 +410,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
             ? onlyTargets(w8a8Linear)
             : matMulNBitsLinear({
                 accuracyLevel: o.accuracyLevel,
+                residual,
                 exclude: (module) => !quantizes(module),
                 quantize: (layer, w) => quantizeLayer(layer.module, w, layer.outFeatures, layer.inFeatures),
               });
@@ -399,7 +418,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
         o.to === 'fp16'
           ? fp16Embedding
           : o.quantizeEmbeddings && cfg
-            ? quantizedEmbedding(spec.tiedEmbeddings ? cfgOf(LM_HEAD_MODULE) : headCfg!, { accuracyLevel: o.accuracyLevel })
+            ? quantizedEmbedding(spec.tiedEmbeddings ? cfgOf(LM_HEAD_MODULE) : headCfg!, { accuracyLevel: o.accuracyLevel, residual })
             : undefined;
       await exportModel(source, output, {
         attention: o.attention,
@@ -431,6 +450,7 @@ export async function quantize(source: string, output: string, o: QuantizeOption
       bits,
       blockSize: cfg ? o.blockSize : null,
       symmetric: cfg ? o.symmetric : null,
+      activations: cfg && o.format === 'onnx' ? (o.accuracyLevel !== 4 ? 'float' : residual ? 'int8+residual' : 'int8') : null,
       quantized: o.to === 'fp16' ? 0 : targets.length,
       excluded,
       bytes,
