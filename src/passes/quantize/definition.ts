@@ -48,7 +48,7 @@ export const QUANTIZE_OPTIONS = {
   accuracyLevel: int({
     min: 0,
     max: 4,
-    help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute (default: 4 for int4 on --device cpu, else 0)',
+    help: 'MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute (default: 4 on --device cpu, else 0)',
   }),
   activationResidual: choice(['on', 'off'], {
     arg: '<on|off>',
