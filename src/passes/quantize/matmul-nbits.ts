@@ -274,8 +274,8 @@ function activationResidual(g: GraphBuilder, x: string, shape: MatMulNBitsShape,
   );
   const max = g.op('ReduceMax', [g.op('Abs', [blocks], `${p}/Abs`)], `${p}/ReduceMax`, { axes: { ints: [3] }, keepdims: { int: 1 } });
   const c127 = g.constant('/const/f32_127', Elem.FLOAT, [], [127]);
-  // A block of zeros: MLAS takes 0 for its inverse scale; 127 / (0 + 1e-30) gives the same codes (all 0). For any other
-  // block the 1e-30 is below half an ulp of its max, so the inverse is MLAS's own 127 / max.
+  // The 1e-30 keeps a block of zeros from 0 x inf (its codes are 0 either way); above a max of about 1e-22 it is below
+  // half an ulp, so the inverse is exactly 127 / max.
   const inverse = g.op(
     'Div',
     [c127, g.op('Add', [max, g.constant('/const/f32_1e-30', Elem.FLOAT, [], [1e-30])], `${p}/Guard`)],
