@@ -231,7 +231,7 @@ export function matMulNBitsNode(
   residual = false,
 ): string {
   if (residual && accuracyLevel !== 4) throw new Error(`${path}: the activation residual needs accuracy_level 4`);
-  const a = residual ? g.op('Concat', [x, activationResidual(g, x, shape, path)], `${path}/Residual/Concat`, { axis: { int: 0 } }) : x;
+  const a = residual ? withResidual(g, x, shape, path) : x;
   const inputs = [a, names.weight, names.scales, ...(names.zeroPoints ? [names.zeroPoints] : [])];
   const y = g.op(
     'MatMulNBits',
@@ -250,6 +250,21 @@ export function matMulNBitsNode(
   // Rows [0, B) are W Q(x), rows [B, 2B) W Q(x - Q(x)): their sum is W x to within Q's error on the residual.
   const [rounded, rest] = g.node('Split', [y], { name: `${path}/Residual/Split`, attrs: { axis: { int: 0 } }, outputs: 2 });
   return g.op('Add', [rounded!, rest!], `${path}/Residual/Add`);
+}
+
+/** Each graph's [x; residual] inputs by x and block size: products reading one x (q, k, v unpacked) share them. */
+const stacked = new WeakMap<GraphBuilder, Map<string, string>>();
+
+/** x [B, S, K] with its residual stacked under it, [2B, S, K]: built once per graph, input and block size. */
+function withResidual(g: GraphBuilder, x: string, shape: MatMulNBitsShape, path: string): string {
+  const made = stacked.get(g) ?? new Map<string, string>();
+  stacked.set(g, made);
+  const key = `${x}|${shape.cols}|${shape.blockSize}`;
+  const known = made.get(key);
+  if (known) return known;
+  const a = g.op('Concat', [x, activationResidual(g, x, shape, path)], `${path}/Residual/Concat`, { axis: { int: 0 } });
+  made.set(key, a);
+  return a;
 }
 
 /**
