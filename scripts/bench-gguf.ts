@@ -2,11 +2,10 @@
 // Q4_K_M GGUF files by llmopt (Hugging Face folder in, each write in its own child process: time and peak RSS) next to
 // llama.cpp's llama-quantize on the same machine in the same run (from llmopt's F32 GGUF, as llama-quantize reads GGUF;
 // time and peak RSS from /usr/bin/time), repetitions interleaved, median and range. Each target's two files are also
-// compared tensor by tensor. --smoke runs a tiny shape; --threads N is llama-quantize's thread count (default 1: llmopt
-// quantizes on one thread).
+// compared tensor by tensor. --smoke runs a tiny shape; --threads N is both sides' thread count (default: all cores).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readGgufHeader, readGgufTensor } from '../src/formats/gguf/file.js';
 import { writeSyntheticLlama } from '../src/model/synthetic.js';
@@ -34,7 +33,7 @@ const TARGETS: GgufTarget[] = ['f16', 'q8_0', 'q4_0', 'q4_k_m'];
 const MiB = 2 ** 20;
 
 /** Child: llmopt writes one GGUF file of `target` from the Hugging Face folder, reporting its time and peak RSS. */
-async function childWrite(source: string, out: string, target: string): Promise<void> {
+async function childWrite(source: string, out: string, target: string, threads: number): Promise<void> {
   await reportJob(async () => {
     if (target === 'f32' || target === 'f16') {
       const r = await exportGguf(source, out, { dtype: target });
@@ -46,6 +45,7 @@ async function childWrite(source: string, out: string, target: string): Promise<
       exclude: [],
       quantizeEmbeddings: false,
       fallback: true,
+      threads,
     });
     return { bytes: r.bytes };
   });
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   if (!existsSync(QUANTIZE)) throw new Error(`${QUANTIZE}: llama.cpp is absent; the benchmark compares against llama-quantize`);
   const smoke = args.includes('--smoke');
   const reps = flag('reps', 3);
-  const threads = flag('threads', 1);
+  const threads = flag('threads', availableParallelism());
   const spec = smoke ? SMOKE : SYNTHETIC;
   const work = mkdtempSync(join(tmpdir(), 'llmopt-bench-gguf-'));
   try {
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     const source = join(work, spec.name);
     const f32 = join(work, 'llmopt-f32.gguf');
     log('llmopt: F32 GGUF (llama-quantize input) ...');
-    const f32Write = runChild(import.meta.url, 'write', source, f32, 'f32');
+    const f32Write = runChild(import.meta.url, 'write', source, f32, 'f32', String(threads));
     const runs: Record<
       string,
       { llmopt: Array<{ seconds: number; peakRssMiB: number }>; llamacpp: Array<{ seconds: number; peakRssMiB: number }> }
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
         const ours = join(work, `llmopt-${t}.gguf`);
         const theirs = join(work, `llama-quantize-${t}.gguf`);
         log(`rep ${rep + 1}/${reps} ${t}: llmopt ...`);
-        const r = runChild(import.meta.url, 'write', source, ours, t);
+        const r = runChild(import.meta.url, 'write', source, ours, t, String(threads));
         runs[t]!.llmopt.push({ seconds: r.seconds, peakRssMiB: r.peakRssMiB });
         log(`rep ${rep + 1}/${reps} ${t}: llama-quantize ...`);
         runs[t]!.llamacpp.push(llamaQuantize(f32, theirs, t, threads));
@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     const report = {
       machine: machine(),
       smoke,
-      settings: { reps, llamaQuantizeThreads: threads, model: spec.name, parameters, largestTensorMiB: largest / MiB },
+      settings: { reps, threads, model: spec.name, parameters, largestTensorMiB: largest / MiB },
       f32Write,
       targets: TARGETS.map((t) => ({
         target: t,
@@ -166,8 +166,8 @@ async function main(): Promise<void> {
       ]),
     );
     console.log(
-      `${reps} repetitions interleaved, median (min-max); llmopt reads the Hugging Face folder, one thread; llama-quantize reads ` +
-        `llmopt's F32 GGUF, ${threads} thread(s), mmap (its RSS counts the mapped input pages it touched)`,
+      `${reps} repetitions interleaved, median (min-max); ${threads} thread(s) on both sides; llmopt reads the Hugging Face folder, ` +
+        `llama-quantize llmopt's F32 GGUF, mmap (its RSS counts the mapped input pages it touched)`,
     );
   } finally {
     if (!args.includes('--keep')) rmSync(work, { recursive: true, force: true });
@@ -175,5 +175,5 @@ async function main(): Promise<void> {
   }
 }
 
-if (args[0] === '--child') await childWrite(args[2]!, args[3]!, args[4]!);
+if (args[0] === '--child') await childWrite(args[2]!, args[3]!, args[4]!, Number(args[5]));
 else await main();

@@ -32,6 +32,9 @@ test('quantize: unknown --to, bad block size, gptq without --calib, missing or e
   const idle = /--calib: --method rtn reads no calibration text \(it weighs --clip search and measures --mix auto/;
   failsCleanly(['quantize', MHA, '--to', 'int4', '--calib', SAMPLE_TEXT], idle);
   failsCleanly(['quantize', MHA, '--to', 'q4_k', '--format', 'gguf', '--calib', SAMPLE_TEXT], idle);
+  // The encoder threads are the GGUF writer's; an ONNX artifact's quantization has no such knob.
+  failsCleanly(['quantize', MHA, '--to', 'int4', '--threads', '2'], /--threads: the GGUF encoder's threads \(add --format gguf\)/);
+  failsCleanly(['quantize', MHA, '--to', 'q4_k', '--format', 'gguf', '--threads', '0'], /--threads 0: /);
 });
 
 test('quantize: a checkpoint that is already quantized', () => {

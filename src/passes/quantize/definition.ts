@@ -85,6 +85,7 @@ export const QUANTIZE_OPTIONS = {
   strict: boolean({
     help: 'compressed-tensors/gptq/awq: refuse (exit 2) where vLLM would split a fused group or has no kernel, instead of warning',
   }),
+  threads: int({ min: 1, help: 'gguf: threads that encode the tensors (default: all cores)' }),
   fallback: negatable({
     help: "gguf: rows that do not fit a type's blocks take llama.cpp's fallback type, or F16 (--no-fallback: refuse)",
   }),
@@ -138,6 +139,8 @@ export const quantizePass = definePass({
     }
     if ((GGUF_TARGETS as readonly string[]).includes(o.to))
       throw new OptionError('to', (n) => `${n('to')} ${o.to}: a GGUF type; add ${n('format')} gguf`);
+    if (given.has('threads'))
+      throw new OptionError('threads', (n) => `${n('threads')}: the GGUF encoder's threads (add ${n('format')} gguf)`);
     if (given.has('fallback')) {
       const flag = (n: (key: string) => string) => n('fallback').replace(/^--/, '--no-');
       throw new OptionError('fallback', (n) => `${flag(n)}: a GGUF option (add ${n('format')} gguf)`);

@@ -10,6 +10,7 @@ import { GGML_TYPES, type GgmlType, tensorBytes } from '../../formats/gguf/ggml-
 import { GGUF_TARGETS, ggufFileType, ggufTensorDecision, type GgufTarget } from '../../formats/gguf/mix.js';
 import { importanceFromSums, type ImatrixEntry } from '../../formats/gguf/quants/imatrix.js';
 import { dequantizeRows, quantizeRows } from '../../formats/gguf/quants/index.js';
+import { quantizeRowsParallel } from '../../formats/gguf/quants/parallel.js';
 import { calibrateLayerwise, loadModelCalibration, type LayerwiseMethod } from '../calibration.js';
 import { writeGgufModel, type GgufTensorSlot, type GgufWriteReport } from '../export/gguf.js';
 import { OptionError } from '../options.js';
@@ -60,6 +61,8 @@ export interface GgufQuantizeOptions {
   calibSeqLen?: number;
   dampening?: number;
   actOrder?: boolean;
+  /** Threads that encode the tensors (quantizeRowsParallel; default: all cores). */
+  threads?: number;
   onProgress?: (done: number, total: number, phase?: 'calibrate' | 'write') => void;
   onWarning?: (text: string) => void;
 }
@@ -358,10 +361,10 @@ export async function quantizeGguf(source: string, output: string, o: GgufQuanti
         else if (!coded) searched.unit++;
       }
       if (coded) return assembleCodes(gptq!.spec, slot, parts as Uint8Array[], type);
-      if (!search || !isBlockType(type)) return quantizeRows(type, data, data.length / cols, cols);
+      if (!search || !isBlockType(type)) return quantizeRowsParallel(type, data, data.length / cols, cols, {}, o.threads);
       const entry = sums.get(slot.hf[0]!);
       const importance = entry ? importanceFromSums(entry.sums, entry.tokens) : new Float32Array(cols).fill(1);
-      return quantizeRows(type, data, data.length / cols, cols, { importance, searchQ8: true });
+      return quantizeRowsParallel(type, data, data.length / cols, cols, { importance, searchQ8: true }, o.threads);
     },
     onProgress: (done, total) => o.onProgress?.(done, total, 'write'),
   });

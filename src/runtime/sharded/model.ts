@@ -4,8 +4,9 @@
 // Rows are cut into micro-batches (one per stage, at most) that flow through the stages concurrently.
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { DeviceError, InputError } from '../../core/errors.js';
+import { startModuleWorker } from '../../core/worker.js';
 import { readModelSpec } from '../../model/architectures/index.js';
 import { layerWindow, type DecoderSpec } from '../../core/spec.js';
 import type { Device } from '../device.js';
@@ -118,17 +119,6 @@ class ShardedCache implements SequenceState {
 const slidingLayers = (spec: DecoderSpec): number[] =>
   Array.from({ length: spec.numLayers }, (_, i) => i).filter((i) => layerWindow(spec, i) !== null);
 
-/**
- * Starts a rank's worker: the compiled worker.js, or under tsx (tests, benchmarks) worker.ts after
- * registering tsx's loader in the worker, which does not inherit the parent's loader hooks.
- */
-function startWorker(init: WorkerInit): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
-  const url = new URL('./worker.ts', import.meta.url).href;
-  const boot = `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url)}); })`;
-  return new Worker(boot, { eval: true, workerData: init });
-}
-
 export class ShardedModel implements CausalLM<ShardedCache> {
   private nextCache = 1;
 
@@ -166,7 +156,7 @@ export class ShardedModel implements CausalLM<ShardedCache> {
         device: opts.rankDevices?.[r.rank] ?? opts.device,
         threads,
       };
-      ranks[r.stage]![r.tpRank] = new RankWorker(r, startWorker(init));
+      ranks[r.stage]![r.tpRank] = new RankWorker(r, startModuleWorker(import.meta.url, 'worker', init));
     }
     const all = ranks.flat();
     try {

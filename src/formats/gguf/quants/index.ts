@@ -39,6 +39,12 @@ export function quantizeRows(
   cols: number,
   options: QuantizeRowsOptions = {},
 ): Uint8Array {
+  checkRows(type, data, rows, cols, options);
+  return encodeRows(type, data, rows, cols, options);
+}
+
+/** What quantizeRows refuses: a shape that is not whole blocks, non-finite weights or importance values. */
+export function checkRows(type: GgmlType, data: Float32Array, rows: number, cols: number, options: QuantizeRowsOptions = {}): void {
   checkShape(type, rows, cols);
   if (data.length !== rows * cols) throw new InputError(`${type}: ${data.length} values for a ${rows}x${cols} matrix`);
   const imp = options.importance;
@@ -48,6 +54,11 @@ export function quantizeRows(
     if (!Number.isFinite(data[i]!)) throw new InputError(`${type}: value ${data[i]} at row ${Math.floor(i / cols)}, column ${i % cols}`);
   }
   if (imp?.some((v) => !Number.isFinite(v) || v < 0)) throw new InputError(`${type}: importance values must be finite and non-negative`);
+}
+
+/** quantizeRows without its checks: rows already checked (a worker's share of a checked matrix). */
+export function encodeRows(type: GgmlType, data: Float32Array, rows: number, cols: number, options: QuantizeRowsOptions): Uint8Array {
+  const imp = options.importance;
   switch (type) {
     case 'F32':
     case 'F16':
