@@ -61,6 +61,31 @@ export function validateCheckpoint(spec: DecoderSpec, ckpt: Checkpoint): void {
   }
 }
 
+/**
+ * The packed int checkpoint `config` (the folder's parsed config.json) declares, opened as floats with its codes, and
+ * its format's name; null when it declares no quantization_config. An unsupported quant_method is refused.
+ */
+export async function openQuantizedCheckpoint(
+  dir: string,
+  config: Record<string, unknown>,
+): Promise<{ format: string; source: QuantizedCheckpointSource } | null> {
+  const qc = config.quantization_config as Record<string, unknown> | undefined;
+  if (!qc || typeof qc !== 'object') return null;
+  const formats: Array<[string, (c: Record<string, unknown>) => boolean, (d: string) => Promise<QuantizedCheckpointSource>]> = [
+    ['compressed-tensors', isCompressedTensors, openCompressedTensors],
+    ['gptq', isGptq, openGptq],
+    ['awq', isAwq, openAwq],
+  ];
+  const format = formats.find(([, is]) => is(config));
+  if (!format) {
+    throw new InputError(
+      `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc.quant_method)}" ` +
+        `is not supported (supported: ${formats.map(([name]) => name).join(', ')})`,
+    );
+  }
+  return { format: format[0], source: await format[2](dir) };
+}
+
 /** Opens and validates a Hugging Face Llama folder. The caller calls `close()`. */
 export async function openHfModel(dir: string): Promise<HfModel> {
   // A GGUF file's companion folder (model/gguf-model.ts): the weights are the file's, dequantized.
@@ -75,21 +100,9 @@ export async function openHfModel(dir: string): Promise<HfModel> {
   }
   const spec = readModelSpec(dir);
   const config = readJsonFile(join(dir, 'config.json'));
-  const qc = config.quantization_config as Record<string, unknown> | undefined;
-  if (qc && typeof qc === 'object') {
-    const formats: Array<[string, (c: Record<string, unknown>) => boolean, (d: string) => Promise<QuantizedCheckpointSource>]> = [
-      ['compressed-tensors', isCompressedTensors, openCompressedTensors],
-      ['gptq', isGptq, openGptq],
-      ['awq', isAwq, openAwq],
-    ];
-    const format = formats.find(([, is]) => is(config));
-    if (!format) {
-      throw new InputError(
-        `${join(dir, 'config.json')}: quantization_config quant_method "${String(qc.quant_method)}" ` +
-          `is not supported (supported: ${formats.map(([name]) => name).join(', ')})`,
-      );
-    }
-    const source = await format[2](dir);
+  const packed = await openQuantizedCheckpoint(dir, config);
+  if (packed) {
+    const { format, source } = packed;
     for (const [name, shape] of checkpointTensors(spec)) {
       if (!source.has(name)) {
         await source.close();
@@ -108,7 +121,7 @@ export async function openHfModel(dir: string): Promise<HfModel> {
       spec,
       weights,
       checkpoint: null,
-      quantization: format[0],
+      quantization: format,
       gguf: null,
       storedBytes,
       close: () => source.close(),

@@ -2,7 +2,7 @@
 // for a Hugging Face checkpoint or an exported llmopt artifact, read one tensor at a time.
 import type { GgufValue } from '../formats/gguf/file.js';
 import { dequantizeTensor, isGgufFile, readGgufModel } from './gguf-model.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { isArtifact, priorPasses, type PassRecord } from '../formats/artifact.js';
@@ -10,9 +10,10 @@ import { openArtifact } from './artifact.js';
 import { toFloat32, type DType } from '../formats/dtype.js';
 import { readJsonFile } from '../formats/hf-config.js';
 import { readModelSpec } from './architectures/index.js';
+import { openQuantizedCheckpoint } from './checkpoint.js';
 import { countNmViolations } from './sparsity.js';
 import { readOnnxInitializers } from '../formats/onnx/initializers.js';
-import { Elem } from '../formats/onnx/graph.js';
+import { decodeModel, Elem } from '../formats/onnx/graph.js';
 import { Checkpoint } from '../formats/safetensors.js';
 import type { DecoderSpec, RopeScaling } from '../core/spec.js';
 
@@ -52,6 +53,21 @@ export interface TensorReport {
   nmViolations?: number;
 }
 
+/** An artifact's MatMulNBits nodes: the settings onnxruntime computes them with, as counts of nodes. */
+export interface ProductsReport {
+  nodes: number;
+  /** Nodes by accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations). */
+  accuracyLevels: Record<string, number>;
+  /** Nodes by block_size. */
+  blockSizes: Record<string, number>;
+  /** Nodes given zero points (asymmetric blocks). */
+  zeroPoints: number;
+  /** Nodes that also multiply their activations' int8 rounding residual (rows stacked under A by a Concat). */
+  activationResidual: number;
+  /** GatherBlockQuantized nodes: embeddings read from block-quantized tables. */
+  quantizedGathers: number;
+}
+
 /** What {@link inspectModel} reports. */
 export interface InspectReport {
   kind: 'huggingface' | 'artifact' | 'gguf';
@@ -75,6 +91,8 @@ export interface InspectReport {
    * from its MatMulNBits / GatherBlockQuantized initializer (`<module>.weight_Q<bits>`); several values under --mix.
    */
   weightBits?: Record<string, number>;
+  /** Artifacts with MatMulNBits products: how they compute, read from the graph's nodes. */
+  products?: ProductsReport;
   /** N:M compliance of the linear weights, when the checkpoint declares N:M pruning or --nm asks. */
   nm?: { n: number; m: number; tensors: number; compliant: number; violatingTensors: string[] };
 }
@@ -244,9 +262,11 @@ async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<In
     await checkpoint.close();
   }
   const passes = priorPasses(dir);
+  const weightBits = await packedWeightBits(dir);
   return {
     ...(passes.length ? { manifest: passes } : {}),
     ...(nm ? { nm } : {}),
+    ...(weightBits ? { weightBits } : {}),
     kind: 'huggingface',
     path: dir,
     architecture: architectureOf(spec),
@@ -256,6 +276,46 @@ async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<In
     zeroFraction: report.zeroFraction,
     tensors: report.tensors,
   };
+}
+
+/** A packed int checkpoint's (GPTQ, AWQ, compressed-tensors) bits per quantized module, from its codes; null for others. */
+async function packedWeightBits(dir: string): Promise<Record<string, number> | null> {
+  const opened = await openQuantizedCheckpoint(dir, readJsonFile(join(dir, 'config.json')));
+  if (!opened) return null;
+  try {
+    const bits: Record<string, number> = {};
+    for (const module of opened.source.quantizedModules) bits[module] = (await opened.source.readQuantized(module)).bits;
+    return bits;
+  } finally {
+    await opened.source.close();
+  }
+}
+
+/** The MatMulNBits and GatherBlockQuantized nodes of an artifact's graph, summarized; null when it has none. */
+function productsOf(modelPath: string): ProductsReport | null {
+  const graph = decodeModel(readFileSync(modelPath)).graph;
+  const nodes = graph?.node ?? [];
+  const producer = new Map<string, (typeof nodes)[number]>();
+  for (const n of nodes) for (const o of n.output ?? []) producer.set(o, n);
+  const attr = (n: (typeof nodes)[number], name: string, fallback: number) => {
+    const a = n.attribute?.find((x) => x.name === name);
+    return a ? Number(a.i) : fallback;
+  };
+  const r: ProductsReport = { nodes: 0, accuracyLevels: {}, blockSizes: {}, zeroPoints: 0, activationResidual: 0, quantizedGathers: 0 };
+  for (const n of nodes) {
+    if (n.opType === 'GatherBlockQuantized') r.quantizedGathers++;
+    if (n.opType !== 'MatMulNBits') continue;
+    r.nodes++;
+    const level = String(attr(n, 'accuracy_level', 0));
+    const block = String(attr(n, 'block_size', 0));
+    r.accuracyLevels[level] = (r.accuracyLevels[level] ?? 0) + 1;
+    r.blockSizes[block] = (r.blockSizes[block] ?? 0) + 1;
+    if ((n.input?.[3] ?? '') !== '') r.zeroPoints++;
+    // The residual's rows are stacked under the activations along the batch axis (quantize/matmul-nbits.ts).
+    const a = producer.get(n.input?.[0] ?? '');
+    if (a?.opType === 'Concat' && attr(a, 'axis', 1) === 0) r.activationResidual++;
+  }
+  return r.nodes + r.quantizedGathers > 0 ? r : null;
 }
 
 /**
@@ -289,8 +349,10 @@ async function inspectArtifact(dir: string, opts: InspectOptions): Promise<Inspe
     const m = /^(.+)\.weight_Q(\d+)$/.exec(init.name);
     if (m) weightBits[m[1]!] = Number(m[2]);
   }
+  const products = productsOf(artifact.modelPath);
   return {
     ...(Object.keys(weightBits).length ? { weightBits } : {}),
+    ...(products ? { products } : {}),
     kind: 'artifact',
     path: dir,
     architecture: architectureOf(artifact.spec),

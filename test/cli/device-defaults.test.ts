@@ -77,6 +77,12 @@ test('quantize --to int8 on the CPU: level 4 with the activation residual, zero 
   const o = quantizeOptions(out);
   assert.deepEqual([o.accuracyLevel, o.activationResidual, o.symmetric, o.embeddingBits], [4, true, false, 8]);
   assert.ok(residualNodes(out) > 0);
+  // inspect reads the same settings back from the graph's nodes.
+  const products = (dir: string) => /^products\s+(.*)$/m.exec(runCli(['inspect', dir]).stdout)?.[1];
+  assert.match(
+    products(out) ?? '',
+    /^MatMulNBits: (\d+) nodes, blocks of 32, accuracy level 4, zero points in \1, activation residual in \1; GatherBlockQuantized: 1$/,
+  );
   assert.equal(JSON.parse(readFileSync(join(out, 'llmopt.json'), 'utf8')).model.attention, 'inplace');
 
   // Level 0 computes in float: no residual to multiply.
@@ -89,6 +95,7 @@ test('quantize --to int8 on the CPU: level 4 with the activation residual, zero 
   assert.equal(runCli(['quantize', GQA, '-o', plain, '--to', 'int8', ...flags]).code, 0);
   assert.deepEqual(nbits(plain), { levels: new Set([4]), gatherBits: null });
   assert.deepEqual([residualNodes(plain), quantizeOptions(plain).symmetric], [0, true]);
+  assert.match(products(plain) ?? '', /^MatMulNBits: \d+ nodes, blocks of 32, accuracy level 4, symmetric$/);
   // int4 takes it when asked; the GPU providers keep onnxruntime's defaults.
   const int4 = join(tempDir(), 'q');
   assert.equal(runCli(['quantize', GQA, '-o', int4, '--to', 'int4', '--activation-residual', 'on']).code, 0);
@@ -97,6 +104,7 @@ test('quantize --to int8 on the CPU: level 4 with the activation residual, zero 
   assert.equal(runCli(['quantize', GQA, '-o', gpu, '--to', 'int8', '--device', 'webgpu']).code, 0);
   assert.deepEqual([residualNodes(gpu), quantizeOptions(gpu).symmetric], [0, true]);
   assert.deepEqual(nbits(gpu), { levels: new Set([0]), gatherBits: null });
+  assert.match(products(gpu) ?? '', /^MatMulNBits: \d+ nodes, blocks of 32, accuracy level 0, symmetric$/);
 });
 
 test('bad defaults-related input: one line, exit 2, nothing written', () => {

@@ -10,6 +10,7 @@ import { openCompressedTensors } from '../../src/formats/compressed-tensors-read
 import { dynamicRule } from '../../src/formats/gptq-checkpoint.js';
 import { Checkpoint } from '../../src/formats/safetensors.js';
 import { openHfModel } from '../../src/model/checkpoint.js';
+import { inspectModel } from '../../src/model/inspect.js';
 import { writeSyntheticLlama } from '../../src/model/synthetic.js';
 import { quantizeRtn } from '../../src/passes/quantize/blockwise.js';
 import { gridOf } from '../../src/passes/quantize/hf-formats.js';
@@ -178,6 +179,8 @@ async function assertReadsBackPlanned(dir: string, format: 'compressed-tensors' 
     await back.close();
     await source.close();
   }
+  // inspect reads each module's bits from the folder's codes.
+  assert.deepEqual((await inspectModel(dir)).weightBits, Object.fromEntries(bitsOf));
 }
 
 for (const [mix, symmetric] of [

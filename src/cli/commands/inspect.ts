@@ -1,7 +1,7 @@
 // `llmopt inspect`: what a Hugging Face folder or an artifact holds — architecture, parameters,
 // dtypes, bytes, and per-tensor statistics including the fraction of zeros.
 import { Command } from 'commander';
-import { inspectModel } from '../../model/inspect.js';
+import { inspectModel, type ProductsReport } from '../../model/inspect.js';
 import { InputError } from '../../core/errors.js';
 import { formatBytes, Output, table } from '../output.js';
 
@@ -54,6 +54,7 @@ export function inspectCommand(): Command {
         const parts = [...byBits].sort(([a], [b]) => a - b).map(([bits, m]) => `${bits}-bit ${m.length}${byBits.size > 1 ? few(m) : ''}`);
         rows.push(['weight bits', parts.join('; ')]);
       }
+      if (r.products) rows.push(['products', productsLine(r.products)]);
       if (r.manifest) rows.push(['passes', r.manifest.map((p) => p.pass).join(' -> ')]);
       if (r.metadata) for (const [key, value] of Object.entries(r.metadata)) rows.push([key, String(value)]);
       if (r.nm) {
@@ -91,4 +92,21 @@ export function inspectCommand(): Command {
 
 function fmt(v: number | null | undefined): string {
   return v === null || v === undefined ? '-' : v.toPrecision(4);
+}
+
+/** "MatMulNBits: 22 nodes, blocks of 32, accuracy level 4, zero points in 22, ...": one value, or each with its count. */
+function productsLine(p: ProductsReport): string {
+  const values = (counts: Record<string, number>) => {
+    const e = Object.entries(counts);
+    return e.length === 1 ? e[0]![0] : e.map(([v, n]) => `${v} (${n})`).join(', ');
+  };
+  const parts: string[] = [];
+  if (p.nodes > 0) {
+    const matmul = [`${p.nodes} nodes`, `blocks of ${values(p.blockSizes)}`, `accuracy level ${values(p.accuracyLevels)}`];
+    matmul.push(p.zeroPoints === 0 ? 'symmetric' : `zero points in ${p.zeroPoints}`);
+    if (p.activationResidual > 0) matmul.push(`activation residual in ${p.activationResidual}`);
+    parts.push(`MatMulNBits: ${matmul.join(', ')}`);
+  }
+  if (p.quantizedGathers > 0) parts.push(`GatherBlockQuantized: ${p.quantizedGathers}`);
+  return parts.join('; ');
 }
