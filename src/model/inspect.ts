@@ -278,9 +278,18 @@ async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<In
   };
 }
 
-/** A packed int checkpoint's (GPTQ, AWQ, compressed-tensors) bits per quantized module, from its codes; null for others. */
+/**
+ * A packed int checkpoint's (GPTQ, AWQ, compressed-tensors) bits per quantized module, from its codes; null for
+ * others, a quantization llmopt does not read included (its tensors are still listed as stored).
+ */
 async function packedWeightBits(dir: string): Promise<Record<string, number> | null> {
-  const opened = await openQuantizedCheckpoint(dir, readJsonFile(join(dir, 'config.json')));
+  let opened: Awaited<ReturnType<typeof openQuantizedCheckpoint>>;
+  try {
+    opened = await openQuantizedCheckpoint(dir, readJsonFile(join(dir, 'config.json')));
+  } catch (e) {
+    if (e instanceof InputError) return null;
+    throw e;
+  }
   if (!opened) return null;
   try {
     const bits: Record<string, number> = {};

@@ -2,7 +2,7 @@
 // off a terminal, exit 1 for a failed gate, and --help with an example for every command.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GQA, MHA, SAMPLE_TEXT, runCli, tempDir, exportedArtifact } from '../support.js';
 
@@ -89,6 +89,16 @@ test('inspect --json on a Hugging Face folder and on its artifact', async () => 
   assert.equal(hf.kind, 'huggingface');
   assert.equal(art.kind, 'artifact');
   assert.equal(hf.parameters, art.parameters);
+  assert.equal(hf.weightBits, undefined);
+  // A quantization llmopt does not read still inspects: its tensors as stored, no bits per module.
+  const other = join(tempDir(), 'bnb');
+  cpSync(MHA, other, { recursive: true });
+  const config = JSON.parse(readFileSync(join(other, 'config.json'), 'utf8'));
+  writeFileSync(join(other, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'bitsandbytes' } }));
+  const r = runCli(['inspect', other, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const bnb = JSON.parse(r.stdout);
+  assert.deepEqual([bnb.parameters, bnb.weightBits], [hf.parameters, undefined]);
 });
 
 test('run: the quick start (a bare `llmopt run`) runs recipes/quickstart.yaml on the bundled fixture into out/quickstart', () => {

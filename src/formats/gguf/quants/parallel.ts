@@ -85,12 +85,19 @@ export async function quantizeRowsParallel(
   const rowBytes = tensorBytes(type, cols);
   const out = new Uint8Array(rows * rowBytes);
   let nextRow = 0;
+  let failed = false;
   const work = async (thread: EncoderThread) => {
-    while (nextRow < rows) {
+    while (nextRow < rows && !failed) {
       const first = nextRow;
       const n = Math.min(rowsPerChunk, rows - first);
       nextRow += n;
-      const bytes = await thread.encode({ type, data: data.slice(first * cols, (first + n) * cols), rows: n, cols, options });
+      const bytes = await thread
+        .encode({ type, data: data.slice(first * cols, (first + n) * cols), rows: n, cols, options })
+        .catch((e: Error) => {
+          // The other threads stop taking chunks: the call has failed.
+          failed = true;
+          throw e;
+        });
       if (bytes.length !== n * rowBytes) throw new Error(`GGUF encoder thread: ${bytes.length} bytes for ${n} rows of ${type}`);
       out.set(bytes, first * rowBytes);
     }
