@@ -138,7 +138,7 @@ export async function openAwq(dir: string): Promise<QuantizedCheckpointSource> {
   const g = groupSize as number;
   const ckpt = await Checkpoint.open(dir);
   try {
-    const modules = new Map<string, { rows: number; cols: number }>();
+    const modules = new Map<string, { rows: number; cols: number; bits: 4 | 8 }>();
     for (const name of ckpt.names()) {
       if (!name.endsWith('.qweight')) continue;
       const m = name.slice(0, -'.qweight'.length);
@@ -156,7 +156,7 @@ export async function openAwq(dir: string): Promise<QuantizedCheckpointSource> {
       if (!['F16', 'BF16', 'F32'].includes(scales.dtype) || scales.shape.join() !== `${groups},${rows}`)
         throw bad(scales, `float [${groups}, ${rows}]`);
       if (qzeros.dtype !== 'I32' || qzeros.shape.join() !== `${groups},${rows / 8}`) throw bad(qzeros, `I32 [${groups}, ${rows / 8}]`);
-      modules.set(m, { rows, cols });
+      modules.set(m, { rows, cols, bits: 4 });
     }
     const decode = async (m: string): Promise<BlockQuantized> => {
       const { rows, cols } = modules.get(m)!;

@@ -262,6 +262,11 @@ function makeSource(dir: string, config: Json, ckpt: Checkpoint, layouts: Map<st
     dir,
     config,
     quantizedModules: [...layouts.keys()],
+    bitsOf: (module) => {
+      const l = layouts.get(module);
+      if (!l) throw new InputError(`${dir}: no quantized module named "${module}"`);
+      return l.scheme.bits;
+    },
     names: () => [...names],
     has: (name) => known.has(name),
     shape: (name) => {

@@ -12,6 +12,8 @@ export interface QuantizedCheckpointSource extends WeightSource {
   readonly config: Record<string, unknown>;
   /** Names of the quantized modules. */
   readonly quantizedModules: string[];
+  /** A quantized module's bits, from the layout read at open (no codes read). */
+  bitsOf(module: string): 4 | 8;
   /** Logical tensor names: float tensors as stored and `<module>.weight` for each quantized module. */
   names(): string[];
   /** The module's codes, scales and zero points in llmopt's unsigned convention. */
@@ -27,7 +29,7 @@ export function quantizedSource(
   dir: string,
   config: Record<string, unknown>,
   ckpt: Checkpoint,
-  modules: Map<string, { rows: number; cols: number }>,
+  modules: Map<string, { rows: number; cols: number; bits: 4 | 8 }>,
   suffixes: readonly string[],
   decode: (module: string) => Promise<BlockQuantized>,
 ): QuantizedCheckpointSource {
@@ -53,6 +55,11 @@ export function quantizedSource(
       if (moduleOf(name) && !ckpt.has(name)) return dequantize(await decode(name.slice(0, -'.weight'.length)));
       if (!known.has(name)) throw missing(name);
       return ckpt.readFloat32(name);
+    },
+    bitsOf: (module) => {
+      const m = modules.get(module);
+      if (!m) throw new InputError(`${dir}: no quantized module named "${module}"`);
+      return m.bits;
     },
     readQuantized: (module) => {
       if (!modules.has(module)) throw new InputError(`${dir}: no quantized module named "${module}"`);

@@ -2,7 +2,7 @@
 // for a Hugging Face checkpoint or an exported llmopt artifact, read one tensor at a time.
 import type { GgufValue } from '../formats/gguf/file.js';
 import { dequantizeTensor, isGgufFile, readGgufModel } from './gguf-model.js';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { isArtifact, priorPasses, type PassRecord } from '../formats/artifact.js';
@@ -12,8 +12,8 @@ import { readJsonFile } from '../formats/hf-config.js';
 import { readModelSpec } from './architectures/index.js';
 import { openQuantizedCheckpoint } from './checkpoint.js';
 import { countNmViolations } from './sparsity.js';
-import { readOnnxInitializers } from '../formats/onnx/initializers.js';
-import { decodeModel, Elem } from '../formats/onnx/graph.js';
+import { readOnnxModel, type ModelProto } from '../formats/onnx/initializers.js';
+import { Elem } from '../formats/onnx/graph.js';
 import { Checkpoint } from '../formats/safetensors.js';
 import type { DecoderSpec, RopeScaling } from '../core/spec.js';
 
@@ -279,7 +279,7 @@ async function inspectHuggingFace(dir: string, opts: InspectOptions): Promise<In
 }
 
 /**
- * A packed int checkpoint's (GPTQ, AWQ, compressed-tensors) bits per quantized module, from its codes; null for
+ * A packed int checkpoint's (GPTQ, AWQ, compressed-tensors) bits per quantized module, from its layout; null for
  * others, a quantization llmopt does not read included (its tensors are still listed as stored).
  */
 async function packedWeightBits(dir: string): Promise<Record<string, number> | null> {
@@ -293,7 +293,7 @@ async function packedWeightBits(dir: string): Promise<Record<string, number> | n
   if (!opened) return null;
   try {
     const bits: Record<string, number> = {};
-    for (const module of opened.source.quantizedModules) bits[module] = (await opened.source.readQuantized(module)).bits;
+    for (const module of opened.source.quantizedModules) bits[module] = opened.source.bitsOf(module);
     return bits;
   } finally {
     await opened.source.close();
@@ -301,9 +301,8 @@ async function packedWeightBits(dir: string): Promise<Record<string, number> | n
 }
 
 /** The MatMulNBits and GatherBlockQuantized nodes of an artifact's graph, summarized; null when it has none. */
-function productsOf(modelPath: string): ProductsReport | null {
-  const graph = decodeModel(readFileSync(modelPath)).graph;
-  const nodes = graph?.node ?? [];
+function productsOf(model: ModelProto): ProductsReport | null {
+  const nodes = model.graph?.node ?? [];
   const producer = new Map<string, (typeof nodes)[number]>();
   for (const n of nodes) for (const o of n.output ?? []) producer.set(o, n);
   const attr = (n: (typeof nodes)[number], name: string, fallback: number) => {
@@ -339,7 +338,7 @@ function isWeight(name: string, external: boolean): boolean {
 
 async function inspectArtifact(dir: string, opts: InspectOptions): Promise<InspectReport> {
   const artifact = openArtifact(dir);
-  const initializers = await readOnnxInitializers(artifact.modelPath);
+  const { model, initializers } = await readOnnxModel(artifact.modelPath);
   const report = new ReportBuilder();
   for (const [i, init] of initializers.entries()) {
     const dtype = ONNX_DTYPE[init.elemType] ?? `ONNX_TYPE_${init.elemType}`;
@@ -358,7 +357,7 @@ async function inspectArtifact(dir: string, opts: InspectOptions): Promise<Inspe
     const m = /^(.+)\.weight_Q(\d+)$/.exec(init.name);
     if (m) weightBits[m[1]!] = Number(m[2]);
   }
-  const products = productsOf(artifact.modelPath);
+  const products = productsOf(model);
   return {
     ...(Object.keys(weightBits).length ? { weightBits } : {}),
     ...(products ? { products } : {}),

@@ -7,7 +7,7 @@ import type onnxProto from 'onnx-proto';
 import { InputError } from '../../core/errors.js';
 import { decodeModel, onnx } from './graph.js';
 
-type ModelProto = onnxProto.onnx.IModelProto;
+export type ModelProto = onnxProto.onnx.IModelProto;
 type TensorProto = onnxProto.onnx.ITensorProto;
 
 // protobufjs decodes int64 fields as numbers or Long objects depending on their size.
@@ -129,6 +129,11 @@ function typedFieldBytes(t: TensorProto, where: string): Uint8Array | null {
  * that does not fit its file or its dtype and shape.
  */
 export async function readOnnxInitializers(modelPath: string): Promise<OnnxInitializer[]> {
+  return (await readOnnxModel(modelPath)).initializers;
+}
+
+/** {@link readOnnxInitializers}, with the decoded model too (its nodes), for readers that want both from one decode. */
+export async function readOnnxModel(modelPath: string): Promise<{ model: ModelProto; initializers: OnnxInitializer[] }> {
   let bytes: Uint8Array;
   try {
     bytes = await fs.readFile(modelPath);
@@ -198,5 +203,5 @@ export async function readOnnxInitializers(modelPath: string): Promise<OnnxIniti
     }
     out.push({ name, elemType, dims, byteLength: inline.byteLength, external: false, read: async () => copyOf(inline) });
   }
-  return out;
+  return { model, initializers: out };
 }
